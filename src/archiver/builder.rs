@@ -1,0 +1,177 @@
+//! Assembles trees from the walker's events, on its own thread, so the walker can run ahead
+//! while files are still being read. Events arrive in depth-first order with each directory's
+//! entries sorted; a directory's tree is stored when it is left, after its files' outcomes are
+//! in, and becomes a node of its parent.
+
+use std::path::PathBuf;
+
+use crossbeam_channel::Receiver;
+use serde_bytes::ByteBuf;
+
+use super::reader::FileOutcome;
+use super::sink::BlobSink;
+use crate::db::CachedFile;
+use crate::format::tree::{Metadata, Node, NodeKind, Tree};
+use crate::repo::{RepoError, Repository};
+
+pub enum Event {
+    EnterDir {
+        name: ByteBuf,
+        meta: Metadata,
+    },
+    LeaveDir,
+    /// A node whose content is known (special files, unchanged files).
+    Node(Node),
+    /// A regular file being read by the pool.
+    File {
+        name: ByteBuf,
+        meta: Metadata,
+        path: PathBuf,
+        outcome: Receiver<FileOutcome>,
+    },
+}
+
+enum Pending {
+    Ready(Node),
+    File {
+        name: ByteBuf,
+        meta: Metadata,
+        path: PathBuf,
+        outcome: Receiver<FileOutcome>,
+    },
+}
+
+struct Frame {
+    name: ByteBuf,
+    meta: Metadata,
+    entries: Vec<Pending>,
+}
+
+#[derive(Default)]
+pub struct BuildReport {
+    /// The nodes at the top level: one per source path.
+    pub roots: Vec<Node>,
+    pub files_read: u64,
+    pub bytes_read: u64,
+    pub dirs: u64,
+    pub errors: Vec<(PathBuf, String)>,
+    pub warnings: Vec<(PathBuf, String)>,
+    pub cache_records: Vec<(Vec<u8>, CachedFile)>,
+}
+
+/// Files-cache rows are written in batches of this many, keeping memory flat.
+const CACHE_BATCH: usize = 4096;
+
+pub fn build(
+    sink: &BlobSink,
+    repo: &Repository,
+    events: Receiver<Event>,
+) -> Result<BuildReport, RepoError> {
+    let mut report = BuildReport::default();
+    let mut stack = vec![Frame {
+        name: ByteBuf::new(),
+        meta: Metadata::default(),
+        entries: Vec::new(),
+    }];
+    for event in events {
+        match event {
+            Event::EnterDir { name, meta } => stack.push(Frame {
+                name,
+                meta,
+                entries: Vec::new(),
+            }),
+            Event::Node(node) => top(&mut stack).entries.push(Pending::Ready(node)),
+            Event::File {
+                name,
+                meta,
+                path,
+                outcome,
+            } => top(&mut stack).entries.push(Pending::File {
+                name,
+                meta,
+                path,
+                outcome,
+            }),
+            Event::LeaveDir => {
+                let frame = stack.pop().expect("LeaveDir follows EnterDir");
+                let tree = Tree {
+                    nodes: resolve(frame.entries, &mut report)?,
+                };
+                if report.cache_records.len() >= CACHE_BATCH {
+                    repo.db()
+                        .store_files(&std::mem::take(&mut report.cache_records))?;
+                }
+                let subtree = sink.add_tree(tree.encode())?;
+                report.dirs += 1;
+                top(&mut stack).entries.push(Pending::Ready(Node {
+                    name: frame.name,
+                    kind: NodeKind::Dir { subtree },
+                    meta: frame.meta,
+                }));
+            }
+        }
+    }
+    let root = stack
+        .pop()
+        .expect("the top frame is never popped by events");
+    report.roots = resolve(root.entries, &mut report)?;
+    Ok(report)
+}
+
+fn top(stack: &mut [Frame]) -> &mut Frame {
+    stack
+        .last_mut()
+        .expect("the top frame is never popped by events")
+}
+
+/// Waits for each file's outcome, in order, dropping the files that could not be read.
+fn resolve(entries: Vec<Pending>, report: &mut BuildReport) -> Result<Vec<Node>, RepoError> {
+    let mut nodes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            Pending::Ready(node) => nodes.push(node),
+            Pending::File {
+                name,
+                meta,
+                path,
+                outcome,
+            } => {
+                let outcome = outcome.recv().unwrap_or_else(|_| {
+                    FileOutcome::Unreadable(std::io::Error::other(
+                        "reader stopped before this file",
+                    ))
+                });
+                match outcome {
+                    FileOutcome::Read {
+                        content,
+                        size,
+                        cache,
+                        changed_while_reading,
+                    } => {
+                        report.files_read += 1;
+                        report.bytes_read += size;
+                        if changed_while_reading {
+                            report
+                                .warnings
+                                .push((path.clone(), "file changed while it was read".into()));
+                        }
+                        if let Some(cache) = cache {
+                            report.cache_records.push((
+                                std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec(),
+                                cache,
+                            ));
+                        }
+                        nodes.push(Node {
+                            name,
+                            kind: NodeKind::File { size, content },
+                            meta,
+                        });
+                    }
+                    FileOutcome::Unreadable(e) => report.errors.push((path, e.to_string())),
+                    FileOutcome::Fatal(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(nodes)
+}

@@ -1,0 +1,314 @@
+//! `coffer backup`: walk → read and chunk → hash → deduplicate → compress → encrypt → pack →
+//! upload, as a pipeline over threads with bounded queues between stages:
+//!
+//! ```text
+//! walker (this thread) ──events──▶ builder thread ── trees ──▶ sink (tree pack)
+//!        └──file jobs──▶ reader pool ── new chunks ──▶ sink pack workers ──▶ uploads ──▶ index
+//! ```
+//! Memory is bounded by the queue sizes, the packs being filled and the uploads in flight;
+//! no file and no tree is held whole, except one directory's entries at a time.
+//! The snapshot is written last, after every pack and index file it needs (DESIGN §3).
+
+mod builder;
+mod meta;
+mod reader;
+mod sink;
+mod walker;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+use serde_bytes::ByteBuf;
+
+pub use reader::unchanged;
+pub use walker::Excludes;
+
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::repo::{RepoError, Repository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("source {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid exclude pattern: {0}")]
+    Exclude(#[from] globset::Error),
+    #[error("nothing to back up: give at least one path")]
+    NoPaths,
+    #[error("interrupted; no snapshot was written (uploaded data is reused by the next backup)")]
+    Interrupted,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    pub hostname: Option<String>,
+    pub progress: Arc<crate::progress::Counters>,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    /// Files and folders that could not be read: the snapshot lacks them.
+    pub errors: Vec<(PathBuf, String)>,
+    pub warnings: Vec<(PathBuf, String)>,
+}
+
+/// Absolute, symlink-free source paths, without duplicates or paths inside other sources.
+fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
+    if paths.is_empty() {
+        return Err(BackupError::NoPaths);
+    }
+    let mut sources = paths
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p).map_err(|source| BackupError::Source {
+                path: p.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    sources.sort();
+    sources.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for source in sources {
+        if !kept.iter().any(|k| source.starts_with(k)) {
+            kept.push(source);
+        }
+    }
+    Ok(kept)
+}
+
+pub fn backup(
+    repo: &Arc<Repository>,
+    options: &BackupOptions,
+    interrupted: &AtomicBool,
+) -> Result<BackupOutcome, BackupError> {
+    let start = chrono::Utc::now();
+    let sources = prepare_sources(&options.paths)?;
+    let excludes = Excludes::new(&options.excludes)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sink = sink::BlobSink::new(Arc::clone(repo), cores)?;
+    let (event_tx, event_rx) = bounded(4096);
+    let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
+
+    let (walk, build) = std::thread::scope(|scope| {
+        let sink = &sink;
+        for _ in 0..cores.max(2) {
+            let jobs = job_rx.clone();
+            let ctx = reader::ReaderContext {
+                sink,
+                params: repo.config.chunker,
+                seed: repo.keys.id_key.chunker_seed(),
+                id_key: &repo.keys.id_key,
+                progress: &options.progress,
+            };
+            scope.spawn(move || reader::reader_loop(ctx, jobs));
+        }
+        drop(job_rx);
+        let builder = scope.spawn(move || builder::build(sink, repo, event_rx));
+        let mut walker = walker::Walker {
+            repo,
+            sink,
+            excludes: &excludes,
+            events: event_tx,
+            jobs: job_tx,
+            names: meta::NameCache::default(),
+            interrupted,
+            errors: Vec::new(),
+            files_unmodified: 0,
+            files_changed: 0,
+            other_nodes: 0,
+        };
+        let mut stopped = false;
+        for source in &sources {
+            let name = source
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| OsString::from("/"));
+            if walker.visit(source, &name).is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        let walker::Walker {
+            events,
+            jobs,
+            errors,
+            files_unmodified,
+            files_changed,
+            other_nodes,
+            ..
+        } = walker;
+        drop((events, jobs));
+        let build = builder.join().unwrap_or_else(|_| {
+            Err(RepoError::Corrupt {
+                object: "tree builder".into(),
+                detail: "panicked".into(),
+            })
+        });
+        (
+            (
+                stopped,
+                errors,
+                files_unmodified,
+                files_changed,
+                other_nodes,
+            ),
+            build,
+        )
+    });
+    let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
+    let report = build?;
+    if stopped || interrupted.load(Ordering::Relaxed) {
+        return Err(BackupError::Interrupted);
+    }
+
+    let root = store_prefix_trees(&sink, &sources, report.roots)?;
+    let bytes_added = sink.stats().bytes_added.load(Ordering::Relaxed);
+    let packs_added = sink.stats().packs_added.load(Ordering::Relaxed);
+    sink.finish()?;
+    repo.db()
+        .store_files(&report.cache_records)
+        .map_err(RepoError::from)?;
+
+    let mut errors = walk_errors;
+    errors.extend(report.errors);
+    let end = chrono::Utc::now();
+    let snapshot = Snapshot {
+        time_unix: start.timestamp(),
+        time_nsec: start.timestamp_subsec_nanos(),
+        hostname: options
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::repo::hostname),
+        username: crate::repo::username(),
+        paths: sources
+            .iter()
+            .map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec()))
+            .collect(),
+        tags: options.tags.clone(),
+        excludes: options.excludes.clone(),
+        tree: root,
+        incomplete: !errors.is_empty(),
+        program: format!("coffer {}", env!("CARGO_PKG_VERSION")),
+        summary: Summary {
+            files_new: report.files_read.saturating_sub(files_changed),
+            files_changed,
+            files_unmodified,
+            dirs: report.dirs,
+            other_nodes,
+            bytes_read: report.bytes_read,
+            total_bytes: 0,
+            bytes_added,
+            packs_added,
+            errors: errors.len() as u64,
+            start_unix: start.timestamp(),
+            end_unix: end.timestamp(),
+        },
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        errors,
+        warnings: report.warnings,
+    })
+}
+
+/// One level of the folders leading from `/` to the sources.
+#[derive(Default)]
+struct PrefixDir {
+    children: BTreeMap<Vec<u8>, PrefixEntry>,
+}
+
+enum PrefixEntry {
+    Dir(PathBuf, PrefixDir),
+    Source(Node),
+}
+
+/// Stores the trees of the folders above the sources (with their real metadata), so the
+/// snapshot's root is `/` and each source sits at its absolute path.
+fn store_prefix_trees(
+    sink: &sink::BlobSink,
+    sources: &[PathBuf],
+    roots: Vec<Node>,
+) -> Result<Id, RepoError> {
+    let mut top = PrefixDir::default();
+    let by_name: Vec<(&PathBuf, Node)> = sources.iter().zip(roots).collect();
+    for (source, node) in by_name {
+        let mut dir = &mut top;
+        let mut so_far = PathBuf::from("/");
+        let components: Vec<_> = source.components().skip(1).collect();
+        for (i, component) in components.iter().enumerate() {
+            let name = component.as_os_str().as_bytes().to_vec();
+            so_far.push(component);
+            if i + 1 == components.len() {
+                dir.children.insert(name, PrefixEntry::Source(node.clone()));
+                break;
+            }
+            let entry = dir
+                .children
+                .entry(name)
+                .or_insert_with(|| PrefixEntry::Dir(so_far.clone(), PrefixDir::default()));
+            dir = match entry {
+                PrefixEntry::Dir(_, d) => d,
+                PrefixEntry::Source(_) => unreachable!("nested sources were removed"),
+            };
+        }
+        if components.is_empty() {
+            // Backing up `/` itself: its content is the root.
+            if let NodeKind::Dir { subtree } = node.kind {
+                return Ok(subtree);
+            }
+        }
+    }
+    store_prefix_dir(sink, top)
+}
+
+fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoError> {
+    let mut names = meta::NameCache::default();
+    let mut nodes = Vec::with_capacity(dir.children.len());
+    for (name, entry) in dir.children {
+        match entry {
+            PrefixEntry::Source(mut node) => {
+                node.name = ByteBuf::from(name);
+                nodes.push(node);
+            }
+            PrefixEntry::Dir(path, sub) => {
+                let subtree = store_prefix_dir(sink, sub)?;
+                let meta = std::fs::symlink_metadata(&path)
+                    .map(|m| {
+                        meta::metadata(&m, meta::read_xattrs(&path).unwrap_or_default(), &mut names)
+                    })
+                    .unwrap_or_default();
+                nodes.push(Node {
+                    name: ByteBuf::from(name),
+                    kind: NodeKind::Dir { subtree },
+                    meta,
+                });
+            }
+        }
+    }
+    sink.add_tree(Tree { nodes }.encode())
+}
+
+/// Whether `path` names the root of the snapshot's tree.
+pub fn is_root(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, std::path::Component::RootDir))
+}

@@ -1,0 +1,144 @@
+//! Reading one file: open, chunk, name each chunk by its keyed hash and hand new chunks to the
+//! sink. Runs on a pool of threads so that several files are read while others compress.
+//! Also the files-cache decision: whether a file is unchanged since the last backup.
+
+use std::fs::{File, Metadata as FsMetadata};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::meta::{ctime_ns, mtime_ns};
+use super::sink::BlobSink;
+use crate::chunker::Chunker;
+use crate::db::CachedFile;
+use crate::format::config::ChunkerParams;
+use crate::id::Id;
+use crate::repo::RepoError;
+
+pub struct FileJob {
+    pub path: PathBuf,
+    pub meta: FsMetadata,
+    pub reply: Sender<FileOutcome>,
+}
+
+pub enum FileOutcome {
+    Read {
+        content: Vec<Id>,
+        size: u64,
+        /// Set when the file may be trusted from the files cache next time.
+        cache: Option<CachedFile>,
+        changed_while_reading: bool,
+    },
+    /// The file could not be read; the backup goes on without it.
+    Unreadable(std::io::Error),
+    /// Storing failed; the whole backup must stop.
+    Fatal(RepoError),
+}
+
+/// The files-cache decision: same inode, size and timestamps as when the cached content was
+/// read. ctime catches changes that preserve mtime (`touch -r`, most metadata-preserving
+/// copies), since nobody can set it.
+pub fn unchanged(cached: &CachedFile, meta: &FsMetadata) -> bool {
+    cached.dev == meta.dev()
+        && cached.ino == meta.ino()
+        && cached.size == meta.size()
+        && cached.mtime_ns == mtime_ns(meta)
+        && cached.ctime_ns == ctime_ns(meta)
+}
+
+/// A file modified within one timestamp tick after we read it would keep its timestamps, so
+/// such recent files are not cached. Filesystems with whole-second stamps need a wider margin.
+fn settled(meta: &FsMetadata, read_started_ns: i64) -> bool {
+    let coarse = meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0;
+    let margin = if coarse { 2_000_000_000 } else { 100_000_000 };
+    mtime_ns(meta).max(ctime_ns(meta)) < read_started_ns - margin
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn open_for_backup(path: &Path) -> std::io::Result<File> {
+    // O_NOATIME keeps a backup from touching access times; only the owner (or root) may ask.
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
+
+pub struct ReaderContext<'a> {
+    pub sink: &'a BlobSink,
+    pub params: ChunkerParams,
+    pub seed: u64,
+    pub id_key: &'a crate::crypto::IdKey,
+    pub progress: &'a crate::progress::Counters,
+}
+
+pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> FileOutcome {
+    let started = now_ns();
+    let file = match open_for_backup(path) {
+        Ok(file) => file,
+        Err(e) => return FileOutcome::Unreadable(e),
+    };
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let mut chunker = Chunker::new(file, ctx.params, ctx.seed);
+    loop {
+        match chunker.next_chunk() {
+            Ok(Some(chunk)) => {
+                size += chunk.len() as u64;
+                ctx.progress.add_bytes(chunk.len() as u64);
+                let id = ctx.id_key.blob_id(&chunk);
+                if let Err(e) = ctx.sink.add_data(id, chunk) {
+                    return FileOutcome::Fatal(e);
+                }
+                content.push(id);
+            }
+            Ok(None) => break,
+            Err(e) => return FileOutcome::Unreadable(e),
+        }
+    }
+    ctx.progress.add_file();
+    let after = chunker.into_inner().metadata();
+    let changed = match &after {
+        Ok(after) => {
+            after.size() != before.size()
+                || mtime_ns(after) != mtime_ns(before)
+                || ctime_ns(after) != ctime_ns(before)
+                || size != before.size()
+        }
+        Err(_) => true,
+    };
+    let cache = (!changed && settled(before, started)).then(|| CachedFile {
+        dev: before.dev(),
+        ino: before.ino(),
+        size,
+        mtime_ns: mtime_ns(before),
+        ctime_ns: ctime_ns(before),
+        content: content.clone(),
+    });
+    FileOutcome::Read {
+        content,
+        size,
+        cache,
+        changed_while_reading: changed,
+    }
+}
+
+/// Runs on each reader thread until the job channel closes.
+pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
+    for job in jobs {
+        let outcome = read_file(&ctx, &job.path, &job.meta);
+        // The builder may have stopped after a fatal error; nobody is left to tell.
+        let _ = job.reply.send(outcome);
+    }
+}

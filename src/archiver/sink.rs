@@ -1,0 +1,300 @@
+//! Where new blobs go: deduplicated against the repository index and this run, compressed and
+//! encrypted by a pool of workers (one open data pack each), uploaded with a bounded number of
+//! packs in flight, and indexed once their packs are stored (packs before index, DESIGN §3).
+//! Trees go to their own packs so listings and mounts read few, small packs.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
+
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{compress, BlobKind, FinishedPack, PackWriter};
+use crate::id::Id;
+use crate::repo::{RepoError, Repository};
+use crate::store::{paths, StoreError};
+
+/// Packs uploaded but not yet awaited; bounds memory to this many pack buffers.
+const UPLOADS_IN_FLIGHT: usize = 3;
+/// An index file is written every this many packs, so an interrupted backup's uploads are
+/// found (and reused) by the next run.
+const PACKS_PER_INDEX: usize = 64;
+
+#[derive(Default)]
+pub struct SinkStats {
+    pub blobs_added: AtomicU64,
+    pub bytes_added: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub packs_added: AtomicU64,
+}
+
+struct Uploads {
+    in_flight: VecDeque<(IndexPack, tokio::task::JoinHandle<Result<(), StoreError>>)>,
+    done: Vec<IndexPack>,
+}
+
+struct Shared {
+    repo: Arc<Repository>,
+    uploads: Mutex<Uploads>,
+    failure: Mutex<Option<RepoError>>,
+    stats: SinkStats,
+}
+
+pub struct BlobSink {
+    shared: Arc<Shared>,
+    /// Blob ids in the repository or already queued in this run.
+    known: Mutex<HashSet<Id>>,
+    data_tx: Option<Sender<(Id, Vec<u8>)>>,
+    workers: Vec<JoinHandle<()>>,
+    tree_pack: Mutex<Option<PackWriter>>,
+}
+
+impl Shared {
+    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, Uploads> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, error: RepoError) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(error);
+    }
+
+    /// Starts an upload; waits for the oldest ones while too many are in flight.
+    fn upload(&self, pack: FinishedPack) {
+        let size = pack.bytes.len() as u64;
+        let entry = IndexPack {
+            id: pack.id,
+            size,
+            blobs: pack.entries,
+        };
+        let handle = self
+            .repo
+            .store
+            .spawn_write(paths::pack(&pack.id), pack.bytes);
+        self.stats.stored_bytes.fetch_add(size, Ordering::Relaxed);
+        self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
+        let mut uploads = self.lock_uploads();
+        uploads.in_flight.push_back((entry, handle));
+        while uploads.in_flight.len() > UPLOADS_IN_FLIGHT {
+            self.complete_oldest(&mut uploads);
+        }
+        if uploads.done.len() >= PACKS_PER_INDEX {
+            self.write_index(&mut uploads);
+        }
+    }
+
+    fn complete_oldest(&self, uploads: &mut Uploads) {
+        if let Some((entry, handle)) = uploads.in_flight.pop_front() {
+            match self.repo.store.wait(handle) {
+                Ok(()) => uploads.done.push(entry),
+                Err(e) => self.fail(e.into()),
+            }
+        }
+    }
+
+    fn write_index(&self, uploads: &mut Uploads) {
+        if uploads.done.is_empty() {
+            return;
+        }
+        let file = IndexFile {
+            packs: std::mem::take(&mut uploads.done),
+        };
+        if let Err(e) = self.repo.save_index(&file) {
+            self.fail(e);
+        }
+    }
+}
+
+impl BlobSink {
+    pub fn new(repo: Arc<Repository>, workers: usize) -> Result<BlobSink, RepoError> {
+        let mut known = HashSet::new();
+        repo.db().for_each_blob(|id, _| {
+            known.insert(*id);
+        })?;
+        let shared = Arc::new(Shared {
+            repo,
+            uploads: Mutex::new(Uploads {
+                in_flight: VecDeque::new(),
+                done: Vec::new(),
+            }),
+            failure: Mutex::new(None),
+            stats: SinkStats::default(),
+        });
+        let (data_tx, data_rx) = bounded::<(Id, Vec<u8>)>(workers * 2);
+        let workers = (0..workers)
+            .map(|i| {
+                let rx = data_rx.clone();
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("coffer-pack-{i}"))
+                    .spawn(move || pack_worker(&shared, rx))
+                    .map_err(|e| RepoError::Corrupt {
+                        object: "thread".into(),
+                        detail: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BlobSink {
+            shared,
+            known: Mutex::new(known),
+            data_tx: Some(data_tx),
+            workers,
+            tree_pack: Mutex::new(None),
+        })
+    }
+
+    pub fn stats(&self) -> &SinkStats {
+        &self.shared.stats
+    }
+
+    /// Whether the repository (or this run) already has the blob.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    /// Claims `id` for this run; true when the caller must store the blob.
+    fn claim(&self, id: Id) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
+    }
+
+    /// Queues a data blob unless it is already stored. Blocks while the workers are busy,
+    /// which is what bounds the memory of the whole pipeline.
+    pub fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
+        self.check_failure()?;
+        if self.claim(id) {
+            self.shared
+                .stats
+                .bytes_added
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.shared
+                .stats
+                .blobs_added
+                .fetch_add(1, Ordering::Relaxed);
+            let tx = self.data_tx.as_ref().expect("sender lives until finish");
+            tx.send((id, data)).map_err(|_| self.take_failure())?;
+        }
+        Ok(())
+    }
+
+    /// Stores a tree blob (deduplicated) and returns its id.
+    pub fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
+        self.check_failure()?;
+        let repo = &self.shared.repo;
+        let id = repo.keys.id_key.blob_id(&bytes);
+        if !self.claim(id) {
+            return Ok(id);
+        }
+        self.shared
+            .stats
+            .bytes_added
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .blobs_added
+            .fetch_add(1, Ordering::Relaxed);
+        let compressed = compress(&bytes, repo.config.compression_level);
+        let full = {
+            let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
+            let pack = slot
+                .get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Tree, 1 << 20));
+            pack.add(id, &compressed, bytes.len() as u32);
+            if pack.len() >= repo.config.pack_target as usize / 4 {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = full {
+            self.shared.upload(pack.finish());
+        }
+        // Cache the plaintext tree: the next `ls` or mount needs no storage read.
+        let _ = repo.db().store_tree(&id, &bytes);
+        Ok(id)
+    }
+
+    fn check_failure(&self) -> Result<(), RepoError> {
+        if self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return Err(self.take_failure());
+        }
+        Ok(())
+    }
+
+    fn take_failure(&self) -> RepoError {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| RepoError::Corrupt {
+                object: "pack worker".into(),
+                detail: "stopped unexpectedly".into(),
+            })
+    }
+
+    /// Flushes every open pack, waits for all uploads and writes the last index file. Only
+    /// after this returns Ok may a snapshot reference the blobs added.
+    pub fn finish(mut self) -> Result<(), RepoError> {
+        drop(self.data_tx.take());
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                self.shared.fail(RepoError::Corrupt {
+                    object: "pack worker".into(),
+                    detail: "panicked".into(),
+                });
+            }
+        }
+        let tree_pack = self
+            .tree_pack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(pack) = tree_pack {
+            self.shared.upload(pack.finish());
+        }
+        let mut uploads = self.shared.lock_uploads();
+        while !uploads.in_flight.is_empty() {
+            self.shared.complete_oldest(&mut uploads);
+        }
+        self.check_failure()?;
+        self.shared.write_index(&mut uploads);
+        drop(uploads);
+        self.check_failure()
+    }
+}
+
+fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
+    let repo = &shared.repo;
+    let target = repo.config.pack_target as usize;
+    let mut pack: Option<PackWriter> = None;
+    for (id, data) in rx {
+        let compressed = compress(&data, repo.config.compression_level);
+        let writer = pack.get_or_insert_with(|| {
+            PackWriter::new(&repo.keys.public, BlobKind::Data, target + (1 << 20))
+        });
+        writer.add(id, &compressed, data.len() as u32);
+        if writer.len() >= target {
+            if let Some(full) = pack.take() {
+                shared.upload(full.finish());
+            }
+        }
+    }
+    if let Some(last) = pack.take() {
+        if !last.is_empty() {
+            shared.upload(last.finish());
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Command-line syntax (clap). Global options may stand before or after the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coffer",
+    version,
+    about = "Encrypted, deduplicated backups you can mount and browse"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository location: a local folder.
+    #[arg(
+        short = 'r',
+        long,
+        global = true,
+        env = "COFFER_REPOSITORY",
+        value_name = "REPO"
+    )]
+    pub repo: Option<PathBuf>,
+    /// Read the repository password from this file (first line).
+    #[arg(long, global = true, value_name = "FILE", env = "COFFER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this command and read the password from its output.
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        env = "COFFER_PASSWORD_COMMAND"
+    )]
+    pub password_command: Option<String>,
+    /// Folder for the local database (a cache; safe to delete).
+    #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail; repeat for debug logs.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SnapshotFilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init,
+    /// Back up files and folders into a new snapshot.
+    Backup {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Skip paths matching this glob; without '/', it matches names at any depth.
+        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+        excludes: Vec<String>,
+        /// Record this host name instead of the machine's.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+    },
+    /// List snapshots.
+    Snapshots {
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
+    /// List files in a snapshot.
+    Ls {
+        /// Snapshot: `latest` or an id prefix.
+        snapshot: String,
+        /// Only this path (and below).
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
+    /// Restore a snapshot, or a path in it (`SNAP:/path`), into a folder.
+    Restore {
+        #[arg(value_name = "SNAP[:PATH]")]
+        snapshot: String,
+        #[arg(short, long, value_name = "DIR")]
+        target: PathBuf,
+        /// Restore only paths matching this glob (repeatable).
+        #[arg(short = 'i', long = "include", value_name = "GLOB")]
+        includes: Vec<String>,
+        /// Skip paths matching this glob (repeatable).
+        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+        excludes: Vec<String>,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
+    /// Verify the repository: structure always; with --read-data, every byte.
+    Check {
+        /// Read and verify all data.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read and verify a subset of the data: `10%` or `n/m`.
+        #[arg(long, value_name = "SUBSET")]
+        read_data_subset: Option<String>,
+    },
+    /// Show what changed between two snapshots.
+    Diff { first: String, second: String },
+    /// Repository size, deduplication and compression.
+    Stats,
+}

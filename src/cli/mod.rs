@@ -1,0 +1,208 @@
+//! The command-line edge: turns parsed arguments into engine calls, prints results for
+//! people or as JSON, and maps failures to exit codes. `anyhow` lives only here.
+
+pub mod args;
+mod output;
+mod password;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use args::{Cli, Command, GlobalArgs, SnapshotFilterArgs};
+use coffer::archiver::{self, BackupError, BackupOptions};
+use coffer::commands::restore::{self, RestoreOptions};
+use coffer::crypto::KdfParams;
+use coffer::repo::{default_cache_dir, OpenOptions, RepoError, Repository, SnapshotFilter};
+use coffer::store::Store;
+
+/// Exit codes, as documented in README.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const INCOMPLETE: u8 = 3;
+    pub const NOT_A_REPOSITORY: u8 = 10;
+    pub const WRONG_PASSWORD: u8 = 12;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit code for a failure, from the engine error at its root.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        let repo_error = cause.downcast_ref::<RepoError>().or_else(|| {
+            match cause.downcast_ref::<BackupError>() {
+                Some(BackupError::Repo(e)) => Some(e),
+                _ => None,
+            }
+        });
+        match repo_error {
+            Some(RepoError::NotARepository { .. }) => return exit::NOT_A_REPOSITORY,
+            Some(RepoError::WrongPassword) => return exit::WRONG_PASSWORD,
+            _ => {}
+        }
+        if matches!(
+            cause.downcast_ref::<BackupError>(),
+            Some(BackupError::Interrupted)
+        ) || matches!(
+            cause.downcast_ref::<restore::RestoreError>(),
+            Some(restore::RestoreError::Interrupted)
+        ) {
+            return exit::INTERRUPTED;
+        }
+    }
+    exit::ERROR
+}
+
+fn repo_path(global: &GlobalArgs) -> Result<PathBuf> {
+    match &global.repo {
+        Some(path) => Ok(path.clone()),
+        None => bail!("no repository given: use --repo or set COFFER_REPOSITORY"),
+    }
+}
+
+fn open_options(global: &GlobalArgs) -> OpenOptions {
+    OpenOptions {
+        cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        kdf: KdfParams::DEFAULT,
+    }
+}
+
+fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
+    let path = repo_path(global)?;
+    let store = match Store::open_local(&path, false) {
+        Ok(store) => store,
+        Err(e) => {
+            return Err(RepoError::NotARepository {
+                location: path.display().to_string(),
+                detail: e.to_string(),
+            }
+            .into())
+        }
+    };
+    let password = password::read(global, false)?;
+    Ok(Arc::new(Repository::open(
+        store,
+        password.as_bytes(),
+        &open_options(global),
+    )?))
+}
+
+fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
+    SnapshotFilter {
+        hosts: args.hosts.clone(),
+        tags: args.tags.clone(),
+    }
+}
+
+/// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot).
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("installing signal handlers")?;
+    }
+    Ok(flag)
+}
+
+pub fn run(cli: Cli) -> Result<u8> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init => {
+            let path = repo_path(global)?;
+            let store = Store::open_local(&path, true)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let password = password::read(global, true)?;
+            let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
+            output::init(global, &path, &repo);
+            Ok(exit::OK)
+        }
+        Command::Backup {
+            paths,
+            tags,
+            excludes,
+            host,
+        } => {
+            let repo = open_repo(global)?;
+            let interrupted = interrupt_flag()?;
+            let progress = output::Progress::start(global, "backing up");
+            let options = BackupOptions {
+                paths,
+                tags,
+                excludes,
+                hostname: host,
+                progress: Arc::clone(&progress.counters),
+            };
+            let outcome = archiver::backup(&repo, &options, &interrupted);
+            progress.finish();
+            let outcome = outcome?;
+            output::backup(global, &outcome)?;
+            Ok(if outcome.errors.is_empty() {
+                exit::OK
+            } else {
+                exit::INCOMPLETE
+            })
+        }
+        Command::Snapshots { filter: f } => {
+            let repo = open_repo(global)?;
+            let (snapshots, rejected) = repo.load_snapshots()?;
+            let snapshots: Vec<_> = snapshots
+                .into_iter()
+                .filter(|e| filter(&f).matches(&e.snapshot))
+                .collect();
+            output::snapshots(global, &snapshots, &rejected)?;
+            Ok(exit::OK)
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            includes,
+            excludes,
+            filter: f,
+        } => {
+            let repo = open_repo(global)?;
+            let interrupted = interrupt_flag()?;
+            let (spec, subpath) = match snapshot.split_once(':') {
+                Some((spec, path)) => (spec.to_string(), Some(path.as_bytes().to_vec())),
+                None => (snapshot.clone(), None),
+            };
+            let entry = repo.find_snapshot(&spec, &filter(&f))?;
+            let progress = output::Progress::start(global, "restoring");
+            let options = RestoreOptions {
+                target,
+                includes,
+                excludes,
+                progress: Arc::clone(&progress.counters),
+            };
+            let report = restore::restore(
+                &repo,
+                &entry.snapshot.tree,
+                subpath.as_deref(),
+                &options,
+                &interrupted,
+            );
+            progress.finish();
+            let report = report?;
+            output::restore(global, &entry.id, &report)?;
+            if report.errors.is_empty() {
+                Ok(exit::OK)
+            } else {
+                bail!(
+                    "{} entries could not be restored (listed above)",
+                    report.errors.len()
+                )
+            }
+        }
+        other => commands_extra(global, other),
+    }
+}
+
+fn commands_extra(_global: &GlobalArgs, command: Command) -> Result<u8> {
+    bail!("{command:?} is not available yet")
+}
+
+pub fn is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}

@@ -1,0 +1,252 @@
+//! What the commands print: a line or a table for people, JSON with `--json`, and a
+//! progress display on stderr only when it is a terminal.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::args::GlobalArgs;
+use coffer::archiver::BackupOutcome;
+use coffer::commands::restore::RestoreReport;
+use coffer::id::Id;
+use coffer::progress::Counters;
+use coffer::repo::{Repository, SnapshotEntry};
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn time(unix: i64, nsec: u32) -> String {
+    chrono::DateTime::from_timestamp(unix, nsec)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn init(global: &GlobalArgs, path: &Path, repo: &Repository) {
+    if global.json {
+        println!(
+            "{}",
+            json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() })
+        );
+    } else if !global.quiet {
+        println!(
+            "created repository {} at {}",
+            repo.id().short(),
+            path.display()
+        );
+        println!("keep the password safe: without it the backups cannot be read");
+    }
+}
+
+pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
+    for (path, message) in &outcome.warnings {
+        eprintln!("warning: {}: {message}", path.display());
+    }
+    for (path, message) in &outcome.errors {
+        eprintln!("error: {}: {message}", path.display());
+    }
+    let s = &outcome.snapshot.summary;
+    if global.json {
+        let errors: Vec<_> = outcome
+            .errors
+            .iter()
+            .map(|(p, m)| json!({ "path": p.display().to_string(), "message": m }))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "snapshot_id": outcome.id.to_hex(),
+                "short_id": outcome.id.short(),
+                "files_new": s.files_new,
+                "files_changed": s.files_changed,
+                "files_unmodified": s.files_unmodified,
+                "dirs": s.dirs,
+                "bytes_read": s.bytes_read,
+                "bytes_added": s.bytes_added,
+                "packs_added": s.packs_added,
+                "errors": errors,
+                "incomplete": outcome.snapshot.incomplete,
+            })
+        );
+    } else if !global.quiet {
+        println!(
+            "files: {} new, {} changed, {} unmodified; {} folders",
+            s.files_new, s.files_changed, s.files_unmodified, s.dirs
+        );
+        println!(
+            "read {}, added {} (before compression)",
+            bytes(s.bytes_read),
+            bytes(s.bytes_added)
+        );
+        let state = if outcome.snapshot.incomplete {
+            " (incomplete: some files could not be read)"
+        } else {
+            ""
+        };
+        println!("snapshot {} saved{state}", outcome.id.short());
+    }
+    Ok(())
+}
+
+pub fn snapshots(
+    global: &GlobalArgs,
+    snapshots: &[SnapshotEntry],
+    rejected: &[(Id, String)],
+) -> Result<()> {
+    for (id, reason) in rejected {
+        eprintln!("warning: ignoring snapshot {}: {reason}", id.short());
+    }
+    if global.json {
+        let list: Vec<_> = snapshots
+            .iter()
+            .map(|e| {
+                let s = &e.snapshot;
+                json!({
+                    "id": e.id.to_hex(),
+                    "short_id": e.id.short(),
+                    "time": time(s.time_unix, s.time_nsec),
+                    "hostname": s.hostname,
+                    "username": s.username,
+                    "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+                    "tags": s.tags,
+                    "tree": s.tree.to_hex(),
+                    "incomplete": s.incomplete,
+                    "summary": s.summary_json(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<26} {:<16} {:<16} Paths",
+        "ID", "Time", "Host", "Tags"
+    );
+    for e in snapshots {
+        let s = &e.snapshot;
+        let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+        let mark = if s.incomplete { " (incomplete)" } else { "" };
+        println!(
+            "{:<10} {:<26} {:<16} {:<16} {}{mark}",
+            e.id.short(),
+            time(s.time_unix, s.time_nsec),
+            s.hostname,
+            s.tags.join(","),
+            paths.join(" ")
+        );
+    }
+    if !global.quiet {
+        println!("{} snapshots", snapshots.len());
+    }
+    Ok(())
+}
+
+trait SummaryJson {
+    fn summary_json(&self) -> serde_json::Value;
+}
+
+impl SummaryJson for coffer::format::snapshot::Snapshot {
+    fn summary_json(&self) -> serde_json::Value {
+        let s = &self.summary;
+        json!({
+            "files_new": s.files_new, "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified, "dirs": s.dirs,
+            "bytes_read": s.bytes_read, "bytes_added": s.bytes_added, "errors": s.errors,
+        })
+    }
+}
+
+pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<()> {
+    for (path, message) in &report.errors {
+        eprintln!("error: {path}: {message}");
+    }
+    if global.json {
+        println!("{}", serde_json::to_string(report)?);
+    } else if !global.quiet {
+        println!(
+            "restored snapshot {}: {} files, {} folders, {} other, {}",
+            id.short(),
+            report.files,
+            report.dirs,
+            report.other,
+            bytes(report.bytes)
+        );
+    }
+    Ok(())
+}
+
+/// A live line on stderr (files, bytes, rate) while an operation runs on a terminal.
+pub struct Progress {
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(global: &GlobalArgs, verb: &'static str) -> Progress {
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = (!global.quiet && !global.json && super::is_terminal()).then(|| {
+            let counters = Arc::clone(&counters);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let bar = indicatif::ProgressBar::new_spinner();
+                let started = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let done = counters.bytes.load(Ordering::Relaxed);
+                    let total = counters.total_bytes.load(Ordering::Relaxed);
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    let rate = done as f64 / secs;
+                    let eta = if total > done && rate > 0.0 {
+                        format!(", ETA {:.0} s", (total - done) as f64 / rate)
+                    } else {
+                        String::new()
+                    };
+                    bar.set_message(format!(
+                        "{verb}: {} files, {} ({}/s){eta}",
+                        counters.files.load(Ordering::Relaxed),
+                        bytes(done),
+                        bytes(rate as u64)
+                    ));
+                    bar.tick();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        Progress {
+            counters,
+            stop,
+            ticker,
+        }
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}

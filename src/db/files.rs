@@ -1,0 +1,142 @@
+//! Files cache: path (raw bytes) → what the file was at the last backup (device, inode, size,
+//! mtime, ctime) and its content blob ids, so an unchanged file is re-backed-up without being
+//! read. Deciding whether a file is unchanged, and checking that its blobs are still in the
+//! index, is the archiver's job; this only stores and returns the record.
+//!
+//! Content ids are stored as one BLOB of concatenated 32-byte ids. `dev`, `ino` and `size` are
+//! stored bit for bit in SQLite's signed 64-bit integers.
+
+use rusqlite::types::Type;
+use rusqlite::OptionalExtension;
+
+use super::{Db, DbError};
+use crate::id::{Id, ID_LEN};
+
+/// A file as seen by the last backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedFile {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub content: Vec<Id>,
+}
+
+// SQLite integers are i64; these u64 are stored with their bits unchanged.
+fn to_sql_u64(v: u64) -> i64 {
+    v as i64
+}
+
+fn from_sql_u64(v: i64) -> u64 {
+    v as u64
+}
+
+impl Db {
+    /// The record of `path` from the last backup, if any.
+    pub fn cached_file(&self, path: &[u8]) -> Result<Option<CachedFile>, DbError> {
+        self.read("reading the files cache", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1",
+            )?;
+            stmt.query_row([path], |r| {
+                let blob: Vec<u8> = r.get(5)?;
+                if blob.len() % ID_LEN != 0 {
+                    let e = format!("content of {} bytes is not a list of ids", blob.len());
+                    return Err(rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        Type::Blob,
+                        e.into(),
+                    ));
+                }
+                let content = blob
+                    .chunks_exact(ID_LEN)
+                    .map(|c| Id(c.try_into().expect("chunks_exact yields ID_LEN bytes")))
+                    .collect();
+                Ok(CachedFile {
+                    dev: from_sql_u64(r.get(0)?),
+                    ino: from_sql_u64(r.get(1)?),
+                    size: from_sql_u64(r.get(2)?),
+                    mtime_ns: r.get(3)?,
+                    ctime_ns: r.get(4)?,
+                    content,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Records a batch of files (replacing earlier records of the same paths) in one
+    /// transaction; call it every few thousand files.
+    pub fn store_files(&mut self, files: &[(Vec<u8>, CachedFile)]) -> Result<(), DbError> {
+        self.write("writing the files cache", |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, ctime_ns, content)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut content = Vec::new();
+            for (path, f) in files {
+                content.clear();
+                f.content
+                    .iter()
+                    .for_each(|id| content.extend_from_slice(&id.0));
+                stmt.execute((
+                    path,
+                    to_sql_u64(f.dev),
+                    to_sql_u64(f.ino),
+                    to_sql_u64(f.size),
+                    f.mtime_ns,
+                    f.ctime_ns,
+                    &content,
+                ))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: u8, chunks: usize) -> CachedFile {
+        CachedFile {
+            dev: u64::MAX - n as u64,
+            ino: 1 << 63 | n as u64,
+            size: 4096 * n as u64,
+            mtime_ns: -1_000_000_007,
+            ctime_ns: 1_700_000_000_123_456_789,
+            content: (0..chunks).map(|i| Id::of_bytes(&[n, i as u8])).collect(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_replace() {
+        let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
+        let non_utf8 = b"/home/\xff\xfe/photo.jpg".to_vec();
+        let files = vec![
+            (non_utf8.clone(), file(1, 3)),
+            (b"/empty".to_vec(), file(2, 0)),
+        ];
+        db.store_files(&files).unwrap();
+        assert_eq!(db.cached_file(&non_utf8).unwrap(), Some(file(1, 3)));
+        assert_eq!(db.cached_file(b"/empty").unwrap(), Some(file(2, 0)));
+        assert_eq!(db.cached_file(b"/missing").unwrap(), None);
+        db.store_files(&[(non_utf8.clone(), file(3, 1))]).unwrap();
+        assert_eq!(db.cached_file(&non_utf8).unwrap(), Some(file(3, 1)));
+    }
+
+    #[test]
+    fn malformed_content_is_reported_corrupt() {
+        let db = Db::open_in_memory(&Id::default()).expect("in-memory database");
+        db.conn
+            .execute(
+                "INSERT INTO files VALUES (x'2f61', 1, 2, 3, 4, 5, x'0102')",
+                [],
+            )
+            .unwrap();
+        let err = db.cached_file(b"/a").unwrap_err();
+        assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("delete it"), "{err}");
+    }
+}

@@ -1,0 +1,325 @@
+//! `data/<xx>/<id>`: pack files, the unit of upload. A pack holds blobs of one kind (data or
+//! tree), each compressed and then encrypted under a random per-pack key that is wrapped to the
+//! repository's X25519 public key: a write-only key can make packs but never read one.
+//!
+//! Layout:
+//! ```text
+//! header   "CFPACK01" (8) | wrapped pack key (92, crypto::wrap_key, aad = magic)
+//! blobs    sealed box per blob (nonce 12 | ciphertext | tag 16) under the pack key,
+//!          aad = "coffer v1 blob" | blob id (32) | kind (1);
+//!          plaintext = codec (1: 0 stored, 1 zstd) | payload
+//! trailer  sealed box of postcard(Vec<PackEntry>) under the pack key, aad = magic | "table"
+//!          | table length (u32 LE) | "CFPKEND1" (8)
+//! ```
+//! The pack id is BLAKE3 of all its bytes. Blob offsets and lengths in `PackEntry` address
+//! the sealed box, so a reader fetches one blob with one ranged read (plus the header once per
+//! pack). Every decoded blob is checked against its keyed-BLAKE3 id.
+
+use serde::{Deserialize, Serialize};
+
+use super::{from_postcard, FormatError};
+use crate::crypto::{
+    unwrap_key, wrap_key, IdKey, PublicKey, SecretKey, SymKey, SEAL_OVERHEAD, WRAPPED_KEY_LEN,
+};
+use crate::id::Id;
+
+pub const MAGIC: &[u8; 8] = b"CFPACK01";
+pub const END_MAGIC: &[u8; 8] = b"CFPKEND1";
+pub const HEADER_LEN: usize = 8 + WRAPPED_KEY_LEN;
+/// Table length plus end magic.
+pub const TRAILER_FIXED_LEN: usize = 4 + 8;
+/// No blob's plaintext may exceed this; bounds memory when decoding hostile input.
+pub const MAX_BLOB_LEN: u32 = 256 << 20;
+const WHAT: &str = "pack";
+const CODEC_STORED: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl BlobKind {
+    fn tag(self) -> u8 {
+        match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+}
+
+/// Where a blob sits in its pack.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobKind,
+    /// Offset of the sealed box from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed box.
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+}
+
+fn blob_aad(id: &Id, kind: BlobKind) -> [u8; 14 + 32 + 1] {
+    let mut aad = [0u8; 47];
+    aad[..14].copy_from_slice(b"coffer v1 blob");
+    aad[14..46].copy_from_slice(&id.0);
+    aad[46] = kind.tag();
+    aad
+}
+
+fn table_aad() -> Vec<u8> {
+    [MAGIC.as_slice(), b"table"].concat()
+}
+
+/// Compresses a blob's plaintext, keeping it stored when zstd does not make it smaller
+/// (already-compressed media), so reads of such blobs skip decompression.
+pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plaintext.len() / 2 + 16);
+    out.push(CODEC_ZSTD);
+    if let Ok(compressed) = zstd::bulk::compress(plaintext, level) {
+        if compressed.len() + 1 < plaintext.len() {
+            out.extend_from_slice(&compressed);
+            return out;
+        }
+    }
+    out.clear();
+    out.push(CODEC_STORED);
+    out.extend_from_slice(plaintext);
+    out
+}
+
+/// An open pack being filled. Not thread-safe by design: each pipeline worker owns one.
+pub struct PackWriter {
+    key: SymKey,
+    kind: BlobKind,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to upload under `data/<id>`.
+pub struct FinishedPack {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(recipient: &PublicKey, kind: BlobKind, capacity: usize) -> PackWriter {
+        let key = SymKey::random();
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&wrap_key(recipient, &key, MAGIC));
+        PackWriter {
+            key,
+            kind,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a blob whose plaintext was already passed through [`compress`].
+    pub fn add(&mut self, id: Id, compressed: &[u8], raw_len: u32) {
+        let sealed = self.key.seal(compressed, &blob_aad(&id, self.kind));
+        let offset = self.buf.len() as u32;
+        self.buf.extend_from_slice(&sealed);
+        self.entries.push(PackEntry {
+            id,
+            kind: self.kind,
+            offset,
+            length: sealed.len() as u32,
+            raw_len,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(mut self) -> FinishedPack {
+        let table = self
+            .key
+            .seal(&super::to_postcard(&self.entries), &table_aad());
+        self.buf.extend_from_slice(&table);
+        self.buf
+            .extend_from_slice(&(table.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(END_MAGIC);
+        FinishedPack {
+            id: Id::of_bytes(&self.buf),
+            kind: self.kind,
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Unwraps a pack's key from its first [`HEADER_LEN`] bytes.
+pub fn open_pack_key(secret: &SecretKey, header: &[u8]) -> Result<SymKey, FormatError> {
+    if header.len() < HEADER_LEN {
+        return Err(FormatError::Truncated { what: WHAT });
+    }
+    if &header[..8] != MAGIC {
+        return Err(FormatError::BadMagic { what: WHAT });
+    }
+    unwrap_key(secret, &header[8..HEADER_LEN], MAGIC).map_err(FormatError::crypto(WHAT))
+}
+
+/// Decrypts, decompresses and verifies one blob against its id.
+pub fn open_blob(
+    pack_key: &SymKey,
+    id_key: &IdKey,
+    entry: &PackEntry,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    const WHAT_BLOB: &str = "blob";
+    if entry.raw_len > MAX_BLOB_LEN || sealed.len() != entry.length as usize {
+        return Err(FormatError::Truncated { what: WHAT_BLOB });
+    }
+    let plain = pack_key
+        .open(sealed, &blob_aad(&entry.id, entry.kind))
+        .map_err(FormatError::crypto(WHAT_BLOB))?;
+    let data = match plain.split_first() {
+        Some((&CODEC_STORED, payload)) => payload.to_vec(),
+        Some((&CODEC_ZSTD, payload)) => zstd::bulk::decompress(payload, entry.raw_len as usize)
+            .map_err(|e| FormatError::Malformed {
+                what: WHAT_BLOB,
+                detail: e.to_string(),
+            })?,
+        _ => {
+            return Err(FormatError::Malformed {
+                what: WHAT_BLOB,
+                detail: "unknown codec".into(),
+            })
+        }
+    };
+    if data.len() != entry.raw_len as usize || id_key.blob_id(&data) != entry.id {
+        return Err(FormatError::IdMismatch { what: WHAT_BLOB });
+    }
+    Ok(data)
+}
+
+/// Reads the table length from the last [`TRAILER_FIXED_LEN`] bytes of a pack; used to tell a
+/// whole pack from a partial one and to fetch the table.
+pub fn table_len(tail: &[u8]) -> Result<u32, FormatError> {
+    if tail.len() < TRAILER_FIXED_LEN {
+        return Err(FormatError::Truncated { what: WHAT });
+    }
+    let tail = &tail[tail.len() - TRAILER_FIXED_LEN..];
+    if &tail[4..] != END_MAGIC {
+        return Err(FormatError::Truncated { what: WHAT });
+    }
+    Ok(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")))
+}
+
+/// Decodes the blob table of a whole pack, checking that entries lie inside the blob area.
+pub fn read_table(pack_key: &SymKey, pack: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+    let table_len = table_len(pack)? as usize;
+    let blobs_end = pack
+        .len()
+        .checked_sub(TRAILER_FIXED_LEN + table_len)
+        .filter(|end| *end >= HEADER_LEN)
+        .ok_or(FormatError::Truncated { what: WHAT })?;
+    let table = pack_key
+        .open(&pack[blobs_end..blobs_end + table_len], &table_aad())
+        .map_err(FormatError::crypto(WHAT))?;
+    let entries: Vec<PackEntry> = from_postcard(&table, WHAT)?;
+    for entry in &entries {
+        let end = entry.offset as usize + entry.length as usize;
+        if (entry.offset as usize) < HEADER_LEN
+            || end > blobs_end
+            || (entry.length as usize) < SEAL_OVERHEAD + 1
+        {
+            return Err(FormatError::Malformed {
+                what: WHAT,
+                detail: "blob outside the pack".into(),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(blobs: &[Vec<u8>], secret: &SecretKey, id_key: &IdKey) -> FinishedPack {
+        let mut writer = PackWriter::new(&secret.public(), BlobKind::Data, 1024);
+        for blob in blobs {
+            writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32);
+        }
+        writer.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..8), zeros in 0usize..5000) {
+            let mut blobs = blobs;
+            blobs.push(vec![0; zeros]);
+            let secret = SecretKey::random();
+            let id_key = IdKey::random();
+            let pack = build(&blobs, &secret, &id_key);
+            prop_assert_eq!(pack.id, Id::of_bytes(&pack.bytes));
+            let key = open_pack_key(&secret, &pack.bytes).unwrap();
+            let table = read_table(&key, &pack.bytes).unwrap();
+            prop_assert_eq!(&table, &pack.entries);
+            for (entry, blob) in table.iter().zip(&blobs) {
+                let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
+                prop_assert_eq!(&open_blob(&key, &id_key, entry, sealed).unwrap(), blob);
+            }
+        }
+
+        #[test]
+        fn hostile_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let secret = SecretKey::random();
+            let _ = open_pack_key(&secret, &bytes);
+            let _ = table_len(&bytes);
+            let _ = read_table(&SymKey::random(), &bytes);
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let secret = SecretKey::random();
+        let id_key = IdKey::random();
+        let blob = b"some file content that compresses compresses compresses".to_vec();
+        let pack = build(&[blob], &secret, &id_key);
+        let entry = pack.entries[0];
+        for i in 0..pack.bytes.len() {
+            let mut bad = pack.bytes.clone();
+            bad[i] ^= 0x01;
+            let result = open_pack_key(&secret, &bad).and_then(|key| {
+                read_table(&key, &bad)?;
+                open_blob(
+                    &key,
+                    &id_key,
+                    &entry,
+                    &bad[entry.offset as usize..(entry.offset + entry.length) as usize],
+                )
+            });
+            assert!(result.is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn wrong_id_key_or_secret_fails() {
+        let secret = SecretKey::random();
+        let id_key = IdKey::random();
+        let pack = build(&[b"abc".to_vec()], &secret, &id_key);
+        assert!(open_pack_key(&SecretKey::random(), &pack.bytes).is_err());
+        let key = open_pack_key(&secret, &pack.bytes).unwrap();
+        let e = pack.entries[0];
+        let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        assert!(matches!(
+            open_blob(&key, &IdKey::random(), &e, sealed),
+            Err(FormatError::IdMismatch { .. })
+        ));
+    }
+}

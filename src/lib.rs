@@ -1,0 +1,15 @@
+//! Coffer: encrypted, deduplicated, compressed backups into any storage OpenDAL reaches,
+//! browsable through a FUSE mount. See `../shared/DESIGN.md` (kept as docs/DESIGN.md in the
+//! design repository) for the whole picture; each module's header says what it owns.
+
+pub mod archiver;
+pub mod chunker;
+pub mod commands;
+pub mod crypto;
+pub mod db;
+pub mod format;
+pub mod id;
+pub mod keys;
+pub mod progress;
+pub mod repo;
+pub mod store;

@@ -1,0 +1,133 @@
+//! Index files and blobs: keeping the local index cache in step with the repository's
+//! `index/` folder, writing new index files, and reading single blobs (and trees) by id with
+//! one ranged read each, verified against their id.
+
+use std::collections::HashSet;
+
+use super::{RepoError, Repository};
+use crate::crypto::SymKey;
+use crate::db::BlobLocation;
+use crate::format::index::IndexFile;
+use crate::format::pack::{self, BlobKind, HEADER_LEN};
+use crate::format::tree::Tree;
+use crate::id::Id;
+use crate::store::paths;
+
+/// Pack keys kept for ranged reads; each costs an X25519 operation and a small read to get.
+const PACK_KEY_CACHE: usize = 4096;
+
+impl Repository {
+    /// Imports index files added since the last run and forgets those that vanished (pruned).
+    pub fn sync_index(&self) -> Result<(), RepoError> {
+        let listed: HashSet<Id> = self
+            .store
+            .list_ids(paths::INDEX)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let known = self.db().index_files()?;
+        let vanished: Vec<Id> = known.difference(&listed).copied().collect();
+        if !vanished.is_empty() {
+            self.db().remove_index_files(&vanished)?;
+        }
+        for id in listed.difference(&known) {
+            let file = self.read_index_file(id)?;
+            let packs: Vec<_> = file
+                .packs
+                .into_iter()
+                .map(|p| (p.id, p.size, p.blobs))
+                .collect();
+            self.db().add_index_file(id, &packs)?;
+        }
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile, RepoError> {
+        let path = paths::in_dir(paths::INDEX, id);
+        let bytes = self.store.read(&path)?;
+        if Id::of_bytes(&bytes) != *id {
+            return Err(RepoError::Corrupt {
+                object: path,
+                detail: "content does not match its name".into(),
+            });
+        }
+        IndexFile::decode(&bytes, &self.keys.index_key, &self.id()).map_err(RepoError::format(path))
+    }
+
+    /// Stores an index file (after every pack it lists is stored) and records it locally.
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id, RepoError> {
+        let bytes = file.encode(&self.keys.index_key, &self.id());
+        let id = Id::of_bytes(&bytes);
+        self.store.write(&paths::in_dir(paths::INDEX, &id), bytes)?;
+        let packs: Vec<_> = file
+            .packs
+            .iter()
+            .map(|p| (p.id, p.size, p.blobs.clone()))
+            .collect();
+        self.db().add_index_file(&id, &packs)?;
+        Ok(id)
+    }
+
+    pub fn pack_key(&self, pack_id: &Id) -> Result<SymKey, RepoError> {
+        if let Some(key) = self
+            .pack_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pack_id)
+        {
+            return Ok(key.clone());
+        }
+        let secret = self.require_full_key("reading backed-up data")?;
+        let path = paths::pack(pack_id);
+        let header = self.store.read_range(&path, 0, HEADER_LEN as u64)?;
+        let key = pack::open_pack_key(secret, &header).map_err(RepoError::format(path))?;
+        let mut cache = self.pack_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PACK_KEY_CACHE {
+            cache.clear();
+        }
+        cache.insert(*pack_id, key.clone());
+        Ok(key)
+    }
+
+    pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+        let key = self.pack_key(&location.pack)?;
+        let path = paths::pack(&location.pack);
+        let entry = &location.entry;
+        let sealed = self
+            .store
+            .read_range(&path, entry.offset as u64, entry.length as u64)?;
+        pack::open_blob(&key, &self.keys.id_key, entry, &sealed)
+            .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
+    }
+
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError> {
+        self.db()
+            .blob_location(id)?
+            .ok_or(RepoError::MissingBlob(*id))
+    }
+
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
+        self.read_blob_at(&self.locate(id)?)
+    }
+
+    /// Loads a tree, from the local cache when it was seen before.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree, RepoError> {
+        let object = || format!("tree {id}");
+        if let Some(bytes) = self.db().cached_tree(id)? {
+            if self.keys.id_key.blob_id(&bytes) == *id {
+                return Tree::decode(&bytes).map_err(RepoError::format(object()));
+            }
+        }
+        let location = self.locate(id)?;
+        if location.entry.kind != BlobKind::Tree {
+            return Err(RepoError::Corrupt {
+                object: object(),
+                detail: "the index lists it as data".into(),
+            });
+        }
+        let bytes = self.read_blob_at(&location)?;
+        let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;
+        self.db().store_tree(id, &bytes)?;
+        Ok(tree)
+    }
+}

@@ -1,0 +1,86 @@
+//! An open repository: its storage, verified config, keys, and local database. Creating a
+//! repository, unlocking a key, and loading and saving the repository's objects (blobs, trees,
+//! index files, snapshots) live here; operations that combine them live in `commands`.
+
+mod blobs;
+mod open;
+mod snapshots;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub use open::{default_cache_dir, hostname, now_unix, username, OpenOptions};
+pub use snapshots::{SnapshotEntry, SnapshotFilter};
+
+use crate::crypto::SymKey;
+use crate::db::{Db, DbError};
+use crate::format::config::Config;
+use crate::format::FormatError;
+use crate::id::Id;
+use crate::keys::RepoKeys;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{location} is not a Coffer repository ({detail}); create one with `coffer init`")]
+    NotARepository { location: String, detail: String },
+    #[error("{location} already holds a repository")]
+    AlreadyExists { location: String },
+    #[error("wrong password: no key in this repository opens with it")]
+    WrongPassword,
+    #[error("this key can only write: {what} needs the full repository key")]
+    WriteOnly { what: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{object}: {source}")]
+    Format { object: String, source: FormatError },
+    #[error("{object} is damaged: {detail}; run `coffer check` for a full report")]
+    Corrupt { object: String, detail: String },
+    #[error("local database: {0}")]
+    Db(#[from] DbError),
+    #[error("no snapshot matches {0:?}; `coffer snapshots` lists them")]
+    NoSnapshot(String),
+    #[error("{0:?} matches several snapshots; give more digits of the id")]
+    AmbiguousSnapshot(String),
+    #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
+    MissingBlob(Id),
+}
+
+impl RepoError {
+    pub(crate) fn format(object: impl Into<String>) -> impl FnOnce(FormatError) -> RepoError {
+        let object = object.into();
+        move |source| RepoError::Format { object, source }
+    }
+}
+
+pub struct Repository {
+    pub store: Store,
+    pub config: Config,
+    pub keys: RepoKeys,
+    pub db: Mutex<Db>,
+    pack_keys: Mutex<HashMap<Id, SymKey>>,
+}
+
+impl Repository {
+    pub fn id(&self) -> Id {
+        self.config.repo_id
+    }
+
+    /// Fails with a clear message when the open key cannot decrypt.
+    pub fn require_full_key(
+        &self,
+        what: &'static str,
+    ) -> Result<&crate::crypto::SecretKey, RepoError> {
+        self.keys
+            .secret
+            .as_ref()
+            .ok_or(RepoError::WriteOnly { what })
+    }
+
+    pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        // A panic while holding the lock leaves a cache that is still a valid SQLite file.
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,172 @@
+//! Creating a repository and opening one with a passphrase.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{RepoError, Repository};
+use crate::crypto::{random_bytes, KdfParams};
+use crate::db::Db;
+use crate::format::config::{ChunkerParams, Config};
+use crate::format::keyfile::{KeyFile, KeyFileError};
+use crate::id::Id;
+use crate::keys::{FullKey, RepoKeys};
+use crate::store::{paths, Store, StoreError};
+
+pub struct OpenOptions {
+    /// Folder holding one SQLite database per repository.
+    pub cache_dir: PathBuf,
+    pub kdf: KdfParams,
+}
+
+/// `$XDG_DATA_HOME/coffer`, else `~/.local/share/coffer`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("coffer");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    home.join(".local/share/coffer")
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn username() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Repository {
+    pub fn init(
+        store: Store,
+        passphrase: &[u8],
+        options: &OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        if store.size(paths::CONFIG)?.is_some() || !store.list(paths::KEYS)?.is_empty() {
+            return Err(RepoError::AlreadyExists {
+                location: store.location().to_string(),
+            });
+        }
+        let key = FullKey::generate();
+        let config = Config {
+            version: 1,
+            repo_id: Id(random_bytes()),
+            created_unix: now_unix(),
+            chunker: ChunkerParams::DEFAULT,
+            pack_target: 16 << 20,
+            compression_level: 3,
+            public_key: key.secret.public().0,
+            verify_key: key.signing.verifying_key().0,
+        };
+        let keyfile = KeyFile::seal(
+            config.repo_id,
+            &key.encode(),
+            passphrase,
+            options.kdf,
+            config.created_unix,
+            hostname(),
+            username(),
+        )
+        .map_err(RepoError::format("new key file"))?
+        .encode();
+        // The key first, the config last: a repository exists once its config does, and by
+        // then it can be opened.
+        store.write(
+            &paths::in_dir(paths::KEYS, &Id::of_bytes(&keyfile)),
+            keyfile,
+        )?;
+        store.write(paths::CONFIG, config.encode(&key.signing))?;
+        Repository::with_keys(store, config, key.into(), options)
+    }
+
+    pub fn open(
+        store: Store,
+        passphrase: &[u8],
+        options: &OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        let not_a_repo = |detail: String| RepoError::NotARepository {
+            location: store.location().to_string(),
+            detail,
+        };
+        let config_bytes = match store.read(paths::CONFIG) {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
+            Err(e) => return Err(e.into()),
+        };
+        let unverified =
+            Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
+        let key = unlock(&store, &unverified.repo_id, passphrase)?;
+        let config = Config::decode(&config_bytes, &key.signing.verifying_key())
+            .map_err(RepoError::format("config"))?;
+        if config.public_key != key.secret.public().0 {
+            return Err(RepoError::Corrupt {
+                object: "config".into(),
+                detail: "its public key does not match the repository key".into(),
+            });
+        }
+        Repository::with_keys(store, config, key.into(), options)
+    }
+
+    pub(crate) fn with_keys(
+        store: Store,
+        config: Config,
+        keys: RepoKeys,
+        options: &OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        // Its own 0700 folder per repository: the shared data folder is often 0755.
+        let db_path = options
+            .cache_dir
+            .join(config.repo_id.to_hex())
+            .join("state.db");
+        let db = Db::open(&db_path, &config.repo_id)?;
+        let repo = Repository {
+            store,
+            config,
+            keys,
+            db: Mutex::new(db),
+            pack_keys: Mutex::new(HashMap::new()),
+        };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+}
+
+/// Tries the passphrase on every key file of the repository.
+fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<FullKey, RepoError> {
+    let key_files = store.list_ids(paths::KEYS)?;
+    if key_files.is_empty() {
+        return Err(RepoError::NotARepository {
+            location: store.location().to_string(),
+            detail: "it has no keys".into(),
+        });
+    }
+    for (id, _) in key_files {
+        let path = paths::in_dir(paths::KEYS, &id);
+        let Ok(file) = KeyFile::decode(&store.read(&path)?) else {
+            log::warn!("skipping unreadable key file {path}");
+            continue;
+        };
+        if file.repo_id != *repo_id {
+            continue;
+        }
+        match file.open(passphrase) {
+            Ok(material) => return FullKey::decode(&material).map_err(RepoError::format(path)),
+            Err(KeyFileError::WrongPassphrase) => continue,
+            Err(KeyFileError::Format(e)) => log::warn!("skipping key file {path}: {e}"),
+        }
+    }
+    Err(RepoError::WrongPassword)
+}

@@ -1,0 +1,137 @@
+//! Snapshots: loading and authenticating them (only snapshots signed by the repository key or
+//! a registered write-only key count), saving new ones, and resolving what a user typed
+//! (`latest`, an id prefix) to one snapshot.
+
+use std::collections::HashMap;
+
+use super::{RepoError, Repository};
+use crate::crypto::VerifyingKey;
+use crate::format::signer::SignerRecord;
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
+use crate::store::paths;
+
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    pub id: Id,
+    pub snapshot: Snapshot,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, snapshot: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&snapshot.hostname))
+            && self.tags.iter().all(|t| snapshot.tags.contains(t))
+    }
+}
+
+/// Snapshots that could not be trusted or read, with the reason; `check` reports them.
+pub type Rejected = Vec<(Id, String)>;
+
+impl Repository {
+    /// The keys whose snapshots are trusted: the repository key and registered signers.
+    pub fn trusted_signers(&self) -> Result<HashMap<Id, VerifyingKey>, RepoError> {
+        let mut signers = HashMap::from([(self.keys.repo_verify.id(), self.keys.repo_verify)]);
+        for (id, _) in self.store.list_ids(paths::SIGNERS)? {
+            let path = paths::in_dir(paths::SIGNERS, &id);
+            match SignerRecord::decode(&self.store.read(&path)?, &self.id(), &self.keys.repo_verify)
+            {
+                Ok(record) => {
+                    let key = VerifyingKey(record.verify_key);
+                    signers.insert(key.id(), key);
+                }
+                Err(e) => log::warn!("ignoring signer record {path}: {e}"),
+            }
+        }
+        Ok(signers)
+    }
+
+    /// Loads every snapshot, oldest first. Untrusted or unreadable ones are returned apart.
+    pub fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
+        let secret = self.require_full_key("listing snapshots")?;
+        let signers = self.trusted_signers()?;
+        let mut good = Vec::new();
+        let mut rejected = Vec::new();
+        for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
+            let path = paths::in_dir(paths::SNAPSHOTS, &id);
+            let bytes = match self.store.read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => continue, // removed by a concurrent forget
+                Err(e) => return Err(e.into()),
+            };
+            let opened = if Id::of_bytes(&bytes) != id {
+                Err("content does not match its name".to_string())
+            } else {
+                Snapshot::signer_id(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|signer| {
+                        signers
+                            .get(&signer)
+                            .ok_or_else(|| "signed by an unknown key".to_string())
+                    })
+                    .and_then(|key| {
+                        Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string())
+                    })
+            };
+            match opened {
+                Ok(snapshot) => good.push(SnapshotEntry { id, snapshot }),
+                Err(reason) => {
+                    log::warn!("ignoring snapshot {path}: {reason}");
+                    rejected.push((id, reason));
+                }
+            }
+        }
+        good.sort_by_key(|e| (e.snapshot.time_unix, e.snapshot.time_nsec, e.id));
+        let seen: Vec<(Id, i64)> = good.iter().map(|e| (e.id, e.snapshot.time_unix)).collect();
+        self.db().record_snapshots(&seen)?;
+        Ok((good, rejected))
+    }
+
+    /// Writes a snapshot. Call only once everything it references is stored and indexed.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id, RepoError> {
+        let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
+        let id = Id::of_bytes(&bytes);
+        self.store
+            .write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
+        Ok(id)
+    }
+
+    /// Resolves `latest` or an id prefix among the snapshots that pass `filter`.
+    pub fn find_snapshot(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<SnapshotEntry, RepoError> {
+        let (snapshots, _) = self.load_snapshots()?;
+        resolve(snapshots, spec, filter)
+    }
+}
+
+pub(crate) fn resolve(
+    snapshots: Vec<SnapshotEntry>,
+    spec: &str,
+    filter: &SnapshotFilter,
+) -> Result<SnapshotEntry, RepoError> {
+    let candidates = snapshots
+        .into_iter()
+        .filter(|e| filter.matches(&e.snapshot));
+    if spec == "latest" {
+        return candidates
+            .last()
+            .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
+    }
+    let prefix = spec.to_ascii_lowercase();
+    let mut matching: Vec<SnapshotEntry> = candidates
+        .filter(|e| e.id.to_hex().starts_with(&prefix))
+        .collect();
+    match matching.len() {
+        0 => Err(RepoError::NoSnapshot(spec.into())),
+        1 if !prefix.is_empty() => Ok(matching.remove(0)),
+        _ => Err(RepoError::AmbiguousSnapshot(spec.into())),
+    }
+}
