@@ -22,15 +22,7 @@ pub struct Chunker<R> {
 impl<R: Read> Chunker<R> {
     /// `params` must be valid (`ChunkerParams::is_valid`); configs are checked on decode.
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
-        Chunker {
-            reader,
-            params,
-            seed,
-            buf: vec![0; 2 * params.max as usize],
-            start: 0,
-            filled: 0,
-            eof: false,
-        }
+        Chunker { reader, params, seed, buf: vec![0; 2 * params.max as usize], start: 0, filled: 0, eof: false }
     }
 
     /// Fills the buffer until at least `max` bytes follow `start`, or the reader ends.
@@ -88,11 +80,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SMALL: ChunkerParams = ChunkerParams {
-        min: 1024,
-        avg: 4096,
-        max: 16384,
-    };
+    const SMALL: ChunkerParams = ChunkerParams { min: 1024, avg: 4096, max: 16384 };
 
     fn chunks(data: &[u8], seed: u64) -> Vec<Vec<u8>> {
         let mut chunker = Chunker::new(data, SMALL, seed);
@@ -152,11 +140,7 @@ mod tests {
         let before = chunks(&data, 1);
         let after = chunks(&edited, 1);
         let shared = after.iter().filter(|c| before.contains(c)).count();
-        assert!(
-            shared + 3 >= after.len(),
-            "{shared} of {} chunks shared",
-            after.len()
-        );
+        assert!(shared + 3 >= after.len(), "{shared} of {} chunks shared", after.len());
     }
 
     #[test]

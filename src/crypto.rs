@@ -74,13 +74,7 @@ impl SymKey {
         out.extend_from_slice(&nonce);
         let ct = self
             .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .expect("AES-GCM encryption cannot fail for in-memory buffers");
         out.extend_from_slice(&ct);
         out
@@ -159,8 +153,7 @@ fn wrap_kek(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Sy
     salt[32..].copy_from_slice(recipient);
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), shared);
     let mut okm = [0u8; 32];
-    hk.expand(b"coffer v1 wrap", &mut okm)
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    hk.expand(b"coffer v1 wrap", &mut okm).expect("32 bytes is a valid HKDF-SHA256 output length");
     let key = SymKey::from_bytes(okm);
     okm.zeroize();
     key
@@ -184,18 +177,13 @@ pub fn unwrap_key(secret: &SecretKey, wrapped: &[u8], aad: &[u8]) -> Result<SymK
         return Err(CryptoError::TooShort(wrapped.len()));
     }
     let ephemeral: [u8; 32] = wrapped[..32].try_into().expect("32 bytes");
-    let shared = secret
-        .0
-        .diffie_hellman(&x25519_dalek::PublicKey::from(ephemeral));
+    let shared = secret.0.diffie_hellman(&x25519_dalek::PublicKey::from(ephemeral));
     if !shared.was_contributory() {
         return Err(CryptoError::BadKey);
     }
     let kek = wrap_kek(shared.as_bytes(), &ephemeral, &secret.public().0);
     let opened = Zeroizing::new(kek.open(&wrapped[32..], aad)?);
-    let bytes: [u8; 32] = opened
-        .as_slice()
-        .try_into()
-        .map_err(|_| CryptoError::BadKey)?;
+    let bytes: [u8; 32] = opened.as_slice().try_into().map_err(|_| CryptoError::BadKey)?;
     Ok(SymKey::from_bytes(bytes))
 }
 
@@ -235,11 +223,8 @@ impl VerifyingKey {
     }
 
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
-        let key =
-            ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::BadKey)?;
-        let signature: [u8; SIGNATURE_LEN] = signature
-            .try_into()
-            .map_err(|_| CryptoError::BadSignature)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::BadKey)?;
+        let signature: [u8; SIGNATURE_LEN] = signature.try_into().map_err(|_| CryptoError::BadSignature)?;
         // Strict: rejects weak keys and malleable signatures.
         key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
             .map_err(|_| CryptoError::BadSignature)
@@ -256,11 +241,7 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// 64 MiB, 3 passes: about 0.2 s here, as OWASP recommends for Argon2id at minimum.
-    pub const DEFAULT: KdfParams = KdfParams {
-        memory_kib: 64 * 1024,
-        iterations: 3,
-        parallelism: 1,
-    };
+    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
 
     /// Refuse parameters a hostile key file could use to exhaust memory or time.
     pub fn is_sane(&self) -> bool {
@@ -271,30 +252,15 @@ impl KdfParams {
 }
 
 /// Derives the key that wraps a full key from a passphrase.
-pub fn passphrase_key(
-    passphrase: &[u8],
-    salt: &[u8],
-    params: KdfParams,
-) -> Result<SymKey, CryptoError> {
+pub fn passphrase_key(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<SymKey, CryptoError> {
     if !params.is_sane() {
         return Err(CryptoError::Kdf("cost parameters out of range".into()));
     }
-    let argon_params = argon2::Params::new(
-        params.memory_kib,
-        params.iterations,
-        params.parallelism,
-        Some(32),
-    )
-    .map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    let argon = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon_params,
-    );
-    let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, salt, &mut out[..])
+    let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon.hash_password_into(passphrase, salt, &mut out[..]).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     Ok(SymKey::from_bytes(*out))
 }
 
@@ -307,21 +273,12 @@ mod tests {
         let key = SymKey::random();
         let sealed = key.seal(b"hello", b"aad");
         assert_eq!(key.open(&sealed, b"aad").unwrap(), b"hello");
-        assert_eq!(
-            key.open(&sealed, b"other"),
-            Err(CryptoError::Authentication)
-        );
+        assert_eq!(key.open(&sealed, b"other"), Err(CryptoError::Authentication));
         let mut bad = sealed.clone();
         bad[NONCE_LEN] ^= 1;
         assert_eq!(key.open(&bad, b"aad"), Err(CryptoError::Authentication));
-        assert_eq!(
-            SymKey::random().open(&sealed, b"aad"),
-            Err(CryptoError::Authentication)
-        );
-        assert!(matches!(
-            key.open(&sealed[..10], b"aad"),
-            Err(CryptoError::TooShort(10))
-        ));
+        assert_eq!(SymKey::random().open(&sealed, b"aad"), Err(CryptoError::Authentication));
+        assert!(matches!(key.open(&sealed[..10], b"aad"), Err(CryptoError::TooShort(10))));
     }
 
     #[test]
@@ -329,10 +286,7 @@ mod tests {
         let secret = SecretKey::random();
         let key = SymKey::random();
         let wrapped = wrap_key(&secret.public(), &key, b"ctx");
-        assert_eq!(
-            unwrap_key(&secret, &wrapped, b"ctx").unwrap().as_bytes(),
-            key.as_bytes()
-        );
+        assert_eq!(unwrap_key(&secret, &wrapped, b"ctx").unwrap().as_bytes(), key.as_bytes());
         assert!(unwrap_key(&SecretKey::random(), &wrapped, b"ctx").is_err());
         assert!(unwrap_key(&secret, &wrapped, b"other").is_err());
         assert!(unwrap_key(&secret, &wrapped[1..], b"ctx").is_err());
@@ -345,10 +299,7 @@ mod tests {
         let vk = key.verifying_key();
         assert!(vk.verify(b"msg", &sig).is_ok());
         assert!(vk.verify(b"msh", &sig).is_err());
-        assert!(SigningKey::random()
-            .verifying_key()
-            .verify(b"msg", &sig)
-            .is_err());
+        assert!(SigningKey::random().verifying_key().verify(b"msg", &sig).is_err());
         assert!(vk.verify(b"msg", &sig[1..]).is_err());
     }
 
@@ -363,32 +314,11 @@ mod tests {
 
     #[test]
     fn passphrase_kdf_depends_on_salt_and_passphrase() {
-        let p = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
         let k1 = passphrase_key(b"pw", &[1; 16], p).unwrap();
-        assert_eq!(
-            k1.as_bytes(),
-            passphrase_key(b"pw", &[1; 16], p).unwrap().as_bytes()
-        );
-        assert_ne!(
-            k1.as_bytes(),
-            passphrase_key(b"pw", &[2; 16], p).unwrap().as_bytes()
-        );
-        assert_ne!(
-            k1.as_bytes(),
-            passphrase_key(b"px", &[1; 16], p).unwrap().as_bytes()
-        );
-        assert!(passphrase_key(
-            b"pw",
-            &[1; 16],
-            KdfParams {
-                memory_kib: 1 << 30,
-                ..p
-            }
-        )
-        .is_err());
+        assert_eq!(k1.as_bytes(), passphrase_key(b"pw", &[1; 16], p).unwrap().as_bytes());
+        assert_ne!(k1.as_bytes(), passphrase_key(b"pw", &[2; 16], p).unwrap().as_bytes());
+        assert_ne!(k1.as_bytes(), passphrase_key(b"px", &[1; 16], p).unwrap().as_bytes());
+        assert!(passphrase_key(b"pw", &[1; 16], KdfParams { memory_kib: 1 << 30, ..p }).is_err());
     }
 }

@@ -53,11 +53,7 @@ impl FullKey {
         if &bytes[..8] != FULL_MAGIC {
             return Err(FormatError::BadMagic { what: WHAT });
         }
-        let part = |i: usize| -> [u8; 32] {
-            bytes[8 + 32 * i..8 + 32 * (i + 1)]
-                .try_into()
-                .expect("32 bytes")
-        };
+        let part = |i: usize| -> [u8; 32] { bytes[8 + 32 * i..8 + 32 * (i + 1)].try_into().expect("32 bytes") };
         Ok(FullKey {
             secret: SecretKey::from_bytes(part(0)),
             id_key: IdKey::from_bytes(part(1)),

@@ -13,3 +13,4 @@ pub mod keys;
 pub mod progress;
 pub mod repo;
 pub mod store;
+pub mod vfs;

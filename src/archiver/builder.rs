@@ -33,12 +33,7 @@ pub enum Event {
 
 enum Pending {
     Ready(Node),
-    File {
-        name: ByteBuf,
-        meta: Metadata,
-        path: PathBuf,
-        outcome: Receiver<FileOutcome>,
-    },
+    File { name: ByteBuf, meta: Metadata, path: PathBuf, outcome: Receiver<FileOutcome> },
 }
 
 struct Frame {
@@ -52,6 +47,8 @@ pub struct BuildReport {
     /// The nodes at the top level: one per source path.
     pub roots: Vec<Node>,
     pub files_read: u64,
+    /// Sum of the sizes of every file in the snapshot, read or unchanged.
+    pub total_bytes: u64,
     pub bytes_read: u64,
     pub dirs: u64,
     pub errors: Vec<(PathBuf, String)>,
@@ -62,44 +59,21 @@ pub struct BuildReport {
 /// Files-cache rows are written in batches of this many, keeping memory flat.
 const CACHE_BATCH: usize = 4096;
 
-pub fn build(
-    sink: &BlobSink,
-    repo: &Repository,
-    events: Receiver<Event>,
-) -> Result<BuildReport, RepoError> {
+pub fn build(sink: &BlobSink, repo: &Repository, events: Receiver<Event>) -> Result<BuildReport, RepoError> {
     let mut report = BuildReport::default();
-    let mut stack = vec![Frame {
-        name: ByteBuf::new(),
-        meta: Metadata::default(),
-        entries: Vec::new(),
-    }];
+    let mut stack = vec![Frame { name: ByteBuf::new(), meta: Metadata::default(), entries: Vec::new() }];
     for event in events {
         match event {
-            Event::EnterDir { name, meta } => stack.push(Frame {
-                name,
-                meta,
-                entries: Vec::new(),
-            }),
+            Event::EnterDir { name, meta } => stack.push(Frame { name, meta, entries: Vec::new() }),
             Event::Node(node) => top(&mut stack).entries.push(Pending::Ready(node)),
-            Event::File {
-                name,
-                meta,
-                path,
-                outcome,
-            } => top(&mut stack).entries.push(Pending::File {
-                name,
-                meta,
-                path,
-                outcome,
-            }),
+            Event::File { name, meta, path, outcome } => {
+                top(&mut stack).entries.push(Pending::File { name, meta, path, outcome })
+            }
             Event::LeaveDir => {
                 let frame = stack.pop().expect("LeaveDir follows EnterDir");
-                let tree = Tree {
-                    nodes: resolve(frame.entries, &mut report)?,
-                };
+                let tree = Tree { nodes: resolve(frame.entries, &mut report)? };
                 if report.cache_records.len() >= CACHE_BATCH {
-                    repo.db()
-                        .store_files(&std::mem::take(&mut report.cache_records))?;
+                    repo.db().store_files(&std::mem::take(&mut report.cache_records))?;
                 }
                 let subtree = sink.add_tree(tree.encode())?;
                 report.dirs += 1;
@@ -111,17 +85,13 @@ pub fn build(
             }
         }
     }
-    let root = stack
-        .pop()
-        .expect("the top frame is never popped by events");
+    let root = stack.pop().expect("the top frame is never popped by events");
     report.roots = resolve(root.entries, &mut report)?;
     Ok(report)
 }
 
 fn top(stack: &mut [Frame]) -> &mut Frame {
-    stack
-        .last_mut()
-        .expect("the top frame is never popped by events")
+    stack.last_mut().expect("the top frame is never popped by events")
 }
 
 /// Waits for each file's outcome, in order, dropping the files that could not be read.
@@ -129,43 +99,30 @@ fn resolve(entries: Vec<Pending>, report: &mut BuildReport) -> Result<Vec<Node>,
     let mut nodes = Vec::with_capacity(entries.len());
     for entry in entries {
         match entry {
-            Pending::Ready(node) => nodes.push(node),
-            Pending::File {
-                name,
-                meta,
-                path,
-                outcome,
-            } => {
+            Pending::Ready(node) => {
+                if let NodeKind::File { size, .. } = &node.kind {
+                    report.total_bytes += size;
+                }
+                nodes.push(node)
+            }
+            Pending::File { name, meta, path, outcome } => {
                 let outcome = outcome.recv().unwrap_or_else(|_| {
-                    FileOutcome::Unreadable(std::io::Error::other(
-                        "reader stopped before this file",
-                    ))
+                    FileOutcome::Unreadable(std::io::Error::other("reader stopped before this file"))
                 });
                 match outcome {
-                    FileOutcome::Read {
-                        content,
-                        size,
-                        cache,
-                        changed_while_reading,
-                    } => {
+                    FileOutcome::Read { content, size, cache, changed_while_reading } => {
                         report.files_read += 1;
                         report.bytes_read += size;
+                        report.total_bytes += size;
                         if changed_while_reading {
-                            report
-                                .warnings
-                                .push((path.clone(), "file changed while it was read".into()));
+                            report.warnings.push((path.clone(), "file changed while it was read".into()));
                         }
                         if let Some(cache) = cache {
-                            report.cache_records.push((
-                                std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec(),
-                                cache,
-                            ));
+                            report
+                                .cache_records
+                                .push((std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec(), cache));
                         }
-                        nodes.push(Node {
-                            name,
-                            kind: NodeKind::File { size, content },
-                            meta,
-                        });
+                        nodes.push(Node { name, kind: NodeKind::File { size, content }, meta });
                     }
                     FileOutcome::Unreadable(e) => report.errors.push((path, e.to_string())),
                     FileOutcome::Fatal(e) => return Err(e),

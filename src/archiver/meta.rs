@@ -21,11 +21,7 @@ impl NameCache {
         self.users
             .entry(uid)
             .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_default()
+                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default()
             })
             .clone()
     }
@@ -34,11 +30,7 @@ impl NameCache {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-                    .unwrap_or_default()
+                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name).unwrap_or_default()
             })
             .clone()
     }
@@ -56,9 +48,7 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     for name in names {
         if let Some(value) = xattr::get(path, &name)? {
             out.push(Xattr {
-                name: ByteBuf::from(
-                    std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec(),
-                ),
+                name: ByteBuf::from(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec()),
                 value: ByteBuf::from(value),
             });
         }
@@ -95,11 +85,7 @@ pub fn special_kind(path: &Path, meta: &FsMetadata) -> std::io::Result<Option<No
     let ft = meta.file_type();
     Ok(Some(if ft.is_symlink() {
         let target = std::fs::read_link(path)?;
-        NodeKind::Symlink {
-            target: ByteBuf::from(
-                std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec(),
-            ),
-        }
+        NodeKind::Symlink { target: ByteBuf::from(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec()) }
     } else if ft.is_fifo() {
         NodeKind::Fifo
     } else if ft.is_char_device() {
@@ -115,13 +101,9 @@ pub fn special_kind(path: &Path, meta: &FsMetadata) -> std::io::Result<Option<No
 
 /// Nanoseconds since the epoch, for the files cache.
 pub fn mtime_ns(meta: &FsMetadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
 pub fn ctime_ns(meta: &FsMetadata) -> i64 {
-    meta.ctime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.ctime_nsec())
+    meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec())
 }

@@ -36,10 +36,7 @@ use crate::repo::{RepoError, Repository};
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("source {path}: {source}")]
-    Source {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Source { path: PathBuf, source: std::io::Error },
     #[error("invalid exclude pattern: {0}")]
     Exclude(#[from] globset::Error),
     #[error("nothing to back up: give at least one path")]
@@ -75,12 +72,7 @@ fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
     }
     let mut sources = paths
         .iter()
-        .map(|p| {
-            std::fs::canonicalize(p).map_err(|source| BackupError::Source {
-                path: p.clone(),
-                source,
-            })
-        })
+        .map(|p| std::fs::canonicalize(p).map_err(|source| BackupError::Source { path: p.clone(), source }))
         .collect::<Result<Vec<_>, _>>()?;
     sources.sort();
     sources.dedup();
@@ -136,41 +128,18 @@ pub fn backup(
         };
         let mut stopped = false;
         for source in &sources {
-            let name = source
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_else(|| OsString::from("/"));
+            let name = source.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
             if walker.visit(source, &name).is_err() {
                 stopped = true;
                 break;
             }
         }
-        let walker::Walker {
-            events,
-            jobs,
-            errors,
-            files_unmodified,
-            files_changed,
-            other_nodes,
-            ..
-        } = walker;
+        let walker::Walker { events, jobs, errors, files_unmodified, files_changed, other_nodes, .. } = walker;
         drop((events, jobs));
-        let build = builder.join().unwrap_or_else(|_| {
-            Err(RepoError::Corrupt {
-                object: "tree builder".into(),
-                detail: "panicked".into(),
-            })
-        });
-        (
-            (
-                stopped,
-                errors,
-                files_unmodified,
-                files_changed,
-                other_nodes,
-            ),
-            build,
-        )
+        let build = builder
+            .join()
+            .unwrap_or_else(|_| Err(RepoError::Corrupt { object: "tree builder".into(), detail: "panicked".into() }));
+        ((stopped, errors, files_unmodified, files_changed, other_nodes), build)
     });
     let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
     let report = build?;
@@ -179,12 +148,8 @@ pub fn backup(
     }
 
     let root = store_prefix_trees(&sink, &sources, report.roots)?;
-    let bytes_added = sink.stats().bytes_added.load(Ordering::Relaxed);
-    let packs_added = sink.stats().packs_added.load(Ordering::Relaxed);
-    sink.finish()?;
-    repo.db()
-        .store_files(&report.cache_records)
-        .map_err(RepoError::from)?;
+    let totals = sink.finish()?;
+    repo.db().store_files(&report.cache_records).map_err(RepoError::from)?;
 
     let mut errors = walk_errors;
     errors.extend(report.errors);
@@ -192,15 +157,9 @@ pub fn backup(
     let snapshot = Snapshot {
         time_unix: start.timestamp(),
         time_nsec: start.timestamp_subsec_nanos(),
-        hostname: options
-            .hostname
-            .clone()
-            .unwrap_or_else(crate::repo::hostname),
+        hostname: options.hostname.clone().unwrap_or_else(crate::repo::hostname),
         username: crate::repo::username(),
-        paths: sources
-            .iter()
-            .map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec()))
-            .collect(),
+        paths: sources.iter().map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec())).collect(),
         tags: options.tags.clone(),
         excludes: options.excludes.clone(),
         tree: root,
@@ -213,21 +172,17 @@ pub fn backup(
             dirs: report.dirs,
             other_nodes,
             bytes_read: report.bytes_read,
-            total_bytes: 0,
-            bytes_added,
-            packs_added,
+            total_bytes: report.total_bytes,
+            raw_added: totals.raw_added,
+            bytes_added: totals.bytes_added,
+            packs_added: totals.packs_added,
             errors: errors.len() as u64,
             start_unix: start.timestamp(),
             end_unix: end.timestamp(),
         },
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        errors,
-        warnings: report.warnings,
-    })
+    Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
 }
 
 /// One level of the folders leading from `/` to the sources.
@@ -243,11 +198,7 @@ enum PrefixEntry {
 
 /// Stores the trees of the folders above the sources (with their real metadata), so the
 /// snapshot's root is `/` and each source sits at its absolute path.
-fn store_prefix_trees(
-    sink: &sink::BlobSink,
-    sources: &[PathBuf],
-    roots: Vec<Node>,
-) -> Result<Id, RepoError> {
+fn store_prefix_trees(sink: &sink::BlobSink, sources: &[PathBuf], roots: Vec<Node>) -> Result<Id, RepoError> {
     let mut top = PrefixDir::default();
     let by_name: Vec<(&PathBuf, Node)> = sources.iter().zip(roots).collect();
     for (source, node) in by_name {
@@ -261,10 +212,8 @@ fn store_prefix_trees(
                 dir.children.insert(name, PrefixEntry::Source(node.clone()));
                 break;
             }
-            let entry = dir
-                .children
-                .entry(name)
-                .or_insert_with(|| PrefixEntry::Dir(so_far.clone(), PrefixDir::default()));
+            let entry =
+                dir.children.entry(name).or_insert_with(|| PrefixEntry::Dir(so_far.clone(), PrefixDir::default()));
             dir = match entry {
                 PrefixEntry::Dir(_, d) => d,
                 PrefixEntry::Source(_) => unreachable!("nested sources were removed"),
@@ -292,15 +241,9 @@ fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoErr
             PrefixEntry::Dir(path, sub) => {
                 let subtree = store_prefix_dir(sink, sub)?;
                 let meta = std::fs::symlink_metadata(&path)
-                    .map(|m| {
-                        meta::metadata(&m, meta::read_xattrs(&path).unwrap_or_default(), &mut names)
-                    })
+                    .map(|m| meta::metadata(&m, meta::read_xattrs(&path).unwrap_or_default(), &mut names))
                     .unwrap_or_default();
-                nodes.push(Node {
-                    name: ByteBuf::from(name),
-                    kind: NodeKind::Dir { subtree },
-                    meta,
-                });
+                nodes.push(Node { name: ByteBuf::from(name), kind: NodeKind::Dir { subtree }, meta });
             }
         }
     }
@@ -309,6 +252,5 @@ fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoErr
 
 /// Whether `path` names the root of the snapshot's tree.
 pub fn is_root(path: &Path) -> bool {
-    path.components()
-        .all(|c| matches!(c, std::path::Component::RootDir))
+    path.components().all(|c| matches!(c, std::path::Component::RootDir))
 }

@@ -57,19 +57,12 @@ fn settled(meta: &FsMetadata, read_started_ns: i64) -> bool {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 fn open_for_backup(path: &Path) -> std::io::Result<File> {
     // O_NOATIME keeps a backup from touching access times; only the owner (or root) may ask.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         other => other,
     }
@@ -126,12 +119,7 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
         ctime_ns: ctime_ns(before),
         content: content.clone(),
     });
-    FileOutcome::Read {
-        content,
-        size,
-        cache,
-        changed_while_reading: changed,
-    }
+    FileOutcome::Read { content, size, cache, changed_while_reading: changed }
 }
 
 /// Runs on each reader thread until the job channel closes.

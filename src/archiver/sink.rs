@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
 
+use crate::crypto::SEAL_OVERHEAD;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{compress, BlobKind, FinishedPack, PackWriter};
 use crate::id::Id;
@@ -24,10 +25,19 @@ const PACKS_PER_INDEX: usize = 64;
 
 #[derive(Default)]
 pub struct SinkStats {
-    pub blobs_added: AtomicU64,
+    /// Plaintext bytes of the new blobs.
+    pub raw_added: AtomicU64,
+    /// The same blobs after compression (and encryption overhead): what the store gains.
     pub bytes_added: AtomicU64,
-    pub stored_bytes: AtomicU64,
     pub packs_added: AtomicU64,
+}
+
+/// What a finished sink added to the repository.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkTotals {
+    pub raw_added: u64,
+    pub bytes_added: u64,
+    pub packs_added: u64,
 }
 
 struct Uploads {
@@ -64,16 +74,8 @@ impl Shared {
     /// Starts an upload; waits for the oldest ones while too many are in flight.
     fn upload(&self, pack: FinishedPack) {
         let size = pack.bytes.len() as u64;
-        let entry = IndexPack {
-            id: pack.id,
-            size,
-            blobs: pack.entries,
-        };
-        let handle = self
-            .repo
-            .store
-            .spawn_write(paths::pack(&pack.id), pack.bytes);
-        self.stats.stored_bytes.fetch_add(size, Ordering::Relaxed);
+        let entry = IndexPack { id: pack.id, size, blobs: pack.entries };
+        let handle = self.repo.store.spawn_write(paths::pack(&pack.id), pack.bytes);
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));
@@ -98,9 +100,7 @@ impl Shared {
         if uploads.done.is_empty() {
             return;
         }
-        let file = IndexFile {
-            packs: std::mem::take(&mut uploads.done),
-        };
+        let file = IndexFile { packs: std::mem::take(&mut uploads.done) };
         if let Err(e) = self.repo.save_index(&file) {
             self.fail(e);
         }
@@ -115,10 +115,7 @@ impl BlobSink {
         })?;
         let shared = Arc::new(Shared {
             repo,
-            uploads: Mutex::new(Uploads {
-                in_flight: VecDeque::new(),
-                done: Vec::new(),
-            }),
+            uploads: Mutex::new(Uploads { in_flight: VecDeque::new(), done: Vec::new() }),
             failure: Mutex::new(None),
             stats: SinkStats::default(),
         });
@@ -130,39 +127,20 @@ impl BlobSink {
                 std::thread::Builder::new()
                     .name(format!("coffer-pack-{i}"))
                     .spawn(move || pack_worker(&shared, rx))
-                    .map_err(|e| RepoError::Corrupt {
-                        object: "thread".into(),
-                        detail: e.to_string(),
-                    })
+                    .map_err(|e| RepoError::Corrupt { object: "thread".into(), detail: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(BlobSink {
-            shared,
-            known: Mutex::new(known),
-            data_tx: Some(data_tx),
-            workers,
-            tree_pack: Mutex::new(None),
-        })
-    }
-
-    pub fn stats(&self) -> &SinkStats {
-        &self.shared.stats
+        Ok(BlobSink { shared, known: Mutex::new(known), data_tx: Some(data_tx), workers, tree_pack: Mutex::new(None) })
     }
 
     /// Whether the repository (or this run) already has the blob.
     pub fn contains(&self, id: &Id) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
     }
 
     /// Claims `id` for this run; true when the caller must store the blob.
     fn claim(&self, id: Id) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id)
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
     }
 
     /// Queues a data blob unless it is already stored. Blocks while the workers are busy,
@@ -170,14 +148,7 @@ impl BlobSink {
     pub fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
         self.check_failure()?;
         if self.claim(id) {
-            self.shared
-                .stats
-                .bytes_added
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.shared
-                .stats
-                .blobs_added
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.raw_added.fetch_add(data.len() as u64, Ordering::Relaxed);
             let tx = self.data_tx.as_ref().expect("sender lives until finish");
             tx.send((id, data)).map_err(|_| self.take_failure())?;
         }
@@ -192,19 +163,12 @@ impl BlobSink {
         if !self.claim(id) {
             return Ok(id);
         }
-        self.shared
-            .stats
-            .bytes_added
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.shared
-            .stats
-            .blobs_added
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.raw_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let compressed = compress(&bytes, repo.config.compression_level);
+        self.shared.stats.bytes_added.fetch_add((compressed.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         let full = {
             let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
-            let pack = slot
-                .get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Tree, 1 << 20));
+            let pack = slot.get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Tree, 1 << 20));
             pack.add(id, &compressed, bytes.len() as u32);
             if pack.len() >= repo.config.pack_target as usize / 4 {
                 slot.take()
@@ -221,47 +185,29 @@ impl BlobSink {
     }
 
     fn check_failure(&self) -> Result<(), RepoError> {
-        if self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        {
+        if self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             return Err(self.take_failure());
         }
         Ok(())
     }
 
     fn take_failure(&self) -> RepoError {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_else(|| RepoError::Corrupt {
-                object: "pack worker".into(),
-                detail: "stopped unexpectedly".into(),
-            })
+        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Corrupt {
+            object: "pack worker".into(),
+            detail: "stopped unexpectedly".into(),
+        })
     }
 
     /// Flushes every open pack, waits for all uploads and writes the last index file. Only
     /// after this returns Ok may a snapshot reference the blobs added.
-    pub fn finish(mut self) -> Result<(), RepoError> {
+    pub fn finish(mut self) -> Result<SinkTotals, RepoError> {
         drop(self.data_tx.take());
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
-                self.shared.fail(RepoError::Corrupt {
-                    object: "pack worker".into(),
-                    detail: "panicked".into(),
-                });
+                self.shared.fail(RepoError::Corrupt { object: "pack worker".into(), detail: "panicked".into() });
             }
         }
-        let tree_pack = self
-            .tree_pack
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
             self.shared.upload(pack.finish());
         }
@@ -272,7 +218,13 @@ impl BlobSink {
         self.check_failure()?;
         self.shared.write_index(&mut uploads);
         drop(uploads);
-        self.check_failure()
+        self.check_failure()?;
+        let stats = &self.shared.stats;
+        Ok(SinkTotals {
+            raw_added: stats.raw_added.load(Ordering::Relaxed),
+            bytes_added: stats.bytes_added.load(Ordering::Relaxed),
+            packs_added: stats.packs_added.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -282,9 +234,8 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
     let mut pack: Option<PackWriter> = None;
     for (id, data) in rx {
         let compressed = compress(&data, repo.config.compression_level);
-        let writer = pack.get_or_insert_with(|| {
-            PackWriter::new(&repo.keys.public, BlobKind::Data, target + (1 << 20))
-        });
+        shared.stats.bytes_added.fetch_add(compressed.len() as u64 + SEAL_OVERHEAD as u64, Ordering::Relaxed);
+        let writer = pack.get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Data, target + (1 << 20)));
         writer.add(id, &compressed, data.len() as u32);
         if writer.len() >= target {
             if let Some(full) = pack.take() {

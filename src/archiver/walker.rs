@@ -37,10 +37,7 @@ impl Excludes {
                 names.add(glob);
             }
         }
-        Ok(Excludes {
-            names: names.build()?,
-            paths: paths.build()?,
-        })
+        Ok(Excludes { names: names.build()?, paths: paths.build()? })
     }
 
     pub fn matches(&self, path: &Path) -> bool {
@@ -85,10 +82,7 @@ impl Walker<'_> {
             }
         };
         let xattrs = read_xattrs(path).unwrap_or_else(|e| {
-            self.errors.push((
-                path.to_path_buf(),
-                format!("reading extended attributes: {e}"),
-            ));
+            self.errors.push((path.to_path_buf(), format!("reading extended attributes: {e}")));
             Vec::new()
         });
         let meta = metadata(&fs_meta, xattrs, &mut self.names);
@@ -126,8 +120,7 @@ impl Walker<'_> {
                 })
                 .collect(),
             Err(e) => {
-                self.errors
-                    .push((dir.to_path_buf(), format!("listing directory: {e}")));
+                self.errors.push((dir.to_path_buf(), format!("listing directory: {e}")));
                 return Ok(());
             }
         };
@@ -149,37 +142,18 @@ impl Walker<'_> {
         meta: crate::format::tree::Metadata,
         fs_meta: std::fs::Metadata,
     ) -> Result<(), Stopped> {
-        let cached = self
-            .repo
-            .db()
-            .cached_file(path.as_os_str().as_bytes())
-            .ok()
-            .flatten();
+        let cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
         if let Some(cached) = cached {
-            if unchanged(&cached, &fs_meta)
-                && cached.content.iter().all(|id| self.sink.contains(id))
-            {
+            if unchanged(&cached, &fs_meta) && cached.content.iter().all(|id| self.sink.contains(id)) {
                 self.files_unmodified += 1;
-                let kind = NodeKind::File {
-                    size: cached.size,
-                    content: cached.content,
-                };
+                let kind = NodeKind::File { size: cached.size, content: cached.content };
                 return self.emit(Event::Node(Node { name, kind, meta }));
             }
             self.files_changed += 1;
         }
         let (reply, outcome) = bounded(1);
-        let job = FileJob {
-            path: path.to_path_buf(),
-            meta: fs_meta,
-            reply,
-        };
+        let job = FileJob { path: path.to_path_buf(), meta: fs_meta, reply };
         self.jobs.send(job).map_err(|_| Stopped)?;
-        self.emit(Event::File {
-            name,
-            meta,
-            path: path.to_path_buf(),
-            outcome,
-        })
+        self.emit(Event::File { name, meta, path: path.to_path_buf(), outcome })
     }
 }

@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "coffer",
-    version,
-    about = "Encrypted, deduplicated backups you can mount and browse"
-)]
+#[command(name = "coffer", version, about = "Encrypted, deduplicated backups you can mount and browse")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -20,24 +16,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a local folder.
-    #[arg(
-        short = 'r',
-        long,
-        global = true,
-        env = "COFFER_REPOSITORY",
-        value_name = "REPO"
-    )]
+    #[arg(short = 'r', long, global = true, env = "COFFER_REPOSITORY", value_name = "REPO")]
     pub repo: Option<PathBuf>,
     /// Read the repository password from this file (first line).
     #[arg(long, global = true, value_name = "FILE", env = "COFFER_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
     /// Run this command and read the password from its output.
-    #[arg(
-        long,
-        global = true,
-        value_name = "CMD",
-        env = "COFFER_PASSWORD_COMMAND"
-    )]
+    #[arg(long, global = true, value_name = "CMD", env = "COFFER_PASSWORD_COMMAND")]
     pub password_command: Option<String>,
     /// Folder for the local database (a cache; safe to delete).
     #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
@@ -123,4 +108,48 @@ pub enum Command {
     Diff { first: String, second: String },
     /// Repository size, deduplication and compression.
     Stats,
+    /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).
+    Mount {
+        mountpoint: PathBuf,
+        /// Memory for decrypted blocks, e.g. 512MiB or 2GiB.
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        cache_size: u64,
+        /// Let other users see the mount (their access is checked against the backed-up modes).
+        #[arg(long)]
+        allow_other: bool,
+    },
+}
+
+/// Parses sizes like `512MiB`, `2GiB`, `1G`, `300k` or plain bytes (binary units either way).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("unknown unit in {text:?}: use KiB, MiB, GiB or TiB")),
+    };
+    Ok((number * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("300k"), Ok(300 << 10));
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("42"), Ok(42));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
 }

@@ -32,24 +32,18 @@ pub mod exit {
 /// The exit code for a failure, from the engine error at its root.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
-        let repo_error = cause.downcast_ref::<RepoError>().or_else(|| {
-            match cause.downcast_ref::<BackupError>() {
-                Some(BackupError::Repo(e)) => Some(e),
-                _ => None,
-            }
+        let repo_error = cause.downcast_ref::<RepoError>().or_else(|| match cause.downcast_ref::<BackupError>() {
+            Some(BackupError::Repo(e)) => Some(e),
+            _ => None,
         });
         match repo_error {
             Some(RepoError::NotARepository { .. }) => return exit::NOT_A_REPOSITORY,
             Some(RepoError::WrongPassword) => return exit::WRONG_PASSWORD,
             _ => {}
         }
-        if matches!(
-            cause.downcast_ref::<BackupError>(),
-            Some(BackupError::Interrupted)
-        ) || matches!(
-            cause.downcast_ref::<restore::RestoreError>(),
-            Some(restore::RestoreError::Interrupted)
-        ) {
+        if matches!(cause.downcast_ref::<BackupError>(), Some(BackupError::Interrupted))
+            || matches!(cause.downcast_ref::<restore::RestoreError>(), Some(restore::RestoreError::Interrupted))
+        {
             return exit::INTERRUPTED;
         }
     }
@@ -64,10 +58,7 @@ fn repo_path(global: &GlobalArgs) -> Result<PathBuf> {
 }
 
 fn open_options(global: &GlobalArgs) -> OpenOptions {
-    OpenOptions {
-        cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir),
-        kdf: KdfParams::DEFAULT,
-    }
+    OpenOptions { cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir), kdf: KdfParams::DEFAULT }
 }
 
 fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
@@ -75,34 +66,22 @@ fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
     let store = match Store::open_local(&path, false) {
         Ok(store) => store,
         Err(e) => {
-            return Err(RepoError::NotARepository {
-                location: path.display().to_string(),
-                detail: e.to_string(),
-            }
-            .into())
+            return Err(RepoError::NotARepository { location: path.display().to_string(), detail: e.to_string() }.into())
         }
     };
     let password = password::read(global, false)?;
-    Ok(Arc::new(Repository::open(
-        store,
-        password.as_bytes(),
-        &open_options(global),
-    )?))
+    Ok(Arc::new(Repository::open(store, password.as_bytes(), &open_options(global))?))
 }
 
 fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
-    SnapshotFilter {
-        hosts: args.hosts.clone(),
-        tags: args.tags.clone(),
-    }
+    SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() }
 }
 
 /// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot).
 fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&flag))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag)).context("installing signal handlers")?;
     }
     Ok(flag)
 }
@@ -112,56 +91,32 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Init => {
             let path = repo_path(global)?;
-            let store = Store::open_local(&path, true)
-                .with_context(|| format!("creating {}", path.display()))?;
+            let store = Store::open_local(&path, true).with_context(|| format!("creating {}", path.display()))?;
             let password = password::read(global, true)?;
             let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
             output::init(global, &path, &repo);
             Ok(exit::OK)
         }
-        Command::Backup {
-            paths,
-            tags,
-            excludes,
-            host,
-        } => {
+        Command::Backup { paths, tags, excludes, host } => {
             let repo = open_repo(global)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
-            let options = BackupOptions {
-                paths,
-                tags,
-                excludes,
-                hostname: host,
-                progress: Arc::clone(&progress.counters),
-            };
+            let options =
+                BackupOptions { paths, tags, excludes, hostname: host, progress: Arc::clone(&progress.counters) };
             let outcome = archiver::backup(&repo, &options, &interrupted);
             progress.finish();
             let outcome = outcome?;
             output::backup(global, &outcome)?;
-            Ok(if outcome.errors.is_empty() {
-                exit::OK
-            } else {
-                exit::INCOMPLETE
-            })
+            Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
         Command::Snapshots { filter: f } => {
             let repo = open_repo(global)?;
             let (snapshots, rejected) = repo.load_snapshots()?;
-            let snapshots: Vec<_> = snapshots
-                .into_iter()
-                .filter(|e| filter(&f).matches(&e.snapshot))
-                .collect();
+            let snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }
-        Command::Restore {
-            snapshot,
-            target,
-            includes,
-            excludes,
-            filter: f,
-        } => {
+        Command::Restore { snapshot, target, includes, excludes, filter: f } => {
             let repo = open_repo(global)?;
             let interrupted = interrupt_flag()?;
             let (spec, subpath) = match snapshot.split_once(':') {
@@ -170,30 +125,32 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let entry = repo.find_snapshot(&spec, &filter(&f))?;
             let progress = output::Progress::start(global, "restoring");
-            let options = RestoreOptions {
-                target,
-                includes,
-                excludes,
-                progress: Arc::clone(&progress.counters),
-            };
-            let report = restore::restore(
-                &repo,
-                &entry.snapshot.tree,
-                subpath.as_deref(),
-                &options,
-                &interrupted,
-            );
+            let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
+            let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             progress.finish();
             let report = report?;
             output::restore(global, &entry.id, &report)?;
             if report.errors.is_empty() {
                 Ok(exit::OK)
             } else {
-                bail!(
-                    "{} entries could not be restored (listed above)",
-                    report.errors.len()
-                )
+                bail!("{} entries could not be restored (listed above)", report.errors.len())
             }
+        }
+        Command::Mount { mountpoint, cache_size, allow_other } => {
+            let repo = open_repo(global)?;
+            let source = coffer::vfs::RepoSource::new(Arc::clone(&repo))?;
+            let options = coffer_mount::MountOptions {
+                allow_other,
+                cache_bytes: cache_size,
+                fs_name: format!("coffer:{}", repo.id().short()),
+                ..Default::default()
+            };
+            if !global.quiet {
+                eprintln!("mounting at {}; Ctrl-C or `fusermount3 -u` unmounts", mountpoint.display());
+            }
+            coffer_mount::mount_foreground(source, &mountpoint, &options)
+                .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+            Ok(exit::OK)
         }
         other => commands_extra(global, other),
     }

@@ -33,10 +33,7 @@ pub fn bytes(n: u64) -> String {
 
 pub fn time(unix: i64, nsec: u32) -> String {
     chrono::DateTime::from_timestamp(unix, nsec)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-        })
+        .map(|t| t.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -46,16 +43,9 @@ fn lossy(bytes: &[u8]) -> String {
 
 pub fn init(global: &GlobalArgs, path: &Path, repo: &Repository) {
     if global.json {
-        println!(
-            "{}",
-            json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() })
-        );
+        println!("{}", json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() }));
     } else if !global.quiet {
-        println!(
-            "created repository {} at {}",
-            repo.id().short(),
-            path.display()
-        );
+        println!("created repository {} at {}", repo.id().short(), path.display());
         println!("keep the password safe: without it the backups cannot be read");
     }
 }
@@ -69,11 +59,8 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     }
     let s = &outcome.snapshot.summary;
     if global.json {
-        let errors: Vec<_> = outcome
-            .errors
-            .iter()
-            .map(|(p, m)| json!({ "path": p.display().to_string(), "message": m }))
-            .collect();
+        let errors: Vec<_> =
+            outcome.errors.iter().map(|(p, m)| json!({ "path": p.display().to_string(), "message": m })).collect();
         println!(
             "{}",
             json!({
@@ -95,26 +82,14 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
             "files: {} new, {} changed, {} unmodified; {} folders",
             s.files_new, s.files_changed, s.files_unmodified, s.dirs
         );
-        println!(
-            "read {}, added {} (before compression)",
-            bytes(s.bytes_read),
-            bytes(s.bytes_added)
-        );
-        let state = if outcome.snapshot.incomplete {
-            " (incomplete: some files could not be read)"
-        } else {
-            ""
-        };
+        println!("read {}, added {} (before compression)", bytes(s.bytes_read), bytes(s.bytes_added));
+        let state = if outcome.snapshot.incomplete { " (incomplete: some files could not be read)" } else { "" };
         println!("snapshot {} saved{state}", outcome.id.short());
     }
     Ok(())
 }
 
-pub fn snapshots(
-    global: &GlobalArgs,
-    snapshots: &[SnapshotEntry],
-    rejected: &[(Id, String)],
-) -> Result<()> {
+pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(Id, String)]) -> Result<()> {
     for (id, reason) in rejected {
         eprintln!("warning: ignoring snapshot {}: {reason}", id.short());
     }
@@ -140,10 +115,7 @@ pub fn snapshots(
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!(
-        "{:<10} {:<26} {:<16} {:<16} Paths",
-        "ID", "Time", "Host", "Tags"
-    );
+    println!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
@@ -236,11 +208,7 @@ impl Progress {
                 bar.finish_and_clear();
             })
         });
-        Progress {
-            counters,
-            stop,
-            ticker,
-        }
+        Progress { counters, stop, ticker }
     }
 
     pub fn finish(mut self) {

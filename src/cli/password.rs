@@ -17,8 +17,7 @@ fn first_line(bytes: Vec<u8>) -> Result<Zeroizing<String>> {
 }
 
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
     first_line(bytes)
 }
 

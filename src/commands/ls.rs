@@ -188,7 +188,9 @@ mod tests {
         list(&fx.repo, &out.snapshot, None, true, |e| all.push(e)).unwrap();
         let paths: Vec<&str> = all.iter().map(|e| e.path.as_str()).collect();
         let s = src.to_str().unwrap();
-        for expected in [s.to_string(), format!("{s}/a.txt"), format!("{s}/sub"), format!("{s}/sub/b.txt"), format!("{s}/link")] {
+        for expected in
+            [s.to_string(), format!("{s}/a.txt"), format!("{s}/sub"), format!("{s}/sub/b.txt"), format!("{s}/link")]
+        {
             assert!(paths.contains(&expected.as_str()), "{expected} missing from {paths:?}");
         }
         // Parents come before their contents.

@@ -28,10 +28,7 @@ use crate::repo::{RepoError, Repository};
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("restore target {path}: {source}")]
-    Target {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Target { path: PathBuf, source: std::io::Error },
     #[error("no space left on the restore target while writing {path}; free space and run the restore again")]
     DiskFull { path: PathBuf },
     #[error("{0:?} is not in this snapshot")]
@@ -95,15 +92,9 @@ pub fn restore(
 ) -> Result<RestoreReport, RestoreError> {
     repo.require_full_key("restore")?;
     let excludes = Excludes::new(&options.excludes)?;
-    let includes = if options.includes.is_empty() {
-        None
-    } else {
-        Some(Excludes::new(&options.includes)?)
-    };
-    std::fs::create_dir_all(&options.target).map_err(|source| RestoreError::Target {
-        path: options.target.clone(),
-        source,
-    })?;
+    let includes = if options.includes.is_empty() { None } else { Some(Excludes::new(&options.includes)?) };
+    std::fs::create_dir_all(&options.target)
+        .map_err(|source| RestoreError::Target { path: options.target.clone(), source })?;
 
     let shared = Shared {
         repo,
@@ -143,28 +134,16 @@ pub fn restore(
         result.map(|()| dirs)
     });
     let dirs = walk_result?;
-    if let Some(path) = shared
-        .disk_full
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
+    if let Some(path) = shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(RestoreError::DiskFull { path });
     }
     for (path, meta) in dirs.iter().rev() {
         if let Err(e) = apply_metadata(path, meta, shared.as_root, false) {
-            shared
-                .errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((path.display().to_string(), e.to_string()));
+            shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((path.display().to_string(), e.to_string()));
         }
     }
     report.bytes = shared.bytes.load(Ordering::Relaxed);
-    report.errors = shared
-        .errors
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
+    report.errors = shared.errors.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(report)
 }
 
@@ -181,26 +160,18 @@ struct RestoreWalk<'a, 'r> {
 }
 
 impl RestoreWalk<'_, '_> {
-    fn start(
-        &mut self,
-        root: &Id,
-        subpath: Option<&[u8]>,
-        target: &Path,
-    ) -> Result<(), RestoreError> {
-        let components: Vec<&[u8]> = subpath
-            .unwrap_or(b"/")
-            .split(|&b| b == b'/')
-            .filter(|c| !c.is_empty())
-            .collect();
+    fn start(&mut self, root: &Id, subpath: Option<&[u8]>, target: &Path) -> Result<(), RestoreError> {
+        let components: Vec<&[u8]> = subpath.unwrap_or(b"/").split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
         if components.is_empty() {
             return self.restore_tree(root, Path::new("/"), target, false);
         }
         let mut tree = self.shared.repo.load_tree(root)?;
         let mut snapshot_path = PathBuf::from("/");
         for (i, component) in components.iter().enumerate() {
-            let node = tree.find(component).cloned().ok_or_else(|| {
-                RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into())
-            })?;
+            let node = tree
+                .find(component)
+                .cloned()
+                .ok_or_else(|| RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into()))?;
             snapshot_path.push(OsStr::from_bytes(component));
             if i + 1 == components.len() {
                 return match node.kind {
@@ -209,21 +180,12 @@ impl RestoreWalk<'_, '_> {
                         self.dirs.push((target.to_path_buf(), node.meta.clone()));
                         self.restore_tree(&subtree, &snapshot_path, target, false)
                     }
-                    _ => self.restore_node(
-                        &node,
-                        &snapshot_path,
-                        &target.join(OsStr::from_bytes(&node.name)),
-                        false,
-                    ),
+                    _ => self.restore_node(&node, &snapshot_path, &target.join(OsStr::from_bytes(&node.name)), false),
                 };
             }
             match node.kind {
                 NodeKind::Dir { subtree } => tree = self.shared.repo.load_tree(&subtree)?,
-                _ => {
-                    return Err(RestoreError::NoSuchPath(
-                        String::from_utf8_lossy(subpath.unwrap_or(b"/")).into(),
-                    ))
-                }
+                _ => return Err(RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into())),
             }
         }
         Ok(())
@@ -233,8 +195,7 @@ impl RestoreWalk<'_, '_> {
         if self.excludes.matches(snapshot_path) {
             return (false, false);
         }
-        let included =
-            parent_included || self.includes.is_none_or(|inc| inc.matches(snapshot_path));
+        let included = parent_included || self.includes.is_none_or(|inc| inc.matches(snapshot_path));
         (true, included)
     }
 
@@ -249,6 +210,9 @@ impl RestoreWalk<'_, '_> {
         for node in &tree.nodes {
             if self.interrupted.load(Ordering::Relaxed) {
                 return Err(RestoreError::Interrupted);
+            }
+            if let Some(path) = self.shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return Err(RestoreError::DiskFull { path });
             }
             let name = OsStr::from_bytes(&node.name);
             self.restore_node(
@@ -278,12 +242,7 @@ impl RestoreWalk<'_, '_> {
                 match std::fs::create_dir(dest) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
-                    Err(source) => {
-                        return Err(RestoreError::Target {
-                            path: dest.to_path_buf(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(RestoreError::Target { path: dest.to_path_buf(), source }),
                 }
                 self.report.dirs += 1;
                 self.dirs.push((dest.to_path_buf(), node.meta.clone()));
@@ -297,9 +256,7 @@ impl RestoreWalk<'_, '_> {
         let result = self.restore_leaf(node, dest);
         if let Err(e) = result {
             if e.raw_os_error() == Some(libc::ENOSPC) {
-                return Err(RestoreError::DiskFull {
-                    path: dest.to_path_buf(),
-                });
+                return Err(RestoreError::DiskFull { path: dest.to_path_buf() });
             }
             self.shared
                 .errors
@@ -313,12 +270,8 @@ impl RestoreWalk<'_, '_> {
     /// Creates missing parents of an entry selected by `--include` inside unselected folders.
     fn make_parent(&self, dest: &Path) -> Result<(), RestoreError> {
         match dest.parent() {
-            Some(parent) if !parent.exists() => {
-                std::fs::create_dir_all(parent).map_err(|source| RestoreError::Target {
-                    path: parent.to_path_buf(),
-                    source,
-                })
-            }
+            Some(parent) if !parent.exists() => std::fs::create_dir_all(parent)
+                .map_err(|source| RestoreError::Target { path: parent.to_path_buf(), source }),
             _ => Ok(()),
         }
     }
@@ -332,16 +285,12 @@ impl RestoreWalk<'_, '_> {
                 self.report.files += 1;
                 return Ok(());
             }
-            self.hardlinks
-                .insert((meta.dev, meta.inode), dest.to_path_buf());
+            self.hardlinks.insert((meta.dev, meta.inode), dest.to_path_buf());
         }
         match &node.kind {
             NodeKind::File { size, content } => {
                 remove_existing(dest)?;
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(dest)?;
+                let file = std::fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
                 // Sized first: chunks of zeros are then skipped and stay holes.
                 file.set_len(*size)?;
                 self.report.files += 1;
@@ -358,11 +307,7 @@ impl RestoreWalk<'_, '_> {
                 let mut offset = 0u64;
                 for id in content {
                     let location = self.shared.repo.locate(id);
-                    let job = ChunkJob {
-                        file: Arc::clone(&pending),
-                        offset,
-                        id: *id,
-                    };
+                    let job = ChunkJob { file: Arc::clone(&pending), offset, id: *id };
                     offset += location.map(|l| l.entry.raw_len as u64).unwrap_or(0);
                     if self.jobs.send(job).is_err() {
                         return Err(std::io::Error::other("restore workers stopped"));
@@ -383,11 +328,8 @@ impl RestoreWalk<'_, '_> {
                 apply_metadata(dest, meta, self.shared.as_root, false)
             }
             NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
-                let kind = if matches!(node.kind, NodeKind::CharDevice { .. }) {
-                    SFlag::S_IFCHR
-                } else {
-                    SFlag::S_IFBLK
-                };
+                let kind =
+                    if matches!(node.kind, NodeKind::CharDevice { .. }) { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
                 remove_existing(dest)?;
                 nix::sys::stat::mknod(
                     dest,
@@ -407,57 +349,32 @@ impl RestoreWalk<'_, '_> {
 
 fn remove_existing(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "a folder is in the way",
-        )),
+        Ok(meta) if meta.is_dir() => {
+            Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a folder is in the way"))
+        }
         Ok(_) => std::fs::remove_file(path),
         Err(_) => Ok(()),
     }
 }
 
 fn write_chunk(shared: &Shared<'_>, job: ChunkJob) {
-    let already_failed = job
-        .file
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_some();
+    let already_failed = job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     if !already_failed {
-        let result = shared
-            .repo
-            .load_blob(&job.id)
-            .map_err(|e| e.to_string())
-            .and_then(|data| {
-                if data.iter().all(|&b| b == 0) {
-                    return Ok(0);
+        let result = shared.repo.load_blob(&job.id).map_err(|e| e.to_string()).and_then(|data| {
+            write_sparse(&job.file.file, &data, job.offset).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
                 }
-                job.file
-                    .file
-                    .write_all_at(&data, job.offset)
-                    .map(|()| data.len() as u64)
-                    .map_err(|e| {
-                        if e.raw_os_error() == Some(libc::ENOSPC) {
-                            shared
-                                .disk_full
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(job.file.path.clone());
-                        }
-                        e.to_string()
-                    })
-            });
+                e.to_string()
+            })
+        });
         match result {
             Ok(written) => {
                 shared.bytes.fetch_add(written, Ordering::Relaxed);
                 shared.progress.add_bytes(written);
             }
             Err(e) => {
-                job.file
-                    .failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
             }
         }
     }
@@ -466,13 +383,37 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob) {
     }
 }
 
+/// Writes `data` at `offset`, skipping zero pages (aligned to the file offset) so they stay
+/// holes in the file, which was sized beforehand. Returns the bytes actually written.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<u64> {
+    const PAGE: u64 = 4096;
+    let mut written = 0;
+    let mut run: Option<usize> = None;
+    let mut start = 0usize;
+    while start < data.len() {
+        let end = ((((offset + start as u64) / PAGE) + 1) * PAGE - offset).min(data.len() as u64) as usize;
+        let zero = data[start..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(start),
+            (true, Some(from)) => {
+                file.write_all_at(&data[from..start], offset + from as u64)?;
+                written += (start - from) as u64;
+                run = None;
+            }
+            _ => {}
+        }
+        start = end;
+    }
+    if let Some(from) = run {
+        file.write_all_at(&data[from..], offset + from as u64)?;
+        written += (data.len() - from) as u64;
+    }
+    Ok(written)
+}
+
 /// Applies metadata once the last chunk is written, or removes a file that failed.
 fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
-    let failure = file
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let failure = file.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     let result = match failure {
         Some(reason) => {
             let _ = std::fs::remove_file(&file.path);
@@ -481,32 +422,20 @@ fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
         None => apply_metadata(&file.path, &file.meta, shared.as_root, false),
     };
     if let Err(e) = &result {
-        shared
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((file.path.display().to_string(), e.to_string()));
+        shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((file.path.display().to_string(), e.to_string()));
     }
     result
 }
 
 /// xattrs, then owner (which clears set-id bits), then mode, then times (last, since the
 /// other steps change ctime only, but writing xattrs may touch mtime on some filesystems).
-fn apply_metadata(
-    path: &Path,
-    meta: &Metadata,
-    as_root: bool,
-    is_symlink: bool,
-) -> std::io::Result<()> {
+fn apply_metadata(path: &Path, meta: &Metadata, as_root: bool, is_symlink: bool) -> std::io::Result<()> {
     for attr in &meta.xattrs {
         let name = OsStr::from_bytes(&attr.name);
         if let Err(e) = xattr::set(path, name, &attr.value) {
             // user.* xattrs are not allowed on symlinks; others may be unsupported here.
             if !is_symlink {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("setting xattr {}: {e}", name.to_string_lossy()),
-                ));
+                return Err(std::io::Error::new(e.kind(), format!("setting xattr {}: {e}", name.to_string_lossy())));
             }
         }
     }
@@ -520,10 +449,7 @@ fn apply_metadata(
         )?;
     }
     if !is_symlink {
-        std::fs::set_permissions(
-            path,
-            std::os::unix::fs::PermissionsExt::from_mode(meta.mode),
-        )?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(meta.mode))?;
     }
     let atime = if meta.atime == 0 && meta.atime_nsec == 0 {
         TimeSpec::new(meta.mtime, meta.mtime_nsec as i64)
@@ -531,12 +457,28 @@ fn apply_metadata(
         TimeSpec::new(meta.atime, meta.atime_nsec as i64)
     };
     let mtime = TimeSpec::new(meta.mtime, meta.mtime_nsec as i64);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &atime,
-        &mtime,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )?;
+    nix::sys::stat::utimensat(None, path, &atime, &mtime, nix::sys::stat::UtimensatFlags::NoFollowSymlink)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn zero_pages_stay_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        file.set_len(1 << 20).unwrap();
+        let mut data = vec![0u8; 512 * 1024];
+        data[100] = 1;
+        data[300_000] = 2;
+        let written = write_sparse(&file, &data, 1000).unwrap();
+        assert!(written <= 3 * 4096, "wrote {written}");
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[1000..1000 + data.len()], &data[..]);
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 64 * 1024);
+    }
 }

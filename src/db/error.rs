@@ -15,30 +15,18 @@ pub enum DbError {
          private to you: run `chmod {wanted:o} {}`",
         .path.display(), .path.display()
     )]
-    Permissions {
-        what: &'static str,
-        path: PathBuf,
-        mode: u32,
-        wanted: u32,
-    },
+    Permissions { what: &'static str, path: PathBuf, mode: u32, wanted: u32 },
 
     /// A filesystem operation around the database failed.
     #[error("local database: cannot {action} {}: {source}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error },
 
     /// SQLite reports damage, or a row holds a value coffer never writes.
     #[error(
         "local database {} is corrupt ({source}): delete it, it is rebuilt from the repository",
         .path.display()
     )]
-    Corrupt {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Corrupt { path: PathBuf, source: rusqlite::Error },
 
     /// Still not a usable database right after being recreated.
     #[error(
@@ -64,17 +52,10 @@ pub enum DbError {
          exists and is writable by you",
         .path.display()
     )]
-    CannotOpen {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    CannotOpen { path: PathBuf, source: rusqlite::Error },
 
     #[error("local database {}: {op} failed: {source}", .path.display())]
-    Sqlite {
-        path: PathBuf,
-        op: &'static str,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, op: &'static str, source: rusqlite::Error },
 }
 
 impl DbError {
@@ -95,11 +76,7 @@ impl DbError {
     }
 
     pub(super) fn io(action: &'static str, path: &Path, source: io::Error) -> DbError {
-        DbError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
+        DbError::Io { action, path: path.to_path_buf(), source }
     }
 }
 
@@ -110,9 +87,6 @@ pub(super) fn is_corruption(e: &rusqlite::Error) -> bool {
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::IntegralValueOutOfRange(..) => true,
-        _ => matches!(
-            e.sqlite_error_code(),
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
-        ),
+        _ => matches!(e.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)),
     }
 }

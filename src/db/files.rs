@@ -36,18 +36,13 @@ impl Db {
     /// The record of `path` from the last backup, if any.
     pub fn cached_file(&self, path: &[u8]) -> Result<Option<CachedFile>, DbError> {
         self.read("reading the files cache", |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")?;
             stmt.query_row([path], |r| {
                 let blob: Vec<u8> = r.get(5)?;
                 if blob.len() % ID_LEN != 0 {
                     let e = format!("content of {} bytes is not a list of ids", blob.len());
-                    return Err(rusqlite::Error::FromSqlConversionFailure(
-                        5,
-                        Type::Blob,
-                        e.into(),
-                    ));
+                    return Err(rusqlite::Error::FromSqlConversionFailure(5, Type::Blob, e.into()));
                 }
                 let content = blob
                     .chunks_exact(ID_LEN)
@@ -77,9 +72,7 @@ impl Db {
             let mut content = Vec::new();
             for (path, f) in files {
                 content.clear();
-                f.content
-                    .iter()
-                    .for_each(|id| content.extend_from_slice(&id.0));
+                f.content.iter().for_each(|id| content.extend_from_slice(&id.0));
                 stmt.execute((
                     path,
                     to_sql_u64(f.dev),
@@ -114,10 +107,7 @@ mod tests {
     fn round_trip_and_replace() {
         let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
         let non_utf8 = b"/home/\xff\xfe/photo.jpg".to_vec();
-        let files = vec![
-            (non_utf8.clone(), file(1, 3)),
-            (b"/empty".to_vec(), file(2, 0)),
-        ];
+        let files = vec![(non_utf8.clone(), file(1, 3)), (b"/empty".to_vec(), file(2, 0))];
         db.store_files(&files).unwrap();
         assert_eq!(db.cached_file(&non_utf8).unwrap(), Some(file(1, 3)));
         assert_eq!(db.cached_file(b"/empty").unwrap(), Some(file(2, 0)));
@@ -129,12 +119,7 @@ mod tests {
     #[test]
     fn malformed_content_is_reported_corrupt() {
         let db = Db::open_in_memory(&Id::default()).expect("in-memory database");
-        db.conn
-            .execute(
-                "INSERT INTO files VALUES (x'2f61', 1, 2, 3, 4, 5, x'0102')",
-                [],
-            )
-            .unwrap();
+        db.conn.execute("INSERT INTO files VALUES (x'2f61', 1, 2, 3, 4, 5, x'0102')", []).unwrap();
         let err = db.cached_file(b"/a").unwrap_err();
         assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("delete it"), "{err}");

@@ -37,20 +37,10 @@ fn entry_from_row(row: &Row<'_>, first: usize, id: Id) -> rusqlite::Result<PackE
         KIND_TREE => BlobKind::Tree,
         other => {
             let e = format!("unknown blob kind {other}");
-            return Err(rusqlite::Error::FromSqlConversionFailure(
-                first,
-                Type::Integer,
-                e.into(),
-            ));
+            return Err(rusqlite::Error::FromSqlConversionFailure(first, Type::Integer, e.into()));
         }
     };
-    Ok(PackEntry {
-        id,
-        kind,
-        offset: row.get(first + 1)?,
-        length: row.get(first + 2)?,
-        raw_len: row.get(first + 3)?,
-    })
+    Ok(PackEntry { id, kind, offset: row.get(first + 1)?, length: row.get(first + 2)?, raw_len: row.get(first + 3)? })
 }
 
 impl Db {
@@ -65,27 +55,16 @@ impl Db {
 
     /// Imports one index file: its packs (id, size) and their entries, in one transaction.
     /// Importing an index file already present does nothing.
-    pub fn add_index_file(
-        &mut self,
-        index_id: &Id,
-        packs: &[(Id, u64, Vec<PackEntry>)],
-    ) -> Result<(), DbError> {
+    pub fn add_index_file(&mut self, index_id: &Id, packs: &[(Id, u64, Vec<PackEntry>)]) -> Result<(), DbError> {
         self.write("importing an index file", |tx| {
-            if tx
-                .prepare_cached("SELECT 1 FROM index_files WHERE id = ?1")?
-                .exists([index_id])?
-            {
+            if tx.prepare_cached("SELECT 1 FROM index_files WHERE id = ?1")?.exists([index_id])? {
                 return Ok(());
             }
-            tx.prepare_cached("INSERT INTO index_files (id) VALUES (?1)")?
-                .execute([index_id])?;
+            tx.prepare_cached("INSERT INTO index_files (id) VALUES (?1)")?.execute([index_id])?;
             let file_n = tx.last_insert_rowid();
-            let mut add_pack =
-                tx.prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)")?;
+            let mut add_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)")?;
             let mut pack_n = tx.prepare_cached("SELECT n FROM packs WHERE id = ?1")?;
-            let mut link = tx.prepare_cached(
-                "INSERT OR IGNORE INTO index_packs (index_file, pack) VALUES (?1, ?2)",
-            )?;
+            let mut link = tx.prepare_cached("INSERT OR IGNORE INTO index_packs (index_file, pack) VALUES (?1, ?2)")?;
             let mut add_blob = tx.prepare_cached(
                 "INSERT OR IGNORE INTO blobs (blob, pack, index_file, kind, pos, len, raw_len)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -95,15 +74,7 @@ impl Db {
                 let n: i64 = pack_n.query_row([pack], |r| r.get(0))?;
                 link.execute((file_n, n))?;
                 for e in entries {
-                    add_blob.execute((
-                        &e.id,
-                        n,
-                        file_n,
-                        kind_code(e.kind),
-                        e.offset,
-                        e.length,
-                        e.raw_len,
-                    ))?;
+                    add_blob.execute((&e.id, n, file_n, kind_code(e.kind), e.offset, e.length, e.raw_len))?;
                 }
             }
             Ok(())
@@ -123,10 +94,7 @@ impl Db {
                 tx.prepare_cached("DELETE FROM index_packs WHERE index_file = ?1")?.execute([n])?;
                 tx.prepare_cached("DELETE FROM index_files WHERE n = ?1")?.execute([n])?;
             }
-            tx.execute(
-                "DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM index_packs WHERE pack = packs.n)",
-                [],
-            )?;
+            tx.execute("DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM index_packs WHERE pack = packs.n)", [])?;
             Ok(())
         })
     }
@@ -146,8 +114,7 @@ impl Db {
 
     pub fn has_blob(&self, blob: &Id) -> Result<bool, DbError> {
         self.read("looking up a blob", |conn| {
-            conn.prepare_cached("SELECT 1 FROM blobs WHERE blob = ?1")?
-                .exists([blob])
+            conn.prepare_cached("SELECT 1 FROM blobs WHERE blob = ?1")?.exists([blob])
         })
     }
 
@@ -159,9 +126,8 @@ impl Db {
                 .prepare_cached("SELECT n, id FROM packs")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT blob, pack, kind, pos, len, raw_len FROM blobs ORDER BY blob",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("SELECT blob, pack, kind, pos, len, raw_len FROM blobs ORDER BY blob")?;
             let mut rows = stmt.query([])?;
             let mut current: Option<BlobLocation> = None;
             while let Some(row) = rows.next()? {
@@ -169,16 +135,9 @@ impl Db {
                 let pack_n: i64 = row.get(1)?;
                 let Some(pack) = packs.get(&pack_n).copied() else {
                     let e = format!("blob row refers to missing pack row {pack_n}");
-                    return Err(rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        Type::Integer,
-                        e.into(),
-                    ));
+                    return Err(rusqlite::Error::FromSqlConversionFailure(1, Type::Integer, e.into()));
                 };
-                let here = BlobLocation {
-                    pack,
-                    entry: entry_from_row(row, 2, blob)?,
-                };
+                let here = BlobLocation { pack, entry: entry_from_row(row, 2, blob)? };
                 match &mut current {
                     Some(loc) if loc.entry.id == blob => {
                         if here.pack < loc.pack {
@@ -203,18 +162,14 @@ impl Db {
     pub fn pack_sizes(&self) -> Result<HashMap<Id, u64>, DbError> {
         self.read("listing packs", |conn| {
             let mut stmt = conn.prepare_cached("SELECT id, size FROM packs")?;
-            let sizes = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect();
+            let sizes = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
             sizes
         })
     }
 
     /// Number of distinct blobs.
     pub fn blob_count(&self) -> Result<u64, DbError> {
-        self.read("counting blobs", |conn| {
-            conn.query_row("SELECT COUNT(DISTINCT blob) FROM blobs", [], |r| r.get(0))
-        })
+        self.read("counting blobs", |conn| conn.query_row("SELECT COUNT(DISTINCT blob) FROM blobs", [], |r| r.get(0)))
     }
 }
 
@@ -227,13 +182,7 @@ mod tests {
     }
 
     fn entry(blob: Id, offset: u32) -> PackEntry {
-        PackEntry {
-            id: blob,
-            kind: BlobKind::Data,
-            offset,
-            length: 100,
-            raw_len: 80,
-        }
+        PackEntry { id: blob, kind: BlobKind::Data, offset, length: 100, raw_len: 80 }
     }
 
     fn db() -> Db {
@@ -244,30 +193,11 @@ mod tests {
     fn round_trip() {
         let mut db = db();
         let (pack, blob, tree) = (id(1), id(2), id(3));
-        let tree_entry = PackEntry {
-            id: tree,
-            kind: BlobKind::Tree,
-            offset: 200,
-            length: 50,
-            raw_len: 300,
-        };
-        db.add_index_file(&id(9), &[(pack, 1234, vec![entry(blob, 12), tree_entry])])
-            .unwrap();
+        let tree_entry = PackEntry { id: tree, kind: BlobKind::Tree, offset: 200, length: 50, raw_len: 300 };
+        db.add_index_file(&id(9), &[(pack, 1234, vec![entry(blob, 12), tree_entry])]).unwrap();
         assert_eq!(db.index_files().unwrap(), HashSet::from([id(9)]));
-        assert_eq!(
-            db.blob_location(&blob).unwrap(),
-            Some(BlobLocation {
-                pack,
-                entry: entry(blob, 12)
-            })
-        );
-        assert_eq!(
-            db.blob_location(&tree).unwrap(),
-            Some(BlobLocation {
-                pack,
-                entry: tree_entry
-            })
-        );
+        assert_eq!(db.blob_location(&blob).unwrap(), Some(BlobLocation { pack, entry: entry(blob, 12) }));
+        assert_eq!(db.blob_location(&tree).unwrap(), Some(BlobLocation { pack, entry: tree_entry }));
         assert_eq!(db.blob_location(&id(4)).unwrap(), None);
         assert!(db.has_blob(&blob).unwrap());
         assert!(!db.has_blob(&id(4)).unwrap());
@@ -277,20 +207,8 @@ mod tests {
         db.for_each_blob(|b, loc| seen.push((*b, *loc))).unwrap();
         seen.sort_by_key(|(b, _)| *b);
         let mut want = vec![
-            (
-                blob,
-                BlobLocation {
-                    pack,
-                    entry: entry(blob, 12),
-                },
-            ),
-            (
-                tree,
-                BlobLocation {
-                    pack,
-                    entry: tree_entry,
-                },
-            ),
+            (blob, BlobLocation { pack, entry: entry(blob, 12) }),
+            (tree, BlobLocation { pack, entry: tree_entry }),
         ];
         want.sort_by_key(|(b, _)| *b);
         assert_eq!(seen, want);
@@ -313,71 +231,40 @@ mod tests {
     fn blob_in_two_packs_resolves_to_lowest_pack() {
         let mut db = db();
         let blob = id(2);
-        let (a, b) = if id(10) < id(11) {
-            (id(10), id(11))
-        } else {
-            (id(11), id(10))
-        };
-        db.add_index_file(&id(20), &[(b, 10, vec![entry(blob, 7)])])
-            .unwrap();
-        db.add_index_file(&id(21), &[(a, 10, vec![entry(blob, 5)])])
-            .unwrap();
+        let (a, b) = if id(10) < id(11) { (id(10), id(11)) } else { (id(11), id(10)) };
+        db.add_index_file(&id(20), &[(b, 10, vec![entry(blob, 7)])]).unwrap();
+        db.add_index_file(&id(21), &[(a, 10, vec![entry(blob, 5)])]).unwrap();
         assert_eq!(db.blob_count().unwrap(), 1);
-        let want = BlobLocation {
-            pack: a,
-            entry: entry(blob, 5),
-        };
+        let want = BlobLocation { pack: a, entry: entry(blob, 5) };
         assert_eq!(db.blob_location(&blob).unwrap(), Some(want));
         let mut seen = Vec::new();
         db.for_each_blob(|_, loc| seen.push(*loc)).unwrap();
         assert_eq!(seen, vec![want]);
         // The lower pack's index file goes: the other copy remains.
         db.remove_index_files(&[id(21)]).unwrap();
-        assert_eq!(
-            db.blob_location(&blob).unwrap(),
-            Some(BlobLocation {
-                pack: b,
-                entry: entry(blob, 7)
-            })
-        );
+        assert_eq!(db.blob_location(&blob).unwrap(), Some(BlobLocation { pack: b, entry: entry(blob, 7) }));
     }
 
     #[test]
     fn remove_drops_blobs_and_unreferenced_packs() {
         let mut db = db();
         let shared_pack = id(1);
-        db.add_index_file(
-            &id(20),
-            &[
-                (shared_pack, 10, vec![entry(id(2), 0)]),
-                (id(3), 30, vec![entry(id(4), 0)]),
-            ],
-        )
-        .unwrap();
-        db.add_index_file(
-            &id(21),
-            &[
-                (shared_pack, 10, vec![entry(id(2), 0)]),
-                (id(5), 50, vec![entry(id(6), 0)]),
-            ],
-        )
-        .unwrap();
+        db.add_index_file(&id(20), &[(shared_pack, 10, vec![entry(id(2), 0)]), (id(3), 30, vec![entry(id(4), 0)])])
+            .unwrap();
+        db.add_index_file(&id(21), &[(shared_pack, 10, vec![entry(id(2), 0)]), (id(5), 50, vec![entry(id(6), 0)])])
+            .unwrap();
         db.remove_index_files(&[id(20), id(99)]).unwrap();
         assert_eq!(db.index_files().unwrap(), HashSet::from([id(21)]));
         assert!(!db.has_blob(&id(4)).unwrap());
         assert!(db.has_blob(&id(2)).unwrap());
         assert!(db.has_blob(&id(6)).unwrap());
-        assert_eq!(
-            db.pack_sizes().unwrap(),
-            HashMap::from([(shared_pack, 10), (id(5), 50)])
-        );
+        assert_eq!(db.pack_sizes().unwrap(), HashMap::from([(shared_pack, 10), (id(5), 50)]));
         db.remove_index_files(&[id(21)]).unwrap();
         assert_eq!(db.blob_count().unwrap(), 0);
         assert!(db.pack_sizes().unwrap().is_empty());
         assert!(db.index_files().unwrap().is_empty());
         // Re-importing a removed index file works.
-        db.add_index_file(&id(21), &[(id(5), 50, vec![entry(id(6), 0)])])
-            .unwrap();
+        db.add_index_file(&id(21), &[(id(5), 50, vec![entry(id(6), 0)])]).unwrap();
         assert!(db.has_blob(&id(6)).unwrap());
     }
 
@@ -385,15 +272,7 @@ mod tests {
     fn hundred_thousand_blobs_in_one_transaction() {
         let mut db = db();
         let packs: Vec<(Id, u64, Vec<PackEntry>)> = (0..1000u32)
-            .map(|p| {
-                (
-                    id(1_000_000 + p),
-                    1 << 20,
-                    (0..100u32)
-                        .map(|i| entry(id(p * 100 + i), i * 100))
-                        .collect(),
-                )
-            })
+            .map(|p| (id(1_000_000 + p), 1 << 20, (0..100u32).map(|i| entry(id(p * 100 + i), i * 100)).collect()))
             .collect();
         let start = std::time::Instant::now();
         db.add_index_file(&id(u32::MAX), &packs).unwrap();
@@ -404,9 +283,6 @@ mod tests {
         db.for_each_blob(|_, _| n += 1).unwrap();
         eprintln!("100k blob rows read in {:?}", start.elapsed());
         assert_eq!(n, 100_000);
-        assert_eq!(
-            db.blob_location(&id(4242)).unwrap().map(|l| l.pack),
-            Some(id(1_000_042))
-        );
+        assert_eq!(db.blob_location(&id(4242)).unwrap().map(|l| l.pack), Some(id(1_000_042)));
     }
 }

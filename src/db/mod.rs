@@ -66,15 +66,7 @@ CREATE TABLE trees (id BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL);
 ";
 
 /// Tables holding repository data, cleared when another repository takes over the path.
-const DATA_TABLES: &[&str] = &[
-    "blobs",
-    "index_packs",
-    "packs",
-    "index_files",
-    "files",
-    "snapshots",
-    "trees",
-];
+const DATA_TABLES: &[&str] = &["blobs", "index_packs", "packs", "index_files", "files", "snapshots", "trees"];
 
 /// The local database of one repository.
 pub struct Db {
@@ -118,8 +110,7 @@ impl Db {
     /// An empty database in memory, for tests.
     pub fn open_in_memory(repo_id: &Id) -> Result<Db, DbError> {
         let path = PathBuf::from(":memory:");
-        let conn =
-            Connection::open_in_memory().map_err(|e| DbError::sqlite(&path, "opening", e))?;
+        let conn = Connection::open_in_memory().map_err(|e| DbError::sqlite(&path, "opening", e))?;
         Db::init(conn, path, repo_id).map_err(|e| match e {
             OpenError::Fail(e) => e,
             OpenError::Stale(why) => stale_error(Path::new(":memory:"), why),
@@ -132,8 +123,7 @@ impl Db {
     }
 
     fn open_file(path: &Path, repo_id: &Id) -> Result<Db, OpenError> {
-        let conn = Connection::open(path)
-            .map_err(|e| OpenError::Fail(DbError::sqlite(path, "opening", e)))?;
+        let conn = Connection::open(path).map_err(|e| OpenError::Fail(DbError::sqlite(path, "opening", e)))?;
         let db = Db::init(conn, path.to_path_buf(), repo_id)?;
         for suffix in ["-wal", "-shm"] {
             make_private(&sidecar(path, suffix)).map_err(OpenError::Fail)?;
@@ -154,8 +144,7 @@ impl Db {
                 }
             }
         };
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(fail("setting the busy timeout"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail("setting the busy timeout"))?;
         conn.set_prepared_statement_cache_capacity(64);
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -166,8 +155,7 @@ impl Db {
                 path.display()
             );
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail("setting synchronous"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail("setting synchronous"))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(fail("starting the schema transaction"))?;
@@ -177,11 +165,7 @@ impl Db {
     }
 
     /// Runs `f` on the connection, naming `op` in any error.
-    fn read<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, DbError> {
+    fn read<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
         f(&self.conn).map_err(|e| DbError::sqlite(&self.path, op, e))
     }
 
@@ -221,58 +205,33 @@ fn check_schema(tx: &Transaction<'_>, repo_id: &Id, path: &Path) -> Result<(), O
         if !has_meta {
             return Ok(Err("was not written by coffer".to_string()));
         }
-        let version: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let version: Option<i64> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
         if version != Some(SCHEMA_VERSION) {
             let found = version.map_or("none".to_string(), |v| v.to_string());
-            return Ok(Err(format!(
-                "has schema version {found}, this coffer uses {SCHEMA_VERSION}"
-            )));
+            return Ok(Err(format!("has schema version {found}, this coffer uses {SCHEMA_VERSION}")));
         }
-        let stored: Option<Id> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'repo_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let stored: Option<Id> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'repo_id'", [], |r| r.get(0)).optional()?;
         if stored != Some(*repo_id) {
-            log::info!(
-                "local database {} belonged to another repository: clearing it",
-                path.display()
-            );
+            log::info!("local database {} belonged to another repository: clearing it", path.display());
             for table in DATA_TABLES {
                 tx.execute(&format!("DELETE FROM {table}"), [])?;
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('repo_id', ?1)",
-                [repo_id],
-            )?;
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('repo_id', ?1)", [repo_id])?;
         }
         Ok(Ok(()))
     };
     match inner() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(OpenError::Stale(why)),
-        Err(e) if error::is_corruption(&e) => {
-            Err(OpenError::Stale(format!("is not a valid database ({e})")))
-        }
-        Err(e) => Err(OpenError::Fail(DbError::sqlite(
-            path,
-            "checking the schema",
-            e,
-        ))),
+        Err(e) if error::is_corruption(&e) => Err(OpenError::Stale(format!("is not a valid database ({e})"))),
+        Err(e) => Err(OpenError::Fail(DbError::sqlite(path, "checking the schema", e))),
     }
 }
 
 fn stale_error(path: &Path, reason: String) -> DbError {
-    DbError::Unusable {
-        path: path.to_path_buf(),
-        reason,
-    }
+    DbError::Unusable { path: path.to_path_buf(), reason }
 }
 
 /// Creates the parent directories (0700) and the file (0600), refusing an existing file or
@@ -286,16 +245,11 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| DbError::io("create directory", dir, e))?;
+    builder.create(dir).map_err(|e| DbError::io("create directory", dir, e))?;
     check_private("directory", dir, 0o700)?;
     match fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "it exists and is not a regular file",
-            );
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "it exists and is not a regular file");
             return Err(DbError::io("use", path, e));
         }
         Ok(_) => check_private("file", path, 0o600)?,
@@ -306,9 +260,7 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
     options.write(true).create(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .map_err(|e| DbError::io("create", path, e))?;
+    options.open(path).map_err(|e| DbError::io("create", path, e))?;
     Ok(())
 }
 
@@ -318,12 +270,7 @@ fn check_private(what: &'static str, path: &Path, wanted: u32) -> Result<(), DbE
     let meta = fs::metadata(path).map_err(|e| DbError::io("inspect", path, e))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(DbError::Permissions {
-            what,
-            path: path.to_path_buf(),
-            mode,
-            wanted,
-        });
+        return Err(DbError::Permissions { what, path: path.to_path_buf(), mode, wanted });
     }
     Ok(())
 }
@@ -384,10 +331,7 @@ impl FromSql for Id {
         let bytes = value.as_blob()?;
         let array: [u8; ID_LEN] = bytes
             .try_into()
-            .map_err(|_| FromSqlError::InvalidBlobSize {
-                expected_size: ID_LEN,
-                blob_size: bytes.len(),
-            })?;
+            .map_err(|_| FromSqlError::InvalidBlobSize { expected_size: ID_LEN, blob_size: bytes.len() })?;
         Ok(Id(array))
     }
 }
@@ -401,11 +345,7 @@ mod tests {
     /// `tempdir()` may be 0755; the database goes in a subdirectory that `open` creates 0700.
     fn db_path(tmp: &tempfile::TempDir) -> PathBuf {
         let path = tmp.path().join("state/coffer.db");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path.parent().expect("has a parent"))
-            .unwrap();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(path.parent().expect("has a parent")).unwrap();
         path
     }
 
@@ -427,19 +367,8 @@ mod tests {
             length: 10,
             raw_len: 5,
         };
-        db.add_index_file(
-            &Id::of_bytes(b"index"),
-            &[(Id::of_bytes(b"pack"), 10, vec![entry])],
-        )
-        .unwrap();
-        let file = CachedFile {
-            dev: 1,
-            ino: 2,
-            size: 3,
-            mtime_ns: 4,
-            ctime_ns: 5,
-            content: vec![blob],
-        };
+        db.add_index_file(&Id::of_bytes(b"index"), &[(Id::of_bytes(b"pack"), 10, vec![entry])]).unwrap();
+        let file = CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![blob] };
         db.store_files(&[(b"/f".to_vec(), file)]).unwrap();
         db.record_snapshots(&[(Id::of_bytes(b"snap"), 7)]).unwrap();
         db.store_tree(&Id::of_bytes(b"tree"), b"t").unwrap();
@@ -479,10 +408,7 @@ mod tests {
         drop(db);
         let db = Db::open(&path, &repo(1)).unwrap();
         assert!(is_filled(&db));
-        let journal: String = db
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let journal: String = db.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(journal, "wal");
     }
 
@@ -499,40 +425,17 @@ mod tests {
         let dir = path.parent().expect("has a parent");
         drop(Db::open(&path, &repo(1)).unwrap());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Db::open(&path, &repo(1))
-            .err()
-            .expect("a 0644 database is refused");
-        assert!(
-            matches!(err, DbError::Permissions { what: "file", .. }),
-            "{err}"
-        );
+        let err = Db::open(&path, &repo(1)).err().expect("a 0644 database is refused");
+        assert!(matches!(err, DbError::Permissions { what: "file", .. }), "{err}");
         let msg = err.to_string();
-        assert!(
-            msg.contains(&format!("chmod 600 {}", path.display())),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
         assert_eq!(mode(&path), 0o644, "a refused file is left alone");
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Db::open(&path, &repo(1))
-            .err()
-            .expect("a 0755 directory is refused");
-        assert!(
-            matches!(
-                err,
-                DbError::Permissions {
-                    what: "directory",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            err.to_string()
-                .contains(&format!("chmod 700 {}", dir.display())),
-            "{err}"
-        );
+        let err = Db::open(&path, &repo(1)).err().expect("a 0755 directory is refused");
+        assert!(matches!(err, DbError::Permissions { what: "directory", .. }), "{err}");
+        assert!(err.to_string().contains(&format!("chmod 700 {}", dir.display())), "{err}");
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
         assert!(Db::open(&path, &repo(1)).is_ok());
     }
@@ -543,23 +446,12 @@ mod tests {
         let path = tmp.path().join("state/coffer.db");
         let mut db = Db::open(&path, &repo(1)).unwrap();
         fill(&mut db);
-        db.conn
-            .execute(
-                "UPDATE meta SET value = 999 WHERE key = 'schema_version'",
-                [],
-            )
-            .unwrap();
+        db.conn.execute("UPDATE meta SET value = 999 WHERE key = 'schema_version'", []).unwrap();
         drop(db);
         let db = Db::open(&path, &repo(1)).unwrap();
         assert!(is_empty(&db));
-        let version: i64 = db
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let version: i64 =
+            db.conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(mode(&path), 0o600);
     }
@@ -628,13 +520,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = db_path(&tmp);
         fs::create_dir(&path).unwrap();
-        let err = Db::open(&path, &repo(1))
-            .err()
-            .expect("a directory is not a database");
+        let err = Db::open(&path, &repo(1)).err().expect("a directory is not a database");
         assert!(matches!(err, DbError::Io { .. }), "{err}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 }

@@ -8,8 +8,7 @@ impl Db {
     /// Remembers snapshots listed in the repository; ones already recorded keep their time.
     pub fn record_snapshots(&mut self, ids: &[(Id, i64)]) -> Result<(), DbError> {
         self.write("recording snapshots", |tx| {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO snapshots (id, time) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO snapshots (id, time) VALUES (?1, ?2)")?;
             for (id, time) in ids {
                 stmt.execute((id, time))?;
             }
@@ -20,11 +19,8 @@ impl Db {
     /// Every snapshot recorded, oldest first.
     pub fn seen_snapshots(&self) -> Result<Vec<(Id, i64)>, DbError> {
         self.read("listing seen snapshots", |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, time FROM snapshots ORDER BY time, id")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect();
+            let mut stmt = conn.prepare_cached("SELECT id, time FROM snapshots ORDER BY time, id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
             rows
         })
     }
@@ -52,10 +48,7 @@ mod tests {
         let (a, b, c) = (Id::of_bytes(b"a"), Id::of_bytes(b"b"), Id::of_bytes(b"c"));
         db.record_snapshots(&[(a, 300), (b, 100)]).unwrap();
         db.record_snapshots(&[(a, 999), (c, 200)]).unwrap();
-        assert_eq!(
-            db.seen_snapshots().unwrap(),
-            vec![(b, 100), (c, 200), (a, 300)]
-        );
+        assert_eq!(db.seen_snapshots().unwrap(), vec![(b, 100), (c, 200), (a, 300)]);
         db.forget_snapshots(&[c]).unwrap();
         assert_eq!(db.seen_snapshots().unwrap(), vec![(b, 100), (a, 300)]);
     }

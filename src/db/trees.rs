@@ -10,17 +10,14 @@ use crate::id::Id;
 impl Db {
     pub fn cached_tree(&self, id: &Id) -> Result<Option<Vec<u8>>, DbError> {
         self.read("reading the tree cache", |conn| {
-            conn.prepare_cached("SELECT bytes FROM trees WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()
+            conn.prepare_cached("SELECT bytes FROM trees WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()
         })
     }
 
     /// Stores a verified tree blob; storing one already present does nothing.
     pub fn store_tree(&self, id: &Id, bytes: &[u8]) -> Result<(), DbError> {
         self.read("writing the tree cache", |conn| {
-            conn.prepare_cached("INSERT OR IGNORE INTO trees (id, bytes) VALUES (?1, ?2)")?
-                .execute((id, bytes))?;
+            conn.prepare_cached("INSERT OR IGNORE INTO trees (id, bytes) VALUES (?1, ?2)")?.execute((id, bytes))?;
             Ok(())
         })
     }
@@ -39,9 +36,6 @@ mod tests {
         db.store_tree(&id, b"ignored").unwrap();
         assert_eq!(db.cached_tree(&id).unwrap(), Some(b"tree bytes".to_vec()));
         db.store_tree(&Id::of_bytes(b"empty"), b"").unwrap();
-        assert_eq!(
-            db.cached_tree(&Id::of_bytes(b"empty")).unwrap(),
-            Some(Vec::new())
-        );
+        assert_eq!(db.cached_tree(&Id::of_bytes(b"empty")).unwrap(), Some(Vec::new()));
     }
 }

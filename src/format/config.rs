@@ -24,11 +24,7 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    pub const DEFAULT: ChunkerParams = ChunkerParams {
-        min: 256 * 1024,
-        avg: 1024 * 1024,
-        max: 4 * 1024 * 1024,
-    };
+    pub const DEFAULT: ChunkerParams = ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
 
     /// The ranges FastCDC v2020 accepts (it asserts on others).
     pub fn is_valid(&self) -> bool {
@@ -79,25 +75,14 @@ impl Config {
         if config.version != 1 {
             return Err(FormatError::Malformed {
                 what: WHAT,
-                detail: format!(
-                    "format version {} is not supported by this Coffer",
-                    config.version
-                ),
+                detail: format!("format version {} is not supported by this Coffer", config.version),
             });
         }
         if !config.chunker.is_valid() {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "chunker sizes out of range".into(),
-            });
+            return Err(FormatError::Malformed { what: WHAT, detail: "chunker sizes out of range".into() });
         }
-        if !(1 << 16..=1 << 28).contains(&config.pack_target)
-            || !(-7..=22).contains(&config.compression_level)
-        {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "pack size or compression out of range".into(),
-            });
+        if !(1 << 16..=1 << 28).contains(&config.pack_target) || !(-7..=22).contains(&config.compression_level) {
+            return Err(FormatError::Malformed { what: WHAT, detail: "pack size or compression out of range".into() });
         }
         Ok(config)
     }
@@ -105,14 +90,9 @@ impl Config {
     pub fn decode(bytes: &[u8], verify_key: &VerifyingKey) -> Result<Config, FormatError> {
         let config = Config::decode_unverified(bytes)?;
         let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        verify_key
-            .verify(&signed_message(signed), signature)
-            .map_err(FormatError::crypto(WHAT))?;
+        verify_key.verify(&signed_message(signed), signature).map_err(FormatError::crypto(WHAT))?;
         if config.verify_key != verify_key.0 {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "signed by a different repository key".into(),
-            });
+            return Err(FormatError::Malformed { what: WHAT, detail: "signed by a different repository key".into() });
         }
         Ok(config)
     }
@@ -140,18 +120,12 @@ mod tests {
         let signer = SigningKey::random();
         let config = sample(&signer);
         let bytes = config.encode(&signer);
-        assert_eq!(
-            Config::decode(&bytes, &signer.verifying_key()).unwrap(),
-            config
-        );
+        assert_eq!(Config::decode(&bytes, &signer.verifying_key()).unwrap(), config);
         assert!(Config::decode(&bytes, &SigningKey::random().verifying_key()).is_err());
         for i in [0, 9, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[i] ^= 0x20;
-            assert!(
-                Config::decode(&bad, &signer.verifying_key()).is_err(),
-                "flip at {i}"
-            );
+            assert!(Config::decode(&bad, &signer.verifying_key()).is_err(), "flip at {i}");
         }
         for len in 0..bytes.len() {
             assert!(Config::decode(&bytes[..len], &signer.verifying_key()).is_err());

@@ -37,15 +37,9 @@ impl IndexFile {
         [MAGIC.as_slice(), &sealed].concat()
     }
 
-    pub fn decode(
-        bytes: &[u8],
-        index_key: &SymKey,
-        repo_id: &Id,
-    ) -> Result<IndexFile, FormatError> {
+    pub fn decode(bytes: &[u8], index_key: &SymKey, repo_id: &Id) -> Result<IndexFile, FormatError> {
         let sealed = strip_magic(bytes, MAGIC, WHAT)?;
-        let plain = index_key
-            .open(sealed, &aad(repo_id))
-            .map_err(FormatError::crypto(WHAT))?;
+        let plain = index_key.open(sealed, &aad(repo_id)).map_err(FormatError::crypto(WHAT))?;
         from_postcard(&plain, WHAT)
     }
 
@@ -61,20 +55,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry() -> impl Strategy<Value = PackEntry> {
-        (
-            any::<[u8; 32]>(),
-            any::<bool>(),
-            any::<u32>(),
-            any::<u32>(),
-            any::<u32>(),
-        )
-            .prop_map(|(id, tree, offset, length, raw_len)| PackEntry {
+        (any::<[u8; 32]>(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(id, tree, offset, length, raw_len)| PackEntry {
                 id: Id(id),
                 kind: if tree { BlobKind::Tree } else { BlobKind::Data },
                 offset,
                 length,
                 raw_len,
-            })
+            },
+        )
     }
 
     proptest! {

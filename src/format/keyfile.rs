@@ -70,10 +70,7 @@ impl KeyFile {
     pub fn decode(bytes: &[u8]) -> Result<KeyFile, FormatError> {
         let file: KeyFile = from_postcard(strip_magic(bytes, MAGIC, WHAT)?, WHAT)?;
         if !file.kdf.is_sane() {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "KDF parameters out of range".into(),
-            });
+            return Err(FormatError::Malformed { what: WHAT, detail: "KDF parameters out of range".into() });
         }
         Ok(file)
     }
@@ -81,11 +78,8 @@ impl KeyFile {
     /// Unwraps the key material. A wrong passphrase and a modified file are indistinguishable
     /// to AES-GCM; both say "wrong passphrase" since that is by far the likelier cause.
     pub fn open(&self, passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
-        let key =
-            passphrase_key(passphrase, &self.salt, self.kdf).map_err(FormatError::crypto(WHAT))?;
-        key.open(&self.sealed_key, &aad(&self.repo_id))
-            .map(Zeroizing::new)
-            .map_err(|_| KeyFileError::WrongPassphrase)
+        let key = passphrase_key(passphrase, &self.salt, self.kdf).map_err(FormatError::crypto(WHAT))?;
+        key.open(&self.sealed_key, &aad(&self.repo_id)).map(Zeroizing::new).map_err(|_| KeyFileError::WrongPassphrase)
     }
 }
 
@@ -94,35 +88,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
     #[test]
     fn wrong_passphrase_and_other_repo_fail() {
-        let file = KeyFile::seal(
-            Id([1; 32]),
-            b"material",
-            b"pw",
-            FAST,
-            0,
-            "h".into(),
-            "u".into(),
-        )
-        .unwrap();
+        let file = KeyFile::seal(Id([1; 32]), b"material", b"pw", FAST, 0, "h".into(), "u".into()).unwrap();
         let decoded = KeyFile::decode(&file.encode()).unwrap();
         assert_eq!(decoded, file);
         assert_eq!(decoded.open(b"pw").unwrap().as_slice(), b"material");
-        assert!(matches!(
-            decoded.open(b"px"),
-            Err(KeyFileError::WrongPassphrase)
-        ));
-        let moved = KeyFile {
-            repo_id: Id([2; 32]),
-            ..decoded
-        };
+        assert!(matches!(decoded.open(b"px"), Err(KeyFileError::WrongPassphrase)));
+        let moved = KeyFile { repo_id: Id([2; 32]), ..decoded };
         assert!(moved.open(b"pw").is_err());
     }
 

@@ -25,13 +25,8 @@ pub enum FormatError {
     Truncated { what: &'static str },
     #[error("{what} is malformed: {detail}")]
     Malformed { what: &'static str, detail: String },
-    #[error(
-        "{what} failed authentication: it was modified, or belongs to another repository or key"
-    )]
-    Crypto {
-        what: &'static str,
-        source: CryptoError,
-    },
+    #[error("{what} failed authentication: it was modified, or belongs to another repository or key")]
+    Crypto { what: &'static str, source: CryptoError },
     #[error("{what} failed authentication: content does not match its id")]
     IdMismatch { what: &'static str },
 }
@@ -43,11 +38,7 @@ impl FormatError {
 }
 
 /// Splits `bytes` into an expected magic and the rest.
-pub(crate) fn strip_magic<'a>(
-    bytes: &'a [u8],
-    magic: &[u8; 8],
-    what: &'static str,
-) -> Result<&'a [u8], FormatError> {
+pub(crate) fn strip_magic<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &'static str) -> Result<&'a [u8], FormatError> {
     match bytes.strip_prefix(magic.as_slice()) {
         Some(rest) => Ok(rest),
         None if bytes.len() < magic.len() => Err(FormatError::Truncated { what }),
@@ -64,15 +55,10 @@ pub(crate) fn from_postcard<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
     what: &'static str,
 ) -> Result<T, FormatError> {
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| FormatError::Malformed {
-        what,
-        detail: e.to_string(),
-    })?;
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| FormatError::Malformed { what, detail: e.to_string() })?;
     if !rest.is_empty() {
-        return Err(FormatError::Malformed {
-            what,
-            detail: format!("{} trailing bytes", rest.len()),
-        });
+        return Err(FormatError::Malformed { what, detail: format!("{} trailing bytes", rest.len()) });
     }
     Ok(value)
 }

@@ -18,9 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{from_postcard, FormatError};
-use crate::crypto::{
-    unwrap_key, wrap_key, IdKey, PublicKey, SecretKey, SymKey, SEAL_OVERHEAD, WRAPPED_KEY_LEN,
-};
+use crate::crypto::{unwrap_key, wrap_key, IdKey, PublicKey, SecretKey, SymKey, SEAL_OVERHEAD, WRAPPED_KEY_LEN};
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CFPACK01";
@@ -113,12 +111,7 @@ impl PackWriter {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&wrap_key(recipient, &key, MAGIC));
-        PackWriter {
-            key,
-            kind,
-            buf,
-            entries: Vec::new(),
-        }
+        PackWriter { key, kind, buf, entries: Vec::new() }
     }
 
     /// Adds a blob whose plaintext was already passed through [`compress`].
@@ -126,13 +119,7 @@ impl PackWriter {
         let sealed = self.key.seal(compressed, &blob_aad(&id, self.kind));
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(&sealed);
-        self.entries.push(PackEntry {
-            id,
-            kind: self.kind,
-            offset,
-            length: sealed.len() as u32,
-            raw_len,
-        });
+        self.entries.push(PackEntry { id, kind: self.kind, offset, length: sealed.len() as u32, raw_len });
     }
 
     pub fn len(&self) -> usize {
@@ -144,19 +131,11 @@ impl PackWriter {
     }
 
     pub fn finish(mut self) -> FinishedPack {
-        let table = self
-            .key
-            .seal(&super::to_postcard(&self.entries), &table_aad());
+        let table = self.key.seal(&super::to_postcard(&self.entries), &table_aad());
         self.buf.extend_from_slice(&table);
-        self.buf
-            .extend_from_slice(&(table.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(table.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(END_MAGIC);
-        FinishedPack {
-            id: Id::of_bytes(&self.buf),
-            kind: self.kind,
-            bytes: self.buf,
-            entries: self.entries,
-        }
+        FinishedPack { id: Id::of_bytes(&self.buf), kind: self.kind, bytes: self.buf, entries: self.entries }
     }
 }
 
@@ -172,32 +151,17 @@ pub fn open_pack_key(secret: &SecretKey, header: &[u8]) -> Result<SymKey, Format
 }
 
 /// Decrypts, decompresses and verifies one blob against its id.
-pub fn open_blob(
-    pack_key: &SymKey,
-    id_key: &IdKey,
-    entry: &PackEntry,
-    sealed: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+pub fn open_blob(pack_key: &SymKey, id_key: &IdKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
     const WHAT_BLOB: &str = "blob";
     if entry.raw_len > MAX_BLOB_LEN || sealed.len() != entry.length as usize {
         return Err(FormatError::Truncated { what: WHAT_BLOB });
     }
-    let plain = pack_key
-        .open(sealed, &blob_aad(&entry.id, entry.kind))
-        .map_err(FormatError::crypto(WHAT_BLOB))?;
+    let plain = pack_key.open(sealed, &blob_aad(&entry.id, entry.kind)).map_err(FormatError::crypto(WHAT_BLOB))?;
     let data = match plain.split_first() {
         Some((&CODEC_STORED, payload)) => payload.to_vec(),
         Some((&CODEC_ZSTD, payload)) => zstd::bulk::decompress(payload, entry.raw_len as usize)
-            .map_err(|e| FormatError::Malformed {
-                what: WHAT_BLOB,
-                detail: e.to_string(),
-            })?,
-        _ => {
-            return Err(FormatError::Malformed {
-                what: WHAT_BLOB,
-                detail: "unknown codec".into(),
-            })
-        }
+            .map_err(|e| FormatError::Malformed { what: WHAT_BLOB, detail: e.to_string() })?,
+        _ => return Err(FormatError::Malformed { what: WHAT_BLOB, detail: "unknown codec".into() }),
     };
     if data.len() != entry.raw_len as usize || id_key.blob_id(&data) != entry.id {
         return Err(FormatError::IdMismatch { what: WHAT_BLOB });
@@ -226,20 +190,13 @@ pub fn read_table(pack_key: &SymKey, pack: &[u8]) -> Result<Vec<PackEntry>, Form
         .checked_sub(TRAILER_FIXED_LEN + table_len)
         .filter(|end| *end >= HEADER_LEN)
         .ok_or(FormatError::Truncated { what: WHAT })?;
-    let table = pack_key
-        .open(&pack[blobs_end..blobs_end + table_len], &table_aad())
-        .map_err(FormatError::crypto(WHAT))?;
+    let table =
+        pack_key.open(&pack[blobs_end..blobs_end + table_len], &table_aad()).map_err(FormatError::crypto(WHAT))?;
     let entries: Vec<PackEntry> = from_postcard(&table, WHAT)?;
     for entry in &entries {
         let end = entry.offset as usize + entry.length as usize;
-        if (entry.offset as usize) < HEADER_LEN
-            || end > blobs_end
-            || (entry.length as usize) < SEAL_OVERHEAD + 1
-        {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "blob outside the pack".into(),
-            });
+        if (entry.offset as usize) < HEADER_LEN || end > blobs_end || (entry.length as usize) < SEAL_OVERHEAD + 1 {
+            return Err(FormatError::Malformed { what: WHAT, detail: "blob outside the pack".into() });
         }
     }
     Ok(entries)
@@ -297,12 +254,7 @@ mod tests {
             bad[i] ^= 0x01;
             let result = open_pack_key(&secret, &bad).and_then(|key| {
                 read_table(&key, &bad)?;
-                open_blob(
-                    &key,
-                    &id_key,
-                    &entry,
-                    &bad[entry.offset as usize..(entry.offset + entry.length) as usize],
-                )
+                open_blob(&key, &id_key, &entry, &bad[entry.offset as usize..(entry.offset + entry.length) as usize])
             });
             assert!(result.is_err(), "flip at byte {i} went unnoticed");
         }
@@ -317,9 +269,6 @@ mod tests {
         let key = open_pack_key(&secret, &pack.bytes).unwrap();
         let e = pack.entries[0];
         let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
-        assert!(matches!(
-            open_blob(&key, &IdKey::random(), &e, sealed),
-            Err(FormatError::IdMismatch { .. })
-        ));
+        assert!(matches!(open_blob(&key, &IdKey::random(), &e, sealed), Err(FormatError::IdMismatch { .. })));
     }
 }

@@ -34,19 +34,13 @@ impl SignerRecord {
         out
     }
 
-    pub fn decode(
-        bytes: &[u8],
-        repo_id: &Id,
-        repo_verify: &VerifyingKey,
-    ) -> Result<SignerRecord, FormatError> {
+    pub fn decode(bytes: &[u8], repo_id: &Id, repo_verify: &VerifyingKey) -> Result<SignerRecord, FormatError> {
         let rest = strip_magic(bytes, MAGIC, WHAT)?;
         if rest.len() < SIGNATURE_LEN {
             return Err(FormatError::Truncated { what: WHAT });
         }
         let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        repo_verify
-            .verify(&signed_message(repo_id, signed), signature)
-            .map_err(FormatError::crypto(WHAT))?;
+        repo_verify.verify(&signed_message(repo_id, signed), signature).map_err(FormatError::crypto(WHAT))?;
         from_postcard(&rest[..rest.len() - SIGNATURE_LEN], WHAT)
     }
 }
@@ -58,20 +52,10 @@ mod tests {
     #[test]
     fn round_trip_binds_repository() {
         let repo = SigningKey::random();
-        let record = SignerRecord {
-            verify_key: [3; 32],
-            label: "laptop".into(),
-            created_unix: 5,
-        };
+        let record = SignerRecord { verify_key: [3; 32], label: "laptop".into(), created_unix: 5 };
         let bytes = record.encode(&Id([1; 32]), &repo);
-        assert_eq!(
-            SignerRecord::decode(&bytes, &Id([1; 32]), &repo.verifying_key()).unwrap(),
-            record
-        );
+        assert_eq!(SignerRecord::decode(&bytes, &Id([1; 32]), &repo.verifying_key()).unwrap(), record);
         assert!(SignerRecord::decode(&bytes, &Id([2; 32]), &repo.verifying_key()).is_err());
-        assert!(
-            SignerRecord::decode(&bytes, &Id([1; 32]), &SigningKey::random().verifying_key())
-                .is_err()
-        );
+        assert!(SignerRecord::decode(&bytes, &Id([1; 32]), &SigningKey::random().verifying_key()).is_err());
     }
 }

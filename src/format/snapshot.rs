@@ -16,8 +16,7 @@ use serde_bytes::ByteBuf;
 
 use super::{from_postcard, strip_magic, to_postcard, FormatError};
 use crate::crypto::{
-    unwrap_key, wrap_key, PublicKey, SecretKey, SigningKey, SymKey, VerifyingKey, SIGNATURE_LEN,
-    WRAPPED_KEY_LEN,
+    unwrap_key, wrap_key, PublicKey, SecretKey, SigningKey, SymKey, VerifyingKey, SIGNATURE_LEN, WRAPPED_KEY_LEN,
 };
 use crate::id::Id;
 
@@ -34,7 +33,11 @@ pub struct Summary {
     pub dirs: u64,
     pub other_nodes: u64,
     pub bytes_read: u64,
+    /// Sum of the sizes of all files in the snapshot.
     pub total_bytes: u64,
+    /// Plaintext bytes of the blobs this backup added.
+    pub raw_added: u64,
+    /// The same blobs as stored (compressed and encrypted).
     pub bytes_added: u64,
     pub packs_added: u64,
     pub errors: u64,
@@ -93,15 +96,10 @@ impl Snapshot {
     /// Checks the signature with the claimed signer's verifying key.
     pub fn verify(bytes: &[u8], repo_id: &Id, signer: &VerifyingKey) -> Result<(), FormatError> {
         if Snapshot::signer_id(bytes)? != signer.id() {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "signed by another key".into(),
-            });
+            return Err(FormatError::Malformed { what: WHAT, detail: "signed by another key".into() });
         }
         let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        signer
-            .verify(&signed_message(repo_id, signed), signature)
-            .map_err(FormatError::crypto(WHAT))
+        signer.verify(&signed_message(repo_id, signed), signature).map_err(FormatError::crypto(WHAT))
     }
 
     /// Verifies, then decrypts. Needs the repository's secret key.
@@ -112,12 +110,9 @@ impl Snapshot {
         secret: &SecretKey,
     ) -> Result<Snapshot, FormatError> {
         Snapshot::verify(bytes, repo_id, signer)?;
-        let key =
-            unwrap_key(secret, &bytes[40..BODY_START], MAGIC).map_err(FormatError::crypto(WHAT))?;
+        let key = unwrap_key(secret, &bytes[40..BODY_START], MAGIC).map_err(FormatError::crypto(WHAT))?;
         let sealed = &bytes[BODY_START..bytes.len() - SIGNATURE_LEN];
-        let plain = key
-            .open(sealed, &body_aad(repo_id, &bytes[8..40]))
-            .map_err(FormatError::crypto(WHAT))?;
+        let plain = key.open(sealed, &body_aad(repo_id, &bytes[8..40])).map_err(FormatError::crypto(WHAT))?;
         from_postcard(&plain, WHAT)
     }
 }
@@ -147,10 +142,7 @@ mod tests {
         let bytes = sample().encode(&repo, &secret.public(), &signer);
         let vk = signer.verifying_key();
         assert_eq!(Snapshot::signer_id(&bytes).unwrap(), vk.id());
-        assert_eq!(
-            Snapshot::open(&bytes, &repo, &vk, &secret).unwrap(),
-            sample()
-        );
+        assert_eq!(Snapshot::open(&bytes, &repo, &vk, &secret).unwrap(), sample());
         // Replayed into another repository.
         assert!(Snapshot::open(&bytes, &Id([2; 32]), &vk, &secret).is_err());
         // Forged by someone with storage access only: their own key is not the claimed signer.
@@ -160,10 +152,7 @@ mod tests {
         for i in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
             bad[i] ^= 4;
-            assert!(
-                Snapshot::open(&bad, &repo, &vk, &secret).is_err(),
-                "flip at {i}"
-            );
+            assert!(Snapshot::open(&bad, &repo, &vk, &secret).is_err(), "flip at {i}");
         }
     }
 

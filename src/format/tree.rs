@@ -96,26 +96,17 @@ impl Tree {
         if let Some(bad) = tree.nodes.iter().find(|n| !is_valid_name(&n.name)) {
             return Err(FormatError::Malformed {
                 what: WHAT,
-                detail: format!(
-                    "invalid entry name {:?}",
-                    String::from_utf8_lossy(&bad.name)
-                ),
+                detail: format!("invalid entry name {:?}", String::from_utf8_lossy(&bad.name)),
             });
         }
         if !tree.nodes.windows(2).all(|w| w[0].name < w[1].name) {
-            return Err(FormatError::Malformed {
-                what: WHAT,
-                detail: "entries not sorted or not unique".into(),
-            });
+            return Err(FormatError::Malformed { what: WHAT, detail: "entries not sorted or not unique".into() });
         }
         Ok(tree)
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes
-            .binary_search_by(|n| n.name.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.nodes[i])
+        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
 }
 
@@ -126,18 +117,10 @@ mod tests {
 
     fn kind() -> impl Strategy<Value = NodeKind> {
         prop_oneof![
-            (
-                any::<u64>(),
-                proptest::collection::vec(any::<[u8; 32]>(), 0..4)
-            )
-                .prop_map(|(size, c)| NodeKind::File {
-                    size,
-                    content: c.into_iter().map(Id).collect()
-                }),
+            (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 0..4))
+                .prop_map(|(size, c)| NodeKind::File { size, content: c.into_iter().map(Id).collect() }),
             any::<[u8; 32]>().prop_map(|s| NodeKind::Dir { subtree: Id(s) }),
-            proptest::collection::vec(any::<u8>(), 0..50).prop_map(|t| NodeKind::Symlink {
-                target: ByteBuf::from(t)
-            }),
+            proptest::collection::vec(any::<u8>(), 0..50).prop_map(|t| NodeKind::Symlink { target: ByteBuf::from(t) }),
             Just(NodeKind::Fifo),
             any::<u64>().prop_map(|rdev| NodeKind::CharDevice { rdev }),
             any::<u64>().prop_map(|rdev| NodeKind::BlockDevice { rdev }),
@@ -150,35 +133,27 @@ mod tests {
             any::<(u32, u32, u32, i64, u32, u64, u64)>(),
             ".{0,8}",
             proptest::collection::vec(
-                (
-                    proptest::collection::vec(any::<u8>(), 1..10),
-                    proptest::collection::vec(any::<u8>(), 0..10),
-                ),
+                (proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..10)),
                 0..3,
             ),
         )
-            .prop_map(
-                |((mode, uid, gid, mtime, nsec, dev, inode), user, xattrs)| Metadata {
-                    mode,
-                    uid,
-                    gid,
-                    user,
-                    group: String::new(),
-                    mtime,
-                    mtime_nsec: nsec,
-                    dev,
-                    inode,
-                    nlink: 1,
-                    xattrs: xattrs
-                        .into_iter()
-                        .map(|(n, v)| Xattr {
-                            name: ByteBuf::from(n),
-                            value: ByteBuf::from(v),
-                        })
-                        .collect(),
-                    ..Metadata::default()
-                },
-            )
+            .prop_map(|((mode, uid, gid, mtime, nsec, dev, inode), user, xattrs)| Metadata {
+                mode,
+                uid,
+                gid,
+                user,
+                group: String::new(),
+                mtime,
+                mtime_nsec: nsec,
+                dev,
+                inode,
+                nlink: 1,
+                xattrs: xattrs
+                    .into_iter()
+                    .map(|(n, v)| Xattr { name: ByteBuf::from(n), value: ByteBuf::from(v) })
+                    .collect(),
+                ..Metadata::default()
+            })
     }
 
     proptest! {

@@ -19,12 +19,7 @@ const PACK_KEY_CACHE: usize = 4096;
 impl Repository {
     /// Imports index files added since the last run and forgets those that vanished (pruned).
     pub fn sync_index(&self) -> Result<(), RepoError> {
-        let listed: HashSet<Id> = self
-            .store
-            .list_ids(paths::INDEX)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let listed: HashSet<Id> = self.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
         let known = self.db().index_files()?;
         let vanished: Vec<Id> = known.difference(&listed).copied().collect();
         if !vanished.is_empty() {
@@ -32,11 +27,7 @@ impl Repository {
         }
         for id in listed.difference(&known) {
             let file = self.read_index_file(id)?;
-            let packs: Vec<_> = file
-                .packs
-                .into_iter()
-                .map(|p| (p.id, p.size, p.blobs))
-                .collect();
+            let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
             self.db().add_index_file(id, &packs)?;
         }
         Ok(())
@@ -46,10 +37,7 @@ impl Repository {
         let path = paths::in_dir(paths::INDEX, id);
         let bytes = self.store.read(&path)?;
         if Id::of_bytes(&bytes) != *id {
-            return Err(RepoError::Corrupt {
-                object: path,
-                detail: "content does not match its name".into(),
-            });
+            return Err(RepoError::Corrupt { object: path, detail: "content does not match its name".into() });
         }
         IndexFile::decode(&bytes, &self.keys.index_key, &self.id()).map_err(RepoError::format(path))
     }
@@ -59,22 +47,13 @@ impl Repository {
         let bytes = file.encode(&self.keys.index_key, &self.id());
         let id = Id::of_bytes(&bytes);
         self.store.write(&paths::in_dir(paths::INDEX, &id), bytes)?;
-        let packs: Vec<_> = file
-            .packs
-            .iter()
-            .map(|p| (p.id, p.size, p.blobs.clone()))
-            .collect();
+        let packs: Vec<_> = file.packs.iter().map(|p| (p.id, p.size, p.blobs.clone())).collect();
         self.db().add_index_file(&id, &packs)?;
         Ok(id)
     }
 
     pub fn pack_key(&self, pack_id: &Id) -> Result<SymKey, RepoError> {
-        if let Some(key) = self
-            .pack_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pack_id)
-        {
+        if let Some(key) = self.pack_keys.lock().unwrap_or_else(|p| p.into_inner()).get(pack_id) {
             return Ok(key.clone());
         }
         let secret = self.require_full_key("reading backed-up data")?;
@@ -93,17 +72,13 @@ impl Repository {
         let key = self.pack_key(&location.pack)?;
         let path = paths::pack(&location.pack);
         let entry = &location.entry;
-        let sealed = self
-            .store
-            .read_range(&path, entry.offset as u64, entry.length as u64)?;
+        let sealed = self.store.read_range(&path, entry.offset as u64, entry.length as u64)?;
         pack::open_blob(&key, &self.keys.id_key, entry, &sealed)
             .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
     }
 
     pub fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError> {
-        self.db()
-            .blob_location(id)?
-            .ok_or(RepoError::MissingBlob(*id))
+        self.db().blob_location(id)?.ok_or(RepoError::MissingBlob(*id))
     }
 
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
@@ -120,10 +95,7 @@ impl Repository {
         }
         let location = self.locate(id)?;
         if location.entry.kind != BlobKind::Tree {
-            return Err(RepoError::Corrupt {
-                object: object(),
-                detail: "the index lists it as data".into(),
-            });
+            return Err(RepoError::Corrupt { object: object(), detail: "the index lists it as data".into() });
         }
         let bytes = self.read_blob_at(&location)?;
         let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;

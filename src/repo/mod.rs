@@ -67,20 +67,12 @@ impl Repository {
     }
 
     /// Fails with a clear message when the open key cannot decrypt.
-    pub fn require_full_key(
-        &self,
-        what: &'static str,
-    ) -> Result<&crate::crypto::SecretKey, RepoError> {
-        self.keys
-            .secret
-            .as_ref()
-            .ok_or(RepoError::WriteOnly { what })
+    pub fn require_full_key(&self, what: &'static str) -> Result<&crate::crypto::SecretKey, RepoError> {
+        self.keys.secret.as_ref().ok_or(RepoError::WriteOnly { what })
     }
 
     pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         // A panic while holding the lock leaves a cache that is still a valid SQLite file.
-        self.db
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -24,17 +24,12 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("coffer");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
     home.join(".local/share/coffer")
 }
 
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
 }
 
 pub fn username() -> String {
@@ -50,15 +45,9 @@ pub fn now_unix() -> i64 {
 }
 
 impl Repository {
-    pub fn init(
-        store: Store,
-        passphrase: &[u8],
-        options: &OpenOptions,
-    ) -> Result<Repository, RepoError> {
+    pub fn init(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         if store.size(paths::CONFIG)?.is_some() || !store.list(paths::KEYS)?.is_empty() {
-            return Err(RepoError::AlreadyExists {
-                location: store.location().to_string(),
-            });
+            return Err(RepoError::AlreadyExists { location: store.location().to_string() });
         }
         let key = FullKey::generate();
         let config = Config {
@@ -84,33 +73,22 @@ impl Repository {
         .encode();
         // The key first, the config last: a repository exists once its config does, and by
         // then it can be opened.
-        store.write(
-            &paths::in_dir(paths::KEYS, &Id::of_bytes(&keyfile)),
-            keyfile,
-        )?;
+        store.write(&paths::in_dir(paths::KEYS, &Id::of_bytes(&keyfile)), keyfile)?;
         store.write(paths::CONFIG, config.encode(&key.signing))?;
         Repository::with_keys(store, config, key.into(), options)
     }
 
-    pub fn open(
-        store: Store,
-        passphrase: &[u8],
-        options: &OpenOptions,
-    ) -> Result<Repository, RepoError> {
-        let not_a_repo = |detail: String| RepoError::NotARepository {
-            location: store.location().to_string(),
-            detail,
-        };
+    pub fn open(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
+        let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
         let config_bytes = match store.read(paths::CONFIG) {
             Ok(bytes) => bytes,
             Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
             Err(e) => return Err(e.into()),
         };
-        let unverified =
-            Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
+        let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
         let key = unlock(&store, &unverified.repo_id, passphrase)?;
-        let config = Config::decode(&config_bytes, &key.signing.verifying_key())
-            .map_err(RepoError::format("config"))?;
+        let config =
+            Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
         if config.public_key != key.secret.public().0 {
             return Err(RepoError::Corrupt {
                 object: "config".into(),
@@ -127,18 +105,9 @@ impl Repository {
         options: &OpenOptions,
     ) -> Result<Repository, RepoError> {
         // Its own 0700 folder per repository: the shared data folder is often 0755.
-        let db_path = options
-            .cache_dir
-            .join(config.repo_id.to_hex())
-            .join("state.db");
+        let db_path = options.cache_dir.join(config.repo_id.to_hex()).join("state.db");
         let db = Db::open(&db_path, &config.repo_id)?;
-        let repo = Repository {
-            store,
-            config,
-            keys,
-            db: Mutex::new(db),
-            pack_keys: Mutex::new(HashMap::new()),
-        };
+        let repo = Repository { store, config, keys, db: Mutex::new(db), pack_keys: Mutex::new(HashMap::new()) };
         repo.sync_index()?;
         Ok(repo)
     }

@@ -39,8 +39,7 @@ impl Repository {
         let mut signers = HashMap::from([(self.keys.repo_verify.id(), self.keys.repo_verify)]);
         for (id, _) in self.store.list_ids(paths::SIGNERS)? {
             let path = paths::in_dir(paths::SIGNERS, &id);
-            match SignerRecord::decode(&self.store.read(&path)?, &self.id(), &self.keys.repo_verify)
-            {
+            match SignerRecord::decode(&self.store.read(&path)?, &self.id(), &self.keys.repo_verify) {
                 Ok(record) => {
                     let key = VerifyingKey(record.verify_key);
                     signers.insert(key.id(), key);
@@ -69,14 +68,8 @@ impl Repository {
             } else {
                 Snapshot::signer_id(&bytes)
                     .map_err(|e| e.to_string())
-                    .and_then(|signer| {
-                        signers
-                            .get(&signer)
-                            .ok_or_else(|| "signed by an unknown key".to_string())
-                    })
-                    .and_then(|key| {
-                        Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string())
-                    })
+                    .and_then(|signer| signers.get(&signer).ok_or_else(|| "signed by an unknown key".to_string()))
+                    .and_then(|key| Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string()))
             };
             match opened {
                 Ok(snapshot) => good.push(SnapshotEntry { id, snapshot }),
@@ -96,17 +89,12 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id, RepoError> {
         let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
         let id = Id::of_bytes(&bytes);
-        self.store
-            .write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
+        self.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
         Ok(id)
     }
 
     /// Resolves `latest` or an id prefix among the snapshots that pass `filter`.
-    pub fn find_snapshot(
-        &self,
-        spec: &str,
-        filter: &SnapshotFilter,
-    ) -> Result<SnapshotEntry, RepoError> {
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
         let (snapshots, _) = self.load_snapshots()?;
         resolve(snapshots, spec, filter)
     }
@@ -117,18 +105,12 @@ pub(crate) fn resolve(
     spec: &str,
     filter: &SnapshotFilter,
 ) -> Result<SnapshotEntry, RepoError> {
-    let candidates = snapshots
-        .into_iter()
-        .filter(|e| filter.matches(&e.snapshot));
+    let candidates = snapshots.into_iter().filter(|e| filter.matches(&e.snapshot));
     if spec == "latest" {
-        return candidates
-            .last()
-            .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
+        return candidates.last().ok_or_else(|| RepoError::NoSnapshot(spec.into()));
     }
     let prefix = spec.to_ascii_lowercase();
-    let mut matching: Vec<SnapshotEntry> = candidates
-        .filter(|e| e.id.to_hex().starts_with(&prefix))
-        .collect();
+    let mut matching: Vec<SnapshotEntry> = candidates.filter(|e| e.id.to_hex().starts_with(&prefix)).collect();
     match matching.len() {
         0 => Err(RepoError::NoSnapshot(spec.into())),
         1 if !prefix.is_empty() => Ok(matching.remove(0)),

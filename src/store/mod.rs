@@ -22,10 +22,7 @@ pub enum StoreError {
     #[error("{path}: not found in the repository")]
     NotFound { path: String },
     #[error("repository storage failed on {path}: {source}")]
-    Backend {
-        path: String,
-        source: opendal::Error,
-    },
+    Backend { path: String, source: opendal::Error },
     #[error("cannot open storage at {location}: {detail}")]
     Open { location: String, detail: String },
 }
@@ -37,14 +34,9 @@ impl StoreError {
 
     fn from_opendal(path: &str, source: opendal::Error) -> StoreError {
         if source.kind() == ErrorKind::NotFound {
-            StoreError::NotFound {
-                path: path.to_string(),
-            }
+            StoreError::NotFound { path: path.to_string() }
         } else {
-            StoreError::Backend {
-                path: path.to_string(),
-                source,
-            }
+            StoreError::Backend { path: path.to_string(), source }
         }
     }
 }
@@ -85,10 +77,7 @@ fn runtime() -> Result<Arc<tokio::runtime::Runtime>, StoreError> {
         .enable_all()
         .build()
         .map(Arc::new)
-        .map_err(|e| StoreError::Open {
-            location: "tokio runtime".into(),
-            detail: e.to_string(),
-        })
+        .map_err(|e| StoreError::Open { location: "tokio runtime".into(), detail: e.to_string() })
 }
 
 impl Store {
@@ -97,33 +86,23 @@ impl Store {
     pub fn open_local(path: &Path, create: bool) -> Result<Store, StoreError> {
         let location = path.display().to_string();
         if !create && !path.is_dir() {
-            return Err(StoreError::Open {
-                location,
-                detail: "no such directory".into(),
-            });
+            return Err(StoreError::Open { location, detail: "no such directory".into() });
         }
         let root = path.to_str().ok_or_else(|| StoreError::Open {
             location: location.clone(),
             detail: "repository path must be valid UTF-8".into(),
         })?;
         let tmp = path.join(".tmp");
-        let builder = opendal::services::Fs::default()
-            .root(root)
-            .atomic_write_dir(&tmp.to_string_lossy());
-        let op = Operator::new(builder).map_err(|e| StoreError::Open {
-            location: location.clone(),
-            detail: e.to_string(),
-        })?;
+        let builder = opendal::services::Fs::default().root(root).atomic_write_dir(&tmp.to_string_lossy());
+        let op = Operator::new(builder)
+            .map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
         Store::with_operator(op, location)
     }
 
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store, StoreError> {
-        let op =
-            Operator::new(opendal::services::Memory::default()).map_err(|e| StoreError::Open {
-                location: "memory".into(),
-                detail: e.to_string(),
-            })?;
+        let op = Operator::new(opendal::services::Memory::default())
+            .map_err(|e| StoreError::Open { location: "memory".into(), detail: e.to_string() })?;
         Store::with_operator(op, "memory".into())
     }
 
@@ -132,18 +111,10 @@ impl Store {
     /// on concurrent requests.
     pub fn with_operator(op: Operator, location: String) -> Result<Store, StoreError> {
         let op = op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(60)),
-            )
+            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
             .layer(RetryLayer::new().with_max_times(5).with_jitter())
             .layer(ConcurrentLimitLayer::new(32));
-        Ok(Store {
-            op,
-            runtime: runtime()?,
-            location,
-        })
+        Ok(Store { op, runtime: runtime()?, location })
     }
 
     pub fn location(&self) -> &str {
@@ -155,9 +126,7 @@ impl Store {
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
-        self.block_on(self.op.read(path))
-            .map(|buf| buf.to_vec())
-            .map_err(|e| StoreError::from_opendal(path, e))
+        self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e))
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
@@ -168,41 +137,26 @@ impl Store {
         if data.len() as u64 != len {
             return Err(StoreError::Backend {
                 path: path.to_string(),
-                source: opendal::Error::new(
-                    ErrorKind::Unexpected,
-                    "short read: object is truncated",
-                ),
+                source: opendal::Error::new(ErrorKind::Unexpected, "short read: object is truncated"),
             });
         }
         Ok(data)
     }
 
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.block_on(self.op.write(path, bytes))
-            .map(|_| ())
-            .map_err(|e| StoreError::from_opendal(path, e))
+        self.block_on(self.op.write(path, bytes)).map(|_| ()).map_err(|e| StoreError::from_opendal(path, e))
     }
 
     /// Starts an upload on the runtime and returns at once; the receiver yields its result.
-    pub fn spawn_write(
-        &self,
-        path: String,
-        bytes: Vec<u8>,
-    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<(), StoreError>> {
         let op = self.op.clone();
         self.runtime.spawn(async move {
-            op.write(&path, bytes)
-                .await
-                .map(|_| ())
-                .map_err(|e| StoreError::from_opendal(&path, e))
+            op.write(&path, bytes).await.map(|_| ()).map_err(|e| StoreError::from_opendal(&path, e))
         })
     }
 
     /// Waits for a spawned task from a plain (non-runtime) thread.
-    pub fn wait<T>(
-        &self,
-        handle: tokio::task::JoinHandle<Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    pub fn wait<T>(&self, handle: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
         self.block_on(handle).unwrap_or_else(|e| {
             Err(StoreError::Backend {
                 path: "upload task".into(),
@@ -248,8 +202,7 @@ impl Store {
     }
 
     pub fn delete(&self, path: &str) -> Result<(), StoreError> {
-        self.block_on(self.op.delete(path))
-            .map_err(|e| StoreError::from_opendal(path, e))
+        self.block_on(self.op.delete(path)).map_err(|e| StoreError::from_opendal(path, e))
     }
 }
 
@@ -267,10 +220,7 @@ mod tests {
         assert_eq!(store.size("data/ab/abc").unwrap(), Some(5));
         assert_eq!(store.size("nope").unwrap(), None);
         assert!(store.read("nope").unwrap_err().is_not_found());
-        assert_eq!(
-            store.list("data/").unwrap(),
-            vec![("data/ab/abc".to_string(), 5)]
-        );
+        assert_eq!(store.list("data/").unwrap(), vec![("data/ab/abc".to_string(), 5)]);
         assert!(store.list("index/").unwrap().is_empty());
     }
 
@@ -281,9 +231,6 @@ mod tests {
         assert!(Store::open_local(&missing, false).is_err());
         let store = Store::open_local(&missing, true).unwrap();
         store.write("index/x", b"1".to_vec()).unwrap();
-        assert_eq!(
-            store.list("index/").unwrap(),
-            vec![("index/x".to_string(), 1)]
-        );
+        assert_eq!(store.list("index/").unwrap(), vec![("index/x".to_string(), 1)]);
     }
 }
