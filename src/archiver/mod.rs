@@ -33,6 +33,9 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
 
+/// Set in the local database while a backup runs; found set, it means the last one died.
+const RUNNING_NOTE: &str = "backup-running";
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("source {path}: {source}")]
@@ -45,6 +48,12 @@ pub enum BackupError {
     Interrupted,
     #[error(transparent)]
     Repo(#[from] RepoError),
+}
+
+impl From<crate::db::DbError> for BackupError {
+    fn from(e: crate::db::DbError) -> BackupError {
+        BackupError::Repo(e.into())
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,6 +102,15 @@ pub fn backup(
     let start = chrono::Utc::now();
     let sources = prepare_sources(&options.paths)?;
     let excludes = Excludes::new(&options.excludes)?;
+    // A backup that died last time may have left packs without an index; index them now so
+    // their data is reused rather than uploaded again.
+    if repo.db().note(RUNNING_NOTE)?.is_some() {
+        let adopted = repo.adopt_orphan_packs()?;
+        if adopted > 0 {
+            log::info!("indexed {adopted} packs left by an interrupted backup");
+        }
+    }
+    repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sink = sink::BlobSink::new(Arc::clone(repo), cores)?;
     let (event_tx, event_rx) = bounded(4096);
@@ -108,6 +126,7 @@ pub fn backup(
                 seed: repo.keys.id_key.chunker_seed(),
                 id_key: &repo.keys.id_key,
                 progress: &options.progress,
+                interrupted,
             };
             scope.spawn(move || reader::reader_loop(ctx, jobs));
         }
@@ -142,14 +161,17 @@ pub fn backup(
         ((stopped, errors, files_unmodified, files_changed, other_nodes), build)
     });
     let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
-    let report = build?;
     if stopped || interrupted.load(Ordering::Relaxed) {
+        // Index what was uploaded, so the next backup reuses it; write no snapshot.
+        sink.finish()?;
+        repo.db().set_note(RUNNING_NOTE, None)?;
         return Err(BackupError::Interrupted);
     }
+    let report = build?;
 
     let root = store_prefix_trees(&sink, &sources, report.roots)?;
     let totals = sink.finish()?;
-    repo.db().store_files(&report.cache_records).map_err(RepoError::from)?;
+    repo.db().store_files(&report.cache_records)?;
 
     let mut errors = walk_errors;
     errors.extend(report.errors);
@@ -182,6 +204,7 @@ pub fn backup(
         },
     };
     let id = repo.save_snapshot(&snapshot)?;
+    repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
 }
 

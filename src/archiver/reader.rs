@@ -74,6 +74,11 @@ pub struct ReaderContext<'a> {
     pub seed: u64,
     pub id_key: &'a crate::crypto::IdKey,
     pub progress: &'a crate::progress::Counters,
+    pub interrupted: &'a std::sync::atomic::AtomicBool,
+}
+
+fn interrupted_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "backup interrupted")
 }
 
 pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> FileOutcome {
@@ -86,6 +91,9 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
     let mut size = 0u64;
     let mut chunker = Chunker::new(file, ctx.params, ctx.seed);
     loop {
+        if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return FileOutcome::Unreadable(interrupted_error());
+        }
         match chunker.next_chunk() {
             Ok(Some(chunk)) => {
                 size += chunk.len() as u64;
@@ -125,7 +133,11 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
 /// Runs on each reader thread until the job channel closes.
 pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
     for job in jobs {
-        let outcome = read_file(&ctx, &job.path, &job.meta);
+        let outcome = if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            FileOutcome::Unreadable(interrupted_error())
+        } else {
+            read_file(&ctx, &job.path, &job.meta)
+        };
         // The builder may have stopped after a fatal error; nobody is left to tell.
         let _ = job.reply.send(outcome);
     }

@@ -19,9 +19,10 @@ use crate::store::{paths, StoreError};
 
 /// Packs uploaded but not yet awaited; bounds memory to this many pack buffers.
 const UPLOADS_IN_FLIGHT: usize = 3;
-/// An index file is written every this many packs, so an interrupted backup's uploads are
-/// found (and reused) by the next run.
+/// An index file is written every this many packs or this often, whichever comes first, so
+/// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct SinkStats {
@@ -43,6 +44,7 @@ pub struct SinkTotals {
 struct Uploads {
     in_flight: VecDeque<(IndexPack, tokio::task::JoinHandle<Result<(), StoreError>>)>,
     done: Vec<IndexPack>,
+    last_index: std::time::Instant,
 }
 
 struct Shared {
@@ -82,7 +84,9 @@ impl Shared {
         while uploads.in_flight.len() > UPLOADS_IN_FLIGHT {
             self.complete_oldest(&mut uploads);
         }
-        if uploads.done.len() >= PACKS_PER_INDEX {
+        if uploads.done.len() >= PACKS_PER_INDEX
+            || (!uploads.done.is_empty() && uploads.last_index.elapsed() >= INDEX_INTERVAL)
+        {
             self.write_index(&mut uploads);
         }
     }
@@ -100,6 +104,7 @@ impl Shared {
         if uploads.done.is_empty() {
             return;
         }
+        uploads.last_index = std::time::Instant::now();
         let file = IndexFile { packs: std::mem::take(&mut uploads.done) };
         if let Err(e) = self.repo.save_index(&file) {
             self.fail(e);
@@ -115,7 +120,11 @@ impl BlobSink {
         })?;
         let shared = Arc::new(Shared {
             repo,
-            uploads: Mutex::new(Uploads { in_flight: VecDeque::new(), done: Vec::new() }),
+            uploads: Mutex::new(Uploads {
+                in_flight: VecDeque::new(),
+                done: Vec::new(),
+                last_index: std::time::Instant::now(),
+            }),
             failure: Mutex::new(None),
             stats: SinkStats::default(),
         });
@@ -168,7 +177,9 @@ impl BlobSink {
         self.shared.stats.bytes_added.fetch_add((compressed.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         let full = {
             let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
-            let pack = slot.get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Tree, 1 << 20));
+            let pack = slot.get_or_insert_with(|| {
+                PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, 1 << 20)
+            });
             pack.add(id, &compressed, bytes.len() as u32);
             if pack.len() >= repo.config.pack_target as usize / 4 {
                 slot.take()
@@ -235,7 +246,9 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
     for (id, data) in rx {
         let compressed = compress(&data, repo.config.compression_level);
         shared.stats.bytes_added.fetch_add(compressed.len() as u64 + SEAL_OVERHEAD as u64, Ordering::Relaxed);
-        let writer = pack.get_or_insert_with(|| PackWriter::new(&repo.keys.public, BlobKind::Data, target + (1 << 20)));
+        let writer = pack.get_or_insert_with(|| {
+            PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Data, target + (1 << 20))
+        });
         writer.add(id, &compressed, data.len() as u32);
         if writer.len() >= target {
             if let Some(full) = pack.take() {

@@ -101,7 +101,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
         /// Read and verify a subset of the data: `10%` or `n/m`.
-        #[arg(long, value_name = "SUBSET")]
+        #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
         read_data_subset: Option<String>,
     },
     /// Show what changed between two snapshots.
@@ -118,6 +118,10 @@ pub enum Command {
         #[arg(long)]
         allow_other: bool,
     },
+}
+
+fn parse_subset(text: &str) -> Result<String, String> {
+    coffer::commands::check::ReadData::parse_subset(text).map(|_| text.to_string()).map_err(|e| e.0)
 }
 
 /// Parses sizes like `512MiB`, `2GiB`, `1G`, `300k` or plain bytes (binary units either way).

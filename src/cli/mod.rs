@@ -14,9 +14,11 @@ use anyhow::{bail, Context, Result};
 
 use args::{Cli, Command, GlobalArgs, SnapshotFilterArgs};
 use coffer::archiver::{self, BackupError, BackupOptions};
+use coffer::commands::check::{self, CheckOptions, ReadData};
 use coffer::commands::restore::{self, RestoreOptions};
+use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
-use coffer::repo::{default_cache_dir, OpenOptions, RepoError, Repository, SnapshotFilter};
+use coffer::repo::{default_cache_dir, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter};
 use coffer::store::Store;
 
 /// Exit codes, as documented in README.md.
@@ -152,12 +154,62 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("mounting at {}", mountpoint.display()))?;
             Ok(exit::OK)
         }
-        other => commands_extra(global, other),
+        Command::Ls { snapshot, path, filter: f } => {
+            let repo = open_repo(global)?;
+            let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
+            let path = path.map(|p| p.as_os_str().as_encoded_bytes().to_vec());
+            let mut out = std::io::stdout().lock();
+            let mut write_error = None;
+            ls::list(&repo, &entry.snapshot, path.as_deref(), true, |e| {
+                if write_error.is_none() {
+                    write_error = output::ls_entry(global, &mut out, &e).err();
+                }
+            })?;
+            match write_error {
+                Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+                Some(e) => Err(e.into()),
+                None => Ok(exit::OK),
+            }
+        }
+        Command::Check { read_data, read_data_subset } => {
+            let repo = open_repo(global)?;
+            let read_data = match (read_data, read_data_subset) {
+                (true, _) => ReadData::All,
+                (false, Some(spec)) => ReadData::parse_subset(&spec).map_err(|e| anyhow::anyhow!(e.0))?,
+                (false, None) => ReadData::None,
+            };
+            let quiet = global.quiet || global.json;
+            let report = check::check(&repo, &CheckOptions { read_data }, |step| {
+                if !quiet {
+                    eprintln!("{step}");
+                }
+            })?;
+            output::check(global, &report)?;
+            if report.is_ok() {
+                Ok(exit::OK)
+            } else {
+                bail!("the repository has {} errors (listed above)", report.errors.len())
+            }
+        }
+        Command::Diff { first, second } => {
+            let repo = open_repo(global)?;
+            let (snapshots, _) = repo.load_snapshots()?;
+            let a = resolve_snapshot(&snapshots, &first)?;
+            let b = resolve_snapshot(&snapshots, &second)?;
+            let entries = diff::diff(&repo, &a.snapshot, &b.snapshot)?;
+            output::diff(global, &entries)?;
+            Ok(exit::OK)
+        }
+        Command::Stats => {
+            let repo = open_repo(global)?;
+            output::stats(global, &stats::stats(&repo)?)?;
+            Ok(exit::OK)
+        }
     }
 }
 
-fn commands_extra(_global: &GlobalArgs, command: Command) -> Result<u8> {
-    bail!("{command:?} is not available yet")
+fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str) -> Result<SnapshotEntry> {
+    Ok(coffer::repo::resolve(snapshots.to_vec(), spec, &SnapshotFilter::default())?)
 }
 
 pub fn is_terminal() -> bool {

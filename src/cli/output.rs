@@ -11,10 +11,15 @@ use serde_json::json;
 
 use super::args::GlobalArgs;
 use coffer::archiver::BackupOutcome;
+use coffer::commands::check::CheckReport;
+use coffer::commands::diff::DiffEntry;
+use coffer::commands::ls::LsEntry;
 use coffer::commands::restore::RestoreReport;
+use coffer::commands::stats::Stats;
 use coffer::id::Id;
 use coffer::progress::Counters;
 use coffer::repo::{Repository, SnapshotEntry};
+use std::io::Write;
 
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -217,4 +222,71 @@ impl Progress {
             let _ = ticker.join();
         }
     }
+}
+
+pub fn ls_entry(global: &GlobalArgs, out: &mut impl Write, entry: &LsEntry) -> std::io::Result<()> {
+    if global.json {
+        serde_json::to_writer(&mut *out, entry)?;
+        return writeln!(out);
+    }
+    match &entry.target {
+        Some(target) => writeln!(out, "{} -> {target}", entry.path),
+        None => writeln!(out, "{}", entry.path),
+    }
+}
+
+pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {}: {}", w.object, w.message);
+    }
+    for e in &report.errors {
+        eprintln!("error: {}: {}", e.object, e.message);
+    }
+    if !global.quiet {
+        println!(
+            "checked {} snapshots, {} trees, {} packs ({} read, {}), {} blobs: {}",
+            report.snapshots_checked,
+            report.trees_checked,
+            report.packs_checked,
+            report.packs_read,
+            bytes(report.bytes_read),
+            report.blobs_checked,
+            if report.is_ok() { "no errors" } else { "ERRORS FOUND" }
+        );
+    }
+    Ok(())
+}
+
+pub fn diff(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for entry in entries {
+        let written = if global.json {
+            serde_json::to_writer(&mut out, entry).map_err(std::io::Error::from).and_then(|()| writeln!(out))
+        } else {
+            writeln!(out, "{} {}", entry.change.symbol(), entry.path)
+        };
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+pub fn stats(global: &GlobalArgs, stats: &Stats) -> Result<()> {
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(stats)?);
+        return Ok(());
+    }
+    println!("snapshots:          {}", stats.snapshots);
+    println!("logical size:       {}", bytes(stats.logical_bytes));
+    println!("unique data:        {}", bytes(stats.unique_bytes));
+    println!("stored size:        {} in {} packs, {} blobs", bytes(stats.stored_bytes), stats.packs, stats.blobs);
+    println!("deduplication:      {:.2}x", stats.dedup_ratio);
+    println!("compression:        {:.2}x", stats.compression_ratio);
+    Ok(())
 }

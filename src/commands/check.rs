@@ -166,6 +166,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     let missing_packs = check_packs(repo, &index, &mut report)?;
 
     progress("checking snapshots");
+    check_vanished_snapshots(repo, &mut report)?;
     if full_key {
         let (snapshots, rejected) = repo.load_snapshots()?;
         report.snapshots_checked = (snapshots.len() + rejected.len()) as u64;
@@ -187,6 +188,24 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
         read_packs(repo, secret, &index, &missing_packs, opts.read_data, &mut report, &progress);
     }
     Ok(report)
+}
+
+/// Snapshots this machine saw before that are gone: a storage owner hiding history, or a
+/// `forget` run elsewhere. Reported as errors, since nothing local can tell the two apart
+/// (a `forget` here clears them from the list).
+fn check_vanished_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
+    let present: std::collections::HashSet<Id> =
+        repo.store.list_ids(paths::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+    for (id, time) in repo.db().seen_snapshots()? {
+        if !present.contains(&id) {
+            let when = chrono::DateTime::from_timestamp(time, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+            report.error(
+                paths::in_dir(paths::SNAPSHOTS, &id),
+                format!("snapshot of {when} was seen here before and is now missing from the repository"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The reason inside a repository error, without the object name the report already gives.
@@ -544,7 +563,7 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
 
     let indexed: HashSet<Id> = pack.entries.iter().map(|e| e.id).collect();
     let mut extra = Vec::new();
-    match pack::read_table(&key, &bytes) {
+    match pack::read_table(&repo.keys.index_key, &bytes) {
         Ok(table) => {
             let by_id: HashMap<Id, &PackEntry> = table.iter().map(|e| (e.id, e)).collect();
             for entry in &pack.entries {
@@ -798,7 +817,7 @@ mod tests {
         };
         let bytes = tree.encode();
         let tree_id = repo.keys.id_key.blob_id(&bytes);
-        let mut writer = PackWriter::new(&repo.keys.public, BlobKind::Tree, 1024);
+        let mut writer = PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, 1024);
         writer.add(tree_id, &pack::compress(&bytes, 3), bytes.len() as u32);
         let finished = writer.finish();
         let size = finished.bytes.len() as u64;

@@ -28,6 +28,7 @@ pub struct LsEntry {
     #[serde(skip)]
     pub path_bytes: Vec<u8>,
     /// [`NodeKind::type_name`]: `file`, `dir`, `symlink`, …
+    #[serde(rename = "type")]
     pub kind: &'static str,
     /// File size in bytes; 0 for everything else.
     pub size: u64,

@@ -164,6 +164,27 @@ impl Db {
         Ok(Db { conn, path })
     }
 
+    /// A note this client keeps for itself between runs (e.g. that a backup is under way).
+    pub fn note(&self, key: &str) -> Result<Option<String>, DbError> {
+        self.read("reading a note", |conn| {
+            conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([format!("note:{key}")], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Sets (`Some`) or clears (`None`) a note.
+    pub fn set_note(&mut self, key: &str, value: Option<&str>) -> Result<(), DbError> {
+        let key = format!("note:{key}");
+        self.write("writing a note", |tx| {
+            match value {
+                Some(v) => tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", (&key, v))?,
+                None => tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?,
+            };
+            Ok(())
+        })
+    }
+
     /// Runs `f` on the connection, naming `op` in any error.
     fn read<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
         f(&self.conn).map_err(|e| DbError::sqlite(&self.path, op, e))

@@ -8,9 +8,14 @@
 //! blobs    sealed box per blob (nonce 12 | ciphertext | tag 16) under the pack key,
 //!          aad = "coffer v1 blob" | blob id (32) | kind (1);
 //!          plaintext = codec (1: 0 stored, 1 zstd) | payload
-//! trailer  sealed box of postcard(Vec<PackEntry>) under the pack key, aad = magic | "table"
+//! trailer  sealed box of postcard(Vec<PackEntry>) under the index key,
+//!          aad = magic | "table" | header (100)
 //!          | table length (u32 LE) | "CFPKEND1" (8)
 //! ```
+//! The table is sealed with the `index_key` (which write-only keys hold), not the pack key, so
+//! any client can rebuild the index entries of a pack whose index file was never written (a
+//! backup killed between upload and index) without being able to read its blobs. It reveals
+//! what index files reveal anyway; binding the header ties it to its pack.
 //! The pack id is BLAKE3 of all its bytes. Blob offsets and lengths in `PackEntry` address
 //! the sealed box, so a reader fetches one blob with one ranged read (plus the header once per
 //! pack). Every decoded blob is checked against its keyed-BLAKE3 id.
@@ -68,8 +73,8 @@ fn blob_aad(id: &Id, kind: BlobKind) -> [u8; 14 + 32 + 1] {
     aad
 }
 
-fn table_aad() -> Vec<u8> {
-    [MAGIC.as_slice(), b"table"].concat()
+fn table_aad(header: &[u8]) -> Vec<u8> {
+    [MAGIC.as_slice(), b"table", header].concat()
 }
 
 /// Compresses a blob's plaintext, keeping it stored when zstd does not make it smaller
@@ -92,6 +97,7 @@ pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
 /// An open pack being filled. Not thread-safe by design: each pipeline worker owns one.
 pub struct PackWriter {
     key: SymKey,
+    index_key: SymKey,
     kind: BlobKind,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
@@ -106,12 +112,12 @@ pub struct FinishedPack {
 }
 
 impl PackWriter {
-    pub fn new(recipient: &PublicKey, kind: BlobKind, capacity: usize) -> PackWriter {
+    pub fn new(recipient: &PublicKey, index_key: &SymKey, kind: BlobKind, capacity: usize) -> PackWriter {
         let key = SymKey::random();
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&wrap_key(recipient, &key, MAGIC));
-        PackWriter { key, kind, buf, entries: Vec::new() }
+        PackWriter { key, index_key: index_key.clone(), kind, buf, entries: Vec::new() }
     }
 
     /// Adds a blob whose plaintext was already passed through [`compress`].
@@ -131,7 +137,7 @@ impl PackWriter {
     }
 
     pub fn finish(mut self) -> FinishedPack {
-        let table = self.key.seal(&super::to_postcard(&self.entries), &table_aad());
+        let table = self.index_key.seal(&super::to_postcard(&self.entries), &table_aad(&self.buf[..HEADER_LEN]));
         self.buf.extend_from_slice(&table);
         self.buf.extend_from_slice(&(table.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(END_MAGIC);
@@ -183,19 +189,32 @@ pub fn table_len(tail: &[u8]) -> Result<u32, FormatError> {
 }
 
 /// Decodes the blob table of a whole pack, checking that entries lie inside the blob area.
-pub fn read_table(pack_key: &SymKey, pack: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+pub fn read_table(index_key: &SymKey, pack: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
     let table_len = table_len(pack)? as usize;
-    let blobs_end = pack
+    let table_start = pack
         .len()
         .checked_sub(TRAILER_FIXED_LEN + table_len)
-        .filter(|end| *end >= HEADER_LEN)
+        .filter(|start| *start >= HEADER_LEN)
         .ok_or(FormatError::Truncated { what: WHAT })?;
-    let table =
-        pack_key.open(&pack[blobs_end..blobs_end + table_len], &table_aad()).map_err(FormatError::crypto(WHAT))?;
+    decode_table(index_key, &pack[..HEADER_LEN], &pack[table_start..table_start + table_len], table_start as u64)
+}
+
+/// Decodes a pack's blob table from its header and sealed table, as fetched by ranged reads;
+/// `table_start` is the table's offset, where the blob area ends.
+pub fn decode_table(
+    index_key: &SymKey,
+    header: &[u8],
+    sealed_table: &[u8],
+    table_start: u64,
+) -> Result<Vec<PackEntry>, FormatError> {
+    if header.len() != HEADER_LEN {
+        return Err(FormatError::Truncated { what: WHAT });
+    }
+    let table = index_key.open(sealed_table, &table_aad(header)).map_err(FormatError::crypto(WHAT))?;
     let entries: Vec<PackEntry> = from_postcard(&table, WHAT)?;
     for entry in &entries {
-        let end = entry.offset as usize + entry.length as usize;
-        if (entry.offset as usize) < HEADER_LEN || end > blobs_end || (entry.length as usize) < SEAL_OVERHEAD + 1 {
+        let end = entry.offset as u64 + entry.length as u64;
+        if (entry.offset as usize) < HEADER_LEN || end > table_start || (entry.length as usize) < SEAL_OVERHEAD + 1 {
             return Err(FormatError::Malformed { what: WHAT, detail: "blob outside the pack".into() });
         }
     }
@@ -207,8 +226,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn index_key() -> SymKey {
+        SymKey::from_bytes([5; 32])
+    }
+
     fn build(blobs: &[Vec<u8>], secret: &SecretKey, id_key: &IdKey) -> FinishedPack {
-        let mut writer = PackWriter::new(&secret.public(), BlobKind::Data, 1024);
+        let mut writer = PackWriter::new(&secret.public(), &index_key(), BlobKind::Data, 1024);
         for blob in blobs {
             writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32);
         }
@@ -225,7 +248,8 @@ mod tests {
             let pack = build(&blobs, &secret, &id_key);
             prop_assert_eq!(pack.id, Id::of_bytes(&pack.bytes));
             let key = open_pack_key(&secret, &pack.bytes).unwrap();
-            let table = read_table(&key, &pack.bytes).unwrap();
+            let table = read_table(&index_key(), &pack.bytes).unwrap();
+            prop_assert!(read_table(&SymKey::random(), &pack.bytes).is_err());
             prop_assert_eq!(&table, &pack.entries);
             for (entry, blob) in table.iter().zip(&blobs) {
                 let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
@@ -239,6 +263,7 @@ mod tests {
             let _ = open_pack_key(&secret, &bytes);
             let _ = table_len(&bytes);
             let _ = read_table(&SymKey::random(), &bytes);
+            let _ = decode_table(&SymKey::random(), &bytes[..bytes.len().min(HEADER_LEN)], &bytes, 1000);
         }
     }
 
@@ -253,7 +278,7 @@ mod tests {
             let mut bad = pack.bytes.clone();
             bad[i] ^= 0x01;
             let result = open_pack_key(&secret, &bad).and_then(|key| {
-                read_table(&key, &bad)?;
+                read_table(&index_key(), &bad)?;
                 open_blob(&key, &id_key, &entry, &bad[entry.offset as usize..(entry.offset + entry.length) as usize])
             });
             assert!(result.is_err(), "flip at byte {i} went unnoticed");

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use super::{RepoError, Repository};
 use crate::crypto::SymKey;
 use crate::db::BlobLocation;
-use crate::format::index::IndexFile;
-use crate::format::pack::{self, BlobKind, HEADER_LEN};
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_LEN};
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::store::paths;
@@ -31,6 +31,46 @@ impl Repository {
             self.db().add_index_file(id, &packs)?;
         }
         Ok(())
+    }
+
+    /// Indexes packs that are stored but listed in no index file: what a backup killed
+    /// between uploading a pack and writing its index leaves. Their blob tables are sealed
+    /// with the index key, so a write-only key can do this too. Returns how many it adopted.
+    pub fn adopt_orphan_packs(&self) -> Result<usize, RepoError> {
+        let indexed = self.db().pack_sizes()?;
+        let mut file = IndexFile::default();
+        for (id, size) in self.store.list_ids(paths::DATA)? {
+            if indexed.contains_key(&id) {
+                continue;
+            }
+            match self.read_pack_table(&id, size) {
+                Ok(blobs) => file.packs.push(IndexPack { id, size, blobs }),
+                // A pack still being written by another client, or a damaged one: leave it.
+                Err(e) => log::info!("not adopting pack {id}: {e}"),
+            }
+        }
+        if !file.packs.is_empty() {
+            self.save_index(&file)?;
+        }
+        Ok(file.packs.len())
+    }
+
+    /// Reads a pack's blob table with three small ranged reads.
+    pub fn read_pack_table(&self, id: &Id, size: u64) -> Result<Vec<PackEntry>, RepoError> {
+        let path = paths::pack(id);
+        let fixed = (HEADER_LEN + TRAILER_FIXED_LEN) as u64;
+        if size < fixed {
+            return Err(RepoError::Corrupt { object: path, detail: "too short to be a pack".into() });
+        }
+        let tail = self.store.read_range(&path, size - TRAILER_FIXED_LEN as u64, TRAILER_FIXED_LEN as u64)?;
+        let table_len = pack::table_len(&tail).map_err(RepoError::format(path.clone()))? as u64;
+        if table_len > size - fixed {
+            return Err(RepoError::Corrupt { object: path, detail: "blob table longer than the pack".into() });
+        }
+        let table_start = size - TRAILER_FIXED_LEN as u64 - table_len;
+        let header = self.store.read_range(&path, 0, HEADER_LEN as u64)?;
+        let table = self.store.read_range(&path, table_start, table_len)?;
+        pack::decode_table(&self.keys.index_key, &header, &table, table_start).map_err(RepoError::format(path))
     }
 
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile, RepoError> {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use open::{default_cache_dir, hostname, now_unix, username, OpenOptions};
-pub use snapshots::{SnapshotEntry, SnapshotFilter};
+pub use snapshots::{resolve, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;
 use crate::db::{Db, DbError};

@@ -90,6 +90,8 @@ impl Repository {
         let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
         let id = Id::of_bytes(&bytes);
         self.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
+        // Remembered so that `check` notices if it later vanishes from the store.
+        self.db().record_snapshots(&[(id, snapshot.time_unix)])?;
         Ok(id)
     }
 
@@ -100,11 +102,7 @@ impl Repository {
     }
 }
 
-pub(crate) fn resolve(
-    snapshots: Vec<SnapshotEntry>,
-    spec: &str,
-    filter: &SnapshotFilter,
-) -> Result<SnapshotEntry, RepoError> {
+pub fn resolve(snapshots: Vec<SnapshotEntry>, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
     let candidates = snapshots.into_iter().filter(|e| filter.matches(&e.snapshot));
     if spec == "latest" {
         return candidates.last().ok_or_else(|| RepoError::NoSnapshot(spec.into()));
