@@ -76,6 +76,7 @@ pub fn metadata(meta: &FsMetadata, xattrs: Vec<Xattr>, names: &mut NameCache) ->
         inode: meta.ino(),
         nlink: meta.nlink(),
         xattrs,
+        extensions: Vec::new(),
     }
 }
 

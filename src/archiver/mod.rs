@@ -63,6 +63,8 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     pub hostname: Option<String>,
     pub progress: Arc<crate::progress::Counters>,
+    /// Measure the total size first (in parallel with the backup) so progress can show an ETA.
+    pub scan_total: bool,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,10 @@ pub fn backup(
 
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
+        if options.scan_total {
+            let (progress, sources, excludes) = (&options.progress, &sources, &excludes);
+            scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
+        }
         for _ in 0..cores.max(2) {
             let jobs = job_rx.clone();
             let ctx = reader::ReaderContext {
@@ -202,10 +208,30 @@ pub fn backup(
             start_unix: start.timestamp(),
             end_unix: end.timestamp(),
         },
+        extensions: Vec::new(),
     };
     let id = repo.save_snapshot(&snapshot)?;
     repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
+}
+
+/// Adds up the sizes of the files to back up, for the progress display's ETA. Metadata only,
+/// and it stops early when the backup is interrupted.
+fn scan_total(sources: &[PathBuf], excludes: &Excludes, progress: &crate::progress::Counters, stop: &AtomicBool) {
+    let mut pending: Vec<PathBuf> = sources.to_vec();
+    while let Some(path) = pending.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_file() {
+            progress.total_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+        } else if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()).filter(|p| !excludes.matches(p)));
+            }
+        }
+    }
 }
 
 /// One level of the folders leading from `/` to the sources.

@@ -7,7 +7,7 @@ mod password;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -103,8 +103,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             let repo = open_repo(global)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
-            let options =
-                BackupOptions { paths, tags, excludes, hostname: host, progress: Arc::clone(&progress.counters) };
+            let options = BackupOptions {
+                paths,
+                tags,
+                excludes,
+                hostname: host,
+                scan_total: progress.is_shown(),
+                progress: Arc::clone(&progress.counters),
+            };
             let outcome = archiver::backup(&repo, &options, &interrupted);
             progress.finish();
             let outcome = outcome?;
@@ -127,6 +133,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let entry = repo.find_snapshot(&spec, &filter(&f))?;
             let progress = output::Progress::start(global, "restoring");
+            if subpath.is_none() {
+                progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
+            }
             let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             progress.finish();

@@ -77,6 +77,8 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
                 "dirs": s.dirs,
                 "bytes_read": s.bytes_read,
                 "bytes_added": s.bytes_added,
+                "raw_added": s.raw_added,
+                "total_bytes": s.total_bytes,
                 "packs_added": s.packs_added,
                 "errors": errors,
                 "incomplete": outcome.snapshot.incomplete,
@@ -87,7 +89,12 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
             "files: {} new, {} changed, {} unmodified; {} folders",
             s.files_new, s.files_changed, s.files_unmodified, s.dirs
         );
-        println!("read {}, added {} (before compression)", bytes(s.bytes_read), bytes(s.bytes_added));
+        println!(
+            "read {}; added {} to the repository ({} before compression)",
+            bytes(s.bytes_read),
+            bytes(s.bytes_added),
+            bytes(s.raw_added)
+        );
         let state = if outcome.snapshot.incomplete { " (incomplete: some files could not be read)" } else { "" };
         println!("snapshot {} saved{state}", outcome.id.short());
     }
@@ -214,6 +221,11 @@ impl Progress {
             })
         });
         Progress { counters, stop, ticker }
+    }
+
+    /// Whether a live display is on screen (only on a terminal, without --json/--quiet).
+    pub fn is_shown(&self) -> bool {
+        self.ticker.is_some()
     }
 
     pub fn finish(mut self) {

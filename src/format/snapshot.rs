@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub incomplete: bool,
     pub program: String,
     pub summary: Summary,
+    /// Named additions of later versions that this version passes over (forward room
+    /// without a new magic; v1 writes none).
+    pub extensions: Vec<(String, ByteBuf)>,
 }
 
 fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {

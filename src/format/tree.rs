@@ -57,6 +57,8 @@ pub struct Metadata {
     pub inode: u64,
     pub nlink: u64,
     pub xattrs: Vec<Xattr>,
+    /// Named additions of later versions (e.g. file flags, ACLs); v1 writes none.
+    pub extensions: Vec<(String, ByteBuf)>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
