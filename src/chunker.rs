@@ -22,7 +22,24 @@ pub struct Chunker<R> {
 impl<R: Read> Chunker<R> {
     /// `params` must be valid (`ChunkerParams::is_valid`); configs are checked on decode.
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Chunker<R> {
-        Chunker { reader, params, seed, buf: vec![0; 2 * params.max as usize], start: 0, filled: 0, eof: false }
+        Chunker::with_buffer(reader, params, seed, Vec::new(), u64::MAX)
+    }
+
+    /// Like `new`, reusing `buffer`'s allocation (see [`Chunker::into_parts`]) and sizing it
+    /// for `size_hint` bytes: a small file then costs no large allocation or memset. The
+    /// buffer still grows to twice the maximum chunk size if the stream turns out longer.
+    pub fn with_buffer(reader: R, params: ChunkerParams, seed: u64, mut buffer: Vec<u8>, size_hint: u64) -> Chunker<R> {
+        let full = 2 * params.max as usize;
+        let wanted = size_hint.saturating_add(1).min(full as u64) as usize;
+        buffer.clear();
+        buffer.resize(wanted, 0);
+        Chunker { reader, params, seed, buf: buffer, start: 0, filled: 0, eof: false }
+    }
+
+    /// Returns the reader, e.g. to check whether the file grew past its stat size, and the
+    /// buffer for the next file.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.reader, self.buf)
     }
 
     /// Fills the buffer until at least `max` bytes follow `start`, or the reader ends.
@@ -37,6 +54,10 @@ impl<R: Read> Chunker<R> {
             self.start = 0;
         }
         while self.filled < max && !self.eof {
+            if self.filled == self.buf.len() {
+                let grown = (self.buf.len() * 2).clamp(max, 2 * max);
+                self.buf.resize(grown, 0);
+            }
             match self.reader.read(&mut self.buf[self.filled..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.filled += n,
@@ -67,11 +88,6 @@ impl<R: Read> Chunker<R> {
         let chunk = self.buf[self.start..end].to_vec();
         self.start = end;
         Ok(Some(chunk))
-    }
-
-    /// Returns the reader, e.g. to check whether the file grew past its stat size.
-    pub fn into_inner(self) -> R {
-        self.reader
     }
 }
 
@@ -121,6 +137,14 @@ mod tests {
                     prop_assert!(part.len() >= SMALL.min as usize);
                 }
             }
+        }
+
+        #[test]
+        fn a_wrong_size_hint_changes_nothing(len in 0usize..60_000, hint in 0u64..70_000, state in 1u64..) {
+            let data = pseudo_random(len, state);
+            let mut chunker = Chunker::with_buffer(Trickle(&data), SMALL, 9, vec![7; 3], hint);
+            let hinted: Vec<Vec<u8>> = std::iter::from_fn(|| chunker.next_chunk().unwrap()).collect();
+            prop_assert_eq!(hinted, chunks(&data, 9));
         }
 
         #[test]

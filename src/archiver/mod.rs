@@ -124,7 +124,8 @@ pub fn backup(
             let (progress, sources, excludes) = (&options.progress, &sources, &excludes);
             scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
         }
-        for _ in 0..cores.max(2) {
+        // Readers mostly wait for the disk: more of them than cores keeps it busy.
+        for _ in 0..(2 * cores).max(4) {
             let jobs = job_rx.clone();
             let ctx = reader::ReaderContext {
                 sink,

@@ -81,7 +81,8 @@ fn interrupted_error() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::Interrupted, "backup interrupted")
 }
 
-pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> FileOutcome {
+/// Reads one file; `buffer` is the reader thread's chunking buffer, kept between files.
+pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buffer: &mut Vec<u8>) -> FileOutcome {
     let started = now_ns();
     let file = match open_for_backup(path) {
         Ok(file) => file,
@@ -89,10 +90,10 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
     };
     let mut content = Vec::new();
     let mut size = 0u64;
-    let mut chunker = Chunker::new(file, ctx.params, ctx.seed);
-    loop {
+    let mut chunker = Chunker::with_buffer(file, ctx.params, ctx.seed, std::mem::take(buffer), before.size());
+    let outcome = loop {
         if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return FileOutcome::Unreadable(interrupted_error());
+            break Some(FileOutcome::Unreadable(interrupted_error()));
         }
         match chunker.next_chunk() {
             Ok(Some(chunk)) => {
@@ -100,16 +101,21 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
                 ctx.progress.add_bytes(chunk.len() as u64);
                 let id = ctx.id_key.blob_id(&chunk);
                 if let Err(e) = ctx.sink.add_data(id, chunk) {
-                    return FileOutcome::Fatal(e);
+                    break Some(FileOutcome::Fatal(e));
                 }
                 content.push(id);
             }
-            Ok(None) => break,
-            Err(e) => return FileOutcome::Unreadable(e),
+            Ok(None) => break None,
+            Err(e) => break Some(FileOutcome::Unreadable(e)),
         }
+    };
+    let (file, reusable) = chunker.into_parts();
+    *buffer = reusable;
+    if let Some(failed) = outcome {
+        return failed;
     }
     ctx.progress.add_file();
-    let after = chunker.into_inner().metadata();
+    let after = file.metadata();
     let changed = match &after {
         Ok(after) => {
             after.size() != before.size()
@@ -132,11 +138,12 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
 
 /// Runs on each reader thread until the job channel closes.
 pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
+    let mut buffer = Vec::new();
     for job in jobs {
         let outcome = if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             FileOutcome::Unreadable(interrupted_error())
         } else {
-            read_file(&ctx, &job.path, &job.meta)
+            read_file(&ctx, &job.path, &job.meta, &mut buffer)
         };
         // The builder may have stopped after a fatal error; nobody is left to tell.
         let _ = job.reply.send(outcome);

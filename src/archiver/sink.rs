@@ -22,6 +22,7 @@ const UPLOADS_IN_FLIGHT: usize = 3;
 /// An index file is written every this many packs or this often, whichever comes first, so
 /// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;
+const TREE_CACHE_BATCH: usize = 512;
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
@@ -61,6 +62,7 @@ pub struct BlobSink {
     data_tx: Option<Sender<(Id, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
     tree_pack: Mutex<Option<PackWriter>>,
+    trees_to_cache: Mutex<Vec<(Id, Vec<u8>)>>,
 }
 
 impl Shared {
@@ -139,7 +141,14 @@ impl BlobSink {
                     .map_err(|e| RepoError::Corrupt { object: "thread".into(), detail: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(BlobSink { shared, known: Mutex::new(known), data_tx: Some(data_tx), workers, tree_pack: Mutex::new(None) })
+        Ok(BlobSink {
+            shared,
+            known: Mutex::new(known),
+            data_tx: Some(data_tx),
+            workers,
+            tree_pack: Mutex::new(None),
+            trees_to_cache: Mutex::new(Vec::new()),
+        })
     }
 
     /// Whether the repository (or this run) already has the blob.
@@ -190,8 +199,16 @@ impl BlobSink {
         if let Some(pack) = full {
             self.shared.upload(pack.finish());
         }
-        // Cache the plaintext tree: the next `ls` or mount needs no storage read.
-        let _ = repo.db().store_tree(&id, &bytes);
+        // Cache the plaintext tree, so the next `ls` or mount needs no storage read; in
+        // batches, since one transaction per folder would cost more than the folder.
+        let batch = {
+            let mut trees = self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner());
+            trees.push((id, bytes));
+            (trees.len() >= TREE_CACHE_BATCH).then(|| std::mem::take(&mut *trees))
+        };
+        if let Some(batch) = batch {
+            repo.db().store_trees(&batch)?;
+        }
         Ok(id)
     }
 
@@ -218,6 +235,8 @@ impl BlobSink {
                 self.shared.fail(RepoError::Corrupt { object: "pack worker".into(), detail: "panicked".into() });
             }
         }
+        let trees = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        self.shared.repo.db().store_trees(&trees)?;
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
             self.shared.upload(pack.finish());

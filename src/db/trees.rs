@@ -14,6 +14,17 @@ impl Db {
         })
     }
 
+    /// Stores many tree blobs in one transaction (a backup makes one per folder).
+    pub fn store_trees(&mut self, trees: &[(Id, Vec<u8>)]) -> Result<(), DbError> {
+        self.write("writing the tree cache", |tx| {
+            let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO trees (id, bytes) VALUES (?1, ?2)")?;
+            for (id, bytes) in trees {
+                stmt.execute((id, bytes))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Stores a verified tree blob; storing one already present does nothing.
     pub fn store_tree(&self, id: &Id, bytes: &[u8]) -> Result<(), DbError> {
         self.read("writing the tree cache", |conn| {

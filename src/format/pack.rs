@@ -77,12 +77,44 @@ fn table_aad(header: &[u8]) -> Vec<u8> {
     [MAGIC.as_slice(), b"table", header].concat()
 }
 
+thread_local! {
+    // Creating a zstd context costs more than compressing a small file: keep one per thread.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(plaintext).ok()
+    })
+}
+
+fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(decompressor) => decompressor.decompress(payload, capacity),
+            None => Err(std::io::Error::other("no zstd decompressor")),
+        }
+    })
+}
+
 /// Compresses a blob's plaintext, keeping it stored when zstd does not make it smaller
 /// (already-compressed media), so reads of such blobs skip decompression.
 pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() / 2 + 16);
     out.push(CODEC_ZSTD);
-    if let Ok(compressed) = zstd::bulk::compress(plaintext, level) {
+    if let Some(compressed) = zstd_compress(plaintext, level) {
         if compressed.len() + 1 < plaintext.len() {
             out.extend_from_slice(&compressed);
             return out;
@@ -165,7 +197,7 @@ pub fn open_blob(pack_key: &SymKey, id_key: &IdKey, entry: &PackEntry, sealed: &
     let plain = pack_key.open(sealed, &blob_aad(&entry.id, entry.kind)).map_err(FormatError::crypto(WHAT_BLOB))?;
     let data = match plain.split_first() {
         Some((&CODEC_STORED, payload)) => payload.to_vec(),
-        Some((&CODEC_ZSTD, payload)) => zstd::bulk::decompress(payload, entry.raw_len as usize)
+        Some((&CODEC_ZSTD, payload)) => zstd_decompress(payload, entry.raw_len as usize)
             .map_err(|e| FormatError::Malformed { what: WHAT_BLOB, detail: e.to_string() })?,
         _ => return Err(FormatError::Malformed { what: WHAT_BLOB, detail: "unknown codec".into() }),
     };
