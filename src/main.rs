@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cli::alloc::limit_arenas();
     let args = cli::args::Cli::parse();
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",
@@ -15,11 +16,14 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        // fuser warns when asked to unmount what `fusermount3 -u` already unmounted.
+        .filter_module("fuser", log::LevelFilter::Error)
         .format_timestamp(None)
         .format_target(false)
         .init();
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
+        Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("coffer: {error:#}");
             ExitCode::from(cli::exit_code(&error))

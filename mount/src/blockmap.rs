@@ -32,10 +32,7 @@ impl BlockMap {
             end = end.saturating_add(block.len);
             ends.push(end);
         }
-        BlockMap {
-            keys: blocks.iter().map(|b| b.key).collect(),
-            ends,
-        }
+        BlockMap { keys: blocks.iter().map(|b| b.key).collect(), ends }
     }
 
     /// Total bytes, the sum of the block lengths.
@@ -106,14 +103,8 @@ mod tests {
     use super::*;
 
     fn map(lens: &[u64]) -> BlockMap {
-        let blocks: Vec<BlockRef> = lens
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| BlockRef {
-                key: [i as u8; 32],
-                len,
-            })
-            .collect();
+        let blocks: Vec<BlockRef> =
+            lens.iter().enumerate().map(|(i, &len)| BlockRef { key: [i as u8; 32], len }).collect();
         BlockMap::new(&blocks)
     }
 
@@ -140,14 +131,8 @@ mod tests {
     fn reads_within_and_across_blocks() {
         let m = map(&[10, 5, 0, 20]);
         assert_eq!(m.segments(2, 3), [seg(0, 2, 5)]);
-        assert_eq!(
-            m.segments(8, 10),
-            [seg(0, 8, 10), seg(1, 0, 5), seg(3, 0, 3)]
-        );
-        assert_eq!(
-            m.segments(0, 1000),
-            [seg(0, 0, 10), seg(1, 0, 5), seg(3, 0, 20)]
-        );
+        assert_eq!(m.segments(8, 10), [seg(0, 8, 10), seg(1, 0, 5), seg(3, 0, 3)]);
+        assert_eq!(m.segments(0, 1000), [seg(0, 0, 10), seg(1, 0, 5), seg(3, 0, 20)]);
     }
 
     #[test]

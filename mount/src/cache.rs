@@ -74,11 +74,7 @@ impl BlockCache {
         BlockCache {
             shared: Arc::new(Shared {
                 capacity,
-                state: Mutex::new(State {
-                    lru: LruCache::unbounded(),
-                    bytes: 0,
-                    in_flight: HashMap::new(),
-                }),
+                state: Mutex::new(State { lru: LruCache::unbounded(), bytes: 0, in_flight: HashMap::new() }),
             }),
         }
     }
@@ -91,20 +87,12 @@ impl BlockCache {
             return Lookup::Ready(Arc::clone(data));
         }
         if let Some(slot) = state.in_flight.get(key) {
-            return Lookup::Pending(Pending {
-                key: *key,
-                slot: Arc::clone(slot),
-            });
+            return Lookup::Pending(Pending { key: *key, slot: Arc::clone(slot) });
         }
         let slot = Arc::new(Slot::default());
         state.in_flight.insert(*key, Arc::clone(&slot));
         drop(state);
-        start(FetchTicket {
-            shared: Arc::clone(&self.shared),
-            key: *key,
-            slot: Arc::clone(&slot),
-            done: false,
-        });
+        start(FetchTicket { shared: Arc::clone(&self.shared), key: *key, slot: Arc::clone(&slot), done: false });
         Lookup::Pending(Pending { key: *key, slot })
     }
 
@@ -152,11 +140,7 @@ impl Shared {
     fn finish(&self, key: &BlockKey, slot: &Arc<Slot>, result: FetchResult) {
         {
             let mut state = self.lock();
-            if state
-                .in_flight
-                .get(key)
-                .is_some_and(|s| Arc::ptr_eq(s, slot))
-            {
+            if state.in_flight.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
                 state.in_flight.remove(key);
             }
             if let Ok(data) = &result {
@@ -202,10 +186,9 @@ impl Pending {
             .unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(result) => result.clone(),
-            None => Err(SourceError::timed_out(format!(
-                "block {} not delivered within {timeout:?}",
-                key_hex(&self.key)
-            ))),
+            None => {
+                Err(SourceError::timed_out(format!("block {} not delivered within {timeout:?}", key_hex(&self.key))))
+            }
         }
     }
 }
@@ -261,20 +244,14 @@ mod tests {
     fn stays_within_its_byte_budget_evicting_least_recently_used() {
         let cache = BlockCache::new(100);
         for n in 0..3 {
-            cache
-                .get_or_fetch(&key(n), WAIT, |_| block(40, n))
-                .expect("fetch");
+            cache.get_or_fetch(&key(n), WAIT, |_| block(40, n)).expect("fetch");
         }
         // 120 bytes asked for, 100 allowed: the oldest (0) went.
         assert_eq!(cache.bytes(), 80);
         assert!(!cache.contains(&key(0)));
         // Touch 1 so that 2 is now the least recently used.
-        cache
-            .get_or_fetch(&key(1), WAIT, |_| panic!("1 is cached"))
-            .expect("hit");
-        cache
-            .get_or_fetch(&key(3), WAIT, |_| block(40, 3))
-            .expect("fetch");
+        cache.get_or_fetch(&key(1), WAIT, |_| panic!("1 is cached")).expect("hit");
+        cache.get_or_fetch(&key(3), WAIT, |_| block(40, 3)).expect("fetch");
         assert!(cache.contains(&key(1)) && cache.contains(&key(3)));
         assert!(!cache.contains(&key(2)));
         assert!(cache.bytes() <= cache.capacity());
@@ -283,9 +260,7 @@ mod tests {
     #[test]
     fn hands_out_but_does_not_keep_a_block_larger_than_the_budget() {
         let cache = BlockCache::new(10);
-        let data = cache
-            .get_or_fetch(&key(1), WAIT, |_| block(11, 1))
-            .expect("fetch");
+        let data = cache.get_or_fetch(&key(1), WAIT, |_| block(11, 1)).expect("fetch");
         assert_eq!(data.len(), 11);
         assert_eq!(cache.bytes(), 0);
         assert!(!cache.contains(&key(1)));
@@ -320,14 +295,10 @@ mod tests {
     #[test]
     fn failures_reach_every_waiter_and_are_not_cached() {
         let cache = BlockCache::new(1 << 20);
-        let err = cache
-            .get_or_fetch(&key(1), WAIT, |_| Err(SourceError::corrupt("bad")))
-            .expect_err("fails");
+        let err = cache.get_or_fetch(&key(1), WAIT, |_| Err(SourceError::corrupt("bad"))).expect_err("fails");
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
         // The next read tries again.
-        cache
-            .get_or_fetch(&key(1), WAIT, |_| block(5, 1))
-            .expect("retry works");
+        cache.get_or_fetch(&key(1), WAIT, |_| block(5, 1)).expect("retry works");
     }
 
     #[test]
@@ -339,9 +310,7 @@ mod tests {
         }) else {
             panic!("miss expected");
         };
-        let err = pending
-            .wait(Duration::from_millis(50))
-            .expect_err("times out");
+        let err = pending.wait(Duration::from_millis(50)).expect_err("times out");
         assert_eq!(err.kind(), crate::ErrorKind::TimedOut);
         let ticket = rx.recv().expect("ticket");
         ticket.complete(block(3, 4));
@@ -355,9 +324,6 @@ mod tests {
         let Lookup::Pending(pending) = cache.lookup(&key(5), drop) else {
             panic!("miss expected");
         };
-        assert_eq!(
-            pending.wait(WAIT).expect_err("abandoned").kind(),
-            crate::ErrorKind::Io
-        );
+        assert_eq!(pending.wait(WAIT).expect_err("abandoned").kind(), crate::ErrorKind::Io);
     }
 }

@@ -60,10 +60,7 @@ pub struct SourceError {
 impl SourceError {
     /// An error of `kind`; `message` should name the object (blob id, pack, snapshot).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        SourceError {
-            kind,
-            message: Arc::from(message.into()),
-        }
+        SourceError { kind, message: Arc::from(message.into()) }
     }
 
     /// Shorthand for [`ErrorKind::NotFound`].
@@ -115,9 +112,7 @@ pub enum MountError {
     #[error("{0} is already a mount point (unmount it first, e.g. `fusermount3 -u {0}`)")]
     AlreadyMounted(PathBuf),
     /// A FUSE mount whose server died is still there.
-    #[error(
-        "{0} is a stale mount (\"transport endpoint is not connected\"): run `fusermount3 -u {0}`"
-    )]
+    #[error("{0} is a stale mount (\"transport endpoint is not connected\"): run `fusermount3 -u {0}`")]
     StaleMount(PathBuf),
     /// The source could not produce its root.
     #[error("cannot read the root of the filesystem: {0}")]
@@ -134,10 +129,7 @@ pub enum MountError {
 
 impl MountError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        MountError::Io {
-            context: context.into(),
-            source,
-        }
+        MountError::Io { context: context.into(), source }
     }
 }
 
@@ -147,13 +139,9 @@ mod tests {
 
     #[test]
     fn no_kind_maps_to_enosys() {
-        for kind in [
-            ErrorKind::NotFound,
-            ErrorKind::Io,
-            ErrorKind::Corrupt,
-            ErrorKind::TimedOut,
-            ErrorKind::PermissionDenied,
-        ] {
+        for kind in
+            [ErrorKind::NotFound, ErrorKind::Io, ErrorKind::Corrupt, ErrorKind::TimedOut, ErrorKind::PermissionDenied]
+        {
             assert_ne!(kind.errno(), Errno::ENOSYS, "{kind}");
         }
         assert_eq!(SourceError::not_found("x").errno(), Errno::ENOENT);

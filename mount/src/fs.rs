@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::source::{NodeKind, Source, Xattr};
@@ -32,9 +32,7 @@ pub(crate) struct CofferFs<S: Source> {
 
 impl<S: Source> CofferFs<S> {
     pub(crate) fn new(state: MountState<S>) -> Self {
-        CofferFs {
-            state: Arc::new(state),
-        }
+        CofferFs { state: Arc::new(state) }
     }
 
     /// Runs `work` on the request pool.
@@ -44,12 +42,7 @@ impl<S: Source> CofferFs<S> {
     }
 }
 
-fn reply_entry<S: Source>(
-    state: &MountState<S>,
-    parent: u64,
-    found: Result<Option<u64>, Errno>,
-    reply: ReplyEntry,
-) {
+fn reply_entry<S: Source>(state: &MountState<S>, parent: u64, found: Result<Option<u64>, Errno>, reply: ReplyEntry) {
     match found.and_then(|ino| ino.map(|ino| state.attr_now(ino)).transpose()) {
         Ok(Some((attr, ttl))) => reply.entry(&ttl, &attr, GENERATION),
         // A zero inode with a TTL is a negative entry the kernel caches: no more lookups of
@@ -191,14 +184,7 @@ impl<S: Source> Filesystem for CofferFs<S> {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lo: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
         reply.ok();
     }
 
@@ -216,23 +202,13 @@ impl<S: Source> Filesystem for CofferFs<S> {
         reply.ok();
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let send = |opened: Result<(u64, bool), Errno>, reply: ReplyOpen| match opened {
-            Ok((fh, true)) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((fh, true)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(errno) => reply.error(errno),
         };
@@ -242,14 +218,7 @@ impl<S: Source> Filesystem for CofferFs<S> {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let dir = match self.state.dir_handle(fh.0) {
             Ok(dir) => dir,
             Err(errno) => return reply.error(errno),
@@ -257,26 +226,14 @@ impl<S: Source> Filesystem for CofferFs<S> {
         let mut index = usize::try_from(offset).unwrap_or(usize::MAX);
         while let Some((ino, name, attr, _)) = self.state.dir_entry(&dir, index) {
             index += 1;
-            if reply.add(
-                INodeNo(ino),
-                index as u64,
-                attr.kind,
-                OsStr::from_bytes(&name),
-            ) {
+            if reply.add(INodeNo(ino), index as u64, attr.kind, OsStr::from_bytes(&name)) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let dir = match self.state.dir_handle(fh.0) {
             Ok(dir) => dir,
             Err(errno) => return reply.error(errno),
@@ -284,40 +241,19 @@ impl<S: Source> Filesystem for CofferFs<S> {
         let mut index = usize::try_from(offset).unwrap_or(usize::MAX);
         while let Some((_, name, attr, ttl)) = self.state.dir_entry(&dir, index) {
             index += 1;
-            if reply.add(
-                attr.ino,
-                index as u64,
-                OsStr::from_bytes(&name),
-                &ttl,
-                &attr,
-                GENERATION,
-            ) {
+            if reply.add(attr.ino, index as u64, OsStr::from_bytes(&name), &ttl, &attr, GENERATION) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.state.release_dir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply.ok();
     }
 
@@ -349,11 +285,7 @@ impl<S: Source> Filesystem for CofferFs<S> {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self
-            .state
-            .mode_now(ino.0)
-            .and_then(|(kind, mode)| access_check(kind, mode, mask))
-        {
+        match self.state.mode_now(ino.0).and_then(|(kind, mode)| access_check(kind, mode, mask)) {
             Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
         }
@@ -382,16 +314,7 @@ impl<S: Source> Filesystem for CofferFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn mknod(
-        &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _r: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
         reply.error(Errno::EROFS);
     }
 
@@ -443,16 +366,7 @@ impl<S: Source> Filesystem for CofferFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
-        _f: i32,
-        _p: u32,
-        reply: ReplyEmpty,
-    ) {
+    fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
     }
 
@@ -460,29 +374,11 @@ impl<S: Source> Filesystem for CofferFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn create(
-        &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
-        reply: ReplyCreate,
-    ) {
+    fn create(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
         reply.error(Errno::EROFS);
     }
 
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _o: u64,
-        _l: u64,
-        _m: i32,
-        reply: ReplyEmpty,
-    ) {
+    fn fallocate(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _o: u64, _l: u64, _m: i32, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
     }
 }
@@ -498,14 +394,8 @@ mod tests {
         assert_eq!(xattr_answer(b"abc", 3), XattrAnswer::Data(b"abc"));
         assert_eq!(xattr_answer(b"", 0), XattrAnswer::Size(0));
         let names = xattr_names(&[
-            Xattr {
-                name: b"user.a".to_vec(),
-                value: vec![],
-            },
-            Xattr {
-                name: b"user.bb".to_vec(),
-                value: vec![1],
-            },
+            Xattr { name: b"user.a".to_vec(), value: vec![] },
+            Xattr { name: b"user.bb".to_vec(), value: vec![1] },
         ]);
         assert_eq!(names, b"user.a\0user.bb\0");
     }
@@ -513,17 +403,11 @@ mod tests {
     #[test]
     fn access_refuses_writes_and_exec_without_x_bits() {
         let rx = AccessFlags::R_OK | AccessFlags::X_OK;
-        assert_eq!(
-            access_check(NodeKind::File, 0o644, AccessFlags::W_OK),
-            Err(Errno::EROFS)
-        );
+        assert_eq!(access_check(NodeKind::File, 0o644, AccessFlags::W_OK), Err(Errno::EROFS));
         assert_eq!(access_check(NodeKind::File, 0o644, rx), Err(Errno::EACCES));
         assert_eq!(access_check(NodeKind::File, 0o744, rx), Ok(()));
         assert_eq!(access_check(NodeKind::Directory, 0o600, rx), Ok(()));
-        assert_eq!(
-            access_check(NodeKind::File, 0o000, AccessFlags::F_OK),
-            Ok(())
-        );
+        assert_eq!(access_check(NodeKind::File, 0o000, AccessFlags::F_OK), Ok(()));
     }
 
     #[test]

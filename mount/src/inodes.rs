@@ -76,12 +76,7 @@ impl<N: Clone> InodeTable<N> {
             name: Arc::from(Vec::new()),
             listing: None,
         };
-        InodeTable {
-            inner: RwLock::new(Inner {
-                nodes: vec![root],
-                by_hardlink: HashMap::new(),
-            }),
-        }
+        InodeTable { inner: RwLock::new(Inner { nodes: vec![root], by_hardlink: HashMap::new() }) }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner<N>> {
@@ -166,14 +161,9 @@ impl<N> Inner<N> {
     /// The inode for `entry` named `name` in `dir`: its hardlink set's, the one it had in the
     /// previous listing (same kind), or a new one. Existing nodes take the new attributes.
     fn place(&mut self, dir: u64, name: &Arc<[u8]>, previous: Option<u64>, entry: Entry<N>) -> u64 {
-        let linked = entry
-            .attr
-            .hardlink_key
-            .and_then(|key| self.by_hardlink.get(&key).copied());
+        let linked = entry.attr.hardlink_key.and_then(|key| self.by_hardlink.get(&key).copied());
         let reusable = linked.or(previous).filter(|&ino| {
-            index(ino)
-                .and_then(|i| self.nodes.get(i))
-                .is_some_and(|node| node.attr.kind == entry.attr.kind)
+            index(ino).and_then(|i| self.nodes.get(i)).is_some_and(|node| node.attr.kind == entry.attr.kind)
         });
         if let Some(ino) = reusable {
             if let Some(node) = index(ino).and_then(|i| self.nodes.get_mut(i)) {
@@ -237,25 +227,13 @@ mod tests {
     fn assigns_increasing_numbers_and_finds_names() {
         let t = table(Volatility::Immutable);
         let l = t
-            .install(
-                ROOT_INO,
-                vec![
-                    entry("a", 1, NodeKind::File),
-                    entry("d", 2, NodeKind::Directory),
-                ],
-            )
+            .install(ROOT_INO, vec![entry("a", 1, NodeKind::File), entry("d", 2, NodeKind::Directory)])
             .expect("root exists");
         assert_eq!(l.get(b"a"), Some(2));
         assert_eq!(l.get(b"d"), Some(3));
         assert_eq!(l.get(b".Trash"), None);
-        let inner = t
-            .install(3, vec![entry("a", 3, NodeKind::File)])
-            .expect("dir");
-        assert_eq!(
-            inner.get(b"a"),
-            Some(4),
-            "same name in another dir is another inode"
-        );
+        let inner = t.install(3, vec![entry("a", 3, NodeKind::File)]).expect("dir");
+        assert_eq!(inner.get(b"a"), Some(4), "same name in another dir is another inode");
         assert_eq!(t.path(4), "/d/a");
         assert_eq!(t.with(4, |n| n.source), Some(3));
         assert!(t.install(99, Vec::new()).is_none());
@@ -265,17 +243,8 @@ mod tests {
     #[test]
     fn hardlinks_share_an_inode() {
         let t = table(Volatility::Immutable);
-        t.install(
-            ROOT_INO,
-            vec![
-                linked("x", 1, 7),
-                entry("y", 2, NodeKind::File),
-                linked("z", 1, 7),
-            ],
-        );
-        let l = t
-            .listing(ROOT_INO, Duration::ZERO)
-            .expect("immutable stays fresh");
+        t.install(ROOT_INO, vec![linked("x", 1, 7), entry("y", 2, NodeKind::File), linked("z", 1, 7)]);
+        let l = t.listing(ROOT_INO, Duration::ZERO).expect("immutable stays fresh");
         assert_eq!(l.get(b"x"), l.get(b"z"));
         assert_ne!(l.get(b"x"), l.get(b"y"));
         assert_eq!(t.len(), 3);
@@ -286,26 +255,15 @@ mod tests {
     #[test]
     fn relisting_keeps_numbers_never_reuses_them() {
         let t = table(Volatility::Volatile);
-        let first = t
-            .install(ROOT_INO, vec![entry("a", 1, NodeKind::File)])
-            .expect("root");
-        assert!(
-            t.listing(ROOT_INO, Duration::ZERO).is_none(),
-            "volatile goes stale"
-        );
+        let first = t.install(ROOT_INO, vec![entry("a", 1, NodeKind::File)]).expect("root");
+        assert!(t.listing(ROOT_INO, Duration::ZERO).is_none(), "volatile goes stale");
         assert!(t.listing(ROOT_INO, Duration::from_secs(60)).is_some());
-        let second = t
-            .install(
-                ROOT_INO,
-                vec![entry("b", 2, NodeKind::File), entry("a", 1, NodeKind::File)],
-            )
-            .expect("root");
+        let second =
+            t.install(ROOT_INO, vec![entry("b", 2, NodeKind::File), entry("a", 1, NodeKind::File)]).expect("root");
         assert_eq!(first.get(b"a"), second.get(b"a"));
         assert_eq!(second.get(b"b"), Some(3));
         // "a" turns into a directory: the kernel must see a new inode.
-        let third = t
-            .install(ROOT_INO, vec![entry("a", 5, NodeKind::Directory)])
-            .expect("root");
+        let third = t.install(ROOT_INO, vec![entry("a", 5, NodeKind::Directory)]).expect("root");
         assert_eq!(third.get(b"a"), Some(4));
         assert_eq!(third.get(b"b"), None, "removed names vanish");
         // Old inodes stay valid for handles the kernel still holds.
@@ -315,12 +273,7 @@ mod tests {
     #[test]
     fn duplicate_names_keep_the_first() {
         let t = table(Volatility::Immutable);
-        let l = t
-            .install(
-                ROOT_INO,
-                vec![entry("a", 1, NodeKind::File), entry("a", 2, NodeKind::File)],
-            )
-            .expect("root");
+        let l = t.install(ROOT_INO, vec![entry("a", 1, NodeKind::File), entry("a", 2, NodeKind::File)]).expect("root");
         assert_eq!(l.entries.len(), 1);
         assert_eq!(t.with(2, |n| n.source), Some(1));
     }

@@ -19,9 +19,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::errors::{ErrorKind, SourceError};
-use crate::source::{
-    Attributes, BlockKey, BlockRef, Entry, NodeKind, Source, Timestamp, Volatility, Xattr,
-};
+use crate::source::{Attributes, BlockKey, BlockRef, Entry, NodeKind, Source, Timestamp, Volatility, Xattr};
 
 /// A node of a [`MemorySource`].
 pub type NodeId = usize;
@@ -128,10 +126,7 @@ impl MemorySource {
             links: 1,
         };
         MemorySource {
-            inner: Arc::new(RwLock::new(Inner {
-                nodes: vec![root],
-                blocks: HashMap::new(),
-            })),
+            inner: Arc::new(RwLock::new(Inner { nodes: vec![root], blocks: HashMap::new() })),
             counters: Arc::default(),
         }
     }
@@ -183,14 +178,8 @@ impl MemorySource {
             let mut inner = self.write();
             for chunk in content.chunks(block_size.max(1)) {
                 let key = content_key(chunk);
-                inner.blocks.entry(key).or_insert_with(|| Block {
-                    data: Arc::from(chunk),
-                    fault: None,
-                });
-                blocks.push(BlockRef {
-                    key,
-                    len: chunk.len() as u64,
-                });
+                inner.blocks.entry(key).or_insert_with(|| Block { data: Arc::from(chunk), fault: None });
+                blocks.push(BlockRef { key, len: chunk.len() as u64 });
             }
         }
         let node = Node {
@@ -203,13 +192,7 @@ impl MemorySource {
     }
 
     /// Adds symlink `name` pointing at `target`.
-    pub fn symlink(
-        &self,
-        parent: NodeId,
-        name: impl AsRef<[u8]>,
-        target: impl AsRef<[u8]>,
-        meta: Meta,
-    ) -> NodeId {
+    pub fn symlink(&self, parent: NodeId, name: impl AsRef<[u8]>, target: impl AsRef<[u8]>, meta: Meta) -> NodeId {
         let target = target.as_ref().to_vec();
         let node = Node {
             attr: attributes(NodeKind::Symlink, meta, target.len() as u64),
@@ -221,22 +204,10 @@ impl MemorySource {
     }
 
     /// Adds a fifo, socket or device node (`rdev` for devices).
-    pub fn special(
-        &self,
-        parent: NodeId,
-        name: impl AsRef<[u8]>,
-        kind: NodeKind,
-        rdev: u32,
-        meta: Meta,
-    ) -> NodeId {
+    pub fn special(&self, parent: NodeId, name: impl AsRef<[u8]>, kind: NodeKind, rdev: u32, meta: Meta) -> NodeId {
         let mut attr = attributes(kind, meta, 0);
         attr.rdev = rdev;
-        let node = Node {
-            attr,
-            content: Content::Special,
-            xattrs: Vec::new(),
-            links: 1,
-        };
+        let node = Node { attr, content: Content::Special, xattrs: Vec::new(), links: 1 };
         self.add(parent, name.as_ref(), node)
     }
 
@@ -244,10 +215,7 @@ impl MemorySource {
     pub fn hardlink(&self, parent: NodeId, name: impl AsRef<[u8]>, target: NodeId) {
         let mut inner = self.write();
         let node = &mut inner.nodes[target];
-        assert!(
-            node.attr.kind != NodeKind::Directory,
-            "directories cannot be hardlinked"
-        );
+        assert!(node.attr.kind != NodeKind::Directory, "directories cannot be hardlinked");
         node.links += 1;
         inner.link(parent, name.as_ref(), target);
     }
@@ -265,11 +233,7 @@ impl MemorySource {
 
     /// Marks `node` volatile (re-listed after the short TTL) or immutable.
     pub fn set_volatile(&self, node: NodeId, volatile: bool) {
-        self.write().nodes[node].attr.volatility = if volatile {
-            Volatility::Volatile
-        } else {
-            Volatility::Immutable
-        };
+        self.write().nodes[node].attr.volatility = if volatile { Volatility::Volatile } else { Volatility::Immutable };
     }
 
     /// Removes the entry `name` from directory `parent` (the node itself stays readable).
@@ -302,31 +266,20 @@ impl MemorySource {
 
     /// How many times block `key` was read.
     pub fn block_reads(&self, key: &BlockKey) -> u64 {
-        let reads = self
-            .counters
-            .block_reads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let reads = self.counters.block_reads.lock().unwrap_or_else(|e| e.into_inner());
         reads.get(key).copied().unwrap_or(0)
     }
 
     /// How many block reads there were in all.
     pub fn total_block_reads(&self) -> u64 {
-        let reads = self
-            .counters
-            .block_reads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let reads = self.counters.block_reads.lock().unwrap_or_else(|e| e.into_inner());
         reads.values().sum()
     }
 }
 
 impl Inner {
     fn link(&mut self, parent: NodeId, name: &[u8], child: NodeId) {
-        assert!(
-            !name.is_empty() && !name.contains(&b'/') && !name.contains(&0),
-            "invalid name {name:?}"
-        );
+        assert!(!name.is_empty() && !name.contains(&b'/') && !name.contains(&0), "invalid name {name:?}");
         match &mut self.nodes[parent].content {
             Content::Dir(children) => children.push((name.to_vec(), child)),
             _ => panic!("node {parent} is not a directory"),
@@ -338,10 +291,8 @@ impl Inner {
         let mut attr = node.attr.clone();
         match &node.content {
             Content::Dir(children) => {
-                let subdirs = children
-                    .iter()
-                    .filter(|(_, c)| matches!(self.nodes[*c].content, Content::Dir(_)))
-                    .count();
+                let subdirs =
+                    children.iter().filter(|(_, c)| matches!(self.nodes[*c].content, Content::Dir(_))).count();
                 attr.nlink = 2 + subdirs as u32;
             }
             _ => {
@@ -419,19 +370,12 @@ impl Source for MemorySource {
 
     fn read_block(&self, key: &BlockKey) -> Result<Arc<[u8]>, SourceError> {
         {
-            let mut reads = self
-                .counters
-                .block_reads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut reads = self.counters.block_reads.lock().unwrap_or_else(|e| e.into_inner());
             *reads.entry(*key).or_default() += 1;
         }
         let (data, fault) = {
             let inner = self.read();
-            let block = inner
-                .blocks
-                .get(key)
-                .ok_or_else(|| SourceError::not_found("no such block"))?;
+            let block = inner.blocks.get(key).ok_or_else(|| SourceError::not_found("no such block"))?;
             (Arc::clone(&block.data), block.fault)
         };
         match fault {
@@ -468,16 +412,10 @@ mod tests {
         assert_eq!(inside[1].link_target, b"../f2");
         let blocks = m.blocks(&f).expect("file");
         assert_eq!(blocks.iter().map(|b| b.len).collect::<Vec<_>>(), [4, 4, 3]);
-        let joined: Vec<u8> = blocks
-            .iter()
-            .flat_map(|b| m.read_block(&b.key).expect("block").to_vec())
-            .collect();
+        let joined: Vec<u8> = blocks.iter().flat_map(|b| m.read_block(&b.key).expect("block").to_vec()).collect();
         assert_eq!(joined, b"hello world");
         m.set_fault(&blocks[1].key, Some(Fault::Fail(ErrorKind::Corrupt)));
-        assert_eq!(
-            m.read_block(&blocks[1].key).expect_err("fault").kind(),
-            ErrorKind::Corrupt
-        );
+        assert_eq!(m.read_block(&blocks[1].key).expect_err("fault").kind(), ErrorKind::Corrupt);
         assert_eq!(m.block_reads(&blocks[1].key), 2);
         assert_eq!(m.list_calls(), 2);
     }

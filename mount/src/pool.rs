@@ -25,15 +25,13 @@ impl Pool {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..threads.max(1) {
             let queue: Receiver<Job> = queue.clone();
-            thread::Builder::new()
-                .name(format!("{name}-{n}"))
-                .spawn(move || {
-                    for job in queue {
-                        if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
-                            log::error!("a {name} job panicked; its request fails with EIO");
-                        }
+            thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
+                for job in queue {
+                    if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                        log::error!("a {name} job panicked; its request fails with EIO");
                     }
-                })?;
+                }
+            })?;
         }
         Ok(Pool { name, jobs })
     }
@@ -69,9 +67,6 @@ mod tests {
         for _ in 0..4 {
             rx.recv_timeout(Duration::from_secs(10)).expect("job ran");
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(1100),
-            "jobs overlapped"
-        );
+        assert!(started.elapsed() < Duration::from_millis(1100), "jobs overlapped");
     }
 }

@@ -47,6 +47,8 @@ pub struct MountOptions {
     pub read_ahead_kb: Option<u32>,
     /// Source name shown by `mount`/`df`.
     pub fs_name: String,
+    /// Called once the filesystem is mounted (e.g. to tell the user), before serving.
+    pub on_mounted: Option<fn(&Path)>,
 }
 
 impl Default for MountOptions {
@@ -62,6 +64,7 @@ impl Default for MountOptions {
             read_timeout: Duration::from_secs(60),
             read_ahead_kb: Some(1024),
             fs_name: "coffer".to_string(),
+            on_mounted: None,
         }
     }
 }
@@ -96,12 +99,7 @@ impl MountOptions {
 }
 
 fn filesystem<S: Source>(source: S, options: &MountOptions) -> Result<CofferFs<S>, MountError> {
-    let state = MountState::new(
-        source,
-        options.cache_bytes,
-        options.workers,
-        options.tuning(),
-    )?;
+    let state = MountState::new(source, options.cache_bytes, options.workers, options.tuning())?;
     Ok(CofferFs::new(state))
 }
 
@@ -121,8 +119,11 @@ pub fn mount_foreground<S: Source>(
         .map_err(|e| MountError::io(format!("mounting {}", mountpoint.display()), e))?;
     let device = device_of(&mountpoint);
     raise_read_ahead(device, options.read_ahead_kb);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| MountError::io("installing signal handlers", e))?;
+    if let Some(announce) = options.on_mounted {
+        announce(&mountpoint);
+    }
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| MountError::io("installing signal handlers", e))?;
     let signals_handle = signals.handle();
     let mut unmounter = session.unmount_callable();
     let watched = mountpoint.clone();
@@ -157,10 +158,7 @@ pub fn spawn<S: Source>(
     let session = fuser::spawn_mount(fs, &mountpoint, &options.fuser_config())
         .map_err(|e| MountError::io(format!("mounting {}", mountpoint.display()), e))?;
     raise_read_ahead(device_of(&mountpoint), options.read_ahead_kb);
-    Ok(MountHandle {
-        session: Some(session),
-        mountpoint,
-    })
+    Ok(MountHandle { session: Some(session), mountpoint })
 }
 
 /// A mount served in the background by [`spawn`].
@@ -195,21 +193,12 @@ impl MountHandle {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 log::warn!("{} is busy: detaching it", self.mountpoint.display());
-                detach(&self.mountpoint).map_err(|e| {
-                    MountError::io(format!("detaching {}", self.mountpoint.display()), e)
-                })
+                detach(&self.mountpoint)
+                    .map_err(|e| MountError::io(format!("detaching {}", self.mountpoint.display()), e))
             }
             // Already unmounted from outside (`fusermount3 -u`): nothing left to do.
-            Err(e)
-                if e.raw_os_error() == Some(libc::EINVAL)
-                    && device_of(&self.mountpoint).is_none() =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(MountError::io(
-                format!("unmounting {}", self.mountpoint.display()),
-                e,
-            )),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && device_of(&self.mountpoint).is_none() => Ok(()),
+            Err(e) => Err(MountError::io(format!("unmounting {}", self.mountpoint.display()), e)),
         }
     }
 }
@@ -261,17 +250,11 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err(MountError::NotADirectory(path.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(MountError::MissingMountpoint(path.to_path_buf()))
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(MountError::StaleMount(path.to_path_buf()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(MountError::MissingMountpoint(path.to_path_buf())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(MountError::StaleMount(path.to_path_buf())),
         Err(e) => return Err(MountError::io(format!("checking {}", path.display()), e)),
     }
-    let canonical = path
-        .canonicalize()
-        .map_err(|e| MountError::io(format!("resolving {}", path.display()), e))?;
+    let canonical = path.canonicalize().map_err(|e| MountError::io(format!("resolving {}", path.display()), e))?;
     if device_of(&canonical).is_some() {
         return Err(MountError::AlreadyMounted(canonical));
     }
@@ -352,10 +335,7 @@ mod tests {
 
     #[test]
     fn finds_the_topmost_device_of_a_mount_point() {
-        assert_eq!(
-            mount_device(MOUNTINFO, Path::new("/tmp/my mnt")),
-            Some((0, 46))
-        );
+        assert_eq!(mount_device(MOUNTINFO, Path::new("/tmp/my mnt")), Some((0, 46)));
         assert_eq!(mount_device(MOUNTINFO, Path::new("/")), Some((8, 1)));
         assert_eq!(mount_device(MOUNTINFO, Path::new("/tmp")), None);
         assert_eq!(mount_device(MOUNTINFO, Path::new("/tmp/my\\040mnt")), None);
@@ -365,21 +345,12 @@ mod tests {
     fn refuses_bad_mountpoints() {
         let dir = std::env::temp_dir().join(format!("coffer-mount-check-{}", std::process::id()));
         let missing = dir.join("missing");
-        assert!(matches!(
-            check_mountpoint(&missing),
-            Err(MountError::MissingMountpoint(_))
-        ));
+        assert!(matches!(check_mountpoint(&missing), Err(MountError::MissingMountpoint(_))));
         fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("file");
         fs::write(&file, b"x").expect("file");
-        assert!(matches!(
-            check_mountpoint(&file),
-            Err(MountError::NotADirectory(_))
-        ));
-        assert!(matches!(
-            check_mountpoint(Path::new("/")),
-            Err(MountError::AlreadyMounted(_))
-        ));
+        assert!(matches!(check_mountpoint(&file), Err(MountError::NotADirectory(_))));
+        assert!(matches!(check_mountpoint(Path::new("/")), Err(MountError::AlreadyMounted(_))));
         assert!(check_mountpoint(&dir).is_ok());
         let _ = fs::remove_dir_all(&dir);
     }

@@ -84,17 +84,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<S: Source> MountState<S> {
     /// Reads the source's root and starts the worker pools.
-    pub(crate) fn new(
-        source: S,
-        cache_bytes: u64,
-        workers: usize,
-        tuning: Tuning,
-    ) -> Result<Self, crate::MountError> {
+    pub(crate) fn new(source: S, cache_bytes: u64, workers: usize, tuning: Tuning) -> Result<Self, crate::MountError> {
         let (root, mut attr) = source.root()?;
         attr.kind = NodeKind::Directory;
-        let pool = |name, n| {
-            Pool::new(name, n).map_err(|e| crate::MountError::io("starting worker threads", e))
-        };
+        let pool = |name, n| Pool::new(name, n).map_err(|e| crate::MountError::io("starting worker threads", e));
         Ok(MountState {
             inodes: InodeTable::new(root, attr),
             source,
@@ -102,9 +95,7 @@ impl<S: Source> MountState<S> {
             requests: pool("coffer-mount-req", workers)?,
             fetches: pool("coffer-mount-fetch", workers)?,
             tuning,
-            block_maps: Mutex::new(LruCache::new(
-                NonZeroUsize::new(BLOCK_MAPS_KEPT).unwrap_or(NonZeroUsize::MIN),
-            )),
+            block_maps: Mutex::new(LruCache::new(NonZeroUsize::new(BLOCK_MAPS_KEPT).unwrap_or(NonZeroUsize::MIN))),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -121,11 +112,7 @@ impl<S: Source> MountState<S> {
 
     /// Attributes and TTL of `ino` from memory.
     pub(crate) fn attr_now(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
-        self.inodes
-            .with(ino, |node| {
-                (file_attr(ino, &node.attr), self.ttl(&node.attr))
-            })
-            .ok_or(Errno::ENOENT)
+        self.inodes.with(ino, |node| (file_attr(ino, &node.attr), self.ttl(&node.attr))).ok_or(Errno::ENOENT)
     }
 
     /// The listing of `dir`, listing it through the source if the cached one is missing or stale.
@@ -133,27 +120,17 @@ impl<S: Source> MountState<S> {
         if let Some(listing) = self.inodes.listing(dir, self.tuning.volatile_ttl) {
             return Ok(listing);
         }
-        let (node, kind) = self
-            .inodes
-            .with(dir, |n| (n.source.clone(), n.attr.kind))
-            .ok_or(Errno::ENOENT)?;
+        let (node, kind) = self.inodes.with(dir, |n| (n.source.clone(), n.attr.kind)).ok_or(Errno::ENOENT)?;
         if kind != NodeKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let entries = self
-            .source
-            .list(&node)
-            .map_err(|e| self.fail("list", dir, &e))?;
+        let entries = self.source.list(&node).map_err(|e| self.fail("list", dir, &e))?;
         self.inodes.install(dir, entries).ok_or(Errno::ENOENT)
     }
 
     /// `lookup` from memory: `None` when the directory must be listed first. A missing name
     /// in a known listing is `Ok(None)`.
-    pub(crate) fn lookup_now(
-        &self,
-        parent: u64,
-        name: &[u8],
-    ) -> Option<Result<Option<u64>, Errno>> {
+    pub(crate) fn lookup_now(&self, parent: u64, name: &[u8]) -> Option<Result<Option<u64>, Errno>> {
         let listing = self.inodes.listing(parent, self.tuning.volatile_ttl)?;
         Some(Ok(listing.get(name)))
     }
@@ -166,19 +143,12 @@ impl<S: Source> MountState<S> {
     /// How long the kernel may remember that a name is absent from `parent`: only immutable
     /// directories get negative entries cached.
     pub(crate) fn negative_ttl(&self, parent: u64) -> Option<Duration> {
-        self.inodes
-            .with(parent, |n| {
-                (!n.attr.is_volatile()).then_some(self.tuning.immutable_ttl)
-            })
-            .flatten()
+        self.inodes.with(parent, |n| (!n.attr.is_volatile()).then_some(self.tuning.immutable_ttl)).flatten()
     }
 
     /// A symlink's target from memory.
     pub(crate) fn readlink_now(&self, ino: u64) -> Result<Arc<[u8]>, Errno> {
-        match self
-            .inodes
-            .with(ino, |n| (n.attr.kind, Arc::clone(&n.link_target)))
-        {
+        match self.inodes.with(ino, |n| (n.attr.kind, Arc::clone(&n.link_target))) {
             Some((NodeKind::Symlink, target)) => Ok(target),
             Some(_) => Err(Errno::EINVAL),
             None => Err(Errno::ENOENT),
@@ -187,16 +157,12 @@ impl<S: Source> MountState<S> {
 
     /// The extended attributes of `ino` from memory.
     pub(crate) fn xattrs_now(&self, ino: u64) -> Result<Arc<[Xattr]>, Errno> {
-        self.inodes
-            .with(ino, |n| Arc::clone(&n.xattrs))
-            .ok_or(Errno::ENOENT)
+        self.inodes.with(ino, |n| Arc::clone(&n.xattrs)).ok_or(Errno::ENOENT)
     }
 
     /// Kind and permission bits of `ino`, for `access`.
     pub(crate) fn mode_now(&self, ino: u64) -> Result<(NodeKind, u32), Errno> {
-        self.inodes
-            .with(ino, |n| (n.attr.kind, n.attr.mode))
-            .ok_or(Errno::ENOENT)
+        self.inodes.with(ino, |n| (n.attr.kind, n.attr.mode)).ok_or(Errno::ENOENT)
     }
 
     /// Opens directory `ino` from memory when its listing is fresh.
@@ -213,16 +179,10 @@ impl<S: Source> MountState<S> {
     }
 
     fn add_dir_handle(&self, ino: u64, listing: Arc<Listing>) -> (u64, bool) {
-        let (parent, volatile) = self
-            .inodes
-            .with(ino, |n| (n.parent, n.attr.is_volatile()))
-            .unwrap_or((ROOT_INO, true));
+        let (parent, volatile) =
+            self.inodes.with(ino, |n| (n.parent, n.attr.is_volatile())).unwrap_or((ROOT_INO, true));
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let dir = Arc::new(OpenDir {
-            ino,
-            parent,
-            listing,
-        });
+        let dir = Arc::new(OpenDir { ino, parent, listing });
         lock(&self.dirs).insert(fh, dir);
         (fh, !volatile)
     }
@@ -237,11 +197,7 @@ impl<S: Source> MountState<S> {
 
     /// One entry of an open directory listing: `.`, `..`, then the children. Returns the
     /// inode, name and attributes, or `None` past the end.
-    pub(crate) fn dir_entry(
-        &self,
-        dir: &OpenDir,
-        index: usize,
-    ) -> Option<(u64, Arc<[u8]>, FileAttr, Duration)> {
+    pub(crate) fn dir_entry(&self, dir: &OpenDir, index: usize) -> Option<(u64, Arc<[u8]>, FileAttr, Duration)> {
         let (ino, name) = match index {
             0 => (dir.ino, Arc::from(&b"."[..])),
             1 => (dir.parent, Arc::from(&b".."[..])),
@@ -257,38 +213,25 @@ impl<S: Source> MountState<S> {
     /// Opens regular file `ino`: fetches its block list (or reuses a recent one). Returns the
     /// handle and whether the kernel may keep its page cache.
     pub(crate) fn open(&self, ino: u64) -> Result<(u64, bool), Errno> {
-        let (node, kind, volatile) = self
-            .inodes
-            .with(ino, |n| {
-                (n.source.clone(), n.attr.kind, n.attr.is_volatile())
-            })
-            .ok_or(Errno::ENOENT)?;
+        let (node, kind, volatile) =
+            self.inodes.with(ino, |n| (n.source.clone(), n.attr.kind, n.attr.is_volatile())).ok_or(Errno::ENOENT)?;
         if kind != NodeKind::File {
             // Devices and fifos are never opened through FUSE (the mount is nodev and the
             // kernel handles fifos), so this is a directory or symlink.
             return Err(Errno::EISDIR);
         }
-        let cached = (!volatile)
-            .then(|| lock(&self.block_maps).get(&ino).cloned())
-            .flatten();
+        let cached = (!volatile).then(|| lock(&self.block_maps).get(&ino).cloned()).flatten();
         let map = match cached {
             Some(map) => map,
             None => {
-                let blocks = self
-                    .source
-                    .blocks(&node)
-                    .map_err(|e| self.fail("open", ino, &e))?;
+                let blocks = self.source.blocks(&node).map_err(|e| self.fail("open", ino, &e))?;
                 let map = Arc::new(BlockMap::new(&blocks));
                 lock(&self.block_maps).put(ino, Arc::clone(&map));
                 map
             }
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let file = Arc::new(OpenFile {
-            ino,
-            map,
-            next_block: AtomicUsize::new(0),
-        });
+        let file = Arc::new(OpenFile { ino, map, next_block: AtomicUsize::new(0) });
         lock(&self.files).insert(fh, file);
         Ok((fh, !volatile))
     }
@@ -303,12 +246,7 @@ impl<S: Source> MountState<S> {
 
     /// Reads `size` bytes at `offset`: all blocks it touches are fetched in parallel; when the
     /// reader goes sequentially, the following blocks are prefetched too.
-    pub(crate) fn read(
-        self: &Arc<Self>,
-        file: &OpenFile,
-        offset: u64,
-        size: u32,
-    ) -> Result<ReadData, Errno> {
+    pub(crate) fn read(self: &Arc<Self>, file: &OpenFile, offset: u64, size: u32) -> Result<ReadData, Errno> {
         let segments = file.map.segments(offset, u64::from(size));
         let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
             return Ok(ReadData::Joined(Vec::new()));
@@ -319,17 +257,14 @@ impl<S: Source> MountState<S> {
         if first.block + 1 >= previous && first.block <= previous {
             self.prefetch(&file.map, last.block + 1);
         }
-        let pending: Vec<Lookup> = segments
-            .iter()
-            .map(|s| self.block(&file.map, s.block))
-            .collect();
+        let pending: Vec<Lookup> = segments.iter().map(|s| self.block(&file.map, s.block)).collect();
         let mut parts = Vec::with_capacity(segments.len());
         for (segment, lookup) in segments.iter().zip(pending) {
             let data = match lookup {
                 Lookup::Ready(data) => data,
-                Lookup::Pending(pending) => pending
-                    .wait(self.tuning.read_timeout)
-                    .map_err(|e| self.fail("read", file.ino, &e))?,
+                Lookup::Pending(pending) => {
+                    pending.wait(self.tuning.read_timeout).map_err(|e| self.fail("read", file.ino, &e))?
+                }
             };
             if data.get(segment.start..segment.end).is_none() {
                 let e = SourceError::corrupt(format!(
@@ -357,10 +292,7 @@ impl<S: Source> MountState<S> {
     fn prefetch(self: &Arc<Self>, map: &Arc<BlockMap>, from: usize) {
         let budget = self.cache.capacity() / 4;
         let mut bytes = 0;
-        for i in from..map
-            .len()
-            .min(from.saturating_add(self.tuning.prefetch_blocks))
-        {
+        for i in from..map.len().min(from.saturating_add(self.tuning.prefetch_blocks)) {
             bytes += map.block_len(i);
             if bytes > budget {
                 break;
@@ -393,10 +325,7 @@ impl<S: Source> MountState<S> {
 
     /// Totals for `statfs`.
     pub(crate) fn usage(&self) -> Usage {
-        self.source.usage().unwrap_or(Usage {
-            bytes: 0,
-            files: self.inodes.len(),
-        })
+        self.source.usage().unwrap_or(Usage { bytes: 0, files: self.inodes.len() })
     }
 
     /// Logs a source failure with the path it concerns, and returns its errno.
@@ -451,8 +380,7 @@ fn system_time(t: Timestamp) -> SystemTime {
     } else {
         UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs()))
     };
-    time.and_then(|t| t.checked_add(nanos))
-        .unwrap_or(UNIX_EPOCH)
+    time.and_then(|t| t.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -469,10 +397,7 @@ mod tests {
         assert_eq!(f.perm, 0o4755);
         assert_eq!(f.blocks, 2);
         assert_eq!(f.nlink, 1);
-        assert_eq!(
-            f.mtime,
-            UNIX_EPOCH - Duration::from_secs(1) + Duration::from_nanos(500)
-        );
+        assert_eq!(f.mtime, UNIX_EPOCH - Duration::from_secs(1) + Duration::from_nanos(500));
         assert_eq!(f.kind, FileType::RegularFile);
     }
 }

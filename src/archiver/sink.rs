@@ -18,7 +18,7 @@ use crate::repo::{RepoError, Repository};
 use crate::store::{paths, StoreError};
 
 /// Packs uploaded but not yet awaited; bounds memory to this many pack buffers.
-const UPLOADS_IN_FLIGHT: usize = 3;
+const UPLOADS_IN_FLIGHT: usize = 2;
 /// An index file is written every this many packs or this often, whichever comes first, so
 /// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;

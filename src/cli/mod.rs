@@ -1,6 +1,7 @@
 //! The command-line edge: turns parsed arguments into engine calls, prints results for
 //! people or as JSON, and maps failures to exit codes. `anyhow` lives only here.
 
+pub mod alloc;
 pub mod args;
 mod output;
 mod password;
@@ -29,6 +30,13 @@ pub mod exit {
     pub const NOT_A_REPOSITORY: u8 = 10;
     pub const WRONG_PASSWORD: u8 = 12;
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// Whether the failure is only that whoever read our output stopped reading.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The exit code for a failure, from the engine error at its root.
@@ -96,7 +104,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let store = Store::open_local(&path, true).with_context(|| format!("creating {}", path.display()))?;
             let password = password::read(global, true)?;
             let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
-            output::init(global, &path, &repo);
+            output::init(global, &path, &repo)?;
             Ok(exit::OK)
         }
         Command::Backup { paths, tags, excludes, host } => {
@@ -154,11 +162,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 allow_other,
                 cache_bytes: cache_size,
                 fs_name: format!("coffer:{}", repo.id().short()),
+                on_mounted: (!global.quiet).then_some(announce_mount as fn(&std::path::Path)),
                 ..Default::default()
             };
-            if !global.quiet {
-                eprintln!("mounting at {}; Ctrl-C or `fusermount3 -u` unmounts", mountpoint.display());
-            }
             coffer_mount::mount_foreground(source, &mountpoint, &options)
                 .with_context(|| format!("mounting at {}", mountpoint.display()))?;
             Ok(exit::OK)
@@ -215,6 +221,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+fn announce_mount(mountpoint: &std::path::Path) {
+    eprintln!("mounted at {}; Ctrl-C or `fusermount3 -u {0}` unmounts", mountpoint.display());
 }
 
 fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str) -> Result<SnapshotEntry> {

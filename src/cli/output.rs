@@ -21,6 +21,14 @@ use coffer::progress::Counters;
 use coffer::repo::{Repository, SnapshotEntry};
 use std::io::Write;
 
+/// `println!` that returns write errors (a closed pipe: `coffer snapshots | head`) instead
+/// of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -46,13 +54,14 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-pub fn init(global: &GlobalArgs, path: &Path, repo: &Repository) {
+pub fn init(global: &GlobalArgs, path: &Path, repo: &Repository) -> Result<()> {
     if global.json {
-        println!("{}", json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() }));
+        outln!("{}", json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() }));
     } else if !global.quiet {
-        println!("created repository {} at {}", repo.id().short(), path.display());
-        println!("keep the password safe: without it the backups cannot be read");
+        outln!("created repository {} at {}", repo.id().short(), path.display());
+        outln!("keep the password safe: without it the backups cannot be read");
     }
+    Ok(())
 }
 
 pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
@@ -66,7 +75,7 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     if global.json {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, m)| json!({ "path": p.display().to_string(), "message": m })).collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "snapshot_id": outcome.id.to_hex(),
@@ -85,18 +94,21 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
             })
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unmodified; {} folders",
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            s.dirs
         );
-        println!(
+        outln!(
             "read {}; added {} to the repository ({} before compression)",
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             bytes(s.raw_added)
         );
         let state = if outcome.snapshot.incomplete { " (incomplete: some files could not be read)" } else { "" };
-        println!("snapshot {} saved{state}", outcome.id.short());
+        outln!("snapshot {} saved{state}", outcome.id.short());
     }
     Ok(())
 }
@@ -124,15 +136,15 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
+    outln!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
-        println!(
+        outln!(
             "{:<10} {:<26} {:<16} {:<16} {}{mark}",
             e.id.short(),
             time(s.time_unix, s.time_nsec),
@@ -142,7 +154,7 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
         );
     }
     if !global.quiet {
-        println!("{} snapshots", snapshots.len());
+        outln!("{} snapshots", snapshots.len());
     }
     Ok(())
 }
@@ -167,9 +179,9 @@ pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<(
         eprintln!("error: {path}: {message}");
     }
     if global.json {
-        println!("{}", serde_json::to_string(report)?);
+        outln!("{}", serde_json::to_string(report)?);
     } else if !global.quiet {
-        println!(
+        outln!(
             "restored snapshot {}: {} files, {} folders, {} other, {}",
             id.short(),
             report.files,
@@ -249,7 +261,7 @@ pub fn ls_entry(global: &GlobalArgs, out: &mut impl Write, entry: &LsEntry) -> s
 
 pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
     if global.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     for w in &report.warnings {
@@ -259,7 +271,7 @@ pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
         eprintln!("error: {}: {}", e.object, e.message);
     }
     if !global.quiet {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} packs ({} read, {}), {} blobs: {}",
             report.snapshots_checked,
             report.trees_checked,
@@ -291,14 +303,14 @@ pub fn diff(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
 
 pub fn stats(global: &GlobalArgs, stats: &Stats) -> Result<()> {
     if global.json {
-        println!("{}", serde_json::to_string_pretty(stats)?);
+        outln!("{}", serde_json::to_string_pretty(stats)?);
         return Ok(());
     }
-    println!("snapshots:          {}", stats.snapshots);
-    println!("logical size:       {}", bytes(stats.logical_bytes));
-    println!("unique data:        {}", bytes(stats.unique_bytes));
-    println!("stored size:        {} in {} packs, {} blobs", bytes(stats.stored_bytes), stats.packs, stats.blobs);
-    println!("deduplication:      {:.2}x", stats.dedup_ratio);
-    println!("compression:        {:.2}x", stats.compression_ratio);
+    outln!("snapshots:          {}", stats.snapshots);
+    outln!("logical size:       {}", bytes(stats.logical_bytes));
+    outln!("unique data:        {}", bytes(stats.unique_bytes));
+    outln!("stored size:        {} in {} packs, {} blobs", bytes(stats.stored_bytes), stats.packs, stats.blobs);
+    outln!("deduplication:      {:.2}x", stats.dedup_ratio);
+    outln!("compression:        {:.2}x", stats.compression_ratio);
     Ok(())
 }

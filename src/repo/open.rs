@@ -55,7 +55,7 @@ impl Repository {
             repo_id: Id(random_bytes()),
             created_unix: now_unix(),
             chunker: ChunkerParams::DEFAULT,
-            pack_target: 16 << 20,
+            pack_target: 8 << 20,
             compression_level: 3,
             public_key: key.secret.public().0,
             verify_key: key.signing.verifying_key().0,
