@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the system packages the test suite needs, only those that are missing.
+# Debian/Ubuntu (apt-get). Runs non-interactively; safe to run repeatedly.
+#
+# Add packages your tests need to PACKAGES below (one per line, with what needs it).
+set -euo pipefail
+
+PACKAGES=(
+  fuse3        # mount tests: fusermount3, /dev/fuse helpers
+  attr         # setfattr/getfattr, handy when debugging xattr round-trips
+  util-linux   # setpriv: run coffer unprivileged for the unreadable-file test
+  mount        # mount/umount: the full-disk test mounts a small tmpfs
+  e2fsprogs    # chattr/lsattr
+  rsync        # e2e_mount: rsync -aHX out of the mount
+  libglib2.0-bin  # e2e_mount: gio copy out of the mount, as a file manager does
+  python3      # e2e_mount: mmap reads through the mount
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all system packages present"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: missing ${missing[*]} and no apt-get here; install them by hand" >&2
+  exit 1
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo -n)
+  else
+    echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq </dev/null
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: system packages, then every test of the workspace.
+#   tests/run.sh                 # everything
+#   tests/run.sh --test e2e_cli  # extra arguments go to cargo test / nextest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests/install-deps.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+  exec cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
