@@ -33,19 +33,13 @@ fn sh(script: &str, dir: &Path) {
 }
 
 fn meta_of(md: &fs::Metadata) -> Meta {
-    Meta::new()
-        .mode(md.mode() & 0o7777)
-        .owner(md.uid(), md.gid())
-        .mtime(md.mtime(), md.mtime_nsec() as u32)
+    Meta::new().mode(md.mode() & 0o7777).owner(md.uid(), md.gid()).mtime(md.mtime(), md.mtime_nsec() as u32)
 }
 
 /// Copies the tree at `real` into `m` under `parent`, keeping modes, owners, times, links
 /// and xattrs.
 fn import(m: &MemorySource, parent: NodeId, real: &Path, seen: &mut HashMap<u64, NodeId>) {
-    let mut entries: Vec<_> = fs::read_dir(real)
-        .expect("readdir")
-        .map(|e| e.expect("entry"))
-        .collect();
+    let mut entries: Vec<_> = fs::read_dir(real).expect("readdir").map(|e| e.expect("entry")).collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
@@ -64,13 +58,7 @@ fn import(m: &MemorySource, parent: NodeId, real: &Path, seen: &mut HashMap<u64,
             import(m, id, &path, seen);
             id
         } else if ft.is_file() {
-            m.file(
-                parent,
-                name.as_bytes(),
-                &fs::read(&path).expect("read"),
-                BLOCK,
-                meta,
-            )
+            m.file(parent, name.as_bytes(), &fs::read(&path).expect("read"), BLOCK, meta)
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).expect("readlink");
             m.symlink(parent, name.as_bytes(), target.as_os_str().as_bytes(), meta)
@@ -106,18 +94,12 @@ fn assert_same_tar(expected: &[u8], actual: &[u8], what: &str) {
         let dir = tempfile::tempdir().expect("temp");
         let file = dir.path().join("a.tar");
         fs::write(&file, archive).expect("write archive");
-        let out = run(Command::new("tar")
-            .args(["--numeric-owner", "--full-time", "--xattrs", "-tvvf"])
-            .arg(&file));
+        let out = run(Command::new("tar").args(["--numeric-owner", "--full-time", "--xattrs", "-tvvf"]).arg(&file));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let (e, a) = (listing(expected), listing(actual));
-    let differing: Vec<String> = e
-        .lines()
-        .zip(a.lines())
-        .filter(|(x, y)| x != y)
-        .map(|(x, y)| format!("- {x}\n+ {y}"))
-        .collect();
+    let differing: Vec<String> =
+        e.lines().zip(a.lines()).filter(|(x, y)| x != y).map(|(x, y)| format!("- {x}\n+ {y}")).collect();
     panic!(
         "{what}: archives differ\n{}\n(expected {} lines, got {})",
         differing.join("\n"),
@@ -129,12 +111,7 @@ fn assert_same_tar(expected: &[u8], actual: &[u8], what: &str) {
 fn tar(dir: &Path) -> Vec<u8> {
     run(Command::new("tar")
         // atime and ctime can't be restored to a real tree, so they stay out of the archive.
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--xattrs",
-            "--pax-option=delete=atime,delete=ctime",
-        ])
+        .args(["--sort=name", "--numeric-owner", "--xattrs", "--pax-option=delete=atime,delete=ctime"])
         .args(["-cf", "-", "."])
         .current_dir(dir))
     .stdout
@@ -172,20 +149,12 @@ fn diff_cp_tar_and_rsync_see_the_same_tree() {
          find . -newermt '2020-01-01' -exec touch -h -d '2011-11-11 11:11:11.111111111' {} +",
         &tree,
     );
-    if xattr::get(tree.join("tagged"), "user.note")
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if xattr::get(tree.join("tagged"), "user.note").ok().flatten().is_none() {
         xattr::set(tree.join("tagged"), "user.note", b"hello").expect("setxattr on the real tree");
     }
 
     let source = MemorySource::new();
-    let imported = source.dir(
-        source.root_id(),
-        "tree",
-        meta_of(&fs::metadata(&tree).expect("stat")),
-    );
+    let imported = source.dir(source.root_id(), "tree", meta_of(&fs::metadata(&tree).expect("stat")));
     import(&source, imported, &tree, &mut HashMap::new());
     let mnt = work.path().join("mnt");
     fs::create_dir(&mnt).expect("mountpoint");
@@ -195,35 +164,21 @@ fn diff_cp_tar_and_rsync_see_the_same_tree() {
     // diff -r: same names, same contents, same link targets. diff cannot compare fifos and
     // devices and reports each pair ("File A is a fifo while file B is a fifo"): those lines
     // are fine when both sides have the same type; any other line is a difference.
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&tree)
-        .arg(&mounted)
-        .output()
-        .expect("diff runs");
+    let diff =
+        Command::new("diff").arg("-r").arg("--no-dereference").arg(&tree).arg(&mounted).output().expect("diff runs");
     let report = String::from_utf8_lossy(&diff.stdout);
     let real_differences: Vec<&str> = report
         .lines()
         .filter(|line| {
-            let same_special = line
-                .split_once(" while file ")
-                .is_some_and(|(left, right)| {
-                    let kind = |s: &str| s.rsplit_once(" is a ").map(|(_, k)| k.to_string());
-                    left.starts_with("File ") && kind(left).is_some() && kind(left) == kind(right)
-                });
+            let same_special = line.split_once(" while file ").is_some_and(|(left, right)| {
+                let kind = |s: &str| s.rsplit_once(" is a ").map(|(_, k)| k.to_string());
+                left.starts_with("File ") && kind(left).is_some() && kind(left) == kind(right)
+            });
             !same_special
         })
         .collect();
-    assert!(
-        diff.status.code() == Some(0) || diff.status.code() == Some(1),
-        "{report}"
-    );
-    assert!(
-        real_differences.is_empty(),
-        "diff -r found:\n{}",
-        real_differences.join("\n")
-    );
+    assert!(diff.status.code() == Some(0) || diff.status.code() == Some(1), "{report}");
+    assert!(real_differences.is_empty(), "diff -r found:\n{}", real_differences.join("\n"));
 
     // tar: byte-identical archives (modes, owners, mtimes, hardlinks, devices, xattrs).
     let original = tar(&tree);
@@ -233,19 +188,13 @@ fn diff_cp_tar_and_rsync_see_the_same_tree() {
     let copy = work.path().join("copy");
     run(Command::new("cp").arg("-a").arg(&mounted).arg(&copy));
     assert_same_tar(&original, &tar(&copy), "cp -a copy");
-    assert_eq!(
-        xattr::get(copy.join("tagged"), "user.note").expect("getxattr"),
-        Some(b"hello".to_vec())
-    );
+    assert_eq!(xattr::get(copy.join("tagged"), "user.note").expect("getxattr"), Some(b"hello".to_vec()));
 
     if Command::new("rsync").arg("--version").output().is_ok() {
         let synced = work.path().join("synced");
         let mut src = mounted.clone().into_os_string();
         src.push("/");
-        run(Command::new("rsync")
-            .args(["-aHX", "--numeric-ids"])
-            .arg(&src)
-            .arg(&synced));
+        run(Command::new("rsync").args(["-aHX", "--numeric-ids"]).arg(&src).arg(&synced));
         assert_same_tar(&original, &tar(&synced), "rsync -aHX copy");
     } else {
         eprintln!("rsync not installed: skipping that part");
