@@ -12,7 +12,12 @@ COFFER="${COFFER:-$PWD/target/release/coffer}"
 [ -x "$COFFER" ] || { echo "no binary at $COFFER: run 'cargo build --release' first" >&2; exit 1; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/coffer-demo.XXXXXX")"
-if [ "${KEEP:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi
+MNT="$WORK/mnt"
+cleanup() {
+  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"; fi
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
 
 export COFFER_REPOSITORY="$WORK/repo"
 export COFFER_CACHE_DIR="$WORK/cache"
@@ -43,6 +48,29 @@ else
 fi
 run check --read-data
 run stats
+
+# Browse the backups as a folder: mount, copy a file out, compare, unmount.
+if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
+  mkdir -p "$MNT"
+  step "coffer mount $MNT &   # every snapshot as a read-only folder"
+  "$COFFER" mount "$MNT" &
+  MOUNT_PID=$!
+  for _ in $(seq 50); do [ -L "$MNT/latest" ] && break; sleep 0.1; done
+  step "ls $MNT $MNT/snapshots"
+  ls "$MNT" "$MNT/snapshots"
+  step "diff -r $SRC $MNT/latest$SRC"
+  if diff -r --no-dereference "$SRC" "$MNT/latest$SRC" >/dev/null; then
+    echo "the mounted snapshot is identical to $SRC"
+  else
+    echo "the mounted snapshot DIFFERS from $SRC" >&2
+    exit 1
+  fi
+  step "fusermount3 -u $MNT"
+  fusermount3 -u "$MNT"
+  wait $MOUNT_PID
+else
+  echo "(no /dev/fuse or fusermount3: skipping the mount; apt-get install fuse3)"
+fi
 FIRST="$("$COFFER" snapshots --json | grep -oE '"short_id" *: *"[0-9a-f]+"' | head -n 1 | grep -oE '[0-9a-f]{8}"$' | tr -d '"')"
 run diff "$FIRST" latest
 
