@@ -40,7 +40,7 @@ impl Db {
                 conn.prepare_cached("SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")?;
             stmt.query_row([path], |r| {
                 let blob: Vec<u8> = r.get(5)?;
-                if blob.len() % ID_LEN != 0 {
+                if !blob.len().is_multiple_of(ID_LEN) {
                     let e = format!("content of {} bytes is not a list of ids", blob.len());
                     return Err(rusqlite::Error::FromSqlConversionFailure(5, Type::Blob, e.into()));
                 }

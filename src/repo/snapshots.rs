@@ -103,10 +103,14 @@ impl Repository {
 }
 
 pub fn resolve(snapshots: Vec<SnapshotEntry>, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
-    let candidates = snapshots.into_iter().filter(|e| filter.matches(&e.snapshot));
     if spec == "latest" {
-        return candidates.last().ok_or_else(|| RepoError::NoSnapshot(spec.into()));
+        return snapshots
+            .into_iter()
+            .rev()
+            .find(|e| filter.matches(&e.snapshot))
+            .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
     }
+    let candidates = snapshots.into_iter().filter(|e| filter.matches(&e.snapshot));
     let prefix = spec.to_ascii_lowercase();
     let mut matching: Vec<SnapshotEntry> = candidates.filter(|e| e.id.to_hex().starts_with(&prefix)).collect();
     match matching.len() {
