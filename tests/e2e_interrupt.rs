@@ -12,9 +12,9 @@ use common::tree::{self, write_random, MIB};
 use common::*;
 use nix::sys::signal::Signal;
 
-/// Incompressible data in the source of the interrupted backups: 1.25 times the size of a
-/// pack (16 MiB), so that a pack is stored before the backup would finish when the backup
-/// runs on one CPU (one pack being filled at a time).
+/// Incompressible data in the source of the interrupted backups: more than one pack (the pack
+/// target is 8 MiB, at most 16 MiB), so that a pack is stored before the backup would finish
+/// when the backup runs on one CPU (one pack being filled at a time).
 const LARGE: u64 = 20 * MIB;
 
 fn large_tree(c: &Coffer) -> PathBuf {

@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 
 tests/install-deps.sh
 
+# Benchmarks are built (so they keep compiling) but not run: they measure, they don't test.
+cargo build --workspace --benches
+
 if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  exec cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 else
-  exec cargo test --workspace --all-targets --no-fail-fast "$@"
+  exec cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
 fi
