@@ -57,7 +57,7 @@ BUPSTASH=$(command -v bupstash || { [ -x "$HOME/.cargo/bin/bupstash" ] && echo "
 
 mkdir -p "$WORK/bin" "$DATA" "$LOGS"
 if [ -n "${COFFER_BIN:-}" ]; then
-    cp "$COFFER_BIN" "$WORK/bin/coffer"
+    [ "$COFFER_BIN" -ef "$WORK/bin/coffer" ] || cp "$COFFER_BIN" "$WORK/bin/coffer"
 else
     say "building coffer (release)"
     (cd "$ROOT" && cargo build --release --quiet --bin coffer) || die "cargo build --release failed"
@@ -96,6 +96,10 @@ BIG_SUM=$(cksum < "$BIG")
 
 # ---------------------------------------------------------------- measurement
 declare -A R   # R[tool:metric] = seconds; R[tool:metric:rss] = KiB; R[tool:metric:cpu] = %
+# Busy CPU seconds of the whole machine so far (all cores; /proc/stat is in USER_HZ ticks).
+busy_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit}' /proc/stat
+}
 drop_caches() {
     sync
     [ "$DROP" = 1 ] && { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null
@@ -104,8 +108,9 @@ drop_caches() {
 # step TOOL METRIC CWD CMD...: times CMD (run in CWD) cold, records wall time, peak RSS, CPU%.
 step() {
     local tool=$1 metric=$2 cwd=$3; shift 3
-    local log=$LOGS/$tool.$metric.log tv=$LOGS/$tool.$metric.time t0 t1
+    local log=$LOGS/$tool.$metric.log tv=$LOGS/$tool.$metric.time t0 t1 b0 b1 own
     drop_caches
+    b0=$(busy_seconds)
     t0=$(date +%s.%N)
     if ! (cd "$cwd" && /usr/bin/time -v -o "$tv" "$@") >"$log" 2>&1; then
         t1=$(date +%s.%N)
@@ -116,11 +121,16 @@ step() {
         return 1
     fi
     t1=$(date +%s.%N)
+    b1=$(busy_seconds)
     R[$tool:$metric]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
     R[$tool:$metric:rss]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")
     R[$tool:$metric:cpu]=$(awk -F': ' '/Percent of CPU/ {gsub("%","",$2); print $2}' "$tv")
-    printf '  %-8s %-14s %8s s  %6s MiB peak  %4s%% CPU\n' "$tool" "$metric" "${R[$tool:$metric]}" \
-        "$(( ${R[$tool:$metric:rss]:-0} / 1024 ))" "${R[$tool:$metric:cpu]}"
+    own=$(awk -F': ' '/User time|System time/ {s += $2} END {print s + 0}' "$tv")
+    # CPU that other processes used meanwhile: anything above ~0.1 core means a noisy figure.
+    R[$tool:$metric:bg]=$(awk -v b0="$b0" -v b1="$b1" -v o="$own" -v a="$t0" -v b="$t1" \
+        'BEGIN { x = (b1 - b0 - o) / (b - a); printf "%.2f", (x < 0 ? 0 : x) }')
+    printf '  %-8s %-14s %8s s  %6s MiB peak  %4s%% CPU (100%% = one core)  others: %s cores\n' "$tool" "$metric" \
+        "${R[$tool:$metric]}" "$(( ${R[$tool:$metric:rss]:-0} / 1024 ))" "${R[$tool:$metric:cpu]}" "${R[$tool:$metric:bg]}"
     sync   # write-back of restored data is not charged to the next step
 }
 # verify TOOL WHAT RESTORED_PATH: checks a restore against the source (not timed).
@@ -207,6 +217,7 @@ echo "disk    : $(df -h "$WORK" | awk 'NR==2 {print $1, $2}') (work dir $WORK)"
 echo "tools   : coffer $("$COFFER" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)+worktree) | $(restic version | awk '{print $1, $2}') | $(borg --version)${BUPSTASH:+ | bupstash $("$BUPSTASH" version 2>/dev/null | awk '{print $2}')}"
 echo "data    : small = copy of $SMALL_SRC: $SMALL_COUNT entries, $SMALL_BYTES bytes ($(awk -v b="$SMALL_BYTES" 'BEGIN{printf "%.0f", b/1048576}') MiB) in regular files"
 echo "          big   = $BIG_BYTES bytes ($BIG_MIB MiB) taken from a tar of /usr/lib"
+echo "load    : $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start; other processes' CPU is shown per step"
 echo "caches  : $([ "$DROP" = 1 ] && echo "page cache dropped before every timed step (cold)" || echo "warm")"
 
 for tool in "${active[@]}"; do
@@ -261,6 +272,8 @@ done
 cpu_line=$(printf '%-27s' "CPU % (backup small/big)")
 for t in "${active[@]}"; do cpu_line+=$(printf ' %9s' "${R[$t:backup_small:cpu]:--}/${R[$t:backup_big:cpu]:--}"); done
 echo "$cpu_line"
+noisy=$(for k in "${!R[@]}"; do [[ $k == *:bg ]] && awk -v x="${R[$k]}" 'BEGIN{exit !(x > 0.15)}' && echo "${k%:bg}"; done | sort | tr '\n' ' ')
+[ -n "$noisy" ] && echo "NOTE: other processes used > 0.15 core during: $noisy-- those figures are perturbed; rerun on a quiet machine"
 for t in "${active[@]}"; do [ "${R[$t:verify]:-}" = BAD ] && echo "WARNING: $t restored data that differs from the source"; done
 
 say "targets (issue 2, Coffer/restic unless noted)"

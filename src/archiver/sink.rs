@@ -4,21 +4,26 @@
 //! Trees go to their own packs so listings and mounts read few, small packs.
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
+use tempfile::TempPath;
 
 use crate::crypto::SEAL_OVERHEAD;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress, BlobKind, FinishedPack, PackWriter};
+use crate::format::pack::{compress, BlobKind, PackWriter};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
 use crate::store::{paths, StoreError};
 
-/// Packs uploaded but not yet awaited; bounds memory to this many pack buffers.
-const UPLOADS_IN_FLIGHT: usize = 2;
+/// Packs being stored at once (their bytes are in spool files, not memory): enough to overlap
+/// fsync or network latency with packing.
+const UPLOADS_IN_FLIGHT: usize = 4;
 /// An index file is written every this many packs or this often, whichever comes first, so
 /// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;
@@ -61,8 +66,28 @@ pub struct BlobSink {
     known: Mutex<HashSet<Id>>,
     data_tx: Option<Sender<(Id, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
-    tree_pack: Mutex<Option<PackWriter>>,
+    tree_pack: Mutex<Option<SpooledPack>>,
     trees_to_cache: Mutex<Vec<(Id, Vec<u8>)>>,
+}
+
+/// A pack being written to its spool file; the file is removed if the pack is dropped unfinished.
+struct SpooledPack {
+    writer: PackWriter<BufWriter<File>>,
+    path: TempPath,
+}
+
+trait KeepPath {
+    fn keep_path(self) -> PathBuf;
+}
+
+impl KeepPath for TempPath {
+    /// Hands the file over to the store, which moves or removes it.
+    fn keep_path(self) -> PathBuf {
+        let path = self.to_path_buf();
+        // `keep` only fails on Windows-specific conditions; either way the store owns it now.
+        let _ = self.keep();
+        path
+    }
 }
 
 impl Shared {
@@ -75,11 +100,42 @@ impl Shared {
         failure.get_or_insert(error);
     }
 
-    /// Starts an upload; waits for the oldest ones while too many are in flight.
-    fn upload(&self, pack: FinishedPack) {
-        let size = pack.bytes.len() as u64;
-        let entry = IndexPack { id: pack.id, size, blobs: pack.entries };
-        let handle = self.repo.store.spawn_write(paths::pack(&pack.id), pack.bytes);
+    /// Starts a pack in a spool file: packs never sit whole in memory.
+    fn open_pack(&self, kind: BlobKind) -> Result<SpooledPack, RepoError> {
+        let dir = self.repo.store.spool_dir();
+        let local = |what: String| move |source| RepoError::Local { what, source };
+        std::fs::create_dir_all(&dir).map_err(local(format!("creating spool folder {}", dir.display())))?;
+        let (file, path) = tempfile::Builder::new()
+            .prefix("pack-")
+            .tempfile_in(&dir)
+            .map_err(local(format!("creating a pack in {}", dir.display())))?
+            .into_parts();
+        let keys = &self.repo.keys;
+        let writer = PackWriter::new(&keys.public, &keys.index_key, kind, BufWriter::with_capacity(1 << 20, file))
+            .map_err(local(format!("writing a pack in {}", dir.display())))?;
+        Ok(SpooledPack { writer, path })
+    }
+
+    fn add_to(&self, pack: &mut SpooledPack, id: Id, compressed: &[u8], raw_len: u32) -> Result<(), RepoError> {
+        pack.writer
+            .add(id, compressed, raw_len)
+            .map_err(|source| RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source })
+    }
+
+    /// Closes a pack and starts storing it; waits for the oldest while too many are in flight.
+    fn upload(&self, pack: SpooledPack) {
+        let SpooledPack { writer, path } = pack;
+        let local = |source| RepoError::Local { what: format!("finishing pack {}", path.display()), source };
+        let finished = match writer.finish().map_err(local) {
+            Ok(finished) => finished,
+            Err(e) => return self.fail(e),
+        };
+        let file = match finished.out.into_inner().map_err(|e| local(e.into_error())) {
+            Ok(file) => file,
+            Err(e) => return self.fail(e),
+        };
+        let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
+        let handle = self.repo.store.spawn_publish(file, path.keep_path(), paths::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));
@@ -186,18 +242,19 @@ impl BlobSink {
         self.shared.stats.bytes_added.fetch_add((compressed.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         let full = {
             let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
-            let pack = slot.get_or_insert_with(|| {
-                PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, 1 << 20)
-            });
-            pack.add(id, &compressed, bytes.len() as u32);
-            if pack.len() >= repo.config.pack_target as usize / 4 {
+            if slot.is_none() {
+                *slot = Some(self.shared.open_pack(BlobKind::Tree)?);
+            }
+            let pack = slot.as_mut().expect("just filled");
+            self.shared.add_to(pack, id, &compressed, bytes.len() as u32)?;
+            if pack.writer.len() >= repo.config.pack_target as u64 / 4 {
                 slot.take()
             } else {
                 None
             }
         };
         if let Some(pack) = full {
-            self.shared.upload(pack.finish());
+            self.shared.upload(pack);
         }
         // Cache the plaintext tree, so the next `ls` or mount needs no storage read; in
         // batches, since one transaction per folder would cost more than the folder.
@@ -239,7 +296,7 @@ impl BlobSink {
         self.shared.repo.db().store_trees(&trees)?;
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
-            self.shared.upload(pack.finish());
+            self.shared.upload(pack);
         }
         let mut uploads = self.shared.lock_uploads();
         while !uploads.in_flight.is_empty() {
@@ -260,24 +317,31 @@ impl BlobSink {
 
 fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
     let repo = &shared.repo;
-    let target = repo.config.pack_target as usize;
-    let mut pack: Option<PackWriter> = None;
+    let target = repo.config.pack_target as u64;
+    let mut pack: Option<SpooledPack> = None;
     for (id, data) in rx {
         let compressed = compress(&data, repo.config.compression_level);
         shared.stats.bytes_added.fetch_add(compressed.len() as u64 + SEAL_OVERHEAD as u64, Ordering::Relaxed);
-        let writer = pack.get_or_insert_with(|| {
-            PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Data, target + (1 << 20))
-        });
-        writer.add(id, &compressed, data.len() as u32);
-        if writer.len() >= target {
+        if pack.is_none() {
+            match shared.open_pack(BlobKind::Data) {
+                Ok(opened) => pack = Some(opened),
+                // Dropping the receiver makes senders fail; they then report this error.
+                Err(e) => return shared.fail(e),
+            }
+        }
+        let current = pack.as_mut().expect("just filled");
+        if let Err(e) = shared.add_to(current, id, &compressed, data.len() as u32) {
+            return shared.fail(e);
+        }
+        if current.writer.len() >= target {
             if let Some(full) = pack.take() {
-                shared.upload(full.finish());
+                shared.upload(full);
             }
         }
     }
     if let Some(last) = pack.take() {
-        if !last.is_empty() {
-            shared.upload(last.finish());
+        if !last.writer.is_empty() {
+            shared.upload(last);
         }
     }
 }

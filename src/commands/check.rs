@@ -817,11 +817,11 @@ mod tests {
         };
         let bytes = tree.encode();
         let tree_id = repo.keys.id_key.blob_id(&bytes);
-        let mut writer = PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, 1024);
-        writer.add(tree_id, &pack::compress(&bytes, 3), bytes.len() as u32);
-        let finished = writer.finish();
-        let size = finished.bytes.len() as u64;
-        repo.store.write(&paths::pack(&finished.id), finished.bytes).unwrap();
+        let mut writer = PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, Vec::new()).unwrap();
+        writer.add(tree_id, &pack::compress(&bytes, 3), bytes.len() as u32).unwrap();
+        let finished = writer.finish().unwrap();
+        let size = finished.size;
+        repo.store.write(&paths::pack(&finished.id), finished.out).unwrap();
         repo.save_index(&IndexFile { packs: vec![IndexPack { id: finished.id, size, blobs: finished.entries }] })
             .unwrap();
         let snapshot_id = repo.save_snapshot(&Snapshot { tree: tree_id, time_unix: 1, ..Snapshot::default() }).unwrap();

@@ -126,54 +126,81 @@ pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
-/// An open pack being filled. Not thread-safe by design: each pipeline worker owns one.
-pub struct PackWriter {
+/// An open pack being written to `out` (a spool file while backing up, a `Vec` in tests),
+/// hashing as it goes so the pack's name is known at the end without reading it back.
+/// Not thread-safe by design: each pipeline worker owns one.
+pub struct PackWriter<W: std::io::Write> {
     key: SymKey,
     index_key: SymKey,
     kind: BlobKind,
-    buf: Vec<u8>,
+    out: W,
+    hasher: blake3::Hasher,
+    header: [u8; HEADER_LEN],
+    len: u64,
     entries: Vec<PackEntry>,
 }
 
-/// A finished pack, ready to upload under `data/<id>`.
-pub struct FinishedPack {
+/// A finished pack, ready to store under `data/<id>`.
+pub struct FinishedPack<W> {
     pub id: Id,
     pub kind: BlobKind,
-    pub bytes: Vec<u8>,
+    pub size: u64,
     pub entries: Vec<PackEntry>,
+    pub out: W,
 }
 
-impl PackWriter {
-    pub fn new(recipient: &PublicKey, index_key: &SymKey, kind: BlobKind, capacity: usize) -> PackWriter {
+impl<W: std::io::Write> PackWriter<W> {
+    pub fn new(recipient: &PublicKey, index_key: &SymKey, kind: BlobKind, out: W) -> std::io::Result<PackWriter<W>> {
         let key = SymKey::random();
-        let mut buf = Vec::with_capacity(capacity);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&wrap_key(recipient, &key, MAGIC));
-        PackWriter { key, index_key: index_key.clone(), kind, buf, entries: Vec::new() }
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&wrap_key(recipient, &key, MAGIC));
+        let mut writer = PackWriter {
+            key,
+            index_key: index_key.clone(),
+            kind,
+            out,
+            hasher: blake3::Hasher::new(),
+            header,
+            len: 0,
+            entries: Vec::new(),
+        };
+        writer.write(&header)?;
+        Ok(writer)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 
     /// Adds a blob whose plaintext was already passed through [`compress`].
-    pub fn add(&mut self, id: Id, compressed: &[u8], raw_len: u32) {
+    pub fn add(&mut self, id: Id, compressed: &[u8], raw_len: u32) -> std::io::Result<()> {
         let sealed = self.key.seal(compressed, &blob_aad(&id, self.kind));
-        let offset = self.buf.len() as u32;
-        self.buf.extend_from_slice(&sealed);
+        let offset = u32::try_from(self.len).map_err(|_| std::io::Error::other("pack larger than 4 GiB"))?;
+        self.write(&sealed)?;
         self.entries.push(PackEntry { id, kind: self.kind, offset, length: sealed.len() as u32, raw_len });
+        Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn finish(mut self) -> FinishedPack {
-        let table = self.index_key.seal(&super::to_postcard(&self.entries), &table_aad(&self.buf[..HEADER_LEN]));
-        self.buf.extend_from_slice(&table);
-        self.buf.extend_from_slice(&(table.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(END_MAGIC);
-        FinishedPack { id: Id::of_bytes(&self.buf), kind: self.kind, bytes: self.buf, entries: self.entries }
+    pub fn finish(mut self) -> std::io::Result<FinishedPack<W>> {
+        let table = self.index_key.seal(&super::to_postcard(&self.entries), &table_aad(&self.header));
+        self.write(&table)?;
+        self.write(&(table.len() as u32).to_le_bytes())?;
+        self.write(END_MAGIC)?;
+        self.out.flush()?;
+        let id = Id(*self.hasher.finalize().as_bytes());
+        Ok(FinishedPack { id, kind: self.kind, size: self.len, entries: self.entries, out: self.out })
     }
 }
 
@@ -262,12 +289,20 @@ mod tests {
         SymKey::from_bytes([5; 32])
     }
 
-    fn build(blobs: &[Vec<u8>], secret: &SecretKey, id_key: &IdKey) -> FinishedPack {
-        let mut writer = PackWriter::new(&secret.public(), &index_key(), BlobKind::Data, 1024);
+    struct Built {
+        id: Id,
+        bytes: Vec<u8>,
+        entries: Vec<PackEntry>,
+    }
+
+    fn build(blobs: &[Vec<u8>], secret: &SecretKey, id_key: &IdKey) -> Built {
+        let mut writer = PackWriter::new(&secret.public(), &index_key(), BlobKind::Data, Vec::new()).unwrap();
         for blob in blobs {
-            writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32);
+            writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32).unwrap();
         }
-        writer.finish()
+        let pack = writer.finish().unwrap();
+        assert_eq!(pack.size, pack.out.len() as u64);
+        Built { id: pack.id, bytes: pack.out, entries: pack.entries }
     }
 
     proptest! {

@@ -44,6 +44,8 @@ pub enum RepoError {
     AmbiguousSnapshot(String),
     #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
     MissingBlob(Id),
+    #[error("{what}: {source}")]
+    Local { what: String, source: std::io::Error },
 }
 
 impl RepoError {

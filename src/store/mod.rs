@@ -8,7 +8,7 @@
 //! fsync, so a killed write never leaves a partial object under its final name.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct Store {
     op: Operator,
     runtime: Arc<tokio::runtime::Runtime>,
     location: String,
+    /// The folder of a local repository: packs spooled next to it are moved into place.
+    local_root: Option<PathBuf>,
 }
 
 fn runtime() -> Result<Arc<tokio::runtime::Runtime>, StoreError> {
@@ -96,7 +98,9 @@ impl Store {
         let builder = opendal::services::Fs::default().root(root).atomic_write_dir(&tmp.to_string_lossy());
         let op = Operator::new(builder)
             .map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
-        Store::with_operator(op, location)
+        let mut store = Store::with_operator(op, location)?;
+        store.local_root = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -114,7 +118,7 @@ impl Store {
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
             .layer(RetryLayer::new().with_max_times(5).with_jitter())
             .layer(ConcurrentLimitLayer::new(32));
-        Ok(Store { op, runtime: runtime()?, location })
+        Ok(Store { op, runtime: runtime()?, location, local_root: None })
     }
 
     pub fn location(&self) -> &str {
@@ -153,6 +157,60 @@ impl Store {
         self.runtime.spawn(async move {
             op.write(&path, bytes).await.map(|_| ()).map_err(|e| StoreError::from_opendal(&path, e))
         })
+    }
+
+    /// Where to spool objects before storing them: inside a local repository (so storing is
+    /// a rename on the same filesystem), else the system's temporary folder.
+    pub fn spool_dir(&self) -> PathBuf {
+        match &self.local_root {
+            Some(root) => root.join(".tmp"),
+            None => std::env::temp_dir(),
+        }
+    }
+
+    /// Stores a spooled file under `path` and removes the spool file, on the runtime. On a
+    /// local repository: fsync, then rename into place (never a partial object under its
+    /// final name). Elsewhere: upload its bytes.
+    pub fn spawn_publish(
+        &self,
+        file: std::fs::File,
+        spooled: PathBuf,
+        path: String,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        let io_error = {
+            let path = path.clone();
+            move |e: std::io::Error| StoreError::Backend {
+                path: path.clone(),
+                source: opendal::Error::new(ErrorKind::Unexpected, "storing a spooled object").set_source(e),
+            }
+        };
+        match &self.local_root {
+            Some(root) => {
+                let dest = root.join(&path);
+                self.runtime.spawn_blocking(move || {
+                    let moved = file
+                        .sync_all()
+                        .and_then(|()| std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/"))))
+                        .and_then(|()| std::fs::rename(&spooled, &dest));
+                    if moved.is_err() {
+                        let _ = std::fs::remove_file(&spooled);
+                    }
+                    moved.map_err(io_error)
+                })
+            }
+            None => {
+                let op = self.op.clone();
+                self.runtime.spawn(async move {
+                    drop(file);
+                    let bytes = tokio::fs::read(&spooled).await;
+                    let _ = tokio::fs::remove_file(&spooled).await;
+                    op.write(&path, bytes.map_err(io_error)?)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| StoreError::from_opendal(&path, e))
+                })
+            }
+        }
     }
 
     /// Waits for a spawned task from a plain (non-runtime) thread.
