@@ -69,8 +69,8 @@ unmount() {
 }
 trap unmount EXIT
 
-# Starts "$@" (a foreground mount) and waits until $1 (a path inside the mount) lists.
-# Prints the seconds it took.
+# Starts "$@" (a foreground mount) and waits until $1 (a path inside the mount) lists; sets
+# MOUNT_SECONDS to how long that took (and MOUNT_PID: not run in a subshell for that reason).
 mount_and_time() {
   local probe=$1; shift
   mkdir -p "$MNT"
@@ -82,7 +82,7 @@ mount_and_time() {
     [ $SECONDS -lt $deadline ] || { cat "$W/mount.log" >&2; echo "mount did not come up" >&2; return 1; }
     sleep 0.005
   done
-  since "$t0"
+  MOUNT_SECONDS=$(since "$t0")
 }
 
 peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo -; }
@@ -123,10 +123,11 @@ run_coffer() {
   "$COFFER" backup -q "$SMALL" "$BIG"
   local mount=("$COFFER" mount "$MNT" --cache-size "$CACHE_SIZE")
   drop
-  R[coffer:mount]=$(mount_and_time "$MNT/snapshots" "${mount[@]}")
+  mount_and_time "$MNT/snapshots" "${mount[@]}"
+  R[coffer:mount]=$MOUNT_SECONDS
   measure coffer "$MNT/latest"
   unmount
-  mount_and_time "$MNT/snapshots" "${mount[@]}" > /dev/null
+  mount_and_time "$MNT/snapshots" "${mount[@]}"
   measure_find coffer "$MNT/latest"
   unmount
 
@@ -139,7 +140,8 @@ run_coffer() {
     "$COFFER" backup -q "$W/tiny"
     if [ "$n" = 10 ] || [ "$n" = 200 ]; then
       drop
-      R[coffer:mount_$n]=$(mount_and_time "$MNT/snapshots" "$COFFER" mount "$MNT")
+      mount_and_time "$MNT/snapshots" "$COFFER" mount "$MNT"
+      R[coffer:mount_$n]=$MOUNT_SECONDS
       unmount
     fi
   done
@@ -152,10 +154,11 @@ run_restic() {
   restic init -q
   restic backup -q "$SMALL" "$BIG"
   drop
-  R[restic:mount]=$(mount_and_time "$MNT/snapshots" restic mount "$MNT")
+  mount_and_time "$MNT/snapshots" restic mount "$MNT"
+  R[restic:mount]=$MOUNT_SECONDS
   measure restic "$MNT/snapshots/latest"
   unmount
-  mount_and_time "$MNT/snapshots" restic mount "$MNT" > /dev/null
+  mount_and_time "$MNT/snapshots" restic mount "$MNT"
   measure_find restic "$MNT/snapshots/latest"
   unmount
   unset RESTIC_PASSWORD RESTIC_CACHE_DIR RESTIC_REPOSITORY
@@ -164,14 +167,15 @@ run_restic() {
 run_borg() {
   say borg
   export BORG_PASSPHRASE=$PW BORG_BASE_DIR=$W/borg-base BORG_DISPLAY_PASSPHRASE=no
-  borg init -e repokey "$W/borg-repo"
+  borg init -e repokey "$W/borg-repo" 2>/dev/null
   borg create --compression zstd,3 "$W/borg-repo::a1" "$SMALL" "$BIG"
   drop
-  R[borg:mount]=$(mount_and_time "$MNT/a1" borg mount -f "$W/borg-repo" "$MNT")
+  mount_and_time "$MNT/a1" borg mount -f "$W/borg-repo" "$MNT"
+  R[borg:mount]=$MOUNT_SECONDS
   # borg stores paths without the leading slash: $MNT/a1/var/tmp/…
   measure borg "$MNT/a1"
   unmount
-  mount_and_time "$MNT/a1" borg mount -f "$W/borg-repo" "$MNT" > /dev/null
+  mount_and_time "$MNT/a1" borg mount -f "$W/borg-repo" "$MNT"
   measure_find borg "$MNT/a1"
   unmount
   unset BORG_PASSPHRASE BORG_BASE_DIR BORG_DISPLAY_PASSPHRASE

@@ -59,10 +59,10 @@ pub struct BuildReport {
 /// Files-cache rows are written in batches of this many, keeping memory flat.
 const CACHE_BATCH: usize = 4096;
 
-pub fn build(sink: &BlobSink, repo: &Repository, events: Receiver<Event>) -> Result<BuildReport, RepoError> {
+pub fn build(sink: &BlobSink, repo: &Repository, batches: Receiver<Vec<Event>>) -> Result<BuildReport, RepoError> {
     let mut report = BuildReport::default();
     let mut stack = vec![Frame { name: ByteBuf::new(), meta: Metadata::default(), entries: Vec::new() }];
-    for event in events {
+    for event in batches.into_iter().flatten() {
         match event {
             Event::EnterDir { name, meta } => stack.push(Frame { name, meta, entries: Vec::new() }),
             Event::Node(node) => top(&mut stack).entries.push(Pending::Ready(node)),

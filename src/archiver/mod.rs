@@ -115,7 +115,7 @@ pub fn backup(
     repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sink = sink::BlobSink::new(Arc::clone(repo), cores)?;
-    let (event_tx, event_rx) = bounded(4096);
+    let (event_tx, event_rx) = bounded(16);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let (walk, build) = std::thread::scope(|scope| {
@@ -144,6 +144,7 @@ pub fn backup(
             sink,
             excludes: &excludes,
             events: event_tx,
+            batch: Vec::new(),
             jobs: job_tx,
             names: meta::NameCache::default(),
             interrupted,
@@ -159,6 +160,9 @@ pub fn backup(
                 stopped = true;
                 break;
             }
+        }
+        if !stopped && walker.flush().is_err() {
+            stopped = true;
         }
         let walker::Walker { events, jobs, errors, files_unmodified, files_changed, other_nodes, .. } = walker;
         drop((events, jobs));

@@ -49,7 +49,10 @@ pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub sink: &'a BlobSink,
     pub excludes: &'a Excludes,
-    pub events: Sender<Event>,
+    pub events: Sender<Vec<Event>>,
+    /// Events not yet sent: they go in batches, since waking the builder for every file
+    /// costs more than the builder's work on it.
+    pub batch: Vec<Event>,
     pub jobs: Sender<FileJob>,
     pub names: NameCache,
     pub interrupted: &'a AtomicBool,
@@ -61,15 +64,30 @@ pub struct Walker<'a> {
     pub other_nodes: u64,
 }
 
+const EVENT_BATCH: usize = 256;
+
 /// The walk stopped because the user interrupted it or the builder went away.
 pub struct Stopped;
 
 impl Walker<'_> {
-    fn emit(&self, event: Event) -> Result<(), Stopped> {
+    fn emit(&mut self, event: Event) -> Result<(), Stopped> {
         if self.interrupted.load(Ordering::Relaxed) {
             return Err(Stopped);
         }
-        self.events.send(event).map_err(|_| Stopped)
+        self.batch.push(event);
+        if self.batch.len() >= EVENT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the events gathered so far to the builder.
+    pub fn flush(&mut self) -> Result<(), Stopped> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(EVENT_BATCH));
+        self.events.send(batch).map_err(|_| Stopped)
     }
 
     /// Emits the events for one path (a source, or an entry found while walking).

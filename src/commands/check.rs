@@ -168,7 +168,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     progress("checking snapshots");
     check_vanished_snapshots(repo, &mut report)?;
     if full_key {
-        let (snapshots, rejected) = repo.load_snapshots()?;
+        let (snapshots, rejected) = repo.load_snapshots_from_store()?;
         report.snapshots_checked = (snapshots.len() + rejected.len()) as u64;
         for (id, reason) in rejected {
             report.error(paths::in_dir(paths::SNAPSHOTS, &id), format!("snapshot ignored: {reason}"));

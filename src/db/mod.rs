@@ -37,7 +37,7 @@ pub use index::BlobLocation;
 use crate::id::{Id, ID_LEN};
 
 /// Bump on any change to `SCHEMA`: older databases are then rebuilt, never migrated.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Packs and index files get small integer keys so that each blob row stores two integers
@@ -63,10 +63,12 @@ CREATE TABLE files (
 );
 CREATE TABLE snapshots (id BLOB PRIMARY KEY NOT NULL, time INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE trees (id BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL);
+CREATE TABLE snapshot_bodies (id BLOB PRIMARY KEY NOT NULL, signer BLOB NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
 ";
 
 /// Tables holding repository data, cleared when another repository takes over the path.
-const DATA_TABLES: &[&str] = &["blobs", "index_packs", "packs", "index_files", "files", "snapshots", "trees"];
+const DATA_TABLES: &[&str] =
+    &["blobs", "index_packs", "packs", "index_files", "files", "snapshots", "trees", "snapshot_bodies"];
 
 /// The local database of one repository.
 pub struct Db {

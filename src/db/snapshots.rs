@@ -25,13 +25,36 @@ impl Db {
         })
     }
 
+    /// Verified, decrypted snapshots (their encoded body and the key that signed them), so
+    /// listing snapshots and mounting need not read and decrypt every snapshot each time.
+    pub fn cached_snapshots(&self) -> Result<std::collections::HashMap<Id, (Id, Vec<u8>)>, DbError> {
+        self.read("reading the snapshot cache", |conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, signer, body FROM snapshot_bodies")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?.collect();
+            rows
+        })
+    }
+
+    pub fn cache_snapshots(&mut self, snapshots: &[(Id, Id, Vec<u8>)]) -> Result<(), DbError> {
+        self.write("writing the snapshot cache", |tx| {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO snapshot_bodies (id, signer, body) VALUES (?1, ?2, ?3)")?;
+            for (id, signer, body) in snapshots {
+                stmt.execute((id, signer, body))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Forgets snapshots this machine removed on purpose (`forget`, `prune`), so their absence
     /// is not reported as a vanished snapshot.
     pub fn forget_snapshots(&mut self, ids: &[Id]) -> Result<(), DbError> {
         self.write("forgetting snapshots", |tx| {
             let mut stmt = tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
+            let mut bodies = tx.prepare_cached("DELETE FROM snapshot_bodies WHERE id = ?1")?;
             for id in ids {
                 stmt.execute([id])?;
+                bodies.execute([id])?;
             }
             Ok(())
         })

@@ -51,12 +51,34 @@ impl Repository {
     }
 
     /// Loads every snapshot, oldest first. Untrusted or unreadable ones are returned apart.
+    /// Snapshots verified before come from the local cache (if their signer is still
+    /// trusted), so this costs one listing plus the new snapshots, however many there are.
     pub fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
+        self.read_snapshots(true)
+    }
+
+    /// Like [`Repository::load_snapshots`], but reads and verifies every snapshot in the
+    /// store, for `check`: the cache cannot tell that a stored snapshot was damaged since.
+    pub fn load_snapshots_from_store(&self) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
+        self.read_snapshots(false)
+    }
+
+    fn read_snapshots(&self, trust_cache: bool) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
         let secret = self.require_full_key("listing snapshots")?;
         let signers = self.trusted_signers()?;
+        let cached = if trust_cache { self.db().cached_snapshots()? } else { Default::default() };
         let mut good = Vec::new();
         let mut rejected = Vec::new();
+        let mut verified = Vec::new();
         for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
+            if let Some((signer, body)) = cached.get(&id) {
+                if signers.contains_key(signer) {
+                    if let Ok(snapshot) = crate::format::from_postcard::<Snapshot>(body, "cached snapshot") {
+                        good.push(SnapshotEntry { id, snapshot });
+                        continue;
+                    }
+                }
+            }
             let path = paths::in_dir(paths::SNAPSHOTS, &id);
             let bytes = match self.store.read(&path) {
                 Ok(bytes) => bytes,
@@ -66,13 +88,17 @@ impl Repository {
             let opened = if Id::of_bytes(&bytes) != id {
                 Err("content does not match its name".to_string())
             } else {
-                Snapshot::signer_id(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|signer| signers.get(&signer).ok_or_else(|| "signed by an unknown key".to_string()))
-                    .and_then(|key| Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string()))
+                Snapshot::signer_id(&bytes).map_err(|e| e.to_string()).and_then(|signer| {
+                    let key = signers.get(&signer).ok_or_else(|| "signed by an unknown key".to_string())?;
+                    let snapshot = Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string())?;
+                    Ok((signer, snapshot))
+                })
             };
             match opened {
-                Ok(snapshot) => good.push(SnapshotEntry { id, snapshot }),
+                Ok((signer, snapshot)) => {
+                    verified.push((id, signer, crate::format::to_postcard(&snapshot)));
+                    good.push(SnapshotEntry { id, snapshot });
+                }
                 Err(reason) => {
                     log::warn!("ignoring snapshot {path}: {reason}");
                     rejected.push((id, reason));
@@ -81,7 +107,11 @@ impl Repository {
         }
         good.sort_by_key(|e| (e.snapshot.time_unix, e.snapshot.time_nsec, e.id));
         let seen: Vec<(Id, i64)> = good.iter().map(|e| (e.id, e.snapshot.time_unix)).collect();
-        self.db().record_snapshots(&seen)?;
+        let mut db = self.db();
+        db.record_snapshots(&seen)?;
+        if !verified.is_empty() {
+            db.cache_snapshots(&verified)?;
+        }
         Ok((good, rejected))
     }
 
