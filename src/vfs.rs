@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coffer_mount::{
-    Attributes, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
+    Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
 };
 
 use crate::format::tree::{Metadata, Node, NodeKind};
@@ -257,7 +257,7 @@ impl Source for RepoSource {
             .collect()
     }
 
-    fn read_block(&self, key: &BlockKey) -> Result<Arc<[u8]>, SourceError> {
-        self.repo.load_blob(&Id(*key)).map(Arc::from).map_err(to_source_error)
+    fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError> {
+        self.repo.load_blob(&Id(*key)).map(Arc::new).map_err(to_source_error)
     }
 }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use lru::LruCache;
 
 use crate::errors::SourceError;
-use crate::source::BlockKey;
+use crate::source::{BlockData, BlockKey};
 
-type FetchResult = Result<Arc<[u8]>, SourceError>;
+type FetchResult = Result<BlockData, SourceError>;
 
 /// See the module documentation. Cheap to clone; clones share the cache.
 #[derive(Clone)]
@@ -34,7 +34,7 @@ struct Shared {
 }
 
 struct State {
-    lru: LruCache<BlockKey, Arc<[u8]>>,
+    lru: LruCache<BlockKey, BlockData>,
     bytes: u64,
     in_flight: HashMap<BlockKey, Arc<Slot>>,
 }
@@ -48,7 +48,7 @@ struct Slot {
 /// The outcome of [`BlockCache::lookup`].
 pub(crate) enum Lookup {
     /// The block was cached.
-    Ready(Arc<[u8]>),
+    Ready(BlockData),
     /// A fetch is under way (perhaps just started by this lookup).
     Pending(Pending),
 }
@@ -154,7 +154,7 @@ impl Shared {
 }
 
 impl State {
-    fn insert(&mut self, key: BlockKey, data: Arc<[u8]>, capacity: u64) {
+    fn insert(&mut self, key: BlockKey, data: BlockData, capacity: u64) {
         let len = data.len() as u64;
         if len > capacity {
             return;
@@ -237,7 +237,7 @@ mod tests {
     }
 
     fn block(len: usize, fill: u8) -> FetchResult {
-        Ok(Arc::from(vec![fill; len]))
+        Ok(Arc::new(vec![fill; len]))
     }
 
     #[test]

@@ -42,4 +42,6 @@ mod state;
 
 pub use errors::{ErrorKind, MountError, SourceError};
 pub use session::{mount_foreground, spawn, MountHandle, MountOptions};
-pub use source::{Attributes, BlockKey, BlockRef, Entry, NodeKind, Source, Timestamp, Usage, Volatility, Xattr};
+pub use source::{
+    Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind, Source, Timestamp, Usage, Volatility, Xattr,
+};

@@ -87,7 +87,7 @@ struct Node {
 }
 
 struct Block {
-    data: Arc<[u8]>,
+    data: crate::source::BlockData,
     fault: Option<Fault>,
 }
 
@@ -178,7 +178,7 @@ impl MemorySource {
             let mut inner = self.write();
             for chunk in content.chunks(block_size.max(1)) {
                 let key = content_key(chunk);
-                inner.blocks.entry(key).or_insert_with(|| Block { data: Arc::from(chunk), fault: None });
+                inner.blocks.entry(key).or_insert_with(|| Block { data: Arc::new(chunk.to_vec()), fault: None });
                 blocks.push(BlockRef { key, len: chunk.len() as u64 });
             }
         }
@@ -368,7 +368,7 @@ impl Source for MemorySource {
         }
     }
 
-    fn read_block(&self, key: &BlockKey) -> Result<Arc<[u8]>, SourceError> {
+    fn read_block(&self, key: &BlockKey) -> Result<crate::source::BlockData, SourceError> {
         {
             let mut reads = self.counters.block_reads.lock().unwrap_or_else(|e| e.into_inner());
             *reads.entry(*key).or_default() += 1;

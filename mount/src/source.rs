@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 use crate::errors::SourceError;
 
+/// A block's plaintext, shared by the cache and every reader of it. A `Vec` inside (rather
+/// than `Arc<[u8]>`) so the source's buffer is shared as it is, without a copy.
+pub type BlockData = Arc<Vec<u8>>;
+
 /// Identifies a block's content (e.g. a keyed hash of its plaintext). Equal keys must mean equal
 /// bytes: the cache serves one key's bytes to every file that lists it.
 pub type BlockKey = [u8; 32];
@@ -181,7 +185,7 @@ pub trait Source: Send + Sync + 'static {
     fn blocks(&self, file: &Self::Node) -> Result<Vec<BlockRef>, SourceError>;
 
     /// The plaintext of one block (verified, decrypted, decompressed).
-    fn read_block(&self, key: &BlockKey) -> Result<Arc<[u8]>, SourceError>;
+    fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError>;
 
     /// Totals for `statfs`; `None` reports a tiny, full filesystem.
     fn usage(&self) -> Option<Usage> {

@@ -47,7 +47,7 @@ pub(crate) struct OpenDir {
 
 /// Bytes of a read, borrowed from the cache when the read falls in one block.
 pub(crate) enum ReadData {
-    Block(Arc<[u8]>, std::ops::Range<usize>),
+    Block(crate::source::BlockData, std::ops::Range<usize>),
     Joined(Vec<u8>),
 }
 

@@ -111,7 +111,7 @@ pub enum Command {
     /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).
     Mount {
         mountpoint: PathBuf,
-        /// Memory for decrypted blocks, e.g. 512MiB or 2GiB.
+        /// Memory for decrypted blocks, cached and in flight, e.g. 512MiB or 2GiB.
         #[arg(long, default_value = "256MiB", value_parser = parse_size)]
         cache_size: u64,
         /// Let other users see the mount (their access is checked against the backed-up modes).

@@ -160,7 +160,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             let source = coffer::vfs::RepoSource::new(Arc::clone(&repo))?;
             let options = coffer_mount::MountOptions {
                 allow_other,
-                cache_bytes: cache_size,
+                // The budget covers blocks being fetched and decrypted too, not only cached ones.
+                cache_bytes: cache_size - (cache_size / 4).min(64 << 20),
                 fs_name: format!("coffer:{}", repo.id().short()),
                 on_mounted: (!global.quiet).then_some(announce_mount as fn(&std::path::Path)),
                 ..Default::default()

@@ -120,8 +120,11 @@ impl Repository {
         let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
         let id = Id::of_bytes(&bytes);
         self.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
-        // Remembered so that `check` notices if it later vanishes from the store.
-        self.db().record_snapshots(&[(id, snapshot.time_unix)])?;
+        // Remembered so that `check` notices if it later vanishes from the store, and kept
+        // so that listing and mounting need not read it back.
+        let mut db = self.db();
+        db.record_snapshots(&[(id, snapshot.time_unix)])?;
+        db.cache_snapshots(&[(id, self.keys.signer.verifying_key().id(), crate::format::to_postcard(snapshot))])?;
         Ok(id)
     }
 
