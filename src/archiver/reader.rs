@@ -17,6 +17,9 @@ use crate::format::config::ChunkerParams;
 use crate::id::Id;
 use crate::repo::RepoError;
 
+/// Largest chunking buffer a reader keeps between files.
+const KEPT_BUFFER: usize = 1 << 20;
+
 pub struct FileJob {
     pub path: PathBuf,
     pub meta: FsMetadata,
@@ -110,7 +113,11 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
         }
     };
     let (file, reusable) = chunker.into_parts();
-    *buffer = reusable;
+    // Keep a small buffer for the next (likely small) file; a large one would stay resident
+    // in every reader thread once each has met one large file.
+    if reusable.capacity() <= KEPT_BUFFER {
+        *buffer = reusable;
+    }
     if let Some(failed) = outcome {
         return failed;
     }

@@ -28,6 +28,7 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;
 const TREE_CACHE_BATCH: usize = 512;
+const TREE_CACHE_BYTES: usize = 4 << 20;
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
@@ -67,7 +68,8 @@ pub struct BlobSink {
     data_tx: Option<Sender<(Id, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
     tree_pack: Mutex<Option<SpooledPack>>,
-    trees_to_cache: Mutex<Vec<(Id, Vec<u8>)>>,
+    /// Trees waiting to be written to the local cache, and their total size.
+    trees_to_cache: Mutex<(Vec<(Id, Vec<u8>)>, usize)>,
 }
 
 /// A pack being written to its spool file; the file is removed if the pack is dropped unfinished.
@@ -203,7 +205,7 @@ impl BlobSink {
             data_tx: Some(data_tx),
             workers,
             tree_pack: Mutex::new(None),
-            trees_to_cache: Mutex::new(Vec::new()),
+            trees_to_cache: Mutex::new((Vec::new(), 0)),
         })
     }
 
@@ -260,8 +262,13 @@ impl BlobSink {
         // batches, since one transaction per folder would cost more than the folder.
         let batch = {
             let mut trees = self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner());
-            trees.push((id, bytes));
-            (trees.len() >= TREE_CACHE_BATCH).then(|| std::mem::take(&mut *trees))
+            let (batch, batch_bytes) = &mut *trees;
+            *batch_bytes += bytes.len();
+            batch.push((id, bytes));
+            (batch.len() >= TREE_CACHE_BATCH || *batch_bytes >= TREE_CACHE_BYTES).then(|| {
+                *batch_bytes = 0;
+                std::mem::take(batch)
+            })
         };
         if let Some(batch) = batch {
             repo.db().store_trees(&batch)?;
@@ -292,7 +299,7 @@ impl BlobSink {
                 self.shared.fail(RepoError::Corrupt { object: "pack worker".into(), detail: "panicked".into() });
             }
         }
-        let trees = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let (trees, _) = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.repo.db().store_trees(&trees)?;
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {

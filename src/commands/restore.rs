@@ -21,6 +21,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use crate::archiver::Excludes;
+use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
@@ -70,7 +71,8 @@ struct PendingFile {
 struct ChunkJob {
     file: Arc<PendingFile>,
     offset: u64,
-    id: Id,
+    /// Where the blob is, looked up once by the walker (which needs its length anyway).
+    location: Result<BlobLocation, RepoError>,
 }
 
 struct Shared<'a> {
@@ -269,6 +271,10 @@ impl RestoreWalk<'_, '_> {
 
     /// Creates missing parents of an entry selected by `--include` inside unselected folders.
     fn make_parent(&self, dest: &Path) -> Result<(), RestoreError> {
+        if self.includes.is_none() {
+            // Without --include every folder is created before what it holds.
+            return Ok(());
+        }
         match dest.parent() {
             Some(parent) if !parent.exists() => std::fs::create_dir_all(parent)
                 .map_err(|source| RestoreError::Target { path: parent.to_path_buf(), source }),
@@ -280,8 +286,7 @@ impl RestoreWalk<'_, '_> {
         let meta = &node.meta;
         if !matches!(node.kind, NodeKind::Dir { .. }) && meta.nlink > 1 {
             if let Some(first) = self.hardlinks.get(&(meta.dev, meta.inode)) {
-                remove_existing(dest)?;
-                std::fs::hard_link(first, dest)?;
+                replacing(dest, || std::fs::hard_link(first, dest))?;
                 self.report.files += 1;
                 return Ok(());
             }
@@ -289,8 +294,7 @@ impl RestoreWalk<'_, '_> {
         }
         match &node.kind {
             NodeKind::File { size, content } => {
-                remove_existing(dest)?;
-                let file = std::fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
+                let file = replacing(dest, || std::fs::OpenOptions::new().write(true).create_new(true).open(dest))?;
                 // Sized first: chunks of zeros are then skipped and stay holes.
                 file.set_len(*size)?;
                 self.report.files += 1;
@@ -307,8 +311,9 @@ impl RestoreWalk<'_, '_> {
                 let mut offset = 0u64;
                 for id in content {
                     let location = self.shared.repo.locate(id);
-                    let job = ChunkJob { file: Arc::clone(&pending), offset, id: *id };
-                    offset += location.map(|l| l.entry.raw_len as u64).unwrap_or(0);
+                    let length = location.as_ref().map(|l| l.entry.raw_len as u64).unwrap_or(0);
+                    let job = ChunkJob { file: Arc::clone(&pending), offset, location };
+                    offset += length;
                     if self.jobs.send(job).is_err() {
                         return Err(std::io::Error::other("restore workers stopped"));
                     }
@@ -316,27 +321,22 @@ impl RestoreWalk<'_, '_> {
                 Ok(())
             }
             NodeKind::Symlink { target } => {
-                remove_existing(dest)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), dest)?;
+                replacing(dest, || std::os::unix::fs::symlink(OsStr::from_bytes(target), dest))?;
                 self.report.other += 1;
                 apply_metadata(dest, meta, self.shared.as_root, true)
             }
             NodeKind::Fifo => {
-                remove_existing(dest)?;
-                nix::unistd::mkfifo(dest, Mode::from_bits_truncate(meta.mode & 0o777))?;
+                replacing(dest, || Ok(nix::unistd::mkfifo(dest, Mode::from_bits_truncate(meta.mode & 0o777))?))?;
                 self.report.other += 1;
                 apply_metadata(dest, meta, self.shared.as_root, false)
             }
             NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
                 let kind =
                     if matches!(node.kind, NodeKind::CharDevice { .. }) { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
-                remove_existing(dest)?;
-                nix::sys::stat::mknod(
-                    dest,
-                    kind,
-                    Mode::from_bits_truncate(meta.mode & 0o777),
-                    *rdev as nix::libc::dev_t,
-                )?;
+                replacing(dest, || {
+                    let mode = Mode::from_bits_truncate(meta.mode & 0o777);
+                    Ok(nix::sys::stat::mknod(dest, kind, mode, *rdev as nix::libc::dev_t)?)
+                })?;
                 self.report.other += 1;
                 apply_metadata(dest, meta, self.shared.as_root, false)
             }
@@ -347,27 +347,33 @@ impl RestoreWalk<'_, '_> {
     }
 }
 
-fn remove_existing(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a folder is in the way"))
+/// Creates an entry with `create`; if something is already there (a restore over an
+/// earlier one), removes it and tries once more. A folder in the way is an error.
+fn replacing<T>(path: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path)?.is_dir() {
+                return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a folder is in the way"));
+            }
+            std::fs::remove_file(path)?;
+            create()
         }
-        Ok(_) => std::fs::remove_file(path),
-        Err(_) => Ok(()),
+        other => other,
     }
 }
 
 fn write_chunk(shared: &Shared<'_>, job: ChunkJob) {
     let already_failed = job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     if !already_failed {
-        let result = shared.repo.load_blob(&job.id).map_err(|e| e.to_string()).and_then(|data| {
-            write_sparse(&job.file.file, &data, job.offset).map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
-                }
-                e.to_string()
-            })
-        });
+        let result =
+            job.location.and_then(|l| shared.repo.read_blob_at(&l)).map_err(|e| e.to_string()).and_then(|data| {
+                write_sparse(&job.file.file, &data, job.offset).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
+                    }
+                    e.to_string()
+                })
+            });
         match result {
             Ok(written) => {
                 shared.bytes.fetch_add(written, Ordering::Relaxed);
@@ -419,12 +425,35 @@ fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
             let _ = std::fs::remove_file(&file.path);
             Err(std::io::Error::other(format!("not restored: {reason}")))
         }
-        None => apply_metadata(&file.path, &file.meta, shared.as_root, false),
+        None => apply_file_metadata(&file.file, &file.meta, shared.as_root),
     };
     if let Err(e) = &result {
         shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((file.path.display().to_string(), e.to_string()));
     }
     result
+}
+
+/// Like [`apply_metadata`], through the open file: no path lookups, which matters with
+/// many small files.
+fn apply_file_metadata(file: &File, meta: &Metadata, as_root: bool) -> std::io::Result<()> {
+    use xattr::FileExt as _;
+    for attr in &meta.xattrs {
+        let name = OsStr::from_bytes(&attr.name);
+        file.set_xattr(name, &attr.value)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("setting xattr {}: {e}", name.to_string_lossy())))?;
+    }
+    if as_root {
+        std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))?;
+    }
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(meta.mode))?;
+    let at = |secs: i64, nsec: u32| {
+        let whole = std::time::Duration::from_secs(secs.unsigned_abs());
+        let base = if secs >= 0 { std::time::UNIX_EPOCH + whole } else { std::time::UNIX_EPOCH - whole };
+        base + std::time::Duration::from_nanos(nsec.into())
+    };
+    let modified = at(meta.mtime, meta.mtime_nsec);
+    let accessed = if meta.atime == 0 && meta.atime_nsec == 0 { modified } else { at(meta.atime, meta.atime_nsec) };
+    file.set_times(std::fs::FileTimes::new().set_accessed(accessed).set_modified(modified))
 }
 
 /// xattrs, then owner (which clears set-id bits), then mode, then times (last, since the
