@@ -11,6 +11,7 @@
 
 mod builder;
 mod meta;
+mod prefetch;
 mod reader;
 mod sink;
 mod walker;
@@ -118,8 +119,21 @@ pub fn backup(
     let (event_tx, event_rx) = bounded(16);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
+    let prefetch_done = AtomicBool::new(false);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
+        let (warm_tx, warm_rx) = bounded::<PathBuf>(prefetch::QUEUE);
+        for source in &sources {
+            let _ = warm_tx.try_send(source.clone());
+        }
+        for _ in 0..cores {
+            let (queue, more, excludes, stop) = (warm_rx.clone(), warm_tx.clone(), &excludes, &prefetch_done);
+            scope.spawn(move || prefetch::worker(queue, more, excludes, stop));
+        }
+        drop((warm_tx, warm_rx));
+        // Stops the warm-up however this closure ends (a panic included), or the scope
+        // would wait for it forever.
+        let _stop_prefetch = StopOnDrop(&prefetch_done);
         if options.scan_total {
             let (progress, sources, excludes) = (&options.progress, &sources, &excludes);
             scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
@@ -164,6 +178,7 @@ pub fn backup(
         if !stopped && walker.flush().is_err() {
             stopped = true;
         }
+        drop(_stop_prefetch);
         let walker::Walker { events, jobs, errors, files_unmodified, files_changed, other_nodes, .. } = walker;
         drop((events, jobs));
         let build = builder
@@ -218,6 +233,14 @@ pub fn backup(
     let id = repo.save_snapshot(&snapshot)?;
     repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Adds up the sizes of the files to back up, for the progress display's ETA. Metadata only,
