@@ -95,7 +95,7 @@ fn text_data(len: usize, seed: u64) -> Vec<u8> {
         let r = rand[i % rand.len()] as usize | (rand[(i + 1) % rand.len()] as usize) << 8;
         i += 2;
         out.extend_from_slice(WORDS[r % WORDS.len()].as_bytes());
-        out.push(if r % 11 == 0 { b'\n' } else { b' ' });
+        out.push(if r.is_multiple_of(11) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
@@ -108,7 +108,7 @@ fn chunking(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("fastcdc_keyed_16MiB", |b| {
         b.iter(|| {
-            let mut chunker = Chunker::new(&data[..], ChunkerParams::DEFAULT, 0x5eed_c0ff_ee);
+            let mut chunker = Chunker::new(&data[..], ChunkerParams::DEFAULT, 0x5e_edc0_ffee);
             let mut n = 0usize;
             while let Some(chunk) = chunker.next_chunk().unwrap() {
                 n += chunk.len();

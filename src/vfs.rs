@@ -62,7 +62,6 @@ pub struct RepoSource {
 fn to_source_error(error: RepoError) -> SourceError {
     match &error {
         RepoError::Format { .. } | RepoError::Corrupt { .. } => SourceError::corrupt(error.to_string()),
-        RepoError::Store(e) if e.is_not_found() => SourceError::io(error.to_string()),
         _ => SourceError::io(error.to_string()),
     }
 }

@@ -19,14 +19,13 @@ mod walker;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
-pub use reader::unchanged;
 pub use walker::Excludes;
 
 use crate::format::snapshot::{Snapshot, Summary};
@@ -325,9 +324,4 @@ fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoErr
         }
     }
     sink.add_tree(Tree { nodes }.encode())
-}
-
-/// Whether `path` names the root of the snapshot's tree.
-pub fn is_root(path: &Path) -> bool {
-    path.components().all(|c| matches!(c, std::path::Component::RootDir))
 }

@@ -69,8 +69,10 @@ pub struct BlobSink {
     workers: Vec<JoinHandle<()>>,
     tree_pack: Mutex<Option<SpooledPack>>,
     /// Trees waiting to be written to the local cache, and their total size.
-    trees_to_cache: Mutex<(Vec<(Id, Vec<u8>)>, usize)>,
+    trees_to_cache: Mutex<(Vec<TreeBytes>, usize)>,
 }
+
+type TreeBytes = (Id, Vec<u8>);
 
 /// A pack being written to its spool file; the file is removed if the pack is dropped unfinished.
 struct SpooledPack {

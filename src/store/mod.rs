@@ -179,14 +179,6 @@ impl Store {
         self.block_on(self.op.write(path, bytes)).map(|_| ()).map_err(|e| StoreError::from_opendal(path, e))
     }
 
-    /// Starts an upload on the runtime and returns at once; the receiver yields its result.
-    pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<(), StoreError>> {
-        let op = self.op.clone();
-        self.runtime.spawn(async move {
-            op.write(&path, bytes).await.map(|_| ()).map_err(|e| StoreError::from_opendal(&path, e))
-        })
-    }
-
     /// Where to spool objects before storing them: inside a local repository (so storing is
     /// a rename on the same filesystem), else the system's temporary folder.
     pub fn spool_dir(&self) -> PathBuf {
