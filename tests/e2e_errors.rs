@@ -131,10 +131,12 @@ fn file_growing_while_read_is_backed_up_consistently() {
             let chunk = random_bytes(4, 64 * 1024);
             let mut f = std::fs::OpenOptions::new().append(true).open(&file).expect("open");
             let mut written = 0u64;
-            while !stop.load(Ordering::Relaxed) && written < 16 * MIB {
+            // An append every millisecond: the read (milliseconds long) always overlaps one,
+            // so the engine must notice the change.
+            while !stop.load(Ordering::Relaxed) && written < 64 * MIB {
                 f.write_all(&chunk).expect("append");
                 written += chunk.len() as u64;
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         })
     };
