@@ -12,5 +12,6 @@ pub mod id;
 pub mod keys;
 pub mod progress;
 pub mod repo;
+pub mod secrets;
 pub mod store;
 pub mod vfs;
