@@ -1,6 +1,6 @@
 //! Keyed content-defined chunking: FastCDC (v2020, normalisation level 1) with its gear table
 //! seeded from the repository's `id_key`, so boundaries don't reveal content to whoever sees
-//! chunk sizes. Streams from any reader with one reusable buffer of twice the maximum chunk
+//! chunk sizes. Streams from any reader with one reusable buffer of at most the maximum chunk
 //! size, so memory is bounded whatever the file size.
 
 use std::io::{self, Read};
@@ -27,9 +27,9 @@ impl<R: Read> Chunker<R> {
 
     /// Like `new`, reusing `buffer`'s allocation (see [`Chunker::into_parts`]) and sizing it
     /// for `size_hint` bytes: a small file then costs no large allocation or memset. The
-    /// buffer still grows to twice the maximum chunk size if the stream turns out longer.
+    /// buffer still grows to the maximum chunk size if the stream turns out longer.
     pub fn with_buffer(reader: R, params: ChunkerParams, seed: u64, mut buffer: Vec<u8>, size_hint: u64) -> Chunker<R> {
-        let full = 2 * params.max as usize;
+        let full = params.max as usize;
         let wanted = size_hint.saturating_add(1).min(full as u64) as usize;
         buffer.clear();
         buffer.resize(wanted, 0);
@@ -53,9 +53,11 @@ impl<R: Read> Chunker<R> {
             self.filled -= self.start;
             self.start = 0;
         }
+        // Every cut compacts what is left to the front, so `max` bytes of buffer always hold
+        // the window the next cut needs.
         while self.filled < max && !self.eof {
             if self.filled == self.buf.len() {
-                let grown = (self.buf.len() * 2).clamp(max, 2 * max);
+                let grown = (self.buf.len() * 2).max(64 << 10).min(max);
                 self.buf.resize(grown, 0);
             }
             match self.reader.read(&mut self.buf[self.filled..]) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    cli::alloc::limit_arenas();
+    cli::alloc::tune_allocator();
     let args = cli::args::Cli::parse();
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",

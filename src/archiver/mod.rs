@@ -119,6 +119,7 @@ pub fn backup(
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let prefetch_done = AtomicBool::new(false);
+    let large_files = reader::LargeFileGate::new(cores);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
         let (warm_tx, warm_rx) = bounded::<PathBuf>(prefetch::QUEUE);
@@ -147,6 +148,7 @@ pub fn backup(
                 id_key: &repo.keys.id_key,
                 progress: &options.progress,
                 interrupted,
+                large_files: &large_files,
             };
             scope.spawn(move || reader::reader_loop(ctx, jobs));
         }

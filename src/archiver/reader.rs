@@ -20,6 +20,38 @@ use crate::repo::RepoError;
 /// Largest chunking buffer a reader keeps between files.
 const KEPT_BUFFER: usize = 1 << 20;
 
+/// Caps how many readers chunk large files at once. Each such reader holds a chunking buffer of
+/// up to the largest chunk plus the chunk it is handing on; small files need little, so the
+/// other readers keep the disk busy with them while the large ones are cut.
+pub struct LargeFileGate {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl LargeFileGate {
+    pub fn new(permits: usize) -> LargeFileGate {
+        LargeFileGate { free: std::sync::Mutex::new(permits.max(1)), freed: std::sync::Condvar::new() }
+    }
+
+    fn enter(&self) -> LargeFilePermit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        LargeFilePermit(self)
+    }
+}
+
+struct LargeFilePermit<'a>(&'a LargeFileGate);
+
+impl Drop for LargeFilePermit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub struct FileJob {
     pub path: PathBuf,
     pub meta: FsMetadata,
@@ -78,6 +110,7 @@ pub struct ReaderContext<'a> {
     pub id_key: &'a crate::crypto::IdKey,
     pub progress: &'a crate::progress::Counters,
     pub interrupted: &'a std::sync::atomic::AtomicBool,
+    pub large_files: &'a LargeFileGate,
 }
 
 fn interrupted_error() -> std::io::Error {
@@ -86,6 +119,7 @@ fn interrupted_error() -> std::io::Error {
 
 /// Reads one file; `buffer` is the reader thread's chunking buffer, kept between files.
 pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buffer: &mut Vec<u8>) -> FileOutcome {
+    let _permit = (before.size() > KEPT_BUFFER as u64).then(|| ctx.large_files.enter());
     let started = now_ns();
     let file = match open_for_backup(path) {
         Ok(file) => file,
