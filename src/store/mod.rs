@@ -187,6 +187,7 @@ impl Store {
             // Only one provider is compiled in; installing fails only if one is already set.
             let _ = rustls::crypto::ring::default_provider().install_default();
             opendal::init_default_registry();
+            opendal_http_transport_reqwest::install_default();
         });
         let failed = |detail: String| StoreError::Open { location: remote.display.clone(), detail };
         let options = remote.resolved_options().map_err(|e| failed(e.to_string()))?;
