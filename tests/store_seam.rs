@@ -398,6 +398,7 @@ fn random_faults_never_leave_a_snapshot_without_its_data() {
             Ok(id) => written.push((id, src)),
             Err(e) => {
                 failures += 1;
+                eprintln!("backup failed: {e}");
                 let message = e.to_string();
                 assert!(message.contains("injected") || message.contains("storage"), "unclear error: {message}");
             }

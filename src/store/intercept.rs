@@ -230,10 +230,9 @@ impl oio::Write for InterceptWriter {
 
     async fn close(&mut self) -> Result<Metadata> {
         match self.hooks.on(&Request::Write { path: &self.path, bytes: self.bytes }) {
-            Verdict::Fail(e) => {
-                let _ = self.inner.abort().await;
-                Err(e)
-            }
+            // As a request that never reached the store: the writer keeps its data, so the
+            // retry layer can send it again.
+            Verdict::Fail(e) => Err(e),
             Verdict::DropWrite => {
                 let _ = self.inner.abort().await;
                 Ok(opendal::MetadataBuilder::file(self.bytes).build())
