@@ -227,6 +227,26 @@ impl SftpServer {
     }
 }
 
+impl Drop for SftpServer {
+    /// Ends ssh control masters a killed Coffer may have left (they outlive the server).
+    fn drop(&mut self) {
+        let state = PathBuf::from("/tmp").join(format!("coffer-ssh-{}", self.port));
+        for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            let socket = entry.path().join("master");
+            if socket.exists() {
+                let _ = Command::new("/usr/bin/ssh")
+                    .arg("-S")
+                    .arg(&socket)
+                    .args(["-O", "exit", "coffer-test"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&state);
+    }
+}
+
 /// `rclone serve webdav` of a local folder on a free port (plain http).
 pub struct WebdavServer {
     pub port: u16,
