@@ -13,7 +13,11 @@ PACKAGES=(
   e2fsprogs    # chattr/lsattr
   rsync        # e2e_mount: rsync -aHX out of the mount
   libglib2.0-bin  # e2e_mount: gio copy out of the mount, as a file manager does
-  python3      # e2e_mount: mmap reads through the mount
+  python3      # e2e_mount: mmap reads through the mount; e2e_remote/store_seam: moto_server (S3)
+  python3-pip  # installs moto[server] below
+  openssh-server  # e2e_remote, store_seam: sshd on 127.0.0.1 serves SFTP
+  openssh-client  # e2e_remote, store_seam: ssh, ssh-keygen (OpenDAL's SFTP runs the ssh binary)
+  rclone       # e2e_remote, store_seam: `rclone serve webdav` on 127.0.0.1
 )
 
 missing=()
@@ -23,8 +27,19 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# PyPI packages, installed with python3's own pip only when missing.
+install_python_packages() {
+  # e2e_remote, store_seam, benches/remote.sh: an S3 server (moto_server) on 127.0.0.1
+  if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+    echo "install-deps: pip install moto[server]"
+    python3 -m pip install --quiet 'moto[server]' </dev/null \
+      || python3 -m pip install --quiet --break-system-packages 'moto[server]' </dev/null
+  fi
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all system packages present"
+  install_python_packages
   exit 0
 fi
 
@@ -47,3 +62,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq </dev/null
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+install_python_packages

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
+pub use sink::BlobSink;
 pub use walker::Excludes;
 
 use crate::format::snapshot::{Snapshot, Summary};

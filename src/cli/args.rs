@@ -15,9 +15,14 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: a local folder.
+    /// Repository location: a local folder, or s3://bucket/prefix, sftp://user@host:port/path,
+    /// webdav://host/path (webdav+http:// for plain http), or SCHEME://… of another OpenDAL service.
     #[arg(short = 'r', long, global = true, env = "COFFER_REPOSITORY", value_name = "REPO")]
     pub repo: Option<PathBuf>,
+    /// Storage option for a remote repository, e.g. region=eu-west-1 (repeatable). Secret values
+    /// must be references: secret_access_key=env:VAR, password=keychain:NAME, file:PATH, command:CMD.
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
     /// Read the repository password from this file (first line).
     #[arg(long, global = true, value_name = "FILE", env = "COFFER_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
@@ -117,6 +122,30 @@ pub enum Command {
         /// Let other users see the mount (their access is checked against the backed-up modes).
         #[arg(long)]
         allow_other: bool,
+    },
+    /// Copy snapshots from another repository into this one (--repo, or --to); snapshots
+    /// copied before are skipped, and content the destination holds is not stored again.
+    Copy {
+        /// The repository to copy from (any --repo form).
+        #[arg(long, value_name = "REPO")]
+        from: PathBuf,
+        /// The repository to copy into (default: --repo).
+        #[arg(long, value_name = "REPO")]
+        to: Option<PathBuf>,
+        /// Storage option of the source repository (repeatable); --option is the destination's.
+        #[arg(long = "from-option", value_name = "KEY=VALUE")]
+        from_options: Vec<String>,
+        /// Read the source repository's password from this file (first line).
+        #[arg(long, value_name = "FILE", env = "COFFER_FROM_PASSWORD_FILE")]
+        from_password_file: Option<PathBuf>,
+        /// Run this command and read the source repository's password from its output.
+        #[arg(long, value_name = "CMD", env = "COFFER_FROM_PASSWORD_COMMAND")]
+        from_password_command: Option<String>,
+        /// Snapshots to copy (`latest` or id prefixes); all of them when none is given.
+        #[arg(value_name = "SNAPSHOT")]
+        snapshots: Vec<String>,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
     },
 }
 

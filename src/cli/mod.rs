@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod args;
+mod copy;
 mod output;
 mod password;
 
@@ -20,7 +21,7 @@ use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
 use coffer::repo::{default_cache_dir, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter};
-use coffer::store::Store;
+use coffer::store::{Location, Store};
 
 /// Exit codes, as documented in README.md.
 pub mod exit {
@@ -71,14 +72,30 @@ fn open_options(global: &GlobalArgs) -> OpenOptions {
     OpenOptions { cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir), kdf: KdfParams::DEFAULT }
 }
 
-fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
+/// The repository's location, from `--repo` and `--option`.
+fn location(global: &GlobalArgs) -> Result<Location> {
     let path = repo_path(global)?;
-    let store = match Store::open_local(&path, false) {
-        Ok(store) => store,
-        Err(e) => {
-            return Err(RepoError::NotARepository { location: path.display().to_string(), detail: e.to_string() }.into())
-        }
-    };
+    // A URL is ASCII; a local path may be any bytes.
+    match path.to_str() {
+        Some(text) => Ok(Location::parse(text, &global.options)?),
+        None if global.options.is_empty() => Ok(Location::Local(path)),
+        None => bail!("--option applies only to remote repositories (scheme://…)"),
+    }
+}
+
+/// Opens the repository's storage. Without `create`, a location that cannot be opened is
+/// reported as "not a repository".
+fn open_store(global: &GlobalArgs, create: bool) -> Result<Store> {
+    let location = location(global)?;
+    match Store::open(&location, create) {
+        Ok(store) => Ok(store),
+        Err(e) if create => Err(anyhow::Error::new(e).context(format!("creating {location}"))),
+        Err(e) => Err(RepoError::NotARepository { location: location.to_string(), detail: e.to_string() }.into()),
+    }
+}
+
+fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
+    let store = open_store(global, false)?;
     let password = password::read(global, false)?;
     Ok(Arc::new(Repository::open(store, password.as_bytes(), &open_options(global))?))
 }
@@ -100,11 +117,10 @@ pub fn run(cli: Cli) -> Result<u8> {
     let global = &cli.global;
     match cli.command {
         Command::Init => {
-            let path = repo_path(global)?;
-            let store = Store::open_local(&path, true).with_context(|| format!("creating {}", path.display()))?;
+            let store = open_store(global, true)?;
             let password = password::read(global, true)?;
             let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
-            output::init(global, &path, &repo)?;
+            output::init(global, repo.store.location(), &repo)?;
             Ok(exit::OK)
         }
         Command::Backup { paths, tags, excludes, host } => {
@@ -220,6 +236,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             let repo = open_repo(global)?;
             output::stats(global, &stats::stats(&repo)?)?;
             Ok(exit::OK)
+        }
+        Command::Copy { from, to, from_options, from_password_file, from_password_command, snapshots, filter } => {
+            let args =
+                copy::CopyArgs { from, to, from_options, from_password_file, from_password_command, snapshots, filter };
+            copy::run(global, args)
         }
     }
 }

@@ -1,7 +1,6 @@
 //! What the commands print: a line or a table for people, JSON with `--json`, and a
 //! progress display on stderr only when it is a terminal.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,11 +53,11 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-pub fn init(global: &GlobalArgs, path: &Path, repo: &Repository) -> Result<()> {
+pub fn init(global: &GlobalArgs, location: &str, repo: &Repository) -> Result<()> {
     if global.json {
-        outln!("{}", json!({ "repository": path.display().to_string(), "id": repo.id().to_hex() }));
+        outln!("{}", json!({ "repository": location, "id": repo.id().to_hex() }));
     } else if !global.quiet {
-        outln!("created repository {} at {}", repo.id().short(), path.display());
+        outln!("created repository {} at {location}", repo.id().short());
         outln!("keep the password safe: without it the backups cannot be read");
     }
     Ok(())

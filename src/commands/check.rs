@@ -381,7 +381,7 @@ fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Res
     let signers = repo.trusted_signers()?;
     for (id, _) in repo.store.list_ids(paths::SNAPSHOTS)? {
         let path = paths::in_dir(paths::SNAPSHOTS, &id);
-        let bytes = match repo.store.read(&path) {
+        let bytes = match repo.store.read_named(&path, &id) {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
@@ -541,7 +541,7 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
     let mut out = PackResult::default();
     let path = paths::pack(&pack.id);
     let mut error = |message: String| out.errors.push(CheckProblem { object: path.clone(), message });
-    let bytes = match repo.store.read(&path) {
+    let bytes = match repo.store.read_named(&path, &pack.id) {
         Ok(bytes) => bytes,
         Err(e) => {
             error(format!("cannot be read: {e}"));

@@ -1,5 +1,6 @@
 //! One file per operation; each takes an open repository and options, returns data.
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod ls;
 pub mod restore;

@@ -75,7 +75,7 @@ impl Repository {
 
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile, RepoError> {
         let path = paths::in_dir(paths::INDEX, id);
-        let bytes = self.store.read(&path)?;
+        let bytes = self.store.read_named(&path, id)?;
         if Id::of_bytes(&bytes) != *id {
             return Err(RepoError::Corrupt { object: path, detail: "content does not match its name".into() });
         }

@@ -124,7 +124,7 @@ fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<FullKey, Rep
     }
     for (id, _) in key_files {
         let path = paths::in_dir(paths::KEYS, &id);
-        let Ok(file) = KeyFile::decode(&store.read(&path)?) else {
+        let Ok(file) = KeyFile::decode(&store.read_named(&path, &id)?) else {
             log::warn!("skipping unreadable key file {path}");
             continue;
         };

@@ -80,7 +80,7 @@ impl Repository {
                 }
             }
             let path = paths::in_dir(paths::SNAPSHOTS, &id);
-            let bytes = match self.store.read(&path) {
+            let bytes = match self.store.read_named(&path, &id) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue, // removed by a concurrent forget
                 Err(e) => return Err(e.into()),

@@ -17,6 +17,16 @@ use opendal::{ErrorKind, Operator};
 
 use crate::id::Id;
 
+pub mod counting;
+pub mod intercept;
+pub mod location;
+
+pub use location::{Location, LocationError, Remote};
+
+/// A read of a content-named object whose bytes don't hash to its name is tried this often
+/// before the caller sees it (and reports the object as damaged): a transfer can go wrong.
+const READ_ATTEMPTS: usize = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: not found in the repository")]
@@ -25,6 +35,8 @@ pub enum StoreError {
     Backend { path: String, source: opendal::Error },
     #[error("cannot open storage at {location}: {detail}")]
     Open { location: String, detail: String },
+    #[error("{path}: the store reported the upload done, but {found}; nothing refers to it yet, run the backup again")]
+    NotStored { path: String, found: String },
 }
 
 impl StoreError {
@@ -90,6 +102,34 @@ fn local_read_error(path: &str, e: std::io::Error) -> StoreError {
     }
 }
 
+/// Writes a new, content-named object. Objects are never replaced, so:
+/// - a write that failed (after the retry layer's attempts) but whose object is there whole
+///   counts as done: the bytes are the same by construction, and a store that refuses
+///   overwrites (Object Lock, a no-overwrite policy) answers a retried upload with an error;
+/// - with `verify`, a write reported done is checked with a stat (one small request per
+///   object, i.e. per 8 MiB pack): a store or proxy that acknowledged an upload it dropped
+///   must fail the backup here, before any index or snapshot refers to the object.
+async fn store_object(op: &Operator, path: &str, bytes: Vec<u8>, verify: bool) -> Result<(), StoreError> {
+    let len = bytes.len() as u64;
+    let written = op.write(path, bytes).await;
+    if written.is_ok() && !verify {
+        return Ok(());
+    }
+    let found = match op.stat(path).await {
+        Ok(meta) => Some(meta.content_length()),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(StoreError::from_opendal(path, written.err().unwrap_or(e))),
+    };
+    match (written, found) {
+        (_, Some(size)) if size == len => Ok(()),
+        (Err(e), _) => Err(StoreError::from_opendal(path, e)),
+        (Ok(_), Some(size)) => {
+            Err(StoreError::NotStored { path: path.to_string(), found: format!("it holds {size} of {len} bytes") })
+        }
+        (Ok(_), None) => Err(StoreError::NotStored { path: path.to_string(), found: "it is not there".into() }),
+    }
+}
+
 /// Shared handle to a repository's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -131,6 +171,36 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store a location names. `create` matters only for a local folder, which is
+    /// created only when asked; a remote store has no folder to create.
+    pub fn open(location: &Location, create: bool) -> Result<Store, StoreError> {
+        match location {
+            Location::Local(path) => Store::open_local(path, create),
+            Location::Remote(remote) => Store::open_remote(remote),
+        }
+    }
+
+    /// A repository in any OpenDAL service compiled in (S3, SFTP, WebDAV).
+    pub fn open_remote(remote: &Remote) -> Result<Store, StoreError> {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            // Only one provider is compiled in; installing fails only if one is already set.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            opendal::init_default_registry();
+            opendal_http_transport_reqwest::install_default();
+        });
+        let failed = |detail: String| StoreError::Open { location: remote.display.clone(), detail };
+        let options = remote.resolved_options().map_err(|e| failed(e.to_string()))?;
+        let pairs = options.iter().map(|(k, v)| (k.clone(), v.to_string()));
+        let op = match &remote.uri {
+            Some(uri) => Operator::from_uri((uri.as_str(), pairs)),
+            None => Operator::via_iter(&remote.service, pairs),
+        }
+        .map_err(|e| failed(e.to_string()))?;
+        drop(options);
+        Store::with_operator(op, remote.display.clone())
+    }
+
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store, StoreError> {
         let op = Operator::new(opendal::services::Memory::default())
@@ -142,7 +212,7 @@ impl Store {
     /// errors, a timeout per request (a dead server gives an error, not a hang), and a bound
     /// on concurrent requests.
     pub fn with_operator(op: Operator, location: String) -> Result<Store, StoreError> {
-        let op = op
+        let op = counting::maybe_count(op)
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
             .layer(RetryLayer::new().with_max_times(5).with_jitter())
             .layer(ConcurrentLimitLayer::new(32));
@@ -157,26 +227,70 @@ impl Store {
         self.runtime.block_on(future)
     }
 
+    /// Reads a whole object. Remote reads are checked against the object's size (one small
+    /// extra request; whole reads are only of small objects: config, keys, index files,
+    /// snapshots), and read again when they come back short.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
-        self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e))
+        let read =
+            || self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e));
+        if self.local_root.is_some() {
+            return read();
+        }
+        let mut attempt = 1;
+        loop {
+            let size = self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?;
+            let bytes = read()?;
+            if bytes.len() as u64 == size {
+                return Ok(bytes);
+            }
+            if attempt >= READ_ATTEMPTS {
+                return Err(short_read(path));
+            }
+            log::info!("{path}: short read ({} of {size} bytes), reading it again", bytes.len());
+            attempt += 1;
+        }
+    }
+
+    /// Reads an object named by the hash of its bytes, reading again while what arrived does
+    /// not match the name (a truncated or damaged transfer). The last bytes read are returned
+    /// either way: the caller names the object as damaged.
+    pub fn read_named(&self, path: &str, id: &Id) -> Result<Vec<u8>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let bytes = self.read(path)?;
+            if Id::of_bytes(&bytes) == *id || attempt >= READ_ATTEMPTS {
+                return Ok(bytes);
+            }
+            log::info!("{path}: content does not match its name, reading it again");
+            attempt += 1;
+        }
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         if let Some(root) = &self.local_root {
             return read_local_range(&root.join(path), offset, len).map_err(|e| local_read_error(path, e));
         }
-        let data = self
-            .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
-            .map(|buf| buf.to_vec())
-            .map_err(|e| StoreError::from_opendal(path, e))?;
-        if data.len() as u64 != len {
-            return Err(short_read(path));
+        let mut attempt = 1;
+        loop {
+            let data = self
+                .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
+                .map(|buf| buf.to_vec())
+                .map_err(|e| StoreError::from_opendal(path, e))?;
+            if data.len() as u64 == len {
+                return Ok(data);
+            }
+            if attempt >= READ_ATTEMPTS {
+                return Err(short_read(path));
+            }
+            log::info!("{path}: short read at {offset}+{len}, reading it again");
+            attempt += 1;
         }
-        Ok(data)
     }
 
+    /// Stores a new object; see [`store_object`] for what "stored" means.
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.block_on(self.op.write(path, bytes)).map(|_| ()).map_err(|e| StoreError::from_opendal(path, e))
+        let verify = self.local_root.is_none();
+        self.block_on(store_object(&self.op, path, bytes, verify))
     }
 
     /// Where to spool objects before storing them: inside a local repository (so storing is
@@ -224,10 +338,7 @@ impl Store {
                     drop(file);
                     let bytes = tokio::fs::read(&spooled).await;
                     let _ = tokio::fs::remove_file(&spooled).await;
-                    op.write(&path, bytes.map_err(io_error)?)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| StoreError::from_opendal(&path, e))
+                    store_object(&op, &path, bytes.map_err(io_error)?, true).await
                 })
             }
         }

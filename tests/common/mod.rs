@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod compare;
+pub mod servers;
 pub mod tree;
 
 use std::ffi::{OsStr, OsString};
@@ -86,6 +87,16 @@ pub struct Coffer {
     pub home: PathBuf,
     pub password: String,
     pub timeout: Duration,
+    /// When set, the repository is this remote one instead of the folder `repo`.
+    pub remote: Option<RemoteRepo>,
+}
+
+/// A remote repository: its URL, `--option`s, and environment Coffer needs to reach it.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteRepo {
+    pub url: String,
+    pub options: Vec<String>,
+    pub env: Vec<(String, OsString)>,
 }
 
 impl Default for Coffer {
@@ -110,6 +121,7 @@ impl Coffer {
             tmp,
             password: PASSWORD.to_string(),
             timeout: DEFAULT_TIMEOUT,
+            remote: None,
         }
     }
 
@@ -146,9 +158,19 @@ impl Coffer {
     /// The binary with COFFER_REPOSITORY, COFFER_PASSWORD and COFFER_CACHE_DIR set.
     pub fn command(&self) -> Command {
         let mut c = self.bare_command();
-        c.env("COFFER_REPOSITORY", &self.repo)
-            .env("COFFER_PASSWORD", &self.password)
-            .env("COFFER_CACHE_DIR", &self.cache);
+        c.env("COFFER_PASSWORD", &self.password).env("COFFER_CACHE_DIR", &self.cache);
+        match &self.remote {
+            None => {
+                c.env("COFFER_REPOSITORY", &self.repo);
+            }
+            Some(remote) => {
+                c.env("COFFER_REPOSITORY", &remote.url);
+                for option in &remote.options {
+                    c.arg("--option").arg(option);
+                }
+                c.envs(remote.env.iter().map(|(k, v)| (k, v)));
+            }
+        }
         c
     }
 
@@ -168,7 +190,9 @@ impl Coffer {
 
     pub fn init(&self) {
         self.ok(&["init"]);
-        assert!(self.repo.join("config").is_file(), "init left no repo/config");
+        if self.remote.is_none() {
+            assert!(self.repo.join("config").is_file(), "init left no repo/config");
+        }
     }
 
     /// `coffer backup --json PATHS EXTRA`, asserting exit 0; returns the summary object.

@@ -1,0 +1,161 @@
+//! `coffer copy`: copies snapshots from one repository into another.
+//!
+//! The two repositories have different `id_key`s, so the same content has different blob ids
+//! in each, and packs cannot be copied as they are. Copy walks each source snapshot's trees,
+//! reads every data blob (plaintext), hashes it with the destination's key, and stores only
+//! blobs the destination does not hold; trees are rewritten with the new ids (and stored only
+//! when new, which makes unchanged folders cost nothing). Within one run, source ids already
+//! mapped are not read again, so content shared by the snapshots copied is read once.
+//!
+//! A copied snapshot keeps its time, host, paths, tags and summary, is signed by the
+//! destination's key, and records the source snapshot's id in its `extensions`
+//! (`copied-from`), so copying again skips it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_bytes::ByteBuf;
+
+use crate::archiver::BlobSink;
+use crate::format::tree::NodeKind;
+use crate::id::Id;
+use crate::repo::{RepoError, Repository, SnapshotEntry};
+
+/// The `extensions` key a copied snapshot carries: the source snapshot's id (32 bytes).
+pub const COPIED_FROM: &str = "copied-from";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("interrupted; the snapshots copied so far are complete, the rest was not copied")]
+    Interrupted,
+    #[error("copy needs the full key of the source repository (it reads the data)")]
+    SourceWriteOnly,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CopyReport {
+    /// (source snapshot, new snapshot in the destination)
+    pub copied: Vec<(Id, Id)>,
+    /// Source snapshots the destination already has a copy of.
+    pub skipped: Vec<Id>,
+    pub blobs_read: u64,
+    pub bytes_added: u64,
+}
+
+/// The source snapshot ids the destination already holds copies of.
+pub fn copied_sources(snapshots: &[SnapshotEntry]) -> HashSet<Id> {
+    snapshots
+        .iter()
+        .flat_map(|e| e.snapshot.extensions.iter())
+        .filter(|(key, _)| key == COPIED_FROM)
+        .filter_map(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
+        .collect()
+}
+
+struct Copier<'a> {
+    source: &'a Repository,
+    dest: &'a Repository,
+    sink: &'a BlobSink,
+    /// Source blob id → destination blob id, for data and trees seen in this run.
+    mapped: HashMap<Id, Id>,
+    blobs_read: u64,
+    interrupted: &'a AtomicBool,
+}
+
+impl Copier<'_> {
+    fn copy_tree(&mut self, source_id: &Id) -> Result<Id, CopyError> {
+        if let Some(id) = self.mapped.get(source_id) {
+            return Ok(*id);
+        }
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(CopyError::Interrupted);
+        }
+        let mut tree = self.source.load_tree(source_id)?;
+        for node in &mut tree.nodes {
+            match &mut node.kind {
+                NodeKind::Dir { subtree } => *subtree = self.copy_tree(subtree)?,
+                NodeKind::File { content, .. } => {
+                    for blob in content.iter_mut() {
+                        *blob = self.copy_data(blob)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let id = self.sink.add_tree(tree.encode())?;
+        self.mapped.insert(*source_id, id);
+        Ok(id)
+    }
+
+    fn copy_data(&mut self, source_id: &Id) -> Result<Id, CopyError> {
+        if let Some(id) = self.mapped.get(source_id) {
+            return Ok(*id);
+        }
+        let plain = self.source.load_blob(source_id)?;
+        self.blobs_read += 1;
+        let id = self.dest.keys.id_key.blob_id(&plain);
+        self.sink.add_data(id, plain)?;
+        self.mapped.insert(*source_id, id);
+        Ok(id)
+    }
+}
+
+/// Copies `snapshots` (of `source`) into `dest`, skipping those already copied.
+pub fn copy(
+    source: &Repository,
+    dest: &Arc<Repository>,
+    snapshots: &[SnapshotEntry],
+    interrupted: &AtomicBool,
+) -> Result<CopyReport, CopyError> {
+    source.require_full_key("copy").map_err(|_| CopyError::SourceWriteOnly)?;
+    let (existing, _) = dest.load_snapshots()?;
+    let already = copied_sources(&existing);
+    let mut report = CopyReport::default();
+    let todo: Vec<&SnapshotEntry> = snapshots
+        .iter()
+        .filter(|e| {
+            let done = already.contains(&e.id);
+            if done {
+                report.skipped.push(e.id);
+            }
+            !done
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(report);
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sink = BlobSink::new(Arc::clone(dest), workers)?;
+    let mut copier = Copier { source, dest, sink: &sink, mapped: HashMap::new(), blobs_read: 0, interrupted };
+    let mut roots = Vec::new();
+    for entry in &todo {
+        match copier.copy_tree(&entry.snapshot.tree) {
+            Ok(root) => roots.push((*entry, root)),
+            Err(e) => {
+                // Store what was packed (it is reused next time), then report.
+                let blobs_read = copier.blobs_read;
+                drop(copier);
+                sink.finish()?;
+                log::info!("copy stopped after reading {blobs_read} blobs");
+                return Err(e);
+            }
+        }
+    }
+    report.blobs_read = copier.blobs_read;
+    drop(copier);
+    // Every blob and tree is stored and indexed before any snapshot refers to them.
+    let totals = sink.finish()?;
+    report.bytes_added = totals.bytes_added;
+    for (entry, root) in roots {
+        let mut snapshot = entry.snapshot.clone();
+        snapshot.tree = root;
+        snapshot.extensions.retain(|(key, _)| key != COPIED_FROM);
+        snapshot.extensions.push((COPIED_FROM.to_string(), ByteBuf::from(entry.id.0.to_vec())));
+        let id = dest.save_snapshot(&snapshot)?;
+        report.copied.push((entry.id, id));
+    }
+    Ok(report)
+}
