@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod args;
 mod output;
 mod password;
+mod retention;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -216,6 +217,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::diff(global, &entries)?;
             Ok(exit::OK)
         }
+        Command::Forget(args) => retention::forget(global, &open_repo(global)?, args),
+        Command::Prune(args) => retention::prune(global, &open_repo(global)?, args),
         Command::Stats => {
             let repo = open_repo(global)?;
             output::stats(global, &stats::stats(&repo)?)?;

@@ -1,6 +1,9 @@
 //! One file per operation; each takes an open repository and options, returns data.
 pub mod check;
 pub mod diff;
+pub mod forget;
 pub mod ls;
+pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod stats;
