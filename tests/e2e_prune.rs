@@ -27,6 +27,11 @@ fn write_version(src: &Path, v: u64, unique: u64) {
     write_random(&src.join("sub/also-shared.bin"), 2, 40 * KIB);
     write_random(&src.join(format!("v{v}.bin")), 1000 + v, unique);
     write_random(&src.join(format!("sub/v{v}-small.bin")), 2000 + v, 3 * KIB);
+    // The previous version's unique file lives on: once that version is forgotten, its packs
+    // are partly used and get repacked.
+    if v > 0 {
+        write_random(&src.join(format!("v{}.bin", v - 1)), 1000 + v - 1, unique);
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -123,10 +128,10 @@ fn forgetting_half_and_pruning_brings_the_size_near_a_fresh_backup() {
         copy_tree(&src, &copy);
         copies.push(copy);
     }
-    let full = c.repo_size();
     let dry = prune_json(&c, &["--dry-run"]);
     assert_eq!(dry["packs_unused"], 0, "nothing is unused yet: {dry}");
     c.ok(&["forget", "--keep-last", "3"]);
+    let full = c.repo_size();
     let dry = prune_json(&c, &["--dry-run"]);
     assert!(dry["bytes_freed"].as_i64().unwrap() > 0, "{dry}");
     assert_eq!(c.repo_size(), full, "prune --dry-run changed the repository");
@@ -171,12 +176,12 @@ fn prune_killed_at_every_step_and_at_random_moments_loses_nothing() {
     c.init();
     let src = c.path("src");
     let mut copies: HashMap<String, PathBuf> = HashMap::new();
-    let rounds = 2 * CRASH_POINTS.len() + 12;
+    let rounds = 3 * CRASH_POINTS.len() + 8;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut killed = 0;
     for round in 0..rounds {
-        write_version(&src, round as u64, 64 * KIB + (round as u64 % 5) * 50 * KIB);
-        let id = string(&c.backup(&[&src]), "id");
+        write_version(&src, round as u64, 64 * KIB);
+        let id = string(&c.backup(&[&src]), "snapshot_id");
         let copy = c.path(&format!("copy-{round}"));
         copy_tree(&src, &copy);
         copies.insert(id, copy);
@@ -184,7 +189,7 @@ fn prune_killed_at_every_step_and_at_random_moments_loses_nothing() {
 
         let mut cmd = c.command();
         cmd.args(["prune", "--max-unused", "0%"]);
-        let out = if round < 2 * CRASH_POINTS.len() {
+        let out = if round < 3 * CRASH_POINTS.len() {
             cmd.env("COFFER_CRASHPOINT", CRASH_POINTS[round % CRASH_POINTS.len()]);
             run(cmd, DEFAULT_TIMEOUT)
         } else {
@@ -193,7 +198,7 @@ fn prune_killed_at_every_step_and_at_random_moments_loses_nothing() {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let running = Running::start(cmd);
-            std::thread::sleep(Duration::from_millis(rng % 400));
+            std::thread::sleep(Duration::from_millis(rng % 300));
             running.signal(Signal::SIGKILL);
             running.wait(Duration::from_secs(60))
         };
@@ -238,8 +243,7 @@ fn a_short_listing_or_an_untrusted_snapshot_makes_prune_delete_nothing() {
     assert_eq!(c.repo_files(""), files_before, "prune deleted something despite the short listing");
 
     let snapshot = c.repo_files("snapshots")[0].clone();
-    let out =
-        c.command().args(["prune"]).env("COFFER_TEST_HIDE_FROM_LISTING", file_name(&snapshot)).output().unwrap();
+    let out = c.command().args(["prune"]).env("COFFER_TEST_HIDE_FROM_LISTING", file_name(&snapshot)).output().unwrap();
     assert!(!out.status.success(), "prune succeeded with a snapshot missing from the listing");
     assert_eq!(c.repo_files(""), files_before, "prune deleted something despite the missing snapshot");
 
@@ -291,7 +295,7 @@ fn an_interrupted_backups_packs_wait_for_its_lock_and_are_not_adopted_once_conde
 
     // The next backup must not take the condemned packs back.
     write_version(&src, 1, 100 * KIB);
-    let id = string(&c.backup(&[&src]), "id");
+    let id = string(&c.backup(&[&src]), "snapshot_id");
     let copy = c.path("copy");
     copy_tree(&src, &copy);
     let report = prune_json(&c, &[]);
@@ -323,18 +327,19 @@ fn backups_and_prunes_running_at_once_lose_nothing() {
     let deadline = Instant::now() + Duration::from_secs(secs);
 
     let backups = {
-        let (c, src, stop, copies, cache) = (Arc::clone(&c), src.clone(), Arc::clone(&stop), Arc::clone(&copies), backup_cache);
+        let (c, src, stop, copies, cache) =
+            (Arc::clone(&c), src.clone(), Arc::clone(&stop), Arc::clone(&copies), backup_cache);
         std::thread::spawn(move || {
             let mut v = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                write_version(&src, v, 50 * KIB + (v % 7) * 40 * KIB);
+                write_version(&src, v, 50 * KIB);
                 let copy = c.path(&format!("copy-{v}"));
                 copy_tree(&src, &copy);
                 let mut cmd = c.command();
                 cmd.env("COFFER_CACHE_DIR", &cache).args(["backup", "--json"]).arg(&src);
                 let out = run(cmd, DEFAULT_TIMEOUT);
                 out.assert_code(0);
-                copies.lock().unwrap().insert(string(&out.json(), "id"), copy);
+                copies.lock().unwrap().insert(string(&out.json(), "snapshot_id"), copy);
                 v += 1;
             }
             v

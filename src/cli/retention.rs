@@ -200,7 +200,8 @@ fn print_prune(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
     if global.quiet {
         return Ok(());
     }
-    let freed = if r.bytes_freed >= 0 { bytes(r.bytes_freed as u64) } else { format!("-{}", bytes((-r.bytes_freed) as u64)) };
+    let freed =
+        if r.bytes_freed >= 0 { bytes(r.bytes_freed as u64) } else { format!("-{}", bytes((-r.bytes_freed) as u64)) };
     if r.dry_run {
         writeln!(
             out,

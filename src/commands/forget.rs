@@ -75,13 +75,9 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     }
     options.policy.validate()?;
     let (snapshots, rejected) = repo.load_snapshots()?;
-    let considered: Vec<(Id, crate::format::snapshot::Snapshot)> = snapshots
-        .iter()
-        .filter(|e| options.filter.matches(&e.snapshot))
-        .map(|e| (e.id, e.snapshot.clone()))
-        .collect();
-    let groups =
-        apply_grouped(&options.policy, options.group_by, &considered, options.now_unix, &chrono::Local)?;
+    let considered: Vec<(Id, crate::format::snapshot::Snapshot)> =
+        snapshots.iter().filter(|e| options.filter.matches(&e.snapshot)).map(|e| (e.id, e.snapshot.clone())).collect();
+    let groups = apply_grouped(&options.policy, options.group_by, &considered, options.now_unix, &chrono::Local)?;
     let mut report = ForgetReport { dry_run: options.dry_run, untrusted: rejected, ..Default::default() };
     for (key, decisions) in groups {
         let mut rows = Vec::new();
@@ -113,8 +109,28 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     // The local record first: killed before the deletes, the snapshots are simply still
     // there; killed after, none is taken for a snapshot someone else removed.
     repo.db().forget_snapshots(&report.removed)?;
+    // Their backups are finished; once the snapshots are gone nothing else would say so, and
+    // a prune would wait for them. Markers go before the snapshots, so a kill in between
+    // leaves the snapshot to vouch for its session.
+    let sessions: std::collections::HashSet<Id> =
+        considered.iter().filter(|(id, _)| report.removed.contains(id)).filter_map(|(_, s)| lock_session(s)).collect();
+    let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
+    for (session, path) in markers {
+        if sessions.contains(&session) {
+            repo.store.delete(&path).map_err(RepoError::from)?;
+        }
+    }
     for id in &report.removed {
         repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, id)).map_err(RepoError::from)?;
     }
     Ok(report)
+}
+
+/// The lock session a snapshot's backup held (docs/design.md, "Prune protocol").
+pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> {
+    snapshot
+        .extensions
+        .iter()
+        .find(|(name, _)| name == crate::repo::locks::LOCK_EXTENSION)
+        .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
 }

@@ -25,7 +25,7 @@ use crate::format::pack::{compress, BlobKind, PackWriter};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::locks::{list_locks, LOCK_EXTENSION, LOCK_TIMEOUT};
+use crate::repo::locks::{list_locks, LOCK_TIMEOUT};
 use crate::repo::{now_unix, RepoError, Repository, SnapshotEntry};
 use crate::store::paths;
 
@@ -131,7 +131,11 @@ pub fn prune(repo: &Repository, options: &PruneOptions, progress: impl Fn(&str))
         if options.dry_run {
             for (id, record) in &pending {
                 if let PlanRecord::Condemn { packs, .. } = record {
-                    progress(&format!("an earlier prune's plan {} condemns {} packs; not finished", id.short(), packs.len()));
+                    progress(&format!(
+                        "an earlier prune's plan {} condemns {} packs; not finished",
+                        id.short(),
+                        packs.len()
+                    ));
                     report.packs_unused += packs.len() as u64;
                 }
             }
@@ -189,12 +193,7 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
             return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, &id)));
         }
     }
-    let sessions = snapshots
-        .iter()
-        .flat_map(|e| e.snapshot.extensions.iter())
-        .filter(|(name, _)| name == LOCK_EXTENSION)
-        .filter_map(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
-        .collect();
+    let sessions = snapshots.iter().filter_map(|e| super::forget::lock_session(&e.snapshot)).collect();
     Ok((snapshots, sessions))
 }
 
@@ -416,7 +415,9 @@ fn delete_phase(
     let mut stale = HashSet::new();
     let mut waiting = Vec::new();
     for lock in &locks {
-        if finished.contains(&lock.session) {
+        // Markers all gone: only forget and prune delete them, and only for finished or
+        // dead backups (a forgotten snapshot no longer vouches for its session).
+        if finished.contains(&lock.session) || !newest.contains_key(&lock.session) {
             continue;
         }
         let refreshed = newest.get(&lock.session).is_some_and(|seq| *seq > lock.seq);
@@ -489,9 +490,7 @@ fn delete_phase(
     }
     let rescued_blobs: HashSet<Id> = rescue.packs.iter().flat_map(|p| p.blobs.iter().map(|e| e.id)).collect();
     if let Some(lost) = referenced.iter().find(|b| !surviving_blobs.contains(b) && !rescued_blobs.contains(b)) {
-        return Err(PruneError::Unreachable(format!(
-            "blob {lost} would be in no index file after this prune"
-        )));
+        return Err(PruneError::Unreachable(format!("blob {lost} would be in no index file after this prune")));
     }
     if !rescue.packs.is_empty() {
         progress(&format!("{} condemned packs are still needed; keeping them", rescue.packs.len()));

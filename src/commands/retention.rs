@@ -84,11 +84,8 @@ impl Span {
     /// `time` minus this span (calendar arithmetic, clamped to the month's last day).
     fn before(&self, time: DateTime<Utc>) -> DateTime<Utc> {
         let months = self.years * 12 + self.months;
-        let shifted = if months > 0 {
-            time.checked_sub_months(chrono::Months::new(months as u32)).unwrap_or(time)
-        } else {
-            time
-        };
+        let shifted =
+            if months > 0 { time.checked_sub_months(chrono::Months::new(months as u32)).unwrap_or(time) } else { time };
         shifted - chrono::Duration::days(self.days.into()) - chrono::Duration::hours(self.hours.into())
     }
 }
@@ -162,9 +159,7 @@ pub fn apply<Tz: TimeZone>(
     type Bucket = fn(&DateTime<chrono::FixedOffset>) -> i64;
     let rules: [(&str, Option<u32>, Bucket); 6] = [
         ("last", policy.keep_last, |_| 0),
-        ("hourly", policy.keep_hourly, |t| {
-            (t.year() as i64 * 10_000 + t.ordinal() as i64) * 100 + t.hour() as i64
-        }),
+        ("hourly", policy.keep_hourly, |t| (t.year() as i64 * 10_000 + t.ordinal() as i64) * 100 + t.hour() as i64),
         ("daily", policy.keep_daily, |t| t.year() as i64 * 10_000 + t.ordinal() as i64),
         ("weekly", policy.keep_weekly, |t| {
             let w = t.iso_week();
@@ -184,7 +179,8 @@ pub fn apply<Tz: TimeZone>(
             continue;
         }
         let local = zone.timestamp_opt(c.time_unix, c.time_nsec).single().map(|t| t.fixed_offset());
-        let local = local.unwrap_or_else(|| DateTime::from_timestamp(c.time_unix, 0).unwrap_or_default().fixed_offset());
+        let local =
+            local.unwrap_or_else(|| DateTime::from_timestamp(c.time_unix, 0).unwrap_or_default().fixed_offset());
         for (i, (name, _, bucket)) in rules.iter().enumerate() {
             if remaining[i] == 0 {
                 continue;
