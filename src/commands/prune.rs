@@ -266,13 +266,17 @@ fn condemn_phase(
     report: &mut PruneReport,
     progress: &impl Fn(&str),
 ) -> Result<(), PruneError> {
+    // Snapshots first, then the index, then the packs: each is stored after what it needs,
+    // so whatever a listed snapshot references is in the index read after it.
+    progress("reading snapshots");
+    let (snapshots, _) = all_snapshots(repo)?;
     repo.sync_index()?;
-    let index_files: Vec<Id> = repo.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
+    // Exactly the index files the local index holds now: the new index replaces these.
+    let mut index_files: Vec<Id> = repo.db().index_files()?.into_iter().collect();
+    index_files.sort();
     let contents = repo.db().pack_contents()?;
     let indexed_sizes: HashMap<Id, u64> = contents.iter().map(|(id, (size, _))| (*id, *size)).collect();
     let listed = listed_packs(repo, &indexed_sizes)?;
-    progress("reading snapshots");
-    let (snapshots, _) = all_snapshots(repo)?;
     progress(&format!("finding the data {} snapshots use", snapshots.len()));
     let referenced = referenced_blobs(repo, &snapshots, &HashMap::new())?;
 
