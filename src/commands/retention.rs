@@ -148,7 +148,7 @@ pub fn apply<Tz: TimeZone>(
     policy.validate()?;
     let within = policy.keep_within.as_deref().map(Span::parse).transpose()?;
     let mut sorted: Vec<&Candidate> = group.iter().collect();
-    sorted.sort_by(|a, b| (b.time_unix, b.time_nsec, b.id).cmp(&(a.time_unix, a.time_nsec, a.id)));
+    sorted.sort_by_key(|c| std::cmp::Reverse((c.time_unix, c.time_nsec, c.id)));
     let is_future = |c: &Candidate| c.time_unix > now_unix + FUTURE_TOLERANCE_SECS;
     let newest_real = sorted.iter().find(|c| !is_future(c)).map(|c| c.time_unix);
     let within_since = match (within, newest_real) {

@@ -35,8 +35,11 @@ fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
     Some((Id::from_hex(session)?, seq.parse().ok()?))
 }
 
+/// Lock sessions with their newest marker's seq, and every marker as (session, path).
+pub type LockListing = (HashMap<Id, u32>, Vec<(Id, String)>);
+
 /// Every lock session in the store with its newest marker, and every marker's path.
-pub fn list_locks(store: &Store) -> Result<(HashMap<Id, u32>, Vec<(Id, String)>), RepoError> {
+pub fn list_locks(store: &Store) -> Result<LockListing, RepoError> {
     let mut newest: HashMap<Id, u32> = HashMap::new();
     let mut markers = Vec::new();
     for (path, _) in store.list(paths::LOCKS)? {
