@@ -1163,3 +1163,36 @@ fn browsing_a_snapshot_seen_before_needs_no_data_packs() {
     drop(away);
     assert!(c.repo.join("data").is_dir());
 }
+
+#[test]
+fn a_forgotten_snapshot_leaves_a_running_mount() {
+    if !can_mount("a_forgotten_snapshot_leaves_a_running_mount") {
+        return;
+    }
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    write_file(&src.join("version"), b"one\n");
+    c.backup(&[&src]);
+    std::thread::sleep(Duration::from_millis(1100));
+    write_file(&src.join("version"), b"two\n");
+    c.backup(&[&src]);
+    let mnt = c.dir("mnt");
+    let m = Mounted::start(&c, &mnt, &[]);
+    assert_eq!(str_names(&mnt.join("snapshots")).len(), 2);
+
+    c.ok(&["forget", "--keep-last", "1"]);
+    assert_eq!(c.snapshots().len(), 1, "`snapshots` still lists the forgotten snapshot");
+    // The mount re-lists at most every 2 s and the kernel keeps top-level entries for 1 s.
+    let t = Instant::now();
+    while str_names(&mnt.join("snapshots")).len() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the forgotten snapshot is still mounted after 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t.elapsed() <= Duration::from_secs(4), "the forgotten snapshot took {:?} to go", t.elapsed());
+    assert_eq!(str_names(&mnt.join("ids")).len(), 1);
+    assert_eq!(fs::read(m.latest(&src.join("version"))).expect("read latest/version"), b"two\n");
+    c.ok(&["prune"]);
+    assert_eq!(fs::read(m.latest(&src.join("version"))).expect("read after prune"), b"two\n");
+    m.stop();
+}

@@ -105,17 +105,22 @@ pub fn backup(
     let start = chrono::Utc::now();
     let sources = prepare_sources(&options.paths)?;
     let excludes = Excludes::new(&options.excludes)?;
+    // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
+    // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
+    let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
+    repo.sync_index()?;
+    let condemned = repo.condemned_packs()?;
     // A backup that died last time may have left packs without an index; index them now so
     // their data is reused rather than uploaded again.
     if repo.db().note(RUNNING_NOTE)?.is_some() {
-        let adopted = repo.adopt_orphan_packs()?;
+        let adopted = repo.adopt_orphan_packs(&condemned)?;
         if adopted > 0 {
             log::info!("indexed {adopted} packs left by an interrupted backup");
         }
     }
     repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = sink::BlobSink::new(Arc::clone(repo), cores)?;
+    let sink = sink::BlobSink::new(Arc::clone(repo), cores, &condemned)?;
     let (event_tx, event_rx) = bounded(16);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
@@ -230,9 +235,15 @@ pub fn backup(
             start_unix: start.timestamp(),
             end_unix: end.timestamp(),
         },
-        extensions: Vec::new(),
+        extensions: vec![(
+            crate::repo::locks::LOCK_EXTENSION.to_string(),
+            ByteBuf::from(lock.session.as_bytes().to_vec()),
+        )],
     };
+    lock.check_fresh()?;
+    crate::crashpoint::hit("backup-before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
+    drop(lock);
     repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
 }

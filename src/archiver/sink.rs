@@ -175,11 +175,22 @@ impl Shared {
 }
 
 impl BlobSink {
-    pub fn new(repo: Arc<Repository>, workers: usize) -> Result<BlobSink, RepoError> {
+    /// `condemned`: packs a prune plan will delete; blobs found only there count as absent.
+    pub fn new(repo: Arc<Repository>, workers: usize, condemned: &HashSet<Id>) -> Result<BlobSink, RepoError> {
         let mut known = HashSet::new();
-        repo.db().for_each_blob(|id, _| {
-            known.insert(*id);
+        let mut doubtful = Vec::new();
+        repo.db().for_each_blob(|id, location| {
+            if condemned.contains(&location.pack) {
+                doubtful.push(*id);
+            } else {
+                known.insert(*id);
+            }
         })?;
+        for id in doubtful {
+            if repo.db().blob_packs(&id)?.iter().any(|pack| !condemned.contains(pack)) {
+                known.insert(id);
+            }
+        }
         let shared = Arc::new(Shared {
             repo,
             uploads: Mutex::new(Uploads {

@@ -147,6 +147,10 @@ pub enum Command {
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },
+    /// Remove snapshots by a retention policy (per group); `--prune` also frees their data.
+    Forget(crate::cli::retention::ForgetArgs),
+    /// Delete data no snapshot needs; repack partly used packs. Safe beside running backups.
+    Prune(crate::cli::retention::PruneArgs),
 }
 
 fn parse_subset(text: &str) -> Result<String, String> {

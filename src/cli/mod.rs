@@ -6,6 +6,7 @@ pub mod args;
 mod copy;
 mod output;
 mod password;
+mod retention;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -232,6 +233,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::diff(global, &entries)?;
             Ok(exit::OK)
         }
+        Command::Forget(args) => retention::forget(global, &open_repo(global)?, args),
+        Command::Prune(args) => retention::prune(global, &open_repo(global)?, args),
         Command::Stats => {
             let repo = open_repo(global)?;
             output::stats(global, &stats::stats(&repo)?)?;

@@ -127,8 +127,13 @@ pub fn copy(
     if todo.is_empty() {
         return Ok(report);
     }
+    // Copying into `dest` is a backup as far as a concurrent prune is concerned: the same lock
+    // handshake keeps prune from deleting what this copy deduplicates against.
+    let lock = crate::repo::locks::BackupLock::acquire(&dest.store)?;
+    dest.sync_index()?;
+    let condemned = dest.condemned_packs()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = BlobSink::new(Arc::clone(dest), workers)?;
+    let sink = BlobSink::new(Arc::clone(dest), workers, &condemned)?;
     let mut copier = Copier { source, dest, sink: &sink, mapped: HashMap::new(), blobs_read: 0, interrupted };
     let mut roots = Vec::new();
     for entry in &todo {
@@ -152,8 +157,11 @@ pub fn copy(
     for (entry, root) in roots {
         let mut snapshot = entry.snapshot.clone();
         snapshot.tree = root;
-        snapshot.extensions.retain(|(key, _)| key != COPIED_FROM);
+        let lock_key = crate::repo::locks::LOCK_EXTENSION;
+        snapshot.extensions.retain(|(key, _)| key != COPIED_FROM && key != lock_key);
         snapshot.extensions.push((COPIED_FROM.to_string(), ByteBuf::from(entry.id.0.to_vec())));
+        snapshot.extensions.push((lock_key.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec())));
+        lock.check_fresh()?;
         let id = dest.save_snapshot(&snapshot)?;
         report.copied.push((entry.id, id));
     }

@@ -2,6 +2,9 @@
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod forget;
 pub mod ls;
+pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod stats;

@@ -112,6 +112,36 @@ impl Db {
         })
     }
 
+    /// Every pack holding `blob`.
+    pub fn blob_packs(&self, blob: &Id) -> Result<Vec<Id>, DbError> {
+        self.read("looking up a blob", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT p.id FROM blobs b JOIN packs p ON p.n = b.pack WHERE b.blob = ?1 ORDER BY p.id",
+            )?;
+            let packs = stmt.query_map([blob], |r| r.get(0))?.collect();
+            packs
+        })
+    }
+
+    /// Every pack with its size and blob entries, as the imported index files list them.
+    pub fn pack_contents(&self) -> Result<HashMap<Id, (u64, Vec<PackEntry>)>, DbError> {
+        self.read("reading the blob index", |conn| {
+            let mut out: HashMap<Id, (u64, Vec<PackEntry>)> = HashMap::new();
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT p.id, p.size, b.blob, b.kind, b.pos, b.len, b.raw_len
+                 FROM blobs b JOIN packs p ON p.n = b.pack",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let pack: Id = row.get(0)?;
+                let size: u64 = row.get(1)?;
+                let entry = entry_from_row(row, 3, row.get(2)?)?;
+                out.entry(pack).or_insert_with(|| (size, Vec::new())).1.push(entry);
+            }
+            Ok(out)
+        })
+    }
+
     pub fn has_blob(&self, blob: &Id) -> Result<bool, DbError> {
         self.read("looking up a blob", |conn| {
             conn.prepare_cached("SELECT 1 FROM blobs WHERE blob = ?1")?.exists([blob])

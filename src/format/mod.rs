@@ -11,6 +11,7 @@ pub mod config;
 pub mod index;
 pub mod keyfile;
 pub mod pack;
+pub mod plan;
 pub mod signer;
 pub mod snapshot;
 pub mod tree;

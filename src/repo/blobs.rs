@@ -36,11 +36,12 @@ impl Repository {
     /// Indexes packs that are stored but listed in no index file: what a backup killed
     /// between uploading a pack and writing its index leaves. Their blob tables are sealed
     /// with the index key, so a write-only key can do this too. Returns how many it adopted.
-    pub fn adopt_orphan_packs(&self) -> Result<usize, RepoError> {
+    /// Packs a prune plan condemned are left alone: prune is about to delete them.
+    pub fn adopt_orphan_packs(&self, condemned: &HashSet<Id>) -> Result<usize, RepoError> {
         let indexed = self.db().pack_sizes()?;
         let mut file = IndexFile::default();
         for (id, size) in self.store.list_ids(paths::DATA)? {
-            if indexed.contains_key(&id) {
+            if indexed.contains_key(&id) || condemned.contains(&id) {
                 continue;
             }
             match self.read_pack_table(&id, size) {
@@ -122,7 +123,14 @@ impl Repository {
     }
 
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
-        self.read_blob_at(&self.locate(id)?)
+        match self.read_blob_at(&self.locate(id)?) {
+            // A prune may have moved the blob since the index was read: re-read it once.
+            Err(RepoError::Store(e)) if e.is_not_found() => {
+                self.sync_index()?;
+                self.read_blob_at(&self.locate(id)?)
+            }
+            other => other,
+        }
     }
 
     /// Loads a tree, from the local cache when it was seen before.

@@ -3,6 +3,7 @@
 //! index files, snapshots) live here; operations that combine them live in `commands`.
 
 mod blobs;
+pub mod locks;
 mod open;
 mod snapshots;
 

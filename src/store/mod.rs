@@ -63,6 +63,9 @@ pub mod paths {
     pub const SNAPSHOTS: &str = "snapshots/";
     pub const SIGNERS: &str = "signers/";
     pub const DATA: &str = "data/";
+    /// Backup lock markers (`<session>-<seq>`) and prune plans: see docs/design.md, "Prune protocol".
+    pub const LOCKS: &str = "locks/";
+    pub const PLANS: &str = "plans/";
 
     pub fn pack(id: &Id) -> String {
         let hex = id.to_hex();
@@ -128,6 +131,17 @@ async fn store_object(op: &Operator, path: &str, bytes: Vec<u8>, verify: bool) -
         }
         (Ok(_), None) => Err(StoreError::NotStored { path: path.to_string(), found: "it is not there".into() }),
     }
+}
+
+/// Test hook for short listings: debug builds leave out of every listing the objects whose
+/// path contains one of the comma-separated strings in `COFFER_TEST_HIDE_FROM_LISTING`.
+fn hidden_by_test(path: &str) -> bool {
+    #[cfg(debug_assertions)]
+    if let Ok(hidden) = std::env::var("COFFER_TEST_HIDE_FROM_LISTING") {
+        return hidden.split(',').any(|h| !h.is_empty() && path.contains(h));
+    }
+    let _ = path;
+    false
 }
 
 /// Shared handle to a repository's storage. Cheap to clone.
@@ -373,6 +387,7 @@ impl Store {
         Ok(entries
             .into_iter()
             .filter(|e| !e.metadata().is_dir() && !e.path().ends_with('/'))
+            .filter(|e| !hidden_by_test(e.path()))
             .map(|e| (e.path().to_string(), e.metadata().content_length()))
             .collect())
     }

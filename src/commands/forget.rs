@@ -1,0 +1,136 @@
+//! `coffer forget`: applies a retention policy per group of snapshots and deletes the
+//! snapshot objects it does not keep. Data goes only with `prune`.
+//!
+//! Only authenticated snapshots take part: one that fails its signature or cannot be read is
+//! never counted by a rule and never deleted here (it is reported; `check` names it). A
+//! snapshot dated in the future is kept with a warning and takes no rule's slot.
+
+use serde::Serialize;
+
+use super::prune::PruneError;
+use super::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
+use crate::id::Id;
+use crate::repo::{RepoError, Repository, SnapshotFilter};
+use crate::store::paths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Prune(#[from] PruneError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<crate::db::DbError> for ForgetError {
+    fn from(e: crate::db::DbError) -> ForgetError {
+        ForgetError::Repo(e.into())
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    pub policy: RetentionPolicy,
+    pub group_by: GroupBy,
+    /// Only snapshots passing this filter are considered; others are left alone.
+    pub filter: SnapshotFilter,
+    pub dry_run: bool,
+    /// Set for append-only profiles: forget refuses.
+    pub append_only: bool,
+    pub now_unix: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotDecision {
+    pub id: Id,
+    pub time: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupDecisions {
+    pub group: GroupKey,
+    pub snapshots: Vec<SnapshotDecision>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    pub groups: Vec<GroupDecisions>,
+    pub removed: Vec<Id>,
+    /// Kept because they are dated in the future (a clock error, or a forgery).
+    pub future: Vec<Id>,
+    /// Not considered: failed authentication or could not be read.
+    pub untrusted: Vec<(Id, String)>,
+}
+
+pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport, ForgetError> {
+    repo.require_full_key("forget")?;
+    if options.append_only {
+        return Err(PruneError::AppendOnly("forget").into());
+    }
+    options.policy.validate()?;
+    let (snapshots, rejected) = repo.load_snapshots()?;
+    let considered: Vec<(Id, crate::format::snapshot::Snapshot)> =
+        snapshots.iter().filter(|e| options.filter.matches(&e.snapshot)).map(|e| (e.id, e.snapshot.clone())).collect();
+    let groups = apply_grouped(&options.policy, options.group_by, &considered, options.now_unix, &chrono::Local)?;
+    let mut report = ForgetReport { dry_run: options.dry_run, untrusted: rejected, ..Default::default() };
+    for (key, decisions) in groups {
+        let mut rows = Vec::new();
+        for d in decisions {
+            let Some((_, s)) = considered.iter().find(|(id, _)| *id == d.id) else { continue };
+            if d.reasons.iter().any(|r| r == "future") {
+                report.future.push(d.id);
+            }
+            if !d.keep {
+                report.removed.push(d.id);
+            }
+            let time = chrono::DateTime::from_timestamp(s.time_unix, s.time_nsec)
+                .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            rows.push(SnapshotDecision {
+                id: d.id,
+                time,
+                host: s.hostname.clone(),
+                tags: s.tags.clone(),
+                keep: d.keep,
+                reasons: d.reasons,
+            });
+        }
+        report.groups.push(GroupDecisions { group: key, snapshots: rows });
+    }
+    if options.dry_run || report.removed.is_empty() {
+        return Ok(report);
+    }
+    // The local record first: killed before the deletes, the snapshots are simply still
+    // there; killed after, none is taken for a snapshot someone else removed.
+    repo.db().forget_snapshots(&report.removed)?;
+    // Their backups are finished; once the snapshots are gone nothing else would say so, and
+    // a prune would wait for them. Markers go before the snapshots, so a kill in between
+    // leaves the snapshot to vouch for its session.
+    let sessions: std::collections::HashSet<Id> =
+        considered.iter().filter(|(id, _)| report.removed.contains(id)).filter_map(|(_, s)| lock_session(s)).collect();
+    let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
+    for (session, path) in markers {
+        if sessions.contains(&session) {
+            repo.store.delete(&path).map_err(RepoError::from)?;
+        }
+    }
+    for id in &report.removed {
+        repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, id)).map_err(RepoError::from)?;
+    }
+    Ok(report)
+}
+
+/// The lock session a snapshot's backup held (docs/design.md, "Prune protocol").
+pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> {
+    snapshot
+        .extensions
+        .iter()
+        .find(|(name, _)| name == crate::repo::locks::LOCK_EXTENSION)
+        .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
+}

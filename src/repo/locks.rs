@@ -1,0 +1,154 @@
+//! Backup lock markers and prune plans: the two halves of the handshake that keeps prune from
+//! deleting what a running backup relies on (docs/design.md, "Prune protocol").
+//!
+//! A backup writes `locks/<session>-<seq>` when it starts and a new marker (seq + 1) every
+//! [`LOCK_REFRESH`]; it never deletes one (append-only stores). Its snapshot names the session
+//! (extension [`LOCK_EXTENSION`]), which is how prune tells a finished backup from a running one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{bounded, Sender};
+
+use super::{RepoError, Repository};
+use crate::format::plan::PlanRecord;
+use crate::id::Id;
+use crate::store::{paths, Store};
+
+/// How often a running backup writes a fresh lock marker.
+pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// A lock whose newest marker prune has seen unchanged for this long belongs to a dead
+/// backup. A live backup refreshes six times within it; one that could not (suspended
+/// machine) refuses to write its snapshot (see [`BackupLock::check_fresh`]).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The snapshot extension holding the backup's lock session id.
+pub const LOCK_EXTENSION: &str = "coffer.lock-session";
+
+pub fn lock_path(session: &Id, seq: u32) -> String {
+    format!("{}{}-{seq:08}", paths::LOCKS, session.to_hex())
+}
+
+fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
+    let name = path.rsplit('/').next()?;
+    let (session, seq) = name.split_once('-')?;
+    Some((Id::from_hex(session)?, seq.parse().ok()?))
+}
+
+/// Lock sessions with their newest marker's seq, and every marker as (session, path).
+pub type LockListing = (HashMap<Id, u32>, Vec<(Id, String)>);
+
+/// Every lock session in the store with its newest marker, and every marker's path.
+pub fn list_locks(store: &Store) -> Result<LockListing, RepoError> {
+    let mut newest: HashMap<Id, u32> = HashMap::new();
+    let mut markers = Vec::new();
+    for (path, _) in store.list(paths::LOCKS)? {
+        match parse_lock_name(&path) {
+            Some((session, seq)) => {
+                let slot = newest.entry(session).or_insert(seq);
+                *slot = (*slot).max(seq);
+                markers.push((session, path));
+            }
+            None => log::warn!("ignoring {path}: not a lock marker"),
+        }
+    }
+    Ok((newest, markers))
+}
+
+/// A running backup's lock: written at start, refreshed by a thread until dropped.
+pub struct BackupLock {
+    pub session: Id,
+    last_written: Arc<Mutex<SystemTime>>,
+    stop: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackupLock {
+    pub fn acquire(store: &Store) -> Result<BackupLock, RepoError> {
+        let session = Id(crate::crypto::random_bytes());
+        store.write(&lock_path(&session, 0), b"coffer backup lock v1".to_vec())?;
+        let last_written = Arc::new(Mutex::new(SystemTime::now()));
+        let (stop, stopped) = bounded::<()>(1);
+        let (store, last) = (store.clone(), Arc::clone(&last_written));
+        let thread = std::thread::Builder::new()
+            .name("coffer-lock".into())
+            .spawn(move || {
+                let mut seq = 0u32;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_REFRESH) {
+                    seq += 1;
+                    match store.write(&lock_path(&session, seq), b"coffer backup lock v1".to_vec()) {
+                        Ok(()) => *last.lock().unwrap_or_else(|p| p.into_inner()) = SystemTime::now(),
+                        Err(e) => log::warn!("refreshing the backup lock: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| RepoError::Local { what: "starting the lock refresher".into(), source: e })?;
+        Ok(BackupLock { session, last_written, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Fails when the lock may have been taken for dead (not refreshed for half the timeout:
+    /// the machine slept, or the store refused writes): a prune may since have removed data
+    /// this backup deduplicated against, so its snapshot must not be written.
+    pub fn check_fresh(&self) -> Result<(), RepoError> {
+        let last = *self.last_written.lock().unwrap_or_else(|p| p.into_inner());
+        let age = SystemTime::now().duration_since(last).unwrap_or_default();
+        if age > LOCK_TIMEOUT / 2 {
+            return Err(RepoError::Corrupt {
+                object: format!("lock {}", self.session.short()),
+                detail: format!(
+                    "not refreshed for {} s (machine suspended?); a prune may have removed data this backup \
+                     relies on, so no snapshot is written; run the backup again",
+                    age.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackupLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Repository {
+    /// Every prune plan record whose signature holds; others are reported and ignored.
+    pub fn plan_records(&self) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
+        let mut records = Vec::new();
+        for (id, _) in self.store.list_ids(paths::PLANS)? {
+            let path = paths::in_dir(paths::PLANS, &id);
+            let bytes = match self.store.read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => continue, // finished by a concurrent prune
+                Err(e) => return Err(e.into()),
+            };
+            if Id::of_bytes(&bytes) != id {
+                log::warn!("ignoring {path}: content does not match its name");
+                continue;
+            }
+            match PlanRecord::decode(&bytes, &self.id(), &self.keys.repo_verify) {
+                Ok(record) => records.push((id, record)),
+                Err(e) => log::warn!("ignoring {path}: {e}"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Packs some prune plan condemned: a backup must neither deduplicate against them nor
+    /// adopt them.
+    pub fn condemned_packs(&self) -> Result<HashSet<Id>, RepoError> {
+        Ok(self
+            .plan_records()?
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                PlanRecord::Condemn { packs, .. } => Some(packs),
+                PlanRecord::Wait { .. } => None,
+            })
+            .flatten()
+            .collect())
+    }
+}
