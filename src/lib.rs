@@ -5,6 +5,7 @@
 pub mod archiver;
 pub mod chunker;
 pub mod commands;
+pub mod crashpoint;
 pub mod crypto;
 pub mod db;
 pub mod format;

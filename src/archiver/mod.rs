@@ -229,7 +229,9 @@ pub fn backup(
         },
         extensions: Vec::new(),
     };
+    crate::crashpoint::hit("backup-before-snapshot-write");
     let id = repo.save_snapshot(&snapshot)?;
+    crate::crashpoint::hit("backup-after-snapshot-write");
     repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
 }
