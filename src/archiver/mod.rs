@@ -104,13 +104,13 @@ pub fn backup(
     let start = chrono::Utc::now();
     let sources = prepare_sources(&options.paths)?;
     let excludes = Excludes::new(&options.excludes)?;
-    // A backup that died last time may have left packs without an index; index them now so
-    // their data is reused rather than uploaded again.
-    if repo.db().note(RUNNING_NOTE)?.is_some() {
-        let adopted = repo.adopt_orphan_packs()?;
-        if adopted > 0 {
-            log::info!("indexed {adopted} packs left by an interrupted backup");
-        }
+    // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
+    // again). A backup that died last time may have left packs without an index; index them
+    // now so their data is reused rather than uploaded again.
+    let died = repo.db().note(RUNNING_NOTE)?.is_some();
+    let packs = repo.reconcile_packs(died)?;
+    if packs.adopted > 0 {
+        log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
     repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod args;
 mod output;
 mod password;
+mod repair;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -216,6 +217,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::diff(global, &entries)?;
             Ok(exit::OK)
         }
+        Command::Repair { what } => repair::run(global, what),
         Command::Stats => {
             let repo = open_repo(global)?;
             output::stats(global, &stats::stats(&repo)?)?;

@@ -2,5 +2,6 @@
 pub mod check;
 pub mod diff;
 pub mod ls;
+pub mod repair;
 pub mod restore;
 pub mod stats;

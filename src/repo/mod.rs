@@ -9,6 +9,7 @@ mod snapshots;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+pub use blobs::PackReconciliation;
 pub use open::{default_cache_dir, hostname, now_unix, username, OpenOptions};
 pub use snapshots::{resolve, SnapshotEntry, SnapshotFilter};
 
