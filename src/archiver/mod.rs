@@ -107,6 +107,13 @@ pub fn backup(
     // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
     // again). A backup that died last time may have left packs without an index; index them
     // now so their data is reused rather than uploaded again.
+    let machine = crate::repo::machine_identity();
+    if let Some(previous) = repo.db().claim_files_cache(&machine)? {
+        log::warn!(
+            "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
+             every file is read again this time"
+        );
+    }
     let died = repo.db().note(RUNNING_NOTE)?.is_some();
     let packs = repo.reconcile_packs(died)?;
     if packs.adopted > 0 {

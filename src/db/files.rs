@@ -33,6 +33,26 @@ fn from_sql_u64(v: i64) -> u64 {
 }
 
 impl Db {
+    /// Ties the files cache to the machine that backs up. A database copied to another machine
+    /// (or restored onto a new one) describes the files of the old one, whose device and inode
+    /// numbers can coincide with different files here: when `machine` differs from the one
+    /// recorded, the files cache is cleared. Returns the previous machine when it did that.
+    pub fn claim_files_cache(&mut self, machine: &str) -> Result<Option<String>, DbError> {
+        self.write("checking the owner of the files cache", |tx| {
+            let previous: Option<String> = tx
+                .prepare_cached("SELECT value FROM meta WHERE key = 'files_cache_machine'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            if previous.as_deref() == Some(machine) {
+                return Ok(None);
+            }
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('files_cache_machine', ?1)", [machine])?;
+            let had_files: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM files)", [], |r| r.get(0))?;
+            tx.execute("DELETE FROM files", [])?;
+            Ok(previous.filter(|_| had_files))
+        })
+    }
+
     /// The record of `path` from the last backup, if any.
     pub fn cached_file(&self, path: &[u8]) -> Result<Option<CachedFile>, DbError> {
         self.read("reading the files cache", |conn| {

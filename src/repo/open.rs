@@ -40,6 +40,18 @@ pub fn username() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
+/// Names this machine for the files cache: host name and, where systemd or dbus recorded
+/// one, the machine id (two clones of one disk share a host name but should not share it).
+pub fn machine_identity() -> String {
+    let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+    match id {
+        Some(id) => format!("{} ({})", hostname(), &id[..id.len().min(12)]),
+        None => hostname(),
+    }
+}
+
 pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
