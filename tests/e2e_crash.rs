@@ -83,7 +83,7 @@ impl Matrix {
         let len = 1024 + self.rng.below(48 * 1024);
         write_random(&self.src.join(format!("new-{:04}.bin", self.step)), 5000 + self.step, len);
         write_text(&self.src.join("notes/changing.txt"), 100 + self.rng.below(5000));
-        if self.step % 7 == 0 {
+        if self.step.is_multiple_of(7) {
             let _ = std::fs::remove_file(self.src.join(format!("new-{:04}.bin", self.step - 3)));
         }
     }
@@ -169,7 +169,7 @@ fn kill_9_at_every_crash_point_and_at_random_moments() {
         round += 1;
         assert!(round < 4 * wanted, "only {kills} of {round} attempted backups were killed");
         m.mutate();
-        let (what, out) = if round <= POINTS.len() || round % 2 == 0 {
+        let (what, out) = if round <= POINTS.len() || round.is_multiple_of(2) {
             let point = POINTS[(round - 1) % POINTS.len()];
             (point.to_string(), m.backup_killed_at(point))
         } else {

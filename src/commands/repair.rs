@@ -234,12 +234,10 @@ impl Rewriter<'_> {
         for mut node in tree.nodes {
             let path = node.name.to_vec();
             match &mut node.kind {
-                NodeKind::File { content, .. } => {
-                    if !content.iter().all(|id| self.present.contains(id)) {
-                        lost.push(path);
-                        changed = true;
-                        continue;
-                    }
+                NodeKind::File { content, .. } if !content.iter().all(|id| self.present.contains(id)) => {
+                    lost.push(path);
+                    changed = true;
+                    continue;
                 }
                 NodeKind::Dir { subtree } => match self.rewrite(*subtree) {
                     Some(sub) => {

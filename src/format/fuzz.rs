@@ -23,8 +23,11 @@ use super::{config, index, signer};
 use crate::crypto::{wrap_key, IdKey, SecretKey, SigningKey, SymKey};
 use crate::id::Id;
 
+/// A fuzz target's body: takes any bytes, must return normally.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the folder names under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pack", pack),
     ("blob", blob),
     ("index", index),
