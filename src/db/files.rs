@@ -124,6 +124,19 @@ mod tests {
     }
 
     #[test]
+    fn the_files_cache_is_cleared_when_another_machine_claims_it() {
+        let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
+        assert_eq!(db.claim_files_cache("host-a").unwrap(), None, "a new database has no previous machine");
+        let file = CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![Id::of_bytes(b"x")] };
+        db.store_files(&[(b"/f".to_vec(), file)]).unwrap();
+        assert_eq!(db.claim_files_cache("host-a").unwrap(), None);
+        assert!(db.cached_file(b"/f").unwrap().is_some(), "same machine: kept");
+        assert_eq!(db.claim_files_cache("host-b").unwrap().as_deref(), Some("host-a"));
+        assert!(db.cached_file(b"/f").unwrap().is_none(), "another machine: cleared");
+        assert_eq!(db.claim_files_cache("host-b").unwrap(), None);
+    }
+
+    #[test]
     fn round_trip_and_replace() {
         let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
         let non_utf8 = b"/home/\xff\xfe/photo.jpg".to_vec();

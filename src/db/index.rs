@@ -224,6 +224,23 @@ mod tests {
     }
 
     #[test]
+    fn forgotten_packs_are_neither_found_nor_deduplicated_against() {
+        let mut db = db();
+        let (lost, kept, blob, only_lost) = (id(1), id(2), id(3), id(4));
+        db.add_index_file(&id(8), &[(lost, 500, vec![entry(blob, 100), entry(only_lost, 300)])]).unwrap();
+        db.add_index_file(&id(9), &[(kept, 700, vec![entry(blob, 120)])]).unwrap();
+        let both = db.blob_locations(&blob).unwrap();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], db.blob_location(&blob).unwrap().unwrap(), "the first is what blob_location gives");
+        assert_eq!(db.forget_packs(&[lost, id(77)]).unwrap(), 2);
+        assert_eq!(db.blob_locations(&blob).unwrap(), vec![BlobLocation { pack: kept, entry: entry(blob, 120) }]);
+        assert!(!db.has_blob(&only_lost).unwrap());
+        assert_eq!(db.pack_sizes().unwrap(), HashMap::from([(kept, 700)]));
+        // The index file stays imported: sync_index does not bring the lost pack back.
+        assert!(db.index_files().unwrap().contains(&id(8)));
+    }
+
+    #[test]
     fn round_trip() {
         let mut db = db();
         let (pack, blob, tree) = (id(1), id(2), id(3));
