@@ -178,3 +178,22 @@ fn data_lost_for_good_is_named_and_repair_snapshots_makes_the_repository_usable_
     restore_equals(&c, &string(&third, "snapshot_id"), &src, "restore-third");
     c.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn repair_index_killed_between_writing_and_removing_can_run_again() {
+    use std::os::unix::process::ExitStatusExt;
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    c.backup(&[&src]);
+    delete_data_packs(&c);
+    let second = c.backup(&[&src]);
+    let mut cmd = c.command();
+    cmd.env("COFFER_CRASH_AT", "repair-index-before-removing-old").args(["repair", "index"]);
+    let killed = run(cmd, DEFAULT_TIMEOUT);
+    assert_eq!(killed.status.signal(), Some(9), "repair index was not killed at its crash point\n{killed}");
+    // New and old index files side by side: restores work; a second run finishes the job.
+    restore_equals(&c, &string(&second, "snapshot_id"), &src, "restore-between");
+    c.ok(&["repair", "index"]);
+    c.ok(&["check", "--read-data"]);
+}
