@@ -1196,3 +1196,51 @@ fn a_forgotten_snapshot_leaves_a_running_mount() {
     assert_eq!(fs::read(m.latest(&src.join("version"))).expect("read after prune"), b"two\n");
     m.stop();
 }
+
+/// Bit rot at many places of a data pack (header, blobs, table, trailer): through the mount,
+/// every read either returns the exact bytes or fails with EIO, never other bytes.
+#[test]
+fn bit_rot_anywhere_in_a_pack_never_reaches_a_reader_of_the_mount() {
+    if !can_mount("bit_rot_anywhere_in_a_pack_never_reaches_a_reader_of_the_mount") {
+        return;
+    }
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    write_random(&src.join("one.bin"), 21, 200 * KIB);
+    write_random(&src.join("two.bin"), 22, 90 * KIB);
+    write_file(&src.join("small.txt"), b"a small file in the same pack\n");
+    let (pack, short) = backup_alone(&c, &src);
+    let len = fs::metadata(&pack).expect("stat pack").len() as usize;
+    // Flips in the header or a blob fail reads; flips in the blob table do not matter to reads
+    // (the index locates blobs), only to `check --read-data`.
+    let mut flips_noticed = 0;
+    for at in [0, 20, 100, 101, 130, len / 3, len / 2, len - 40, len - 12, len - 1] {
+        let original = fs::read(&pack).expect("read pack");
+        flip_byte(&pack, Some(at));
+        let mnt = c.dir(&format!("mnt-{at}"));
+        // An empty cache, so nothing read before the flip is served from memory.
+        let cache = c.dir(&format!("cache-{at}"));
+        let cache_arg = cache.to_string_lossy().into_owned();
+        let m = Mounted::start(&c, &mnt, &["--cache-dir", &cache_arg]);
+        let mut noticed = false;
+        for (name, want) in [
+            ("one.bin", random_bytes(21, 200 * KIB)),
+            ("two.bin", random_bytes(22, 90 * KIB)),
+            ("small.txt", b"a small file in the same pack\n".to_vec()),
+        ] {
+            let p = mnt.join("ids").join(&short).join(src.join(name).strip_prefix("/").expect("abs"));
+            match read_all(&p) {
+                Ok(got) => assert!(got == want, "byte {at} flipped: {name} read through the mount differs"),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EIO), "byte {at} flipped: {name}: {e}");
+                    noticed = true;
+                }
+            }
+        }
+        drop(m);
+        fs::write(&pack, original).expect("put the pack back");
+        flips_noticed += usize::from(noticed);
+    }
+    assert!(flips_noticed >= 5, "only {flips_noticed} flips made a read fail: the flips went unnoticed");
+}

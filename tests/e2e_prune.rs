@@ -190,7 +190,7 @@ fn prune_killed_at_every_step_and_at_random_moments_loses_nothing() {
         let mut cmd = c.command();
         cmd.args(["prune", "--max-unused", "0%"]);
         let out = if round < 3 * CRASH_POINTS.len() {
-            cmd.env("COFFER_CRASHPOINT", CRASH_POINTS[round % CRASH_POINTS.len()]);
+            cmd.env("COFFER_CRASH_AT", CRASH_POINTS[round % CRASH_POINTS.len()]);
             run(cmd, DEFAULT_TIMEOUT)
         } else {
             // Random moments: a delay drawn from 0..400 ms.
@@ -281,7 +281,7 @@ fn an_interrupted_backups_packs_wait_for_its_lock_and_are_not_adopted_once_conde
         write_random(&big.join(format!("part-{i}.bin")), 500 + i, 4 * MIB);
     }
     let mut cmd = c.command();
-    cmd.arg("backup").arg(&big).env("COFFER_CRASHPOINT", "backup-before-snapshot");
+    cmd.arg("backup").arg(&big).env("COFFER_CRASH_AT", "backup-before-snapshot-write");
     let out = run(cmd, DEFAULT_TIMEOUT);
     assert_eq!(out.code(), None, "backup was not killed at its crash point\n{out}");
     assert!(c.repo_files("data").len() >= 2);

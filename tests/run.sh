@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: system packages, then every test of the workspace.
-#   tests/run.sh                 # everything
+#   tests/run.sh                 # everything: the fast lane and the long lane (what CI runs)
+#   tests/run.sh --fast          # the fast lane only (COFFER_LONG_TESTS unset)
 #   tests/run.sh --test e2e_cli  # extra arguments go to cargo test / nextest
+# The long lane (COFFER_LONG_TESTS=1) adds the crash matrix's 100 kills (tests/e2e_crash.rs) and
+# real-data round trips of /usr/share/doc and Python's standard library (tests/e2e_real_data.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  unset COFFER_LONG_TESTS
+else
+  export COFFER_LONG_TESTS=1
+fi
 
 tests/install-deps.sh
 

@@ -350,7 +350,7 @@ fn append_only_store_backup_check_restore_adopt() {
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(repo.load_snapshots().unwrap().0.len(), 2);
     // Orphan-pack adoption (what follows an interrupted backup) writes only a new index.
-    assert_eq!(repo.adopt_orphan_packs().expect("adopt"), 0);
+    assert_eq!(repo.adopt_orphan_packs(&Default::default()).expect("adopt"), 0);
     let (snapshots, _) = repo.load_snapshots().unwrap();
     let target = dir.path().join("restored");
     let options_restore =

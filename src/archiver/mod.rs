@@ -110,13 +110,20 @@ pub fn backup(
     let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
     repo.sync_index()?;
     let condemned = repo.condemned_packs()?;
-    // A backup that died last time may have left packs without an index; index them now so
-    // their data is reused rather than uploaded again.
-    if repo.db().note(RUNNING_NOTE)?.is_some() {
-        let adopted = repo.adopt_orphan_packs(&condemned)?;
-        if adopted > 0 {
-            log::info!("indexed {adopted} packs left by an interrupted backup");
-        }
+    let machine = crate::repo::machine_identity();
+    if let Some(previous) = repo.db().claim_files_cache(&machine)? {
+        log::warn!(
+            "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
+             every file is read again this time"
+        );
+    }
+    // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
+    // again). A backup that died last time may have left packs without an index; index them
+    // now so their data is reused rather than uploaded again.
+    let died = repo.db().note(RUNNING_NOTE)?.is_some();
+    let packs = repo.reconcile_packs(died, &condemned)?;
+    if packs.adopted > 0 {
+        log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
     repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -241,8 +248,9 @@ pub fn backup(
         )],
     };
     lock.check_fresh()?;
-    crate::crashpoint::hit("backup-before-snapshot");
+    crate::crashpoint::hit("backup-before-snapshot-write");
     let id = repo.save_snapshot(&snapshot)?;
+    crate::crashpoint::hit("backup-after-snapshot-write");
     drop(lock);
     repo.db().set_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })

@@ -156,7 +156,10 @@ impl Shared {
     fn complete_oldest(&self, uploads: &mut Uploads) {
         if let Some((entry, handle)) = uploads.in_flight.pop_front() {
             match self.repo.store.wait(handle) {
-                Ok(()) => uploads.done.push(entry),
+                Ok(()) => {
+                    crate::crashpoint::hit("backup-after-pack-upload");
+                    uploads.done.push(entry);
+                }
                 Err(e) => self.fail(e.into()),
             }
         }
@@ -168,9 +171,11 @@ impl Shared {
         }
         uploads.last_index = std::time::Instant::now();
         let file = IndexFile { packs: std::mem::take(&mut uploads.done) };
+        crate::crashpoint::hit("backup-before-index-write");
         if let Err(e) = self.repo.save_index(&file) {
             self.fail(e);
         }
+        crate::crashpoint::hit("backup-after-index-write");
     }
 }
 

@@ -151,6 +151,23 @@ pub enum Command {
     Forget(crate::cli::retention::ForgetArgs),
     /// Delete data no snapshot needs; repack partly used packs. Safe beside running backups.
     Prune(crate::cli::retention::PruneArgs),
+    /// Rebuild what a damaged repository lets be rebuilt, and say what is lost.
+    Repair {
+        #[command(subcommand)]
+        what: RepairCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs in storage (drops lost packs, adopts orphans).
+    Index,
+    /// Replace snapshots that reference lost data by snapshots without the lost files.
+    Snapshots {
+        /// Also remove each broken snapshot once its replacement is stored.
+        #[arg(long)]
+        forget_broken: bool,
+    },
 }
 
 fn parse_subset(text: &str) -> Result<String, String> {

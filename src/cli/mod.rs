@@ -6,6 +6,7 @@ pub mod args;
 mod copy;
 mod output;
 mod password;
+mod repair;
 mod retention;
 
 use std::io::IsTerminal;
@@ -235,6 +236,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Forget(args) => retention::forget(global, &open_repo(global)?, args),
         Command::Prune(args) => retention::prune(global, &open_repo(global)?, args),
+        Command::Repair { what } => repair::run(global, what),
         Command::Stats => {
             let repo = open_repo(global)?;
             output::stats(global, &stats::stats(&repo)?)?;

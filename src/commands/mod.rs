@@ -5,6 +5,7 @@ pub mod diff;
 pub mod forget;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;

@@ -33,6 +33,26 @@ fn from_sql_u64(v: i64) -> u64 {
 }
 
 impl Db {
+    /// Ties the files cache to the machine that backs up. A database copied to another machine
+    /// (or restored onto a new one) describes the files of the old one, whose device and inode
+    /// numbers can coincide with different files here: when `machine` differs from the one
+    /// recorded, the files cache is cleared. Returns the previous machine when it did that.
+    pub fn claim_files_cache(&mut self, machine: &str) -> Result<Option<String>, DbError> {
+        self.write("checking the owner of the files cache", |tx| {
+            let previous: Option<String> = tx
+                .prepare_cached("SELECT value FROM meta WHERE key = 'files_cache_machine'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            if previous.as_deref() == Some(machine) {
+                return Ok(None);
+            }
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('files_cache_machine', ?1)", [machine])?;
+            let had_files: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM files)", [], |r| r.get(0))?;
+            tx.execute("DELETE FROM files", [])?;
+            Ok(previous.filter(|_| had_files))
+        })
+    }
+
     /// The record of `path` from the last backup, if any.
     pub fn cached_file(&self, path: &[u8]) -> Result<Option<CachedFile>, DbError> {
         self.read("reading the files cache", |conn| {
@@ -101,6 +121,19 @@ mod tests {
             ctime_ns: 1_700_000_000_123_456_789,
             content: (0..chunks).map(|i| Id::of_bytes(&[n, i as u8])).collect(),
         }
+    }
+
+    #[test]
+    fn the_files_cache_is_cleared_when_another_machine_claims_it() {
+        let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
+        assert_eq!(db.claim_files_cache("host-a").unwrap(), None, "a new database has no previous machine");
+        let file = CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![Id::of_bytes(b"x")] };
+        db.store_files(&[(b"/f".to_vec(), file)]).unwrap();
+        assert_eq!(db.claim_files_cache("host-a").unwrap(), None);
+        assert!(db.cached_file(b"/f").unwrap().is_some(), "same machine: kept");
+        assert_eq!(db.claim_files_cache("host-b").unwrap().as_deref(), Some("host-a"));
+        assert!(db.cached_file(b"/f").unwrap().is_none(), "another machine: cleared");
+        assert_eq!(db.claim_files_cache("host-b").unwrap(), None);
     }
 
     #[test]

@@ -99,6 +99,40 @@ impl Db {
         })
     }
 
+    /// Forgets packs found missing (or replaced) in the repository: their blob rows go, so
+    /// nothing deduplicates against them or reads from them, while the index files that list
+    /// them stay imported (`coffer repair index` rewrites those). Returns the blobs dropped.
+    pub fn forget_packs(&mut self, packs: &[Id]) -> Result<u64, DbError> {
+        self.write("forgetting missing packs", |tx| {
+            let mut find = tx.prepare_cached("SELECT n FROM packs WHERE id = ?1")?;
+            let mut dropped = 0;
+            for pack in packs {
+                let Some(n) = find.query_row([pack], |r| r.get::<_, i64>(0)).optional()? else {
+                    continue;
+                };
+                dropped += tx.prepare_cached("DELETE FROM blobs WHERE pack = ?1")?.execute([n])? as u64;
+                tx.prepare_cached("DELETE FROM index_packs WHERE pack = ?1")?.execute([n])?;
+                tx.prepare_cached("DELETE FROM packs WHERE n = ?1")?.execute([n])?;
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// Every place `blob` is stored, lowest pack id first: the first is what
+    /// [`Db::blob_location`] gives, the others are fallbacks when it cannot be read.
+    pub fn blob_locations(&self, blob: &Id) -> Result<Vec<BlobLocation>, DbError> {
+        self.read("looking up a blob", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT p.id, b.kind, b.pos, b.len, b.raw_len FROM blobs b JOIN packs p ON p.n = b.pack
+                 WHERE b.blob = ?1 ORDER BY p.id",
+            )?;
+            let rows = stmt
+                .query_map([blob], |r| Ok(BlobLocation { pack: r.get(0)?, entry: entry_from_row(r, 1, *blob)? }))?
+                .collect();
+            rows
+        })
+    }
+
     /// Where `blob` is stored; the lowest pack id when several packs hold it. Called per block
     /// by the mount, hence the cached statement.
     pub fn blob_location(&self, blob: &Id) -> Result<Option<BlobLocation>, DbError> {
@@ -217,6 +251,23 @@ mod tests {
 
     fn db() -> Db {
         Db::open_in_memory(&id(0)).expect("in-memory database")
+    }
+
+    #[test]
+    fn forgotten_packs_are_neither_found_nor_deduplicated_against() {
+        let mut db = db();
+        let (lost, kept, blob, only_lost) = (id(1), id(2), id(3), id(4));
+        db.add_index_file(&id(8), &[(lost, 500, vec![entry(blob, 100), entry(only_lost, 300)])]).unwrap();
+        db.add_index_file(&id(9), &[(kept, 700, vec![entry(blob, 120)])]).unwrap();
+        let both = db.blob_locations(&blob).unwrap();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], db.blob_location(&blob).unwrap().unwrap(), "the first is what blob_location gives");
+        assert_eq!(db.forget_packs(&[lost, id(77)]).unwrap(), 2);
+        assert_eq!(db.blob_locations(&blob).unwrap(), vec![BlobLocation { pack: kept, entry: entry(blob, 120) }]);
+        assert!(!db.has_blob(&only_lost).unwrap());
+        assert_eq!(db.pack_sizes().unwrap(), HashMap::from([(kept, 700)]));
+        // The index file stays imported: sync_index does not bring the lost pack back.
+        assert!(db.index_files().unwrap().contains(&id(8)));
     }
 
     #[test]

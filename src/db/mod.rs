@@ -201,6 +201,7 @@ impl Db {
         let run = |conn: &mut Connection| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
+            crate::crashpoint::hit("db-commit");
             tx.commit()?;
             Ok(out)
         };

@@ -51,7 +51,7 @@ pub struct Config {
     pub verify_key: [u8; 32],
 }
 
-fn signed_message(body_with_magic: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(body_with_magic: &[u8]) -> Vec<u8> {
     [CONTEXT, body_with_magic].concat()
 }
 

@@ -27,7 +27,7 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
-fn aad(repo_id: &Id) -> Vec<u8> {
+pub(crate) fn aad(repo_id: &Id) -> Vec<u8> {
     [MAGIC.as_slice(), &repo_id.0[..]].concat()
 }
 

@@ -65,7 +65,7 @@ pub struct PackEntry {
     pub raw_len: u32,
 }
 
-fn blob_aad(id: &Id, kind: BlobKind) -> [u8; 14 + 32 + 1] {
+pub(crate) fn blob_aad(id: &Id, kind: BlobKind) -> [u8; 14 + 32 + 1] {
     let mut aad = [0u8; 47];
     aad[..14].copy_from_slice(b"coffer v1 blob");
     aad[14..46].copy_from_slice(&id.0);
@@ -73,7 +73,7 @@ fn blob_aad(id: &Id, kind: BlobKind) -> [u8; 14 + 32 + 1] {
     aad
 }
 
-fn table_aad(header: &[u8]) -> Vec<u8> {
+pub(crate) fn table_aad(header: &[u8]) -> Vec<u8> {
     [MAGIC.as_slice(), b"table", header].concat()
 }
 

@@ -21,7 +21,7 @@ pub struct SignerRecord {
     pub created_unix: i64,
 }
 
-fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
     [CONTEXT, &repo_id.0[..], signed].concat()
 }
 

@@ -23,7 +23,7 @@ use crate::id::Id;
 pub const MAGIC: &[u8; 8] = b"CFSNAP01";
 const CONTEXT: &[u8] = b"coffer v1 snapshot";
 const WHAT: &str = "snapshot";
-const BODY_START: usize = 8 + 32 + WRAPPED_KEY_LEN;
+pub(crate) const BODY_START: usize = 8 + 32 + WRAPPED_KEY_LEN;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Summary {
@@ -66,11 +66,11 @@ pub struct Snapshot {
     pub extensions: Vec<(String, ByteBuf)>,
 }
 
-fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
     [CONTEXT, &repo_id.0[..], signed].concat()
 }
 
-fn body_aad(repo_id: &Id, signer: &[u8]) -> Vec<u8> {
+pub(crate) fn body_aad(repo_id: &Id, signer: &[u8]) -> Vec<u8> {
     [MAGIC.as_slice(), &repo_id.0[..], signer].concat()
 }
 

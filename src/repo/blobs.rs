@@ -2,7 +2,7 @@
 //! `index/` folder, writing new index files, and reading single blobs (and trees) by id with
 //! one ranged read each, verified against their id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{RepoError, Repository};
 use crate::crypto::SymKey;
@@ -12,6 +12,17 @@ use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_L
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::store::paths;
+
+/// What [`Repository::reconcile_packs`] found and did.
+#[derive(Debug, Default)]
+pub struct PackReconciliation {
+    /// Packs the index lists that storage lacks (or holds with another size).
+    pub missing_packs: Vec<Id>,
+    /// Blob locations forgotten with them.
+    pub blobs_dropped: u64,
+    /// Orphan packs indexed.
+    pub adopted: usize,
+}
 
 /// Pack keys kept for ranged reads; each costs an X25519 operation and a small read to get.
 const PACK_KEY_CACHE: usize = 4096;
@@ -26,11 +37,55 @@ impl Repository {
             self.db().remove_index_files(&vanished)?;
         }
         for id in listed.difference(&known) {
-            let file = self.read_index_file(id)?;
+            let file = match self.read_index_file(id) {
+                Ok(file) => file,
+                // Deleted by a prune since the listing: what it listed is indexed anew elsewhere.
+                Err(RepoError::Store(e)) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
             let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
             self.db().add_index_file(id, &packs)?;
         }
         Ok(())
+    }
+
+    /// Compares the local index with the packs in storage (one listing of `data/`) before a
+    /// backup deduplicates against it. Packs the index lists that are gone, or whose size
+    /// changed, are forgotten locally, so their blobs are uploaded again rather than
+    /// referenced: a snapshot never points at data the repository does not hold. With
+    /// `adopt_orphans`, packs in no index file are indexed (see [`Repository::adopt_orphan_packs`]),
+    /// except those a prune plan condemned.
+    pub fn reconcile_packs(
+        &self,
+        adopt_orphans: bool,
+        condemned: &HashSet<Id>,
+    ) -> Result<PackReconciliation, RepoError> {
+        let stored: HashMap<Id, u64> = self.store.list_ids(paths::DATA)?.into_iter().collect();
+        let indexed = self.db().pack_sizes()?;
+        let mut gone = Vec::new();
+        for (id, size) in &indexed {
+            if stored.get(id) == Some(size) {
+                continue;
+            }
+            // Some stores list without sizes, or lag behind: ask the object before blaming it.
+            let actual = self.store.size(&paths::pack(id))?;
+            if actual != Some(*size) {
+                match actual {
+                    None => log::warn!(
+                        "pack {} is missing from the repository: its blobs will be uploaded again where the                          source still has them; run `coffer repair index`, then `coffer check`",
+                        paths::pack(id)
+                    ),
+                    Some(actual) => log::warn!(
+                        "pack {} is {actual} bytes but the index says {size}: it is not used; its blobs will be                          uploaded again where the source still has them; run `coffer check`",
+                        paths::pack(id)
+                    ),
+                }
+                gone.push(*id);
+            }
+        }
+        let blobs_dropped = if gone.is_empty() { 0 } else { self.db().forget_packs(&gone)? };
+        let adopted = if adopt_orphans { self.adopt_packs(&stored, &indexed, condemned)? } else { 0 };
+        Ok(PackReconciliation { missing_packs: gone, blobs_dropped, adopted })
     }
 
     /// Indexes packs that are stored but listed in no index file: what a backup killed
@@ -38,9 +93,18 @@ impl Repository {
     /// with the index key, so a write-only key can do this too. Returns how many it adopted.
     /// Packs a prune plan condemned are left alone: prune is about to delete them.
     pub fn adopt_orphan_packs(&self, condemned: &HashSet<Id>) -> Result<usize, RepoError> {
-        let indexed = self.db().pack_sizes()?;
+        let stored: HashMap<Id, u64> = self.store.list_ids(paths::DATA)?.into_iter().collect();
+        self.adopt_packs(&stored, &self.db().pack_sizes()?, condemned)
+    }
+
+    fn adopt_packs(
+        &self,
+        stored: &HashMap<Id, u64>,
+        indexed: &HashMap<Id, u64>,
+        condemned: &HashSet<Id>,
+    ) -> Result<usize, RepoError> {
         let mut file = IndexFile::default();
-        for (id, size) in self.store.list_ids(paths::DATA)? {
+        for (&id, &size) in stored {
             if indexed.contains_key(&id) || condemned.contains(&id) {
                 continue;
             }
@@ -109,7 +173,31 @@ impl Repository {
         Ok(key)
     }
 
+    /// Reads and verifies one blob. When that copy cannot be read (its pack is missing or
+    /// damaged) and the index knows another copy, that one is tried: a blob uploaded again
+    /// after its pack was lost is found however the index orders the two.
     pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+        let first = match self.read_blob_copy(location) {
+            Err(RepoError::WriteOnly { what }) => return Err(RepoError::WriteOnly { what }),
+            Err(e) => e,
+            ok => return ok,
+        };
+        for other in self.db().blob_locations(&location.entry.id)? {
+            if other.pack != location.pack {
+                if let Ok(data) = self.read_blob_copy(&other) {
+                    log::warn!(
+                        "blob {} read from its copy in {}: {first}",
+                        location.entry.id,
+                        paths::pack(&other.pack)
+                    );
+                    return Ok(data);
+                }
+            }
+        }
+        Err(first)
+    }
+
+    fn read_blob_copy(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
         let key = self.pack_key(&location.pack)?;
         let path = paths::pack(&location.pack);
         let entry = &location.entry;

@@ -10,7 +10,8 @@ mod snapshots;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub use open::{default_cache_dir, hostname, now_unix, username, OpenOptions};
+pub use blobs::PackReconciliation;
+pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, OpenOptions};
 pub use snapshots::{resolve, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

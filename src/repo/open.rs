@@ -40,6 +40,18 @@ pub fn username() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
+/// Names this machine for the files cache: host name and, where systemd or dbus recorded
+/// one, the machine id (two clones of one disk share a host name but should not share it).
+pub fn machine_identity() -> String {
+    let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+    match id {
+        Some(id) => format!("{} ({})", hostname(), &id[..id.len().min(12)]),
+        None => hostname(),
+    }
+}
+
 pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -122,20 +134,31 @@ fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<FullKey, Rep
             detail: "it has no keys".into(),
         });
     }
+    let mut any_for_this_repo = false;
+    let mut any_readable = false;
     for (id, _) in key_files {
         let path = paths::in_dir(paths::KEYS, &id);
         let Ok(file) = KeyFile::decode(&store.read_named(&path, &id)?) else {
             log::warn!("skipping unreadable key file {path}");
             continue;
         };
+        any_readable = true;
         if file.repo_id != *repo_id {
             continue;
         }
+        any_for_this_repo = true;
         match file.open(passphrase) {
             Ok(material) => return FullKey::decode(&material).map_err(RepoError::format(path)),
             Err(KeyFileError::WrongPassphrase) => continue,
             Err(KeyFileError::Format(e)) => log::warn!("skipping key file {path}: {e}"),
         }
+    }
+    if any_readable && !any_for_this_repo {
+        // Not a password problem: no key belongs to the repository the config names.
+        return Err(RepoError::Corrupt {
+            object: paths::CONFIG.into(),
+            detail: "its repository id matches no key file: it was damaged or replaced".into(),
+        });
     }
     Err(RepoError::WrongPassword)
 }

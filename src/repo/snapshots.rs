@@ -2,7 +2,8 @@
 //! a registered write-only key count), saving new ones, and resolving what a user typed
 //! (`latest`, an id prefix) to one snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{RepoError, Repository};
 use crate::crypto::VerifyingKey;
@@ -70,7 +71,9 @@ impl Repository {
         let mut good = Vec::new();
         let mut rejected = Vec::new();
         let mut verified = Vec::new();
-        for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
+        let listed = self.store.list_ids(paths::SNAPSHOTS)?;
+        self.warn_vanished(&listed)?;
+        for (id, _) in listed {
             if let Some((signer, body)) = cached.get(&id) {
                 if signers.contains_key(signer) {
                     if let Ok(snapshot) = crate::format::from_postcard::<Snapshot>(body, "cached snapshot") {
@@ -113,6 +116,30 @@ impl Repository {
             db.cache_snapshots(&verified)?;
         }
         Ok((good, rejected))
+    }
+
+    /// Warns (once per process: a mount lists snapshots every few seconds) about snapshots this
+    /// machine saw that the listing lacks: deleted elsewhere, or hidden by the storage.
+    fn warn_vanished(&self, listed: &[(Id, u64)]) -> Result<(), RepoError> {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if WARNED.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let listed: HashSet<Id> = listed.iter().map(|(id, _)| *id).collect();
+        let vanished: Vec<(Id, i64)> =
+            self.db().seen_snapshots()?.into_iter().filter(|(id, _)| !listed.contains(id)).collect();
+        for (id, time) in &vanished {
+            let when = chrono::DateTime::from_timestamp(*time, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+            log::warn!(
+                "snapshot {} of {when}, seen here before, is missing from the repository (deleted elsewhere, or \
+                 hidden by the storage); `coffer check` reports it",
+                id.short()
+            );
+        }
+        if !vanished.is_empty() {
+            WARNED.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Writes a snapshot. Call only once everything it references is stored and indexed.

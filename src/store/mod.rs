@@ -338,6 +338,7 @@ impl Store {
                 self.runtime.spawn_blocking(move || {
                     let moved = file
                         .sync_all()
+                        .inspect(|()| crate::crashpoint::hit("store-before-rename"))
                         .and_then(|()| std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/"))))
                         .and_then(|()| std::fs::rename(&spooled, &dest));
                     if moved.is_err() {

@@ -1,0 +1,373 @@
+//! `coffer repair index` and `coffer repair snapshots`: make a damaged repository usable
+//! again, rebuilding what can be rebuilt and naming what is lost.
+//!
+//! - `repair index` rebuilds `index/` from the blob tables of the packs in storage. The tables
+//!   are sealed with the index key, so any key can do it. Packs that old index files list but
+//!   storage lacks are reported lost; packs in no index file are adopted; a pack whose table
+//!   cannot be read keeps the entries an old index file gave it (they are authenticated too).
+//!   New index files are written first, then the old ones removed: a crash in between leaves
+//!   duplicates, never a gap.
+//! - `repair snapshots` walks every snapshot and, for those that reference blobs the
+//!   repository no longer holds, writes a new snapshot (same time, host, paths; tagged
+//!   `repaired`, marked incomplete) whose trees drop the files whose data is lost and keep
+//!   folders whose listing is lost as empty folders. A tree that is lost from storage but still
+//!   cached locally is uploaded again, and so saved. The broken snapshot is removed only when
+//!   asked (`forget_broken`). Needs the full key.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use super::ls::join_path;
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{compress, BlobKind, PackWriter};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{NodeKind, Tree};
+use crate::id::Id;
+use crate::repo::{RepoError, Repository};
+use crate::store::paths;
+
+/// Packs listed per index file written by `repair index`.
+const PACKS_PER_INDEX: usize = 256;
+/// The tag a repaired snapshot carries.
+pub const REPAIRED_TAG: &str = "repaired";
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LostPack {
+    /// Storage path of the pack.
+    pub pack: String,
+    /// Blobs the old index listed in it.
+    pub blobs: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Problem {
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IndexRepairReport {
+    /// Packs in storage, each now listed by the new index.
+    pub packs_indexed: u64,
+    pub blobs_indexed: u64,
+    /// Packs that no old index file listed (left by interrupted backups).
+    pub packs_adopted: Vec<String>,
+    /// Packs old index files listed that storage no longer holds: their blobs are gone.
+    pub packs_lost: Vec<LostPack>,
+    /// Packs whose blob table could not be read; the old index's entries were kept if it had
+    /// any, else the pack is left out (its blobs are unreachable).
+    pub packs_damaged: Vec<Problem>,
+    /// Old index files that could not be read (their packs were indexed from their tables).
+    pub index_files_unreadable: Vec<Problem>,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+    /// True when the index already matched storage and nothing was written.
+    pub unchanged: bool,
+}
+
+/// Rebuilds the index from the packs in storage; see the module documentation.
+pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexRepairReport, RepoError> {
+    let mut report = IndexRepairReport::default();
+    // Index files first, then packs: a pack an index file lists was stored before that file,
+    // so it is in the later listing of data/ (a concurrent backup cannot slip between).
+    progress("reading index files");
+    let old_files: Vec<Id> = repo.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
+    let mut old: HashMap<Id, IndexPack> = HashMap::new();
+    for id in &old_files {
+        match repo.read_index_file(id) {
+            Ok(file) => {
+                for pack in file.packs {
+                    old.entry(pack.id).or_insert(pack);
+                }
+            }
+            Err(RepoError::Store(e)) if e.is_not_found() => {}
+            Err(e) => report
+                .index_files_unreadable
+                .push(Problem { object: paths::in_dir(paths::INDEX, id), message: e.to_string() }),
+        }
+    }
+
+    progress("reading the blob tables of the packs in storage");
+    let mut stored = repo.store.list_ids(paths::DATA)?;
+    stored.sort();
+    let stored_ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
+    let mut new_packs = Vec::with_capacity(stored.len());
+    let mut changed = !report.index_files_unreadable.is_empty();
+    for (id, size) in stored {
+        let known = old.get(&id);
+        match repo.read_pack_table(&id, size) {
+            Ok(blobs) => {
+                if known.is_none_or(|k| k.size != size || k.blobs != blobs) {
+                    changed = true;
+                }
+                if known.is_none() {
+                    report.packs_adopted.push(paths::pack(&id));
+                }
+                new_packs.push(IndexPack { id, size, blobs });
+            }
+            Err(e) => {
+                let kept = known.filter(|k| k.size == size);
+                let message = match kept {
+                    Some(k) => {
+                        format!("blob table unreadable ({e}); kept the {} entries of the old index", k.blobs.len())
+                    }
+                    None => {
+                        changed = true;
+                        format!("blob table unreadable ({e}) and no index file lists it: its blobs are unreachable")
+                    }
+                };
+                report.packs_damaged.push(Problem { object: paths::pack(&id), message });
+                if let Some(k) = kept {
+                    new_packs.push(k.clone());
+                }
+            }
+        }
+    }
+    let mut lost: Vec<&IndexPack> = old.values().filter(|p| !stored_ids.contains(&p.id)).collect();
+    lost.sort_by_key(|p| p.id);
+    report.packs_lost = lost.iter().map(|p| LostPack { pack: paths::pack(&p.id), blobs: p.blobs.len() }).collect();
+    changed |= !lost.is_empty();
+    report.packs_indexed = new_packs.len() as u64;
+    report.blobs_indexed = new_packs.iter().map(|p| p.blobs.len() as u64).sum();
+    if !changed {
+        report.unchanged = true;
+        return Ok(report);
+    }
+
+    progress("writing the new index");
+    let mut written = HashSet::new();
+    for chunk in new_packs.chunks(PACKS_PER_INDEX) {
+        let id = repo.save_index(&IndexFile { packs: chunk.to_vec() })?;
+        written.insert(id);
+        report.index_files_written += 1;
+    }
+    crate::crashpoint::hit("repair-index-before-removing-old");
+    progress("removing the old index files");
+    let mut removed = Vec::new();
+    for id in old_files.iter().filter(|id| !written.contains(id)) {
+        repo.store.delete(&paths::in_dir(paths::INDEX, id))?;
+        removed.push(*id);
+    }
+    report.index_files_removed = removed.len() as u64;
+    repo.db().remove_index_files(&removed)?;
+    repo.sync_index()?;
+    Ok(report)
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairedSnapshot {
+    /// The snapshot that references lost data.
+    pub broken: String,
+    /// Its replacement, without the lost entries; `None` when nothing in it could be saved.
+    pub replacement: Option<String>,
+    /// Whether the broken snapshot was removed (`forget_broken`).
+    pub removed: bool,
+    /// Paths whose content is lost: files dropped, folders left empty (ending in `/`).
+    pub lost: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SnapshotRepairReport {
+    pub snapshots_checked: u64,
+    pub repaired: Vec<RepairedSnapshot>,
+    /// Trees lost from storage but still cached here, uploaded again.
+    pub trees_saved: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotRepairOptions {
+    /// Remove each broken snapshot once its replacement is stored.
+    pub forget_broken: bool,
+}
+
+/// Extension naming the snapshot a repaired one replaces.
+const REPAIRED_FROM: &str = "repaired-from";
+
+enum Replacement {
+    New(Box<Snapshot>),
+    /// Written by an earlier run.
+    Existing(Id),
+    /// Nothing could be saved.
+    Nothing,
+}
+
+/// How one tree came out of the repair.
+#[derive(Clone)]
+struct Rewritten {
+    id: Id,
+    /// Paths lost below this tree, relative to it.
+    lost: Vec<Vec<u8>>,
+    /// Whether the id differs from the original (something below was dropped).
+    changed: bool,
+}
+
+struct Rewriter<'a> {
+    repo: &'a Repository,
+    done: HashMap<Id, Option<Rewritten>>,
+    /// Blob ids the repository holds (in an index file, in a pack that storage has).
+    present: HashSet<Id>,
+    /// New or re-uploaded tree blobs, stored before any snapshot that needs them.
+    new_trees: Vec<(Id, Vec<u8>)>,
+    trees_saved: u64,
+}
+
+impl Rewriter<'_> {
+    /// `None` when the tree cannot be read at all.
+    fn rewrite(&mut self, tree_id: Id) -> Option<Rewritten> {
+        if let Some(done) = self.done.get(&tree_id) {
+            return done.clone();
+        }
+        let result = self.rewrite_uncached(tree_id);
+        self.done.insert(tree_id, result.clone());
+        result
+    }
+
+    fn rewrite_uncached(&mut self, tree_id: Id) -> Option<Rewritten> {
+        // The local cache may still hold a tree whose blob storage lost: it is verified
+        // against its id on load, so it can be stored again.
+        let tree = self.repo.load_tree(&tree_id).ok()?;
+        let mut lost = Vec::new();
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        let mut changed = false;
+        for mut node in tree.nodes {
+            let path = node.name.to_vec();
+            match &mut node.kind {
+                NodeKind::File { content, .. } if !content.iter().all(|id| self.present.contains(id)) => {
+                    lost.push(path);
+                    changed = true;
+                    continue;
+                }
+                NodeKind::Dir { subtree } => match self.rewrite(*subtree) {
+                    Some(sub) => {
+                        lost.extend(sub.lost.iter().map(|p| [&path[..], b"/", p].concat()));
+                        changed |= sub.changed;
+                        *subtree = sub.id;
+                    }
+                    None => {
+                        let mut shown = path.clone();
+                        shown.push(b'/');
+                        lost.push(shown);
+                        changed = true;
+                        *subtree = self.store_tree(Tree::default().encode());
+                    }
+                },
+                _ => {}
+            }
+            nodes.push(node);
+        }
+        let id = if changed {
+            self.store_tree(Tree { nodes }.encode())
+        } else if !self.present.contains(&tree_id) {
+            // Intact below, but its own blob is gone from storage: store it again.
+            let id = self.store_tree(Tree { nodes }.encode());
+            self.trees_saved += 1;
+            changed = id != tree_id;
+            id
+        } else {
+            tree_id
+        };
+        Some(Rewritten { id, lost, changed })
+    }
+
+    fn store_tree(&mut self, bytes: Vec<u8>) -> Id {
+        let id = self.repo.keys.id_key.blob_id(&bytes);
+        if self.present.insert(id) {
+            self.new_trees.push((id, bytes));
+        }
+        id
+    }
+
+    /// Stores the new trees in one pack and indexes it.
+    fn flush(&mut self) -> Result<(), RepoError> {
+        if self.new_trees.is_empty() {
+            return Ok(());
+        }
+        let repo = self.repo;
+        let local = |source| RepoError::Local { what: "building a tree pack in memory".into(), source };
+        let mut writer =
+            PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, Vec::new()).map_err(local)?;
+        for (id, bytes) in self.new_trees.drain(..) {
+            writer.add(id, &compress(&bytes, repo.config.compression_level), bytes.len() as u32).map_err(local)?;
+        }
+        let pack = writer.finish().map_err(local)?;
+        repo.store.write(&paths::pack(&pack.id), pack.out)?;
+        repo.save_index(&IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] })?;
+        Ok(())
+    }
+}
+
+/// Replaces snapshots that reference lost data; see the module documentation.
+pub fn repair_snapshots(
+    repo: &Repository,
+    options: &SnapshotRepairOptions,
+    progress: impl Fn(&str),
+) -> Result<SnapshotRepairReport, RepoError> {
+    repo.require_full_key("repair snapshots")?;
+    progress("comparing the index with the packs in storage");
+    repo.sync_index()?;
+    repo.reconcile_packs(false, &Default::default())?;
+    let mut present = HashSet::new();
+    repo.db().for_each_blob(|id, _| {
+        present.insert(*id);
+    })?;
+    let (snapshots, rejected) = repo.load_snapshots_from_store()?;
+    for (id, reason) in &rejected {
+        log::warn!("snapshot {} was not examined: {reason}", paths::in_dir(paths::SNAPSHOTS, id));
+    }
+    let mut rewriter = Rewriter { repo, done: HashMap::new(), present, new_trees: Vec::new(), trees_saved: 0 };
+    let mut report = SnapshotRepairReport { snapshots_checked: snapshots.len() as u64, ..Default::default() };
+    // A snapshot replaced by an earlier run is not replaced again (only removed, if asked).
+    let replaced: HashMap<Id, Id> = snapshots
+        .iter()
+        .filter_map(|e| {
+            let (_, from) = e.snapshot.extensions.iter().find(|(name, _)| name == REPAIRED_FROM)?;
+            Some((Id(from.as_slice().try_into().ok()?), e.id))
+        })
+        .collect();
+    let mut replacements: Vec<(Id, Replacement, Vec<Vec<u8>>)> = Vec::new();
+    for (i, entry) in snapshots.iter().enumerate() {
+        progress(&format!("checking snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
+        match rewriter.rewrite(entry.snapshot.tree) {
+            Some(done) if !done.changed => {}
+            Some(done) if replaced.contains_key(&entry.id) => {
+                replacements.push((entry.id, Replacement::Existing(replaced[&entry.id]), done.lost))
+            }
+            Some(done) => {
+                let mut snapshot = entry.snapshot.clone();
+                snapshot.tree = done.id;
+                snapshot.incomplete = true;
+                if !snapshot.tags.iter().any(|t| t == REPAIRED_TAG) {
+                    snapshot.tags.push(REPAIRED_TAG.to_string());
+                }
+                snapshot.extensions.retain(|(name, _)| name != REPAIRED_FROM);
+                snapshot.extensions.push((REPAIRED_FROM.into(), ByteBuf::from(entry.id.0.to_vec())));
+                replacements.push((entry.id, Replacement::New(Box::new(snapshot)), done.lost));
+            }
+            None => replacements.push((entry.id, Replacement::Nothing, vec![Vec::new()])),
+        }
+    }
+    // Trees before the snapshots that reference them (DESIGN §3).
+    rewriter.flush()?;
+    report.trees_saved = rewriter.trees_saved;
+    for (broken, snapshot, lost) in replacements {
+        let replacement = match snapshot {
+            Replacement::New(s) => Some(repo.save_snapshot(&s)?),
+            Replacement::Existing(id) => Some(id),
+            Replacement::Nothing => None,
+        };
+        let removed = options.forget_broken;
+        if removed {
+            repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, &broken))?;
+            repo.db().forget_snapshots(&[broken])?;
+        }
+        report.repaired.push(RepairedSnapshot {
+            broken: broken.to_hex(),
+            replacement: replacement.map(|id| id.to_hex()),
+            removed,
+            lost: lost.iter().map(|p| String::from_utf8_lossy(&join_path(b"/", p)).into_owned()).collect(),
+        });
+    }
+    Ok(report)
+}
