@@ -14,6 +14,11 @@ PACKAGES=(
   rsync        # e2e_mount: rsync -aHX out of the mount
   libglib2.0-bin  # e2e_mount: gio copy out of the mount, as a file manager does
   python3      # e2e_mount: mmap reads through the mount
+  dbus         # e2e_keys: dbus-daemon for a private session bus (Secret Service tests)
+  dbus-x11     # e2e_keys: dbus-run-session/dbus-launch helpers for the same
+  gnome-keyring    # e2e_keys: gnome-keyring-daemon, a real Secret Service
+  libsecret-tools  # e2e_keys: secret-tool, to see Coffer's entries as other programs do
+  keyutils     # e2e_keys: keyctl session, a session keyring for the kernel keyutils store
 )
 
 missing=()

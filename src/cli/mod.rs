@@ -3,8 +3,10 @@
 
 pub mod alloc;
 pub mod args;
+mod keys;
 mod output;
 mod password;
+mod profiles;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -61,10 +63,13 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 fn repo_path(global: &GlobalArgs) -> Result<PathBuf> {
-    match &global.repo {
-        Some(path) => Ok(path.clone()),
-        None => bail!("no repository given: use --repo or set COFFER_REPOSITORY"),
+    if let Some(path) = &global.repo {
+        return Ok(path.clone());
     }
+    if let Some(repository) = profiles::active(global)?.and_then(|p| p.repository.as_ref()) {
+        return Ok(PathBuf::from(repository));
+    }
+    bail!("no repository given: use --repo, COFFER_REPOSITORY or a profile's `repository`")
 }
 
 fn open_options(global: &GlobalArgs) -> OpenOptions {
@@ -79,8 +84,11 @@ fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
             return Err(RepoError::NotARepository { location: path.display().to_string(), detail: e.to_string() }.into())
         }
     };
-    let password = password::read(global, false)?;
-    Ok(Arc::new(Repository::open(store, password.as_bytes(), &open_options(global))?))
+    let repo = match password::for_open(global, profiles::active(global)?)? {
+        password::Credential::Password(password) => Repository::open(store, password.as_bytes(), &open_options(global))?,
+        password::Credential::WriteOnly(key) => Repository::open_write_only(store, *key, &open_options(global))?,
+    };
+    Ok(Arc::new(repo))
 }
 
 fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
@@ -107,7 +115,18 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::init(global, &path, &repo)?;
             Ok(exit::OK)
         }
-        Command::Backup { paths, tags, excludes, host } => {
+        Command::Backup { mut paths, mut tags, mut excludes, mut host } => {
+            if let Some(profile) = profiles::active(global)? {
+                if paths.is_empty() {
+                    paths = profile.sources.clone();
+                }
+                excludes.extend(profile.excludes.iter().cloned());
+                tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
+                host = host.or_else(|| profile.host.clone());
+            }
+            if paths.is_empty() {
+                bail!("nothing to back up: give paths, or a profile with `sources`");
+            }
             let repo = open_repo(global)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
@@ -221,6 +240,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::stats(global, &stats::stats(&repo)?)?;
             Ok(exit::OK)
         }
+        Command::Key { command } => keys::run_key(global, command),
+        Command::Secret { command } => keys::run_secret(global, command),
+        Command::Profile { command } => profiles::run(global, command),
     }
 }
 
