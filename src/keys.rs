@@ -132,7 +132,10 @@ impl WriteOnlyKey {
             return Err(FormatError::Truncated { what: WHAT });
         }
         if blake3::hash(&bytes[..WRITE_ONLY_BODY]).as_bytes()[..8] != bytes[WRITE_ONLY_BODY..] {
-            return Err(FormatError::Malformed { what: WHAT, detail: "its check bytes do not match (damaged?)".into() });
+            return Err(FormatError::Malformed {
+                what: WHAT,
+                detail: "its check bytes do not match (damaged?)".into(),
+            });
         }
         let part = |i: usize| -> [u8; 32] { bytes[8 + 32 * i..8 + 32 * (i + 1)].try_into().expect("32 bytes") };
         Ok(WriteOnlyKey {
@@ -165,7 +168,9 @@ impl WriteOnlyKey {
             return WriteOnlyKey::decode(text);
         }
         let text = text.trim_ascii();
-        let hex_part = text.strip_prefix(WRITE_ONLY_TEXT_PREFIX.as_bytes()).ok_or(FormatError::BadMagic { what: "write-only key" })?;
+        let hex_part = text
+            .strip_prefix(WRITE_ONLY_TEXT_PREFIX.as_bytes())
+            .ok_or(FormatError::BadMagic { what: "write-only key" })?;
         let bytes = Zeroizing::new(hex::decode(hex_part).map_err(|_| FormatError::Malformed {
             what: "write-only key",
             detail: "not hexadecimal after its prefix".into(),
@@ -254,6 +259,20 @@ mod tests {
         }
         let keys = RepoKeys::from(key);
         assert!(keys.secret.is_none() && keys.full_key().is_none());
+    }
+
+    #[test]
+    fn key_material_is_zeroized_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // x25519-dalek's `zeroize(drop)` zeroizes in its Drop without the marker trait.
+        fn zeroize_with_drop<T: zeroize::Zeroize>() -> bool {
+            std::mem::needs_drop::<T>()
+        }
+        // What SecretKey and SigningKey wrap, and what SymKey and IdKey hold.
+        assert!(zeroize_with_drop::<x25519_dalek::StaticSecret>());
+        zeroized_on_drop::<ed25519_dalek::SigningKey>();
+        zeroized_on_drop::<Zeroizing<[u8; 32]>>();
+        zeroized_on_drop::<Zeroizing<Vec<u8>>>();
     }
 
     proptest! {

@@ -131,11 +131,12 @@ pub fn resolve(reference: &SecretRef) -> Result<Zeroizing<String>, SecretError> 
         }
         SecretRef::Credential(name) => {
             let path = credential_path(name)?;
-            let bytes = Zeroizing::new(
-                std::fs::read(&path)
-                    .map_err(|e| SecretError::Credential { name: name.clone(), detail: format!("{}: {e}", path.display()) })?,
-            );
-            first_line(&bytes).ok_or_else(|| SecretError::Credential { name: name.clone(), detail: "not UTF-8".into() })?
+            let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| SecretError::Credential {
+                name: name.clone(),
+                detail: format!("{}: {e}", path.display()),
+            })?);
+            first_line(&bytes)
+                .ok_or_else(|| SecretError::Credential { name: name.clone(), detail: "not UTF-8".into() })?
         }
     };
     if secret.is_empty() {
@@ -149,12 +150,11 @@ pub fn credential_path(name: &str) -> Result<PathBuf, SecretError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(SecretError::Credential { name: name.to_string(), detail: "not a valid credential name".into() });
     }
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).ok_or_else(|| {
-        SecretError::Credential {
+    let dir =
+        std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).ok_or_else(|| SecretError::Credential {
             name: name.to_string(),
             detail: "$CREDENTIALS_DIRECTORY is not set (not run by systemd with LoadCredential=?)".into(),
-        }
-    })?;
+        })?;
     Ok(PathBuf::from(dir).join(name))
 }
 
@@ -185,11 +185,9 @@ pub fn keychain_kind() -> Result<KeychainKind, SecretError> {
     match std::env::var("COFFER_KEYCHAIN").as_deref() {
         Ok("secret-service") => Ok(KeychainKind::SecretService),
         Ok("keyutils") => Ok(KeychainKind::Keyutils),
-        Ok("") | Ok("auto") | Err(_) => Ok(if session_bus_reachable() {
-            KeychainKind::SecretService
-        } else {
-            KeychainKind::Keyutils
-        }),
+        Ok("") | Ok("auto") | Err(_) => {
+            Ok(if session_bus_reachable() { KeychainKind::SecretService } else { KeychainKind::Keyutils })
+        }
         Ok(other) => Err(SecretError::KeychainUnavailable {
             detail: format!("COFFER_KEYCHAIN={other:?} is none of secret-service, keyutils, auto"),
         }),

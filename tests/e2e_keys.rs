@@ -14,7 +14,12 @@ use common::*;
 const WRITE_ONLY: &str = "this key can only write";
 
 fn has(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `coffer` with repository and cache set but no password.
@@ -67,13 +72,16 @@ fn write_only_clients_back_up_with_dedup_read_nothing_and_the_full_key_restores_
         args.extend_from_slice(extra);
         go(keyless(&c), &args)
     };
+    // Made before the first backup: the folders above the source are backed up with their times.
+    let other_cache = c.dir("other-cache");
+    let target = c.path("target");
+    let mnt = c.dir("mnt");
     let first = with_key(&[&"backup", &"--json", &src]);
     first.assert_code(0);
     let first = first.json();
     assert!(num(&first, "bytes_added") > 0);
 
     // A second write-only client with an empty local database: dedup against the repository.
-    let other_cache = c.dir("other-cache");
     let mut cmd = keyless(&c);
     cmd.env("COFFER_CACHE_DIR", &other_cache);
     let second = go(cmd, &[&"--key-file", &key, &"backup", &"--json", &src]);
@@ -84,8 +92,6 @@ fn write_only_clients_back_up_with_dedup_read_nothing_and_the_full_key_restores_
     third.assert_code(0);
     assert_eq!(num(&third.json(), "bytes_added"), 0);
 
-    let target = c.path("target");
-    let mnt = c.dir("mnt");
     for args in [
         vec!["snapshots"],
         vec!["ls", "latest"],
@@ -179,7 +185,8 @@ fn passphrases_can_be_added_changed_and_removed() {
     let keys = c.ok(&["key", "list", "--json"]).json();
     let keys = keys.as_array().expect("array");
     assert_eq!(keys.len(), 2, "{keys:?}");
-    let first_id = keys.iter().find(|k| k["current"] == true).expect("current key")["id"].as_str().expect("id").to_string();
+    let first_id =
+        keys.iter().find(|k| k["current"] == true).expect("current key")["id"].as_str().expect("id").to_string();
 
     let original = c.password.clone();
     c.password = "second passphrase".into();
@@ -313,6 +320,39 @@ fn profiles_supply_repository_sources_and_secret_references() {
 // ---------------------------------------------------------------------------------------------
 // The OS keychain.
 
+/// Starts a private session bus that activates no services (so no Secret Service appears on
+/// it unless a test starts one); returns it and its address.
+fn private_bus(c: &Coffer, name: &str) -> (Child, String) {
+    let socket = c.path(name);
+    let address = format!("unix:path={}", socket.display());
+    let config = c.path(&format!("{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+             \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+             <busconfig><type>session</type><listen>{address}</listen>\
+             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n"
+        ),
+    )
+    .expect("bus config");
+    let bus = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", config.display()))
+        .args(["--nofork", "--nopidfile"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dbus-daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "dbus-daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (bus, address)
+}
+
 /// A private D-Bus session with gnome-keyring's Secret Service, unlocked.
 struct SecretService {
     bus: Child,
@@ -326,20 +366,7 @@ impl SecretService {
             skip("secret service", "dbus-daemon or gnome-keyring-daemon missing (tests/install-deps.sh)");
             return None;
         }
-        let socket = c.path("bus");
-        let address = format!("unix:path={}", socket.display());
-        let bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={address}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "dbus-daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (bus, address) = private_bus(c, "bus");
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--foreground", "--unlock", "--components=secrets"])
             .env("DBUS_SESSION_BUS_ADDRESS", &address)
@@ -396,7 +423,13 @@ fn secret_set(mut cmd: Command, name: &str, secret: &str) -> Out {
     child.stdin.take().expect("stdin").write_all(format!("{secret}\n").as_bytes()).expect("write secret");
     let output = child.wait_with_output().expect("wait");
     assert!(output.status.success(), "secret set failed: {}", String::from_utf8_lossy(&output.stderr));
-    Out { argv: format!("secret set {name}"), status: output.status, stdout: output.stdout, stderr: output.stderr, elapsed: Duration::ZERO }
+    Out {
+        argv: format!("secret set {name}"),
+        status: output.status,
+        stdout: output.stdout,
+        stderr: output.stderr,
+        elapsed: Duration::ZERO,
+    }
 }
 
 #[test]
@@ -496,17 +529,7 @@ fn an_unavailable_keychain_fails_closed_at_once() {
     assert!(started.elapsed() < DEFAULT_TIMEOUT);
 
     if has("dbus-daemon") {
-        let socket = c.path("bare-bus");
-        let address = format!("unix:path={}", socket.display());
-        let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={address}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon");
-        while !socket.exists() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (mut bus, address) = private_bus(&c, "bare-bus");
         let mut cmd = keyless(&c);
         cmd.env("DBUS_SESSION_BUS_ADDRESS", &address).env("COFFER_KEYCHAIN", "secret-service");
         let out = go(cmd, &[&"secret", &"delete", &"x"]);
@@ -567,8 +590,6 @@ fn no_secret_at_rest_or_in_sight() {
     outputs.push(go(ss_cmd(c.command()), &[&"key", &"write-only", &"--save-to-keychain", &"laptop", &"--json"]));
     let key_file = write_only_key_file(&c, "server.key");
     let key_text = std::fs::read_to_string(&key_file).expect("read key").trim().to_string();
-    let key_hex = key_text.trim_start_matches("coffer-write-only-key-v1:").to_string();
-    let key_bytes = hex::decode(&key_hex).expect("hex");
     let laptop_key = Command::new("secret-tool")
         .env("DBUS_SESSION_BUS_ADDRESS", &ss.address)
         .args(["lookup", "service", "coffer", "username", "laptop"])
@@ -592,7 +613,11 @@ fn no_secret_at_rest_or_in_sight() {
     );
     private_file(
         &profiles.join("laptop.toml"),
-        &format!("repository = {:?}\nkey = \"keychain:laptop\"\nsources = [{:?}]\n", c.repo.to_str().expect("utf-8"), src.to_str().expect("utf-8")),
+        &format!(
+            "repository = {:?}\nkey = \"keychain:laptop\"\nsources = [{:?}]\n",
+            c.repo.to_str().expect("utf-8"),
+            src.to_str().expect("utf-8")
+        ),
     );
 
     // Backups of every kind: passphrase (env), profile (passphrase from the keychain),
@@ -631,7 +656,10 @@ fn no_secret_at_rest_or_in_sight() {
     );
     // Restore, mount, and a failing run.
     let target = c.path("target");
-    outputs.push(go(ss_cmd(keyless(&c)), &[&"--profile", &"home", &"restore", &"latest", &"--target", &target, &"-vv", &"--json"]));
+    outputs.push(go(
+        ss_cmd(keyless(&c)),
+        &[&"--profile", &"home", &"restore", &"latest", &"--target", &target, &"-vv", &"--json"],
+    ));
     let mnt = c.dir("mnt");
     if Path::new("/dev/fuse").exists() && has("fusermount3") {
         let mut cmd = ss_cmd(keyless(&c));
@@ -641,11 +669,15 @@ fn no_secret_at_rest_or_in_sight() {
         while !mnt.join("latest").exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = std::fs::read_dir(mnt.join("snapshots")).map(|d| d.count());
+        assert!(mnt.join("latest").exists(), "the mount did not come up");
+        assert_eq!(std::fs::read_dir(mnt.join("snapshots")).expect("snapshots/").count(), 5);
         let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
-        outputs.push(mount.wait(DEFAULT_TIMEOUT));
+        let out = mount.wait(DEFAULT_TIMEOUT);
+        out.assert_code(0);
+        outputs.push(out);
     }
-    let failing = go(ss_cmd(keyless(&c)), &[&"--profile", &"laptop", &"restore", &"latest", &"--target", &target, &"-vv"]);
+    let failing =
+        go(ss_cmd(keyless(&c)), &[&"--profile", &"laptop", &"restore", &"latest", &"--target", &target, &"-vv"]);
     failing.assert_failed();
     outputs.push(failing);
     outputs.push(go(ss_cmd(keyless(&c)), &[&"--profile", &"home", &"snapshots", &"--json", &"-vv"]));
@@ -667,10 +699,9 @@ fn no_secret_at_rest_or_in_sight() {
             needles.push((format!("{name} part {i} raw"), part.to_vec()));
             needles.push((format!("{name} part {i} hex"), hex::encode(part).into_bytes()));
             needles.push((format!("{name} part {i} HEX"), hex::encode_upper(part).into_bytes()));
-            needles.push((format!("{name} part {i} base64"), base64(part)[..40].as_bytes().to_vec()));
+            needles.push((format!("{name} part {i} base64"), base64(part).as_bytes()[..40].to_vec()));
         }
     }
-    let _ = key_bytes;
     for out in &outputs {
         for (name, needle) in &needles {
             assert!(!contains(&out.stdout, needle) && !contains(&out.stderr, needle), "{name} printed by {}", out.argv);
@@ -682,10 +713,13 @@ fn no_secret_at_rest_or_in_sight() {
         }
     }
     let mut files = Vec::new();
-    for dir in [&c.repo, &c.cache, &c.home.join(".config"), &c.home.join(".cache"), &c.home.join(".local/share/coffer")] {
+    for dir in [&c.repo, &c.cache, &c.home.join(".config"), &c.home.join(".cache"), &c.home.join(".local/share/coffer")]
+    {
         files_under(dir, &mut files);
     }
-    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("state.db-wal") || f.to_string_lossy().ends_with("state.db")));
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().ends_with("state.db-wal") || f.to_string_lossy().ends_with("state.db")));
     assert!(files.iter().any(|f| f.starts_with(&c.repo)));
     // The key file written on purpose is the one place a key may be.
     files.retain(|f| *f != key_file);

@@ -25,7 +25,20 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
             let list = keys::list(&repo)?;
             let mut out = std::io::stdout().lock();
             if global.json {
-                writeln!(out, "{}", serde_json::to_string(&list)?)?;
+                let list: Vec<_> = list
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "id": k.id.to_hex(),
+                            "kind": k.kind,
+                            "label": k.label,
+                            "created": output::time(k.created_unix, 0),
+                            "current": k.current,
+                            "revoked": k.revoked,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
             } else {
                 for key in list {
                     let kind = match key.kind {
@@ -120,7 +133,10 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
                 };
                 say(
                     global,
-                    format_args!("created write-only key {} ({label}); back up with `coffer backup {place} …`", id.short()),
+                    format_args!(
+                        "created write-only key {} ({label}); back up with `coffer backup {place} …`",
+                        id.short()
+                    ),
                 );
             }
         }

@@ -85,7 +85,9 @@ fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
         }
     };
     let repo = match password::for_open(global, profiles::active(global)?)? {
-        password::Credential::Password(password) => Repository::open(store, password.as_bytes(), &open_options(global))?,
+        password::Credential::Password(password) => {
+            Repository::open(store, password.as_bytes(), &open_options(global))?
+        }
         password::Credential::WriteOnly(key) => Repository::open_write_only(store, *key, &open_options(global))?,
     };
     Ok(Arc::new(repo))

@@ -48,7 +48,8 @@ fn from_command(command: &str) -> Result<Zeroizing<String>> {
 /// Reads a write-only key (or, when allowed, a passphrase) from what `source` holds.
 fn key_from(bytes: &[u8], source: &str, allow_full: bool) -> Result<Credential> {
     if WriteOnlyKey::looks_like(bytes) {
-        let key = WriteOnlyKey::from_text(bytes).with_context(|| format!("reading the write-only key from {source}"))?;
+        let key =
+            WriteOnlyKey::from_text(bytes).with_context(|| format!("reading the write-only key from {source}"))?;
         return Ok(Credential::WriteOnly(Box::new(key)));
     }
     if allow_full {
@@ -67,7 +68,9 @@ fn key_from(bytes: &[u8], source: &str, allow_full: bool) -> Result<Credential> 
 
 fn key_from_reference(text: &str, source: &str, allow_full: bool) -> Result<Credential> {
     let reference = SecretRef::parse(text).ok_or_else(|| {
-        anyhow!("{source} must be a reference such as keychain:NAME, credential:NAME or file:PATH, never the key itself")
+        anyhow!(
+            "{source} must be a reference such as keychain:NAME, credential:NAME or file:PATH, never the key itself"
+        )
     })?;
     let secret = match &reference {
         // Files get the ownership and mode check.
@@ -91,7 +94,9 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
     if let Some(reference) = &global.key {
         return key_from_reference(reference, "--key", allow);
     }
-    if global.password_file.is_some() || global.password_command.is_some() || std::env::var_os("COFFER_PASSWORD").is_some()
+    if global.password_file.is_some()
+        || global.password_command.is_some()
+        || std::env::var_os("COFFER_PASSWORD").is_some()
     {
         return Ok(Credential::Password(read(global, false)?));
     }

@@ -24,7 +24,7 @@ pub enum KeyKind {
     WriteOnly,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct KeyInfo {
     /// Passphrase keys: the key file's id; write-only keys: the id of their verifying key.
     pub id: Id,
@@ -42,7 +42,10 @@ pub struct KeyInfo {
 pub enum Removed {
     Passphrase(Id),
     /// A write-only key was revoked; this many of its snapshots stay trusted.
-    WriteOnly { id: Id, kept_snapshots: usize },
+    WriteOnly {
+        id: Id,
+        kept_snapshots: usize,
+    },
 }
 
 fn full_key(repo: &Repository, what: &'static str) -> Result<crate::keys::FullKey, RepoError> {
@@ -209,7 +212,10 @@ mod tests {
         let entry = listed.iter().find(|k| k.id == signer).unwrap();
         assert!(entry.kind == KeyKind::WriteOnly && !entry.revoked && entry.label == "laptop");
 
-        assert_eq!(remove(&fx.repo, &signer.to_hex()[..10]).unwrap(), Removed::WriteOnly { id: signer, kept_snapshots: 1 });
+        assert_eq!(
+            remove(&fx.repo, &signer.to_hex()[..10]).unwrap(),
+            Removed::WriteOnly { id: signer, kept_snapshots: 1 }
+        );
         assert!(list(&fx.repo).unwrap().iter().any(|k| k.id == signer && k.revoked));
         // A thief holding the key (and a client that ignores the revocation) writes another.
         let later = write_only.save_snapshot(&Snapshot { time_unix: 1, ..Snapshot::default() }).unwrap();
@@ -282,12 +288,12 @@ mod tests {
         assert_eq!(by_second.key_file, Some(second));
         assert!(matches!(remove(&fx.repo, &first.to_hex()), Err(RepoError::KeyInUse { .. })));
         assert_eq!(remove(&by_second, &first.to_hex()).unwrap(), Removed::Passphrase(first));
-        assert!(matches!(
-            Repository::open(fx.repo.store.clone(), b"pw", &options),
-            Err(RepoError::WrongPassword)
-        ));
+        assert!(matches!(Repository::open(fx.repo.store.clone(), b"pw", &options), Err(RepoError::WrongPassword)));
         let third = change_passphrase(&by_second, b"third", kdf()).unwrap();
-        assert_eq!(fx.repo.store.list_ids(paths::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(), vec![third]);
+        assert_eq!(
+            fx.repo.store.list_ids(paths::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(),
+            vec![third]
+        );
         assert!(Repository::open(fx.repo.store.clone(), b"second", &options).is_err());
         let by_third = Repository::open(fx.repo.store.clone(), b"third", &options).unwrap();
         assert!(matches!(remove(&by_third, &third.to_hex()), Err(RepoError::KeyInUse { .. })));
