@@ -300,6 +300,18 @@ fn profiles_supply_repository_sources_and_secret_references() {
     let listed = c.ls("latest", None);
     assert!(!listed.iter().any(|e| e.to_string().contains("b.bin")), "excludes not applied");
 
+    // `init` takes the repository and the new passphrase from a profile too.
+    let fresh = c.path("fresh-repo");
+    private_file(
+        &profiles.join("fresh.toml"),
+        &format!("repository = {:?}\npassword = \"file:{}\"\n", fresh.to_str().expect("utf-8"), pwfile.display()),
+    );
+    go(c.bare_command(), &[&"init", &"--profile", &"fresh"]).assert_code(0);
+    assert!(fresh.join("config").is_file());
+    let mut cmd = c.bare_command();
+    cmd.env("COFFER_REPOSITORY", &fresh).env("COFFER_PASSWORD", &c.password);
+    go(cmd, &[&"snapshots"]).assert_code(0);
+
     let out = go(c.bare_command(), &[&"profile", &"show", &"home"]);
     out.assert_code(0);
     assert!(out.stdout().contains("keychain:s3-home") && out.stdout().contains("keep_daily = 7"), "{out}");

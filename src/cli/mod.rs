@@ -112,7 +112,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Init => {
             let path = repo_path(global)?;
             let store = Store::open_local(&path, true).with_context(|| format!("creating {}", path.display()))?;
-            let password = password::read(global, true)?;
+            let password = password::for_init(global, profiles::active(global)?)?;
             let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
             output::init(global, &path, &repo)?;
             Ok(exit::OK)

@@ -122,6 +122,23 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
     Ok(Credential::Password(read(global, false)?))
 }
 
+/// The passphrase of a new repository: explicit flags first, then the profile's `password`
+/// (so `coffer secret set home-repo` then `coffer init --profile home` needs no typing), then a
+/// prompt asked twice.
+pub fn for_init(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Zeroizing<String>> {
+    let explicit = global.password_file.is_some()
+        || global.password_command.is_some()
+        || std::env::var_os("COFFER_PASSWORD").is_some();
+    if let Some(reference) = profile.and_then(|p| p.password.as_ref()).filter(|_| !explicit) {
+        let reference = SecretRef::parse(reference)
+            .ok_or_else(|| anyhow!("the profile's `password` must be a reference such as keychain:NAME"))?;
+        let password =
+            secrets::resolve(&reference).with_context(|| format!("reading the password from {reference}"))?;
+        return Ok(password);
+    }
+    read(global, true)
+}
+
 /// The password for an existing repository, or (with `confirm`) a new one asked twice.
 pub fn read(global: &GlobalArgs, confirm: bool) -> Result<Zeroizing<String>> {
     let password = if let Some(path) = &global.password_file {
