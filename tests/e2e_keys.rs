@@ -108,6 +108,14 @@ fn write_only_clients_back_up_with_dedup_read_nothing_and_the_full_key_restores_
         let out = run(cmd, DEFAULT_TIMEOUT);
         out.assert_failed();
         assert!(out.stderr().contains(WRITE_ONLY), "{args:?} did not refuse clearly:\n{out}");
+        let named = match args[0] {
+            "snapshots" => "listing snapshots needs".to_string(),
+            "check" => "check --read-data needs".to_string(),
+            "key" if args[1] == "add" => "adding a passphrase needs".to_string(),
+            "key" => "creating a write-only key needs".to_string(),
+            other => format!("{other} needs"),
+        };
+        assert!(out.stderr().contains(&named), "{args:?} does not name what needs the full key:\n{out}");
         assert!(!target.exists(), "restore wrote something");
     }
     assert!(!c.path("x.key").exists());
@@ -482,6 +490,18 @@ fn secret_service_holds_the_write_only_key_and_storage_secrets() {
     let out = go(cmd, &[&"--key", &"keychain:missing-entry", &"backup", &src]);
     out.assert_failed();
     assert!(out.stderr().contains("coffer secret set missing-entry"), "{out}");
+
+    // A keychain that never answers (as a locked one waiting for an unlock prompt): the command
+    // gives up after COFFER_KEYCHAIN_TIMEOUT, naming the cause, instead of hanging.
+    let keyring_pid = nix::unistd::Pid::from_raw(ss.keyring.id() as i32);
+    nix::sys::signal::kill(keyring_pid, nix::sys::signal::Signal::SIGSTOP).expect("stop the keyring");
+    let mut cmd = keyless(&c);
+    ss.env(&mut cmd);
+    cmd.env("COFFER_KEYCHAIN_TIMEOUT", "2");
+    let out = go(cmd, &[&"--key", &"keychain:laptop", &"backup", &src]);
+    nix::sys::signal::kill(keyring_pid, nix::sys::signal::Signal::SIGCONT).expect("continue the keyring");
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("did not answer within 2 s"), "{out}");
 
     let mut cmd = c.bare_command();
     ss.env(&mut cmd);

@@ -148,6 +148,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Snapshots { filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
             let snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
             output::snapshots(global, &snapshots, &rejected)?;
@@ -155,6 +156,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Restore { snapshot, target, includes, excludes, filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("restore")?;
             let interrupted = interrupt_flag()?;
             let (spec, subpath) = match snapshot.split_once(':') {
                 Some((spec, path)) => (spec.to_string(), Some(path.as_bytes().to_vec())),
@@ -193,6 +195,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Ls { snapshot, path, filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("ls")?;
             let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
             let path = path.map(|p| p.as_os_str().as_encoded_bytes().to_vec());
             let mut out = std::io::stdout().lock();
@@ -230,6 +233,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Diff { first, second } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("diff")?;
             let (snapshots, _) = repo.load_snapshots()?;
             let a = resolve_snapshot(&snapshots, &first)?;
             let b = resolve_snapshot(&snapshots, &second)?;
@@ -239,6 +243,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Stats => {
             let repo = open_repo(global)?;
+            repo.require_full_key("stats")?;
             output::stats(global, &stats::stats(&repo)?)?;
             Ok(exit::OK)
         }
