@@ -7,11 +7,26 @@
 //!
 //! Full key material, as sealed in key files: `"CFFULK01" | x25519 secret (32) | id_key (32)
 //! | index_key (32) | signing seed (32)`.
+//!
+//! Exported write-only key (`coffer key write-only`), 208 bytes:
+//!
+//! ```text
+//! "CFWOKY01" (8) | repository id (32) | repository X25519 public key (32)
+//! | repository Ed25519 verifying key (32) | id_key (32) | index_key (32)
+//! | this key's own Ed25519 signing seed (32) | check (8): first 8 bytes of BLAKE3(all before)
+//! ```
+//!
+//! The public key is what new packs and snapshots are encrypted to: a client takes it from here,
+//! never from the store's `config`, so a swapped config cannot redirect backups. The verifying key
+//! checks the config and the `signers/` records. The check bytes catch a truncated or mistyped
+//! key before it could write blobs under wrong ids. In files and keychain entries it is stored as
+//! text: [`WRITE_ONLY_TEXT_PREFIX`] followed by the lowercase hex of those bytes.
 
 use zeroize::Zeroizing;
 
 use crate::crypto::{IdKey, PublicKey, SecretKey, SigningKey, SymKey, VerifyingKey};
 use crate::format::FormatError;
+use crate::id::Id;
 
 const FULL_MAGIC: &[u8; 8] = b"CFFULK01";
 const FULL_LEN: usize = 8 + 4 * 32;
@@ -63,6 +78,120 @@ impl FullKey {
     }
 }
 
+const WRITE_ONLY_MAGIC: &[u8; 8] = b"CFWOKY01";
+const WRITE_ONLY_BODY: usize = 8 + 6 * 32;
+const WRITE_ONLY_LEN: usize = WRITE_ONLY_BODY + 8;
+/// How an exported write-only key starts in its text form.
+pub const WRITE_ONLY_TEXT_PREFIX: &str = "coffer-write-only-key-v1:";
+
+/// A key that can add snapshots to one repository but read nothing in it.
+#[derive(Clone)]
+pub struct WriteOnlyKey {
+    pub repo_id: Id,
+    pub public: PublicKey,
+    pub repo_verify: VerifyingKey,
+    pub id_key: IdKey,
+    pub index_key: SymKey,
+    /// This key's own signing key, registered in `signers/`.
+    pub signing: SigningKey,
+}
+
+impl WriteOnlyKey {
+    /// Derives a new write-only key (with a fresh signing key) from the full key.
+    pub fn derive(full: &FullKey, repo_id: Id) -> WriteOnlyKey {
+        WriteOnlyKey {
+            repo_id,
+            public: full.secret.public(),
+            repo_verify: full.signing.verifying_key(),
+            id_key: full.id_key.clone(),
+            index_key: full.index_key.clone(),
+            signing: SigningKey::random(),
+        }
+    }
+
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(WRITE_ONLY_LEN));
+        out.extend_from_slice(WRITE_ONLY_MAGIC);
+        out.extend_from_slice(&self.repo_id.0);
+        out.extend_from_slice(&self.public.0);
+        out.extend_from_slice(&self.repo_verify.0);
+        out.extend_from_slice(self.id_key.as_bytes());
+        out.extend_from_slice(self.index_key.as_bytes());
+        out.extend_from_slice(&self.signing.to_bytes()[..]);
+        let check = blake3::hash(&out);
+        out.extend_from_slice(&check.as_bytes()[..8]);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<WriteOnlyKey, FormatError> {
+        const WHAT: &str = "write-only key";
+        if bytes.len() < 8 || &bytes[..8] != WRITE_ONLY_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        if bytes.len() != WRITE_ONLY_LEN {
+            return Err(FormatError::Truncated { what: WHAT });
+        }
+        if blake3::hash(&bytes[..WRITE_ONLY_BODY]).as_bytes()[..8] != bytes[WRITE_ONLY_BODY..] {
+            return Err(FormatError::Malformed {
+                what: WHAT,
+                detail: "its check bytes do not match (damaged?)".into(),
+            });
+        }
+        let part = |i: usize| -> [u8; 32] { bytes[8 + 32 * i..8 + 32 * (i + 1)].try_into().expect("32 bytes") };
+        Ok(WriteOnlyKey {
+            repo_id: Id(part(0)),
+            public: PublicKey(part(1)),
+            repo_verify: VerifyingKey(part(2)),
+            id_key: IdKey::from_bytes(part(3)),
+            index_key: SymKey::from_bytes(part(4)),
+            signing: SigningKey::from_bytes(part(5)),
+        })
+    }
+
+    /// The text form kept in files and keychain entries.
+    pub fn to_text(&self) -> Zeroizing<String> {
+        let bytes = self.encode();
+        let mut text = Zeroizing::new(String::with_capacity(WRITE_ONLY_TEXT_PREFIX.len() + 2 * WRITE_ONLY_LEN));
+        text.push_str(WRITE_ONLY_TEXT_PREFIX);
+        text.push_str(&Zeroizing::new(hex::encode(&bytes[..])));
+        text
+    }
+
+    /// Whether `text` claims to be a write-only key (its prefix), whatever its validity.
+    pub fn looks_like(text: &[u8]) -> bool {
+        text.trim_ascii_start().starts_with(WRITE_ONLY_TEXT_PREFIX.as_bytes()) || text.starts_with(WRITE_ONLY_MAGIC)
+    }
+
+    /// Reads the text form, or the raw bytes.
+    pub fn from_text(text: &[u8]) -> Result<WriteOnlyKey, FormatError> {
+        if text.starts_with(WRITE_ONLY_MAGIC) {
+            return WriteOnlyKey::decode(text);
+        }
+        let text = text.trim_ascii();
+        let hex_part = text
+            .strip_prefix(WRITE_ONLY_TEXT_PREFIX.as_bytes())
+            .ok_or(FormatError::BadMagic { what: "write-only key" })?;
+        let bytes = Zeroizing::new(hex::decode(hex_part).map_err(|_| FormatError::Malformed {
+            what: "write-only key",
+            detail: "not hexadecimal after its prefix".into(),
+        })?);
+        WriteOnlyKey::decode(&bytes)
+    }
+}
+
+impl From<WriteOnlyKey> for RepoKeys {
+    fn from(key: WriteOnlyKey) -> RepoKeys {
+        RepoKeys {
+            public: key.public,
+            secret: None,
+            id_key: key.id_key,
+            index_key: key.index_key,
+            signer: key.signing,
+            repo_verify: key.repo_verify,
+        }
+    }
+}
+
 /// The keys of an open repository, whichever kind of key opened it.
 #[derive(Clone)]
 pub struct RepoKeys {
@@ -90,9 +219,92 @@ impl From<FullKey> for RepoKeys {
     }
 }
 
+impl RepoKeys {
+    /// The full key, when this is one (the signer is then the repository signing key).
+    pub fn full_key(&self) -> Option<FullKey> {
+        Some(FullKey {
+            secret: self.secret.clone()?,
+            id_key: self.id_key.clone(),
+            index_key: self.index_key.clone(),
+            signing: self.signer.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn same(a: &WriteOnlyKey, b: &WriteOnlyKey) -> bool {
+        a.repo_id == b.repo_id
+            && a.public == b.public
+            && a.repo_verify == b.repo_verify
+            && a.id_key.as_bytes() == b.id_key.as_bytes()
+            && a.index_key.as_bytes() == b.index_key.as_bytes()
+            && a.signing.verifying_key() == b.signing.verifying_key()
+    }
+
+    #[test]
+    fn write_only_key_holds_no_secret_key_and_its_own_signer() {
+        let full = FullKey::generate();
+        let key = WriteOnlyKey::derive(&full, Id([5; 32]));
+        assert_eq!(key.public, full.secret.public());
+        assert_eq!(key.repo_verify, full.signing.verifying_key());
+        assert_ne!(key.signing.verifying_key(), full.signing.verifying_key());
+        let encoded = key.encode();
+        assert_eq!(encoded.len(), WRITE_ONLY_LEN);
+        for secret in [&full.secret.to_bytes()[..], &full.signing.to_bytes()[..]] {
+            assert!(!encoded.windows(32).any(|w| w == secret), "a full-key secret is in the write-only key");
+        }
+        let keys = RepoKeys::from(key);
+        assert!(keys.secret.is_none() && keys.full_key().is_none());
+    }
+
+    #[test]
+    fn key_material_is_zeroized_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // x25519-dalek's `zeroize(drop)` zeroizes in its Drop without the marker trait.
+        fn zeroize_with_drop<T: zeroize::Zeroize>() -> bool {
+            std::mem::needs_drop::<T>()
+        }
+        // What SecretKey and SigningKey wrap, and what SymKey and IdKey hold.
+        assert!(zeroize_with_drop::<x25519_dalek::StaticSecret>());
+        zeroized_on_drop::<ed25519_dalek::SigningKey>();
+        zeroized_on_drop::<Zeroizing<[u8; 32]>>();
+        zeroized_on_drop::<Zeroizing<Vec<u8>>>();
+    }
+
+    proptest! {
+        #[test]
+        fn write_only_round_trip(parts in proptest::array::uniform6(any::<[u8; 32]>())) {
+            let key = WriteOnlyKey {
+                repo_id: Id(parts[0]),
+                public: PublicKey(parts[1]),
+                repo_verify: VerifyingKey(parts[2]),
+                id_key: IdKey::from_bytes(parts[3]),
+                index_key: SymKey::from_bytes(parts[4]),
+                signing: SigningKey::from_bytes(parts[5]),
+            };
+            prop_assert!(same(&WriteOnlyKey::decode(&key.encode()).unwrap(), &key));
+            prop_assert!(same(&WriteOnlyKey::from_text(key.to_text().as_bytes()).unwrap(), &key));
+            prop_assert!(same(&WriteOnlyKey::from_text(&key.encode()).unwrap(), &key));
+            let text = format!("  {}\n", key.to_text().as_str());
+            prop_assert!(WriteOnlyKey::looks_like(text.as_bytes()));
+            prop_assert!(same(&WriteOnlyKey::from_text(text.as_bytes()).unwrap(), &key));
+        }
+
+        #[test]
+        fn write_only_damage_is_caught(flip in 0usize..WRITE_ONLY_LEN, bit in 0u8..8, cut in 0usize..WRITE_ONLY_LEN) {
+            let key = WriteOnlyKey::derive(&FullKey::generate(), Id([1; 32]));
+            let mut bytes = key.encode().to_vec();
+            bytes[flip] ^= 1 << bit;
+            prop_assert!(WriteOnlyKey::decode(&bytes).is_err());
+            prop_assert!(WriteOnlyKey::decode(&key.encode()[..cut]).is_err());
+            prop_assert!(WriteOnlyKey::from_text(b"correct horse battery staple").is_err());
+            prop_assert!(!WriteOnlyKey::looks_like(b"correct horse battery staple"));
+        }
+    }
 
     #[test]
     fn full_key_round_trip() {

@@ -11,6 +11,7 @@ pub mod db;
 pub mod format;
 pub mod id;
 pub mod keys;
+pub mod profile;
 pub mod progress;
 pub mod repo;
 pub mod secrets;

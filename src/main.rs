@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         // fuser warns when asked to unmount what `fusermount3 -u` already unmounted.
         .filter_module("fuser", log::LevelFilter::Error)
+        // D-Bus message traces would carry keychain secrets.
+        .filter_module("zbus", log::LevelFilter::Warn)
+        .filter_module("secret_service", log::LevelFilter::Warn)
         .format_timestamp(None)
         .format_target(false)
         .init();

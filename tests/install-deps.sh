@@ -18,6 +18,11 @@ PACKAGES=(
   openssh-server  # e2e_remote, store_seam: sshd on 127.0.0.1 serves SFTP
   openssh-client  # e2e_remote, store_seam: ssh, ssh-keygen (OpenDAL's SFTP runs the ssh binary)
   rclone       # e2e_remote, store_seam: `rclone serve webdav` on 127.0.0.1
+  dbus         # e2e_keys: dbus-daemon for a private session bus (Secret Service tests)
+  dbus-x11     # e2e_keys: dbus-run-session/dbus-launch helpers for the same
+  gnome-keyring    # e2e_keys: gnome-keyring-daemon, a real Secret Service
+  libsecret-tools  # e2e_keys: secret-tool, to see Coffer's entries as other programs do
+  keyutils     # e2e_keys: keyctl session, a session keyring for the kernel keyutils store
 )
 
 missing=()

@@ -29,6 +29,21 @@ pub struct GlobalArgs {
     /// Run this command and read the password from its output.
     #[arg(long, global = true, value_name = "CMD", env = "COFFER_PASSWORD_COMMAND")]
     pub password_command: Option<String>,
+    /// Open the repository with the write-only key this reference names: keychain:NAME,
+    /// credential:NAME (systemd), file:PATH, command:CMD (never the key itself).
+    #[arg(long, global = true, value_name = "REF", env = "COFFER_KEY")]
+    pub key: Option<String>,
+    /// Open the repository with the write-only key in this file (mode 0600).
+    #[arg(long, global = true, value_name = "FILE", env = "COFFER_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Accept a repository password where a write-only key is expected (--key, --key-file,
+    /// systemd credential): whoever can read that file can then read and delete every backup.
+    #[arg(long, global = true)]
+    pub allow_full_key_file: bool,
+    /// Take the repository, sources, excludes, tags and secret references from this profile
+    /// ($XDG_CONFIG_HOME/coffer/profiles/NAME.toml).
+    #[arg(long, global = true, value_name = "NAME", env = "COFFER_PROFILE")]
+    pub profile: Option<String>,
     /// Folder for the local database (a cache; safe to delete).
     #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -59,7 +74,8 @@ pub enum Command {
     Init,
     /// Back up files and folders into a new snapshot.
     Backup {
-        #[arg(required = true, value_name = "PATH")]
+        /// What to back up (default: the profile's `sources`).
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// Tag the snapshot (repeatable).
         #[arg(long = "tag", value_name = "TAG")]
@@ -156,6 +172,21 @@ pub enum Command {
         #[command(subcommand)]
         what: RepairCommand,
     },
+    /// Manage passphrases and write-only keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Store or delete secrets in the OS keychain (for `keychain:NAME` references).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Show profiles.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +198,55 @@ pub enum RepairCommand {
         /// Also remove each broken snapshot once its replacement is stored.
         #[arg(long)]
         forget_broken: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add another passphrase that opens the repository.
+    Add {
+        /// Read the new passphrase from this file instead of asking twice on the terminal.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List passphrase keys and write-only keys.
+    List,
+    /// Remove a passphrase key or revoke a write-only key (by id prefix, from `key list`).
+    Remove { id: String },
+    /// Change the passphrase that opened the repository (rewrites only its key file).
+    Passwd {
+        /// Read the new passphrase from this file instead of asking twice on the terminal.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Create a write-only key (backups only) and register it in the repository.
+    WriteOnly {
+        /// Store it in the OS keychain under this name (use it with `--key keychain:NAME`).
+        #[arg(long, value_name = "NAME", required_unless_present = "output", conflicts_with = "output")]
+        save_to_keychain: Option<String>,
+        /// Write it to this new file (mode 0600), or `-` for stdout (to pipe into systemd-creds).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// A name for `key list` (default: the keychain name or file name).
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a secret in the OS keychain, read from a prompt (terminal) or the first line of stdin.
+    Set { name: String },
+    /// Delete a secret from the OS keychain.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Print a profile (secret values masked).
+    Show {
+        /// Profile name (default: --profile).
+        name: Option<String>,
     },
 }
 

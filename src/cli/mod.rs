@@ -4,8 +4,10 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+mod keys;
 mod output;
 mod password;
+mod profiles;
 mod repair;
 mod retention;
 
@@ -64,10 +66,13 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 fn repo_path(global: &GlobalArgs) -> Result<PathBuf> {
-    match &global.repo {
-        Some(path) => Ok(path.clone()),
-        None => bail!("no repository given: use --repo or set COFFER_REPOSITORY"),
+    if let Some(path) = &global.repo {
+        return Ok(path.clone());
     }
+    if let Some(repository) = profiles::active(global)?.and_then(|p| p.repository.as_ref()) {
+        return Ok(PathBuf::from(repository));
+    }
+    bail!("no repository given: use --repo, COFFER_REPOSITORY or a profile's `repository`")
 }
 
 fn open_options(global: &GlobalArgs) -> OpenOptions {
@@ -78,9 +83,18 @@ fn open_options(global: &GlobalArgs) -> OpenOptions {
 fn location(global: &GlobalArgs) -> Result<Location> {
     let path = repo_path(global)?;
     // A URL is ASCII; a local path may be any bytes.
+    let mut options = Vec::new();
+    if global.repo.is_none() {
+        // The profile's store options belong to the profile's repository; the command line's
+        // `--option`s come last and win.
+        if let Some(profile) = profiles::active(global)? {
+            options.extend(profile.options.iter().map(|(key, value)| format!("{key}={value}")));
+        }
+    }
+    options.extend(global.options.iter().cloned());
     match path.to_str() {
-        Some(text) => Ok(Location::parse(text, &global.options)?),
-        None if global.options.is_empty() => Ok(Location::Local(path)),
+        Some(text) => Ok(Location::parse(text, &options)?),
+        None if options.is_empty() => Ok(Location::Local(path)),
         None => bail!("--option applies only to remote repositories (scheme://…)"),
     }
 }
@@ -98,8 +112,13 @@ fn open_store(global: &GlobalArgs, create: bool) -> Result<Store> {
 
 fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
     let store = open_store(global, false)?;
-    let password = password::read(global, false)?;
-    Ok(Arc::new(Repository::open(store, password.as_bytes(), &open_options(global))?))
+    let repo = match password::for_open(global, profiles::active(global)?)? {
+        password::Credential::Password(password) => {
+            Repository::open(store, password.as_bytes(), &open_options(global))?
+        }
+        password::Credential::WriteOnly(key) => Repository::open_write_only(store, *key, &open_options(global))?,
+    };
+    Ok(Arc::new(repo))
 }
 
 fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
@@ -120,12 +139,23 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Init => {
             let store = open_store(global, true)?;
-            let password = password::read(global, true)?;
+            let password = password::for_init(global, profiles::active(global)?)?;
             let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
             output::init(global, repo.store.location(), &repo)?;
             Ok(exit::OK)
         }
-        Command::Backup { paths, tags, excludes, host } => {
+        Command::Backup { mut paths, mut tags, mut excludes, mut host } => {
+            if let Some(profile) = profiles::active(global)? {
+                if paths.is_empty() {
+                    paths = profile.sources.clone();
+                }
+                excludes.extend(profile.excludes.iter().cloned());
+                tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
+                host = host.or_else(|| profile.host.clone());
+            }
+            if paths.is_empty() {
+                bail!("nothing to back up: give paths, or a profile with `sources`");
+            }
             let repo = open_repo(global)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
@@ -145,6 +175,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Snapshots { filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
             let snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
             output::snapshots(global, &snapshots, &rejected)?;
@@ -152,6 +183,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Restore { snapshot, target, includes, excludes, filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("restore")?;
             let interrupted = interrupt_flag()?;
             let (spec, subpath) = match snapshot.split_once(':') {
                 Some((spec, path)) => (spec.to_string(), Some(path.as_bytes().to_vec())),
@@ -190,6 +222,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Ls { snapshot, path, filter: f } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("ls")?;
             let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
             let path = path.map(|p| p.as_os_str().as_encoded_bytes().to_vec());
             let mut out = std::io::stdout().lock();
@@ -227,6 +260,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Diff { first, second } => {
             let repo = open_repo(global)?;
+            repo.require_full_key("diff")?;
             let (snapshots, _) = repo.load_snapshots()?;
             let a = resolve_snapshot(&snapshots, &first)?;
             let b = resolve_snapshot(&snapshots, &second)?;
@@ -239,6 +273,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Repair { what } => repair::run(global, what),
         Command::Stats => {
             let repo = open_repo(global)?;
+            repo.require_full_key("stats")?;
             output::stats(global, &stats::stats(&repo)?)?;
             Ok(exit::OK)
         }
@@ -247,6 +282,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 copy::CopyArgs { from, to, from_options, from_password_file, from_password_command, snapshots, filter };
             copy::run(global, args)
         }
+        Command::Key { command } => keys::run_key(global, command),
+        Command::Secret { command } => keys::run_secret(global, command),
+        Command::Profile { command } => profiles::run(global, command),
     }
 }
 

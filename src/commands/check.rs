@@ -166,6 +166,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     let missing_packs = check_packs(repo, &index, &mut report)?;
 
     progress("checking snapshots");
+    check_signers(repo, &mut report)?;
     check_vanished_snapshots(repo, &mut report)?;
     if full_key {
         let (snapshots, rejected) = repo.load_snapshots_from_store()?;
@@ -375,10 +376,29 @@ fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) 
     Ok(missing)
 }
 
+/// `signers/` objects that do not verify, and revocations this machine saw that are gone.
+fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
+    let signers = repo.signers()?;
+    for (id, reason) in signers.invalid {
+        report.error(paths::in_dir(paths::SIGNERS, &id), format!("signer record ignored: {reason}"));
+    }
+    for signer in signers.vanished_revocations {
+        report.error(
+            paths::SIGNERS,
+            format!(
+                "the revocation of write-only key {} is gone from the repository (this machine saw it); \
+                 its later snapshots stay untrusted here",
+                signer.short()
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Without the secret key, snapshots cannot be opened, but their names and signatures can be
 /// verified.
 fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
-    let signers = repo.trusted_signers()?;
+    let signers = repo.signers()?;
     for (id, _) in repo.store.list_ids(paths::SNAPSHOTS)? {
         let path = paths::in_dir(paths::SNAPSHOTS, &id);
         let bytes = match repo.store.read_named(&path, &id) {
@@ -393,7 +413,7 @@ fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Res
             continue;
         }
         let verified = Snapshot::signer_id(&bytes).map_err(|e| e.to_string()).and_then(|signer| {
-            let key = signers.get(&signer).ok_or_else(|| "signed by an unknown key".to_string())?;
+            let key = signers.key_for(&signer, &id)?;
             Snapshot::verify(&bytes, &repo.id(), key).map_err(|e| e.to_string())
         });
         if let Err(reason) = verified {

@@ -3,6 +3,7 @@ pub mod check;
 pub mod copy;
 pub mod diff;
 pub mod forget;
+pub mod keys;
 pub mod ls;
 pub mod prune;
 pub mod repair;

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 pub use blobs::PackReconciliation;
 pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, OpenOptions};
-pub use snapshots::{resolve, SnapshotEntry, SnapshotFilter};
+pub use snapshots::{resolve, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;
 use crate::db::{Db, DbError};
@@ -32,6 +32,8 @@ pub enum RepoError {
     WrongPassword,
     #[error("this key can only write: {what} needs the full repository key")]
     WriteOnly { what: &'static str },
+    #[error("this write-only key {detail}; create a new one with `coffer key write-only` using the full key")]
+    KeyNotTrusted { detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{object}: {source}")]
@@ -44,6 +46,12 @@ pub enum RepoError {
     NoSnapshot(String),
     #[error("{0:?} matches several snapshots; give more digits of the id")]
     AmbiguousSnapshot(String),
+    #[error("no key or write-only key {0:?} in this repository; `coffer key list` shows them")]
+    NoKey(String),
+    #[error("{0:?} matches several keys; give more digits of the id")]
+    AmbiguousKey(String),
+    #[error("this key cannot be removed: {detail}")]
+    KeyInUse { detail: String },
     #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
     MissingBlob(Id),
     #[error("{what}: {source}")]
@@ -63,6 +71,8 @@ pub struct Repository {
     pub keys: RepoKeys,
     pub db: Mutex<Db>,
     pack_keys: Mutex<HashMap<Id, SymKey>>,
+    /// The `keys/` file the passphrase opened; `None` for a write-only key.
+    pub key_file: Option<Id>,
 }
 
 impl Repository {

@@ -1,4 +1,4 @@
-//! Creating a repository and opening one with a passphrase.
+//! Creating a repository and opening one with a passphrase or a write-only key.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::format::config::{ChunkerParams, Config};
 use crate::format::keyfile::{KeyFile, KeyFileError};
 use crate::id::Id;
-use crate::keys::{FullKey, RepoKeys};
+use crate::keys::{FullKey, RepoKeys, WriteOnlyKey};
 use crate::store::{paths, Store, StoreError};
 
 pub struct OpenOptions {
@@ -85,9 +85,12 @@ impl Repository {
         .encode();
         // The key first, the config last: a repository exists once its config does, and by
         // then it can be opened.
-        store.write(&paths::in_dir(paths::KEYS, &Id::of_bytes(&keyfile)), keyfile)?;
+        let key_file = Id::of_bytes(&keyfile);
+        store.write(&paths::in_dir(paths::KEYS, &key_file), keyfile)?;
         store.write(paths::CONFIG, config.encode(&key.signing))?;
-        Repository::with_keys(store, config, key.into(), options)
+        let mut repo = Repository::with_keys(store, config, key.into(), options)?;
+        repo.key_file = Some(key_file);
+        Ok(repo)
     }
 
     pub fn open(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
@@ -98,7 +101,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
-        let key = unlock(&store, &unverified.repo_id, passphrase)?;
+        let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase)?;
         let config =
             Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
         if config.public_key != key.secret.public().0 {
@@ -107,7 +110,54 @@ impl Repository {
                 detail: "its public key does not match the repository key".into(),
             });
         }
-        Repository::with_keys(store, config, key.into(), options)
+        let mut repo = Repository::with_keys(store, config, key.into(), options)?;
+        repo.key_file = Some(key_file);
+        Ok(repo)
+    }
+
+    /// Opens a repository with a write-only key: it can back up (with full dedup) and check
+    /// structure, nothing that needs plaintext. The repository's public key comes from the key
+    /// itself, never from the store; the config must be signed by the repository key the
+    /// write-only key names, and the key must be registered and not revoked.
+    pub fn open_write_only(store: Store, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
+        let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
+        let config_bytes = match store.read(paths::CONFIG) {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
+            Err(e) => return Err(e.into()),
+        };
+        let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
+        if unverified.repo_id != key.repo_id {
+            return Err(RepoError::KeyNotTrusted {
+                detail: format!(
+                    "belongs to repository {}, not to {} ({})",
+                    key.repo_id.short(),
+                    unverified.repo_id.short(),
+                    store.location()
+                ),
+            });
+        }
+        let config = Config::decode(&config_bytes, &key.repo_verify).map_err(RepoError::format("config"))?;
+        if config.public_key != key.public.0 {
+            return Err(RepoError::Corrupt {
+                object: "config".into(),
+                detail: "its public key does not match the one in the write-only key".into(),
+            });
+        }
+        let signer = key.signing.verifying_key().id();
+        let repo = Repository::with_keys(store, config, key.into(), options)?;
+        let signers = repo.signers()?;
+        if signers.revoked.contains_key(&signer) {
+            return Err(RepoError::KeyNotTrusted {
+                detail: format!("{} was removed from the repository (`coffer key remove`)", signer.short()),
+            });
+        }
+        if !signers.active.contains_key(&signer) {
+            return Err(RepoError::KeyNotTrusted {
+                detail: format!("{} is not registered in the repository's signers/", signer.short()),
+            });
+        }
+        Ok(repo)
     }
 
     pub(crate) fn with_keys(
@@ -119,14 +169,21 @@ impl Repository {
         // Its own 0700 folder per repository: the shared data folder is often 0755.
         let db_path = options.cache_dir.join(config.repo_id.to_hex()).join("state.db");
         let db = Db::open(&db_path, &config.repo_id)?;
-        let repo = Repository { store, config, keys, db: Mutex::new(db), pack_keys: Mutex::new(HashMap::new()) };
+        let repo = Repository {
+            store,
+            config,
+            keys,
+            db: Mutex::new(db),
+            pack_keys: Mutex::new(HashMap::new()),
+            key_file: None,
+        };
         repo.sync_index()?;
         Ok(repo)
     }
 }
 
-/// Tries the passphrase on every key file of the repository.
-fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<FullKey, RepoError> {
+/// Tries the passphrase on every key file of the repository; returns the one it opened.
+fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<(Id, FullKey), RepoError> {
     let key_files = store.list_ids(paths::KEYS)?;
     if key_files.is_empty() {
         return Err(RepoError::NotARepository {
@@ -148,7 +205,7 @@ fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<FullKey, Rep
         }
         any_for_this_repo = true;
         match file.open(passphrase) {
-            Ok(material) => return FullKey::decode(&material).map_err(RepoError::format(path)),
+            Ok(material) => return Ok((id, FullKey::decode(&material).map_err(RepoError::format(path))?)),
             Err(KeyFileError::WrongPassphrase) => continue,
             Err(KeyFileError::Format(e)) => log::warn!("skipping key file {path}: {e}"),
         }

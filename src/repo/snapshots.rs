@@ -1,13 +1,20 @@
 //! Snapshots: loading and authenticating them (only snapshots signed by the repository key or
 //! a registered write-only key count), saving new ones, and resolving what a user typed
 //! (`latest`, an id prefix) to one snapshot.
+//!
+//! Trust: the repository key always; a write-only key while `signers/` holds its registration
+//! (signed by the repository key) and no revocation. A revoked key's snapshots stay trusted
+//! only if its revocation lists them (those present when the key was removed): "later" means
+//! "not in the repository at removal", never a time the snapshot claims, since a thief with the
+//! key could backdate. Revocations this machine has seen are remembered in the local database,
+//! so a storage owner who deletes one cannot quietly restore the key's trust here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{RepoError, Repository};
 use crate::crypto::VerifyingKey;
-use crate::format::signer::SignerRecord;
+use crate::format::signer::{Revocation, SignerObject, SignerRecord};
 use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 use crate::store::paths;
@@ -34,21 +41,166 @@ impl SnapshotFilter {
 /// Snapshots that could not be trusted or read, with the reason; `check` reports them.
 pub type Rejected = Vec<(Id, String)>;
 
+/// The local note remembering revocations: one line per key, `signer-hex kept-hex,kept-hex…`.
+const REVOCATIONS_NOTE: &str = "revoked-signers";
+
+/// Who may sign snapshots, from the repository's signed `signers/` objects.
+#[derive(Default)]
+pub struct Signers {
+    /// The repository key and registered write-only keys that are not revoked, by key id.
+    pub active: HashMap<Id, VerifyingKey>,
+    /// Revoked keys, with the snapshots of theirs that stay trusted.
+    pub revoked: HashMap<Id, (VerifyingKey, HashSet<Id>)>,
+    /// Registrations (object id, record), for `key list`.
+    pub registrations: Vec<(Id, SignerRecord)>,
+    /// Revoked keys this machine saw revoked whose revocation is gone from the store.
+    pub vanished_revocations: Vec<Id>,
+    /// `signers/` objects that failed verification, with the reason.
+    pub invalid: Vec<(Id, String)>,
+}
+
+impl Signers {
+    /// The key a snapshot must verify with, or why it is not trusted.
+    pub fn key_for(&self, signer: &Id, snapshot: &Id) -> Result<&VerifyingKey, String> {
+        if let Some(key) = self.active.get(signer) {
+            return Ok(key);
+        }
+        match self.revoked.get(signer) {
+            Some((key, kept)) if kept.contains(snapshot) => Ok(key),
+            Some(_) => Err(format!("signed by write-only key {} after it was removed", signer.short())),
+            None => Err("signed by an unknown key".to_string()),
+        }
+    }
+}
+
+fn parse_revocations_note(note: &str) -> HashMap<Id, HashSet<Id>> {
+    let mut out = HashMap::new();
+    for line in note.lines() {
+        let mut parts = line.splitn(2, ' ');
+        let Some(signer) = parts.next().and_then(Id::from_hex) else { continue };
+        let kept = parts.next().unwrap_or("").split(',').filter_map(Id::from_hex).collect();
+        out.insert(signer, kept);
+    }
+    out
+}
+
+fn format_revocations_note(revoked: &HashMap<Id, HashSet<Id>>) -> String {
+    let mut lines: Vec<String> = revoked
+        .iter()
+        .map(|(signer, kept)| {
+            let mut kept: Vec<String> = kept.iter().map(Id::to_hex).collect();
+            kept.sort();
+            format!("{} {}", signer.to_hex(), kept.join(","))
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
 impl Repository {
-    /// The keys whose snapshots are trusted: the repository key and registered signers.
-    pub fn trusted_signers(&self) -> Result<HashMap<Id, VerifyingKey>, RepoError> {
-        let mut signers = HashMap::from([(self.keys.repo_verify.id(), self.keys.repo_verify)]);
+    /// Reads `signers/`: registrations and revocations, each verified with the repository key.
+    pub fn signers(&self) -> Result<Signers, RepoError> {
+        let mut signers = Signers::default();
+        signers.active.insert(self.keys.repo_verify.id(), self.keys.repo_verify);
+        let mut revocations: Vec<Revocation> = Vec::new();
         for (id, _) in self.store.list_ids(paths::SIGNERS)? {
             let path = paths::in_dir(paths::SIGNERS, &id);
-            match SignerRecord::decode(&self.store.read(&path)?, &self.id(), &self.keys.repo_verify) {
-                Ok(record) => {
+            let bytes = match self.store.read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match SignerObject::decode(&bytes, &self.id(), &self.keys.repo_verify) {
+                Ok(SignerObject::Registration(record)) => {
                     let key = VerifyingKey(record.verify_key);
-                    signers.insert(key.id(), key);
+                    signers.active.insert(key.id(), key);
+                    signers.registrations.push((id, record));
                 }
-                Err(e) => log::warn!("ignoring signer record {path}: {e}"),
+                Ok(SignerObject::Revocation(revocation)) => revocations.push(revocation),
+                Err(e) => {
+                    log::warn!("ignoring signer record {path}: {e}");
+                    signers.invalid.push((id, e.to_string()));
+                }
             }
         }
+        let note = self.db().note(REVOCATIONS_NOTE)?;
+        let mut remembered = note.as_deref().map(parse_revocations_note).unwrap_or_default();
+        let before = remembered.clone();
+        let mut in_store = HashSet::new();
+        for revocation in revocations {
+            let key = VerifyingKey(revocation.verify_key);
+            in_store.insert(key.id());
+            let kept: HashSet<Id> = revocation.kept_snapshots.into_iter().collect();
+            // Two revocations of one key: trust only what both keep.
+            let entry = signers.revoked.entry(key.id()).or_insert_with(|| (key, kept.clone()));
+            entry.1.retain(|id| kept.contains(id));
+        }
+        for (signer, kept) in &remembered {
+            if !in_store.contains(signer) {
+                log::warn!("write-only key {} was revoked, but its revocation is gone from signers/", signer.short());
+                signers.vanished_revocations.push(*signer);
+                // The verifying key itself is only needed to check kept snapshots.
+                let key = signers.active.get(signer).copied();
+                if let Some(key) = key {
+                    signers.revoked.insert(*signer, (key, kept.clone()));
+                }
+            }
+        }
+        for (signer, (_, kept)) in &signers.revoked {
+            signers.active.remove(signer);
+            remembered.entry(*signer).or_insert_with(|| kept.clone());
+        }
+        if remembered != before {
+            self.db().set_note(REVOCATIONS_NOTE, Some(&format_revocations_note(&remembered)))?;
+        }
         Ok(signers)
+    }
+
+    /// The keys whose snapshots are trusted without condition: the repository key and
+    /// registered, unrevoked write-only keys. Snapshot checks should use [`Repository::signers`],
+    /// which also knows the kept snapshots of revoked keys.
+    pub fn trusted_signers(&self) -> Result<HashMap<Id, VerifyingKey>, RepoError> {
+        Ok(self.signers()?.active)
+    }
+
+    /// Registers a new write-only key's verifying key (needs the full key, which signs it).
+    pub fn register_signer(&self, key: &VerifyingKey, label: &str) -> Result<Id, RepoError> {
+        let full = self.keys.full_key().ok_or(RepoError::WriteOnly { what: "registering a write-only key" })?;
+        let record = SignerRecord { verify_key: key.0, label: label.to_string(), created_unix: super::now_unix() };
+        let bytes = record.encode(&self.id(), &full.signing);
+        let id = Id::of_bytes(&bytes);
+        self.store.write(&paths::in_dir(paths::SIGNERS, &id), bytes)?;
+        Ok(id)
+    }
+
+    /// Revokes a write-only key: its snapshots now in the repository (with a valid signature)
+    /// stay trusted, any other is ignored. Returns how many were kept.
+    pub fn revoke_signer(&self, signer: &Id) -> Result<usize, RepoError> {
+        let full = self.keys.full_key().ok_or(RepoError::WriteOnly { what: "removing a write-only key" })?;
+        let signers = self.signers()?;
+        let key = *signers
+            .active
+            .get(signer)
+            .filter(|k| **k != self.keys.repo_verify)
+            .ok_or_else(|| RepoError::NoKey(signer.to_hex()))?;
+        let mut kept = Vec::new();
+        for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
+            let bytes = match self.store.read(&paths::in_dir(paths::SNAPSHOTS, &id)) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if Id::of_bytes(&bytes) == id && Snapshot::verify(&bytes, &self.id(), &key).is_ok() {
+                kept.push(id);
+            }
+        }
+        kept.sort();
+        let revocation = Revocation { verify_key: key.0, revoked_unix: super::now_unix(), kept_snapshots: kept };
+        let bytes = revocation.encode(&self.id(), &full.signing);
+        self.store.write(&paths::in_dir(paths::SIGNERS, &Id::of_bytes(&bytes)), bytes)?;
+        // Remember it at once, so this machine keeps it even if the store loses it.
+        self.signers()?;
+        Ok(revocation.kept_snapshots.len())
     }
 
     /// Loads every snapshot, oldest first. Untrusted or unreadable ones are returned apart.
@@ -66,7 +218,7 @@ impl Repository {
 
     fn read_snapshots(&self, trust_cache: bool) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
         let secret = self.require_full_key("listing snapshots")?;
-        let signers = self.trusted_signers()?;
+        let signers = self.signers()?;
         let cached = if trust_cache { self.db().cached_snapshots()? } else { Default::default() };
         let mut good = Vec::new();
         let mut rejected = Vec::new();
@@ -75,7 +227,7 @@ impl Repository {
         self.warn_vanished(&listed)?;
         for (id, _) in listed {
             if let Some((signer, body)) = cached.get(&id) {
-                if signers.contains_key(signer) {
+                if signers.key_for(signer, &id).is_ok() {
                     if let Ok(snapshot) = crate::format::from_postcard::<Snapshot>(body, "cached snapshot") {
                         good.push(SnapshotEntry { id, snapshot });
                         continue;
@@ -92,7 +244,7 @@ impl Repository {
                 Err("content does not match its name".to_string())
             } else {
                 Snapshot::signer_id(&bytes).map_err(|e| e.to_string()).and_then(|signer| {
-                    let key = signers.get(&signer).ok_or_else(|| "signed by an unknown key".to_string())?;
+                    let key = signers.key_for(&signer, &id)?;
                     let snapshot = Snapshot::open(&bytes, &self.id(), key, secret).map_err(|e| e.to_string())?;
                     Ok((signer, snapshot))
                 })

@@ -1,0 +1,170 @@
+//! `coffer key …` and `coffer secret …`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::{Context, Result};
+use coffer::commands::keys::{self, KeyKind, Removed};
+use coffer::secrets;
+use serde_json::json;
+
+use super::args::{GlobalArgs, KeyCommand, SecretCommand};
+use super::{exit, open_options, open_repo, output, password};
+
+fn say(global: &GlobalArgs, text: std::fmt::Arguments<'_>) {
+    if !global.quiet && !global.json {
+        eprintln!("{text}");
+    }
+}
+
+pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
+    let repo = open_repo(global)?;
+    let kdf = open_options(global).kdf;
+    match command {
+        KeyCommand::List => {
+            let list = keys::list(&repo)?;
+            let mut out = std::io::stdout().lock();
+            if global.json {
+                let list: Vec<_> = list
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "id": k.id.to_hex(),
+                            "kind": k.kind,
+                            "label": k.label,
+                            "created": output::time(k.created_unix, 0),
+                            "current": k.current,
+                            "revoked": k.revoked,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else {
+                for key in list {
+                    let kind = match key.kind {
+                        KeyKind::Passphrase => "passphrase",
+                        KeyKind::WriteOnly => "write-only",
+                    };
+                    let status = match (key.current, key.revoked) {
+                        (_, true) => "removed",
+                        (true, _) => "current",
+                        _ => "",
+                    };
+                    writeln!(
+                        out,
+                        "{}  {kind:<10}  {}  {}  {status}",
+                        key.id.short(),
+                        output::time(key.created_unix, 0),
+                        key.label
+                    )?;
+                }
+            }
+        }
+        KeyCommand::Add { new_password_file } => {
+            repo.require_full_key("adding a passphrase")?;
+            let passphrase = password::read_new(new_password_file.as_deref())?;
+            let id = keys::add_passphrase(&repo, passphrase.as_bytes(), kdf)?;
+            report(global, "added", &id.to_hex())?;
+        }
+        KeyCommand::Passwd { new_password_file } => {
+            repo.require_full_key("changing a passphrase")?;
+            let passphrase = password::read_new(new_password_file.as_deref())?;
+            let id = keys::change_passphrase(&repo, passphrase.as_bytes(), kdf)?;
+            report(global, "changed", &id.to_hex())?;
+        }
+        KeyCommand::Remove { id } => match keys::remove(&repo, &id)? {
+            Removed::Passphrase(id) => report(global, "removed", &id.to_hex())?,
+            Removed::WriteOnly { id, kept_snapshots } => {
+                if global.json {
+                    println!("{}", json!({ "revoked": id.to_hex(), "kept_snapshots": kept_snapshots }));
+                } else {
+                    say(
+                        global,
+                        format_args!(
+                            "revoked write-only key {}: its {kept_snapshots} snapshots now in the repository stay \
+                             trusted, any later one is ignored",
+                            id.short()
+                        ),
+                    );
+                }
+            }
+        },
+        KeyCommand::WriteOnly { save_to_keychain, output, label } => {
+            let key = keys::new_write_only(&repo)?;
+            let text = key.to_text();
+            // Saved before it is registered: a key that could not be saved must not linger as
+            // a trusted signer nobody holds.
+            let label = match (&save_to_keychain, &output) {
+                (Some(name), _) => {
+                    secrets::write_keychain(name, text.as_bytes())
+                        .with_context(|| format!("saving the write-only key as keychain:{name}"))?;
+                    label.unwrap_or_else(|| name.clone())
+                }
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes()).and_then(|_| out.write_all(b"\n")).context("writing the key")?;
+                    label.unwrap_or_else(|| "write-only".to_string())
+                }
+                (None, Some(path)) => {
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(path)
+                        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+                    file.write_all(text.as_bytes())
+                        .and_then(|_| file.write_all(b"\n"))
+                        .and_then(|_| file.sync_all())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    label.unwrap_or_else(|| {
+                        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                    })
+                }
+                (None, None) => anyhow::bail!("give --save-to-keychain NAME or --output FILE"),
+            };
+            let id = keys::register_write_only(&repo, &key, &label)?;
+            if global.json {
+                println!("{}", json!({ "write_only_key": id.to_hex(), "label": label }));
+            } else {
+                let place = match (&save_to_keychain, &output) {
+                    (Some(name), _) => format!("--key keychain:{name}"),
+                    (None, Some(path)) => format!("--key-file {}", path.display()),
+                    _ => String::new(),
+                };
+                say(
+                    global,
+                    format_args!(
+                        "created write-only key {} ({label}); back up with `coffer backup {place} …`",
+                        id.short()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report(global: &GlobalArgs, what: &str, id: &str) -> Result<()> {
+    if global.json {
+        println!("{}", json!({ what: id }));
+    } else {
+        say(global, format_args!("{what} key {}", &id[..8.min(id.len())]));
+    }
+    Ok(())
+}
+
+pub fn run_secret(global: &GlobalArgs, command: SecretCommand) -> Result<u8> {
+    let kind = secrets::keychain_kind()?;
+    match command {
+        SecretCommand::Set { name } => {
+            let secret = password::read_secret_input(&name)?;
+            secrets::write_keychain(&name, secret.as_bytes())?;
+            say(global, format_args!("stored keychain:{name} in {kind}"));
+        }
+        SecretCommand::Delete { name } => {
+            secrets::delete_keychain(&name)?;
+            say(global, format_args!("deleted keychain:{name} from {kind}"));
+        }
+    }
+    Ok(exit::OK)
+}
