@@ -108,11 +108,18 @@ fn forget_explains_each_decision_and_removes_only_what_no_rule_keeps() {
     let out = c.cmd(&["forget"]);
     out.assert_one_line_error(1);
     assert_eq!(snapshot_ids(&c).len(), 4);
-    // One group, keep one: only the newest of all stays.
-    c.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    let out = c.cmd(&["forget", "--keep-last", "0"]);
+    out.assert_one_line_error(1);
+    // --host narrows what is considered: other hosts' snapshots are left alone.
+    let v = c.ok(&["forget", "--keep-last", "1", "--host", "no-such-host", "--json"]).json();
+    assert!(v["removed"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(snapshot_ids(&c).len(), 4);
+    // One group, keep one: only the newest of all stays; --prune frees the space.
+    let packs_before = c.repo_files("data").len();
+    c.ok(&["forget", "--keep-last", "1", "--group-by", "", "--prune"]);
     assert_eq!(snapshot_ids(&c).len(), 1);
-    c.ok(&["prune"]);
-    check_read_data(&c, "after forget and prune");
+    assert!(c.repo_files("data").len() < packs_before, "forget --prune deleted no pack");
+    check_read_data(&c, "after forget --prune");
 }
 
 #[test]
