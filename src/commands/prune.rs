@@ -50,6 +50,8 @@ pub enum PruneError {
     ListingShort { pack: String, problem: String },
     #[error("snapshot data is not in the index: {0}; prune deletes nothing. Run `coffer check`")]
     Unreachable(String),
+    #[error("another prune is running on this repository; nothing was deleted. Run prune again when it is done")]
+    ConcurrentPrune,
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -377,6 +379,17 @@ fn condemn_phase(
     };
     let plan_id = write_record(repo, &record)?;
     crashpoint::hit("prune-after-plan");
+    // Another prune condemned at the same time: withdraw (our new packs and index only
+    // duplicate what is kept). If both withdraw, the next run starts afresh.
+    let rivals = repo
+        .plan_records()?
+        .into_iter()
+        .filter(|(id, r)| *id != plan_id && matches!(r, PlanRecord::Condemn { .. }))
+        .count();
+    if rivals > 0 {
+        repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+        return Err(PruneError::ConcurrentPrune);
+    }
     delete_phase(repo, options, plan_id, &record, None, report, progress)
 }
 
