@@ -128,6 +128,25 @@ fn forget_explains_each_decision_and_removes_only_what_no_rule_keeps() {
     assert_eq!(snapshot_ids(&c).len(), 1);
     assert!(c.repo_files("data").len() < packs_before, "forget --prune deleted no pack");
     check_read_data(&c, "after forget --prune");
+
+    // Forgotten on another machine (its own local database): this one's prune must take the
+    // signed record of the forget for what it is, not for a short listing.
+    let src2 = c.dir("src2");
+    write_random(&src2.join("x.bin"), 77, 10 * KIB);
+    c.backup(&[&src2]);
+    c.backup(&[&src2]);
+    let elsewhere = c.dir("other-machine-cache");
+    let mut cmd = c.command();
+    cmd.env("COFFER_CACHE_DIR", &elsewhere).args(["forget", "--keep-last", "1"]);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    assert_eq!(snapshot_ids(&c).len(), 2);
+    c.ok(&["prune"]);
+    // A snapshot deleted behind everyone's back still stops prune.
+    let victim = c.repo_files("snapshots")[0].clone();
+    std::fs::remove_file(&victim).unwrap();
+    let out = c.cmd(&["prune"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("missing from the storage listing"), "{out}");
 }
 
 #[test]
@@ -234,7 +253,11 @@ fn prune_killed_at_every_step_and_at_random_moments_loses_nothing() {
     assert!(killed >= 30, "only {killed} kills landed");
     // The last run finishes whatever was left half done.
     c.ok(&["prune", "--max-unused", "0%"]);
-    assert!(c.repo_files("plans").is_empty(), "a plan was left behind");
+    let again = prune_json(&c, &["--max-unused", "0%"]);
+    assert!(
+        !again["finished_earlier_plan"].as_bool().unwrap() && again["packs_deleted"] == 0,
+        "the final prune left a plan or garbage behind: {again}"
+    );
     check_read_data(&c, "after the final prune");
     let out = c.ok(&["check"]);
     assert!(!out.all().contains("orphan"), "orphan packs left after the final prune\n{out}");

@@ -190,10 +190,23 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
         });
     }
     let listed: HashSet<Id> = snapshots.iter().map(|e| e.id).collect();
-    for (id, _) in repo.db().seen_snapshots()? {
-        if !listed.contains(&id) {
-            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, &id)));
+    let vanished: Vec<Id> =
+        repo.db().seen_snapshots()?.into_iter().map(|(id, _)| id).filter(|id| !listed.contains(id)).collect();
+    if !vanished.is_empty() {
+        // Forgotten elsewhere (a signed record says so), or lost: only the latter stops prune.
+        let forgotten: HashSet<Id> = repo
+            .plan_records()?
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                PlanRecord::Forgotten { snapshots, .. } => Some(snapshots),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if let Some(lost) = vanished.iter().find(|id| !forgotten.contains(id)) {
+            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, lost)));
         }
+        repo.db().forget_snapshots(&vanished)?;
     }
     let sessions = snapshots.iter().filter_map(|e| super::forget::lock_session(&e.snapshot)).collect();
     Ok((snapshots, sessions))
