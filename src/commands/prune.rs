@@ -181,6 +181,9 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
 /// Every snapshot, trusted and complete, and the lock sessions they name. Aborts when one
 /// cannot be read or trusted, or one seen before is missing from the listing.
 fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>), PruneError> {
+    // What this database saw *before* the listing: a backup sharing it may record a new
+    // snapshot after the listing, and that one is not missing.
+    let seen_before = repo.db().seen_snapshots()?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
     if let Some((id, reason)) = rejected.first() {
         return Err(PruneError::UntrustedSnapshots {
@@ -190,8 +193,7 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
         });
     }
     let listed: HashSet<Id> = snapshots.iter().map(|e| e.id).collect();
-    let vanished: Vec<Id> =
-        repo.db().seen_snapshots()?.into_iter().map(|(id, _)| id).filter(|id| !listed.contains(id)).collect();
+    let vanished: Vec<Id> = seen_before.into_iter().map(|(id, _)| id).filter(|id| !listed.contains(id)).collect();
     if !vanished.is_empty() {
         // Forgotten elsewhere (a signed record says so), or lost: only the latter stops prune.
         let forgotten: HashSet<Id> = repo

@@ -26,7 +26,12 @@ impl Repository {
             self.db().remove_index_files(&vanished)?;
         }
         for id in listed.difference(&known) {
-            let file = self.read_index_file(id)?;
+            let file = match self.read_index_file(id) {
+                Ok(file) => file,
+                // Deleted by a prune since the listing: what it listed is indexed anew elsewhere.
+                Err(RepoError::Store(e)) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
             let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
             self.db().add_index_file(id, &packs)?;
         }
