@@ -391,7 +391,7 @@ fn backups_and_prunes_running_at_once_lose_nothing() {
                 // Every other backup shares prune's local database (one machine), the others
                 // use their own (a second machine).
                 let mut cmd = c.command();
-                if v % 2 == 0 {
+                if v & 1 == 0 {
                     cmd.env("COFFER_CACHE_DIR", &cache);
                 }
                 cmd.args(["backup", "--json"]).arg(&src);
