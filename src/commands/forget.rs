@@ -108,6 +108,12 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     }
     // The local record first: killed before the deletes, the snapshots are simply still
     // there; killed after, none is taken for a snapshot someone else removed.
+    let tombstone = crate::format::plan::PlanRecord::Forgotten {
+        nonce: crate::crypto::random_bytes(),
+        snapshots: report.removed.clone(),
+    };
+    let bytes = tombstone.encode(&repo.id(), &repo.keys.signer);
+    repo.store.write(&paths::in_dir(paths::PLANS, &Id::of_bytes(&bytes)), bytes).map_err(RepoError::from)?;
     repo.db().forget_snapshots(&report.removed)?;
     // Their backups are finished; once the snapshots are gone nothing else would say so, and
     // a prune would wait for them. Markers go before the snapshots, so a kill in between

@@ -50,6 +50,8 @@ pub enum PruneError {
     ListingShort { pack: String, problem: String },
     #[error("snapshot data is not in the index: {0}; prune deletes nothing. Run `coffer check`")]
     Unreachable(String),
+    #[error("another prune is running on this repository; nothing was deleted. Run prune again when it is done")]
+    ConcurrentPrune,
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -179,6 +181,9 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
 /// Every snapshot, trusted and complete, and the lock sessions they name. Aborts when one
 /// cannot be read or trusted, or one seen before is missing from the listing.
 fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>), PruneError> {
+    // What this database saw *before* the listing: a backup sharing it may record a new
+    // snapshot after the listing, and that one is not missing.
+    let seen_before = repo.db().seen_snapshots()?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
     if let Some((id, reason)) = rejected.first() {
         return Err(PruneError::UntrustedSnapshots {
@@ -188,10 +193,22 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
         });
     }
     let listed: HashSet<Id> = snapshots.iter().map(|e| e.id).collect();
-    for (id, _) in repo.db().seen_snapshots()? {
-        if !listed.contains(&id) {
-            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, &id)));
+    let vanished: Vec<Id> = seen_before.into_iter().map(|(id, _)| id).filter(|id| !listed.contains(id)).collect();
+    if !vanished.is_empty() {
+        // Forgotten elsewhere (a signed record says so), or lost: only the latter stops prune.
+        let forgotten: HashSet<Id> = repo
+            .plan_records()?
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                PlanRecord::Forgotten { snapshots, .. } => Some(snapshots),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if let Some(lost) = vanished.iter().find(|id| !forgotten.contains(id)) {
+            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, lost)));
         }
+        repo.db().forget_snapshots(&vanished)?;
     }
     let sessions = snapshots.iter().filter_map(|e| super::forget::lock_session(&e.snapshot)).collect();
     Ok((snapshots, sessions))
@@ -377,6 +394,17 @@ fn condemn_phase(
     };
     let plan_id = write_record(repo, &record)?;
     crashpoint::hit("prune-after-plan");
+    // Another prune condemned at the same time: withdraw (our new packs and index only
+    // duplicate what is kept). If both withdraw, the next run starts afresh.
+    let rivals = repo
+        .plan_records()?
+        .into_iter()
+        .filter(|(id, r)| *id != plan_id && matches!(r, PlanRecord::Condemn { .. }))
+        .count();
+    if rivals > 0 {
+        repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+        return Err(PruneError::ConcurrentPrune);
+    }
     delete_phase(repo, options, plan_id, &record, None, report, progress)
 }
 

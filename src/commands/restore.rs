@@ -365,8 +365,11 @@ fn replacing<T>(path: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io
 fn write_chunk(shared: &Shared<'_>, job: ChunkJob) {
     let already_failed = job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     if !already_failed {
-        let result =
-            job.location.and_then(|l| shared.repo.read_blob_at(&l)).map_err(|e| e.to_string()).and_then(|data| {
+        let result = job
+            .location
+            .and_then(|l| shared.repo.read_blob_relocating(&l))
+            .map_err(|e| e.to_string())
+            .and_then(|data| {
                 write_sparse(&job.file.file, &data, job.offset).map_err(|e| {
                     if e.raw_os_error() == Some(libc::ENOSPC) {
                         shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());

@@ -91,15 +91,14 @@ impl Span {
 }
 
 impl RetentionPolicy {
+    /// No rule that could keep anything: `--keep-last 0` counts as no rule (as in restic), so
+    /// a policy of zeros is refused instead of removing every snapshot.
     pub fn is_empty(&self) -> bool {
-        self.keep_last.is_none()
-            && self.keep_hourly.is_none()
-            && self.keep_daily.is_none()
-            && self.keep_weekly.is_none()
-            && self.keep_monthly.is_none()
-            && self.keep_yearly.is_none()
+        [self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly]
+            .iter()
+            .all(|n| n.unwrap_or(0) == 0)
             && self.keep_within.is_none()
-            && self.keep_tags.is_empty()
+            && self.keep_tags.iter().all(|t| t.trim().is_empty())
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -378,6 +377,8 @@ mod tests {
     #[test]
     fn an_empty_policy_is_refused() {
         assert_eq!(apply(&RetentionPolicy::default(), &series(), 0, &Utc), Err(PolicyError::Empty));
+        let zeros = RetentionPolicy { keep_last: Some(0), keep_daily: Some(0), ..Default::default() };
+        assert_eq!(apply(&zeros, &series(), 0, &Utc), Err(PolicyError::Empty));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum PlanRecord {
     /// The backups that may have started without seeing the plan `plan`: every lock listed
     /// after it was stored. `listed_unix` is the pruning machine's clock at that listing.
     Wait { plan: Id, listed_unix: i64, locks: Vec<LockSeen> },
+    /// Snapshots a `forget` removed on purpose, so that a prune on another machine, whose
+    /// local database saw them, knows their absence is no short listing. Kept for good
+    /// (a few bytes per snapshot).
+    Forgotten { nonce: [u8; 16], snapshots: Vec<Id> },
 }
 
 fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {

@@ -211,11 +211,16 @@ impl Repository {
     }
 
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
-        match self.read_blob_at(&self.locate(id)?) {
-            // A prune may have moved the blob since the index was read: re-read it once.
+        self.read_blob_relocating(&self.locate(id)?)
+    }
+
+    /// Reads a blob; if its pack is gone (a prune repacked it since the index was read),
+    /// re-reads the index once and reads the blob where it is now.
+    pub fn read_blob_relocating(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+        match self.read_blob_at(location) {
             Err(RepoError::Store(e)) if e.is_not_found() => {
                 self.sync_index()?;
-                self.read_blob_at(&self.locate(id)?)
+                self.read_blob_at(&self.locate(&location.entry.id)?)
             }
             other => other,
         }
@@ -233,7 +238,7 @@ impl Repository {
         if location.entry.kind != BlobKind::Tree {
             return Err(RepoError::Corrupt { object: object(), detail: "the index lists it as data".into() });
         }
-        let bytes = self.read_blob_at(&location)?;
+        let bytes = self.read_blob_relocating(&location)?;
         let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;
         self.db().store_tree(id, &bytes)?;
         Ok(tree)

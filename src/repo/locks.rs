@@ -146,7 +146,7 @@ impl Repository {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 PlanRecord::Condemn { packs, .. } => Some(packs),
-                PlanRecord::Wait { .. } => None,
+                PlanRecord::Wait { .. } | PlanRecord::Forgotten { .. } => None,
             })
             .flatten()
             .collect())
