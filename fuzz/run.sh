@@ -10,6 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
+keep=${COFFER_FUZZ_KEEP:-40}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -29,8 +30,11 @@ for t in "${targets[@]}"; do
     failed=1
   fi
   rm -rf "corpus-min/$t" && mkdir -p "corpus-min/$t"
-  "$bin/$t" -merge=1 "corpus-min/$t" "corpus/$t" >/dev/null 2>&1 &&
+  "$bin/$t" -set_cover_merge=1 "corpus-min/$t" "corpus/$t" >/dev/null 2>&1 &&
     rm -rf "corpus/$t" && mv "corpus-min/$t" "corpus/$t"
+  # The committed corpus stays small: the seeds plus at most $keep others (names are content
+  # hashes, so which ones is arbitrary but stable).
+  ls "corpus/$t" | grep -v '^seed-' | sort | tail -n +$((keep + 1)) | sed "s|^|corpus/$t/|" | xargs -r rm -f
   echo "== $t: corpus $(ls "corpus/$t" | wc -l) files"
 done
 rm -rf corpus-min
