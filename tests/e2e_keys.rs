@@ -337,6 +337,47 @@ fn profiles_supply_repository_sources_and_secret_references() {
     assert!(!out.all().contains("literal-secret-123"), "show printed the secret:\n{out}");
 }
 
+#[test]
+fn a_profile_gives_forget_its_policy_and_an_append_only_profile_refuses_to_delete() {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    for n in 0..3 {
+        std::fs::write(src.join("changing.txt"), format!("version {n}\n")).expect("write");
+        c.backup(&[&src]);
+    }
+    let profiles = c.home.join(".config/coffer/profiles");
+    std::fs::create_dir_all(&profiles).expect("mkdir");
+    for dir in [c.home.join(".config"), c.home.join(".config/coffer"), profiles.clone()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let pwfile = c.password_file();
+    let profile = |append_only: bool| {
+        format!(
+            "repository = {:?}\npassword = \"file:{}\"\nappend_only = {append_only}\n[retention]\nkeep_last = 1\n",
+            c.repo.to_str().expect("utf-8"),
+            pwfile.display(),
+        )
+    };
+    private_file(&profiles.join("laptop.toml"), &profile(true));
+    private_file(&profiles.join("admin.toml"), &profile(false));
+    let mut cmd = c.bare_command();
+    cmd.env("COFFER_CACHE_DIR", &c.cache);
+    let out = go(cmd, &[&"forget", &"--profile", &"laptop"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("append-only"), "{out}");
+    let mut cmd = c.bare_command();
+    cmd.env("COFFER_CACHE_DIR", &c.cache);
+    go(cmd, &[&"prune", &"--profile", &"laptop"]).assert_failed();
+    assert_eq!(c.snapshots().len(), 3, "an append-only profile deleted snapshots");
+
+    let mut cmd = c.bare_command();
+    cmd.env("COFFER_CACHE_DIR", &c.cache);
+    go(cmd, &[&"forget", &"--profile", &"admin", &"--prune"]).assert_code(0);
+    assert_eq!(c.snapshots().len(), 1, "the profile's keep_last = 1 was not applied");
+    c.ok(&["check", "--read-data"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The OS keychain.
 

@@ -84,9 +84,9 @@ fn location(global: &GlobalArgs) -> Result<Location> {
     let path = repo_path(global)?;
     // A URL is ASCII; a local path may be any bytes.
     let mut options = Vec::new();
-    if global.repo.is_none() {
-        // The profile's store options belong to the profile's repository; the command line's
-        // `--option`s come last and win.
+    if global.repo.is_none() && path.to_str().is_some_and(|p| p.contains("://")) {
+        // The profile's store options belong to the profile's (remote) repository; the command
+        // line's `--option`s come last and win.
         if let Some(profile) = profiles::active(global)? {
             options.extend(profile.options.iter().map(|(key, value)| format!("{key}={value}")));
         }
@@ -268,8 +268,18 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::diff(global, &entries)?;
             Ok(exit::OK)
         }
-        Command::Forget(args) => retention::forget(global, &open_repo(global)?, args),
-        Command::Prune(args) => retention::prune(global, &open_repo(global)?, args),
+        Command::Forget(args) => {
+            if !args.dry_run {
+                retention::refuse_if_append_only(global, "forget")?;
+            }
+            retention::forget(global, &open_repo(global)?, args)
+        }
+        Command::Prune(args) => {
+            if !args.dry_run {
+                retention::refuse_if_append_only(global, "prune")?;
+            }
+            retention::prune(global, &open_repo(global)?, args)
+        }
         Command::Repair { what } => repair::run(global, what),
         Command::Stats => {
             let repo = open_repo(global)?;

@@ -13,6 +13,7 @@ use super::output::bytes;
 use coffer::commands::forget::{self, ForgetOptions, ForgetReport};
 use coffer::commands::prune::{self, PruneOptions, PruneReport};
 use coffer::commands::retention::{GroupBy, RetentionPolicy};
+use coffer::profile::Profile;
 use coffer::repo::{now_unix, Repository, SnapshotFilter};
 
 #[derive(Args, Debug, Clone)]
@@ -81,7 +82,29 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 }
 
 impl ForgetArgs {
-    fn policy(&self) -> RetentionPolicy {
+    /// The policy the command line gives; without any `--keep-*`, the profile's `[retention]`.
+    fn policy(&self, profile: Option<&Profile>) -> RetentionPolicy {
+        let given = self.keep_last.is_some()
+            || self.keep_hourly.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+            || self.keep_within.is_some()
+            || !self.keep_tags.is_empty();
+        if let (false, Some(profile)) = (given, profile) {
+            let r = &profile.retention;
+            return RetentionPolicy {
+                keep_last: r.keep_last,
+                keep_hourly: r.keep_hourly,
+                keep_daily: r.keep_daily,
+                keep_weekly: r.keep_weekly,
+                keep_monthly: r.keep_monthly,
+                keep_yearly: r.keep_yearly,
+                keep_within: r.keep_within.clone(),
+                keep_tags: r.keep_tags.clone(),
+            };
+        }
         RetentionPolicy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
@@ -96,12 +119,13 @@ impl ForgetArgs {
 }
 
 pub fn forget(global: &GlobalArgs, repo: &Arc<Repository>, args: ForgetArgs) -> Result<u8> {
+    let profile = super::profiles::active(global)?;
     let options = ForgetOptions {
-        policy: args.policy(),
+        policy: args.policy(profile),
         group_by: args.group_by,
         filter: SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() },
         dry_run: args.dry_run,
-        append_only: false,
+        append_only: append_only(global)?,
         now_unix: now_unix(),
     };
     let report = forget::forget(repo, &options)?;
@@ -116,8 +140,25 @@ pub fn prune(global: &GlobalArgs, repo: &Arc<Repository>, args: PruneArgs) -> Re
     run_prune(global, repo, args.max_unused, args.dry_run)
 }
 
+/// Whether the active profile forbids deleting anything (`append_only = true`).
+fn append_only(global: &GlobalArgs) -> Result<bool> {
+    Ok(super::profiles::active(global)?.is_some_and(|p| p.append_only))
+}
+
+/// Refuses a deleting command under an append-only profile before the store is even opened.
+pub fn refuse_if_append_only(global: &GlobalArgs, command: &str) -> Result<()> {
+    if append_only(global)? {
+        anyhow::bail!(
+            "`{command}` deletes from the repository, and this profile is append-only (`append_only = true`); \
+             run it from a machine whose profile may delete"
+        );
+    }
+    Ok(())
+}
+
 fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: bool) -> Result<u8> {
-    let options = PruneOptions { max_unused_percent: max_unused, dry_run, ..Default::default() };
+    let options =
+        PruneOptions { max_unused_percent: max_unused, dry_run, append_only: append_only(global)?, ..Default::default() };
     let quiet = global.quiet || global.json;
     let report = prune::prune(repo, &options, |step| {
         if !quiet {
