@@ -245,11 +245,14 @@ impl KdfParams {
     /// backup run from cron should not need more memory to unlock than to back up.
     pub const DEFAULT: KdfParams = KdfParams { memory_kib: 32 * 1024, iterations: 6, parallelism: 1 };
 
-    /// Refuse parameters a hostile key file could use to exhaust memory or time.
+    /// Refuse parameters a hostile key file could use to exhaust memory or time: anyone who
+    /// can write to the store can plant a key file, and every unlock tries each one. At most
+    /// 1 GiB and 4 GiB-passes of work (30x the default), about 15 s on a slow machine.
     pub fn is_sane(&self) -> bool {
-        (8..=4 * 1024 * 1024).contains(&self.memory_kib)
+        (8..=1024 * 1024).contains(&self.memory_kib)
             && (1..=64).contains(&self.iterations)
             && (1..=16).contains(&self.parallelism)
+            && u64::from(self.memory_kib) * u64::from(self.iterations) <= 4 * 1024 * 1024
     }
 }
 
@@ -322,5 +325,15 @@ mod tests {
         assert_ne!(k1.as_bytes(), passphrase_key(b"pw", &[2; 16], p).unwrap().as_bytes());
         assert_ne!(k1.as_bytes(), passphrase_key(b"px", &[1; 16], p).unwrap().as_bytes());
         assert!(passphrase_key(b"pw", &[1; 16], KdfParams { memory_kib: 1 << 30, ..p }).is_err());
+    }
+
+    #[test]
+    fn hostile_kdf_costs_are_refused() {
+        assert!(KdfParams::DEFAULT.is_sane());
+        let huge = KdfParams { memory_kib: 4 * 1024 * 1024, iterations: 1, parallelism: 1 };
+        assert!(!huge.is_sane());
+        let long = KdfParams { memory_kib: 1024 * 1024, iterations: 64, parallelism: 1 };
+        assert!(!long.is_sane());
+        assert!(passphrase_key(b"pw", &[0; 32], huge).is_err());
     }
 }

@@ -157,8 +157,12 @@ pub fn refuse_if_append_only(global: &GlobalArgs, command: &str) -> Result<()> {
 }
 
 fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: bool) -> Result<u8> {
-    let options =
-        PruneOptions { max_unused_percent: max_unused, dry_run, append_only: append_only(global)?, ..Default::default() };
+    let options = PruneOptions {
+        max_unused_percent: max_unused,
+        dry_run,
+        append_only: append_only(global)?,
+        ..Default::default()
+    };
     let quiet = global.quiet || global.json;
     let report = prune::prune(repo, &options, |step| {
         if !quiet {
