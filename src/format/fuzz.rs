@@ -16,6 +16,7 @@ use super::config::Config;
 use super::index::IndexFile;
 use super::keyfile::KeyFile;
 use super::pack::{self, BlobKind, PackEntry};
+use super::plan::{self, PlanRecord};
 use super::signer::SignerRecord;
 use super::snapshot::{self, Snapshot};
 use super::tree::Tree;
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("keyfile", keyfile),
     ("config", config),
     ("signer", signer),
+    ("plan", plan),
 ];
 
 /// Plaintext sizes the wrapped blob target may claim: the real bound (`MAX_BLOB_LEN`) makes
@@ -190,15 +192,35 @@ pub fn config(data: &[u8]) {
     let _ = Config::decode(&bytes, &verifying);
 }
 
-/// `signers/<id>`. Wrapped: the input is the body, correctly signed by the repository key.
+/// `signers/<id>`: registrations and revocations. Wrapped: the input is the body of each,
+/// correctly signed by the repository key.
 pub fn signer(data: &[u8]) {
     let k = keys();
     let verifying = k.signing.verifying_key();
     let _ = SignerRecord::decode(data, &k.repo_id, &verifying);
+    let _ = signer::SignerObject::decode(data, &k.repo_id, &verifying);
     let mut bytes = [signer::MAGIC.as_slice(), data].concat();
     let signature = k.signing.sign(&signer::signed_message(&k.repo_id, &bytes));
     bytes.extend_from_slice(&signature);
     let _ = SignerRecord::decode(&bytes, &k.repo_id, &verifying);
+    let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
+    let mut bytes = [signer::REVOCATION_MAGIC.as_slice(), data].concat();
+    let signature = k.signing.sign(&signer::revocation_signed_message(&k.repo_id, &bytes));
+    bytes.extend_from_slice(&signature);
+    let _ = signer::Revocation::decode(&bytes, &k.repo_id, &verifying);
+    let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
+}
+
+/// `plans/<id>` (prune's decisions). Wrapped: the input is the body, correctly signed by the
+/// repository key.
+pub fn plan(data: &[u8]) {
+    let k = keys();
+    let verifying = k.signing.verifying_key();
+    let _ = PlanRecord::decode(data, &k.repo_id, &verifying);
+    let mut bytes = [plan::MAGIC.as_slice(), data].concat();
+    let signature = k.signing.sign(&plan::signed_message(&k.repo_id, &bytes));
+    bytes.extend_from_slice(&signature);
+    let _ = PlanRecord::decode(&bytes, &k.repo_id, &verifying);
 }
 
 /// Valid inputs for each target (the shapes real objects have), to start the fuzzers from.
@@ -290,6 +312,21 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let record = SignerRecord { verify_key: [3; 32], label: "laptop".into(), created_unix: 5 };
     out.push(("signer", to_postcard(&record)));
+    let revocation = signer::Revocation { verify_key: [3; 32], revoked_unix: 9, kept_snapshots: vec![Id([5; 32])] };
+    out.push(("signer", to_postcard(&revocation)));
+    let condemn = PlanRecord::Condemn {
+        nonce: [7; 16],
+        created_unix: 11,
+        packs: vec![Id([1; 32]), Id([2; 32])],
+        superseded_index: vec![Id([3; 32])],
+    };
+    out.push(("plan", to_postcard(&condemn)));
+    let wait = PlanRecord::Wait {
+        plan: Id([4; 32]),
+        listed_unix: 12,
+        locks: vec![plan::LockSeen { session: Id([6; 32]), seq: 3 }],
+    };
+    out.push(("plan", to_postcard(&wait)));
     out
 }
 

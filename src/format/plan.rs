@@ -41,7 +41,7 @@ pub enum PlanRecord {
     Forgotten { nonce: [u8; 16], snapshots: Vec<Id> },
 }
 
-fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
     [CONTEXT, &repo_id.0[..], signed].concat()
 }
 

@@ -36,7 +36,7 @@ impl Revocation {
     pub fn encode(&self, repo_id: &Id, repo_signer: &SigningKey) -> Vec<u8> {
         let mut out = REVOCATION_MAGIC.to_vec();
         out.extend_from_slice(&to_postcard(self));
-        let signature = repo_signer.sign(&[REVOCATION_CONTEXT, &repo_id.0[..], &out].concat());
+        let signature = repo_signer.sign(&revocation_signed_message(repo_id, &out));
         out.extend_from_slice(&signature);
         out
     }
@@ -48,10 +48,14 @@ impl Revocation {
         }
         let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
         repo_verify
-            .verify(&[REVOCATION_CONTEXT, &repo_id.0[..], signed].concat(), signature)
+            .verify(&revocation_signed_message(repo_id, signed), signature)
             .map_err(FormatError::crypto(REVOCATION_WHAT))?;
         from_postcard(&rest[..rest.len() - SIGNATURE_LEN], REVOCATION_WHAT)
     }
+}
+
+pub(crate) fn revocation_signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
+    [REVOCATION_CONTEXT, &repo_id.0[..], signed].concat()
 }
 
 /// One object of `signers/`.
