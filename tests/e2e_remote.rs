@@ -300,3 +300,52 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     }
     hits
 }
+
+/// `coffer copy` from a local repository into an S3 one (other password, other keys): every
+/// snapshot arrives and restores identical; copying again copies nothing; content shared by
+/// the snapshots is stored once.
+#[test]
+fn copy_snapshots_between_repositories() {
+    let source = Coffer::new();
+    source.init();
+    let src = source.path("src");
+    make_tree(&src, &TreeOptions::small());
+    source.backup(&[&src]);
+    fs::write(src.join("later.txt"), b"only in the second snapshot\n").expect("write");
+    source.backup_with(&[&src], &["--tag", "second"]);
+    let password_file = source.password_file();
+
+    let dest = Coffer::new();
+    let server = S3Server::start(&dest.root);
+    server.bucket("copies");
+    let dest =
+        Coffer { remote: Some(s3_remote(&server, "copies", "repo")), password: "another password".into(), ..dest };
+    dest.init();
+    let copy_args = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec!["copy".into(), "--json".into(), "--from".into(), source.repo.clone().into()];
+        args.push("--from-password-file".into());
+        args.push(password_file.clone().into());
+        args.extend(extra.iter().map(OsString::from));
+        args
+    };
+    let first = dest.ok(&copy_args(&[])).json();
+    assert_eq!(first["copied"].as_array().map(Vec::len), Some(2), "{first}");
+    // The second snapshot adds one small file: far less than twice the first's data.
+    let added = num(&first, "bytes_added");
+    let original = num(&source.snapshots()[0]["summary"], "bytes_added");
+    assert!(added < original + original / 2, "shared content stored twice: {added} vs {original}");
+    let again = dest.ok(&copy_args(&[])).json();
+    assert_eq!(again["copied"].as_array().map(Vec::len), Some(0), "{again}");
+    assert_eq!(again["skipped"].as_array().map(Vec::len), Some(2), "{again}");
+    let snapshots = dest.snapshots();
+    assert_eq!(snapshots.len(), 2);
+    let target = dest.path("restored");
+    dest.restore("latest", &target);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    assert!(snapshots.iter().any(|s| s["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "second"))));
+    dest.ok(&["check", "--read-data"]);
+    // Without the source's password there is nothing to copy with.
+    let out = dest.cmd(&["copy", "--from", &source.repo.to_string_lossy()]);
+    out.assert_failed();
+    assert!(out.stderr().contains("source repository"), "{}", out.stderr());
+}
