@@ -41,7 +41,7 @@ fn source_password(args: &CopyArgs) -> Result<Zeroizing<String>> {
              COFFER_FROM_PASSWORD (no terminal to ask on)"
         );
     };
-    Ok(secrets::resolve(&reference).context("reading the source repository's password")?)
+    secrets::resolve(&reference).context("reading the source repository's password")
 }
 
 fn open_source(global: &GlobalArgs, args: &CopyArgs) -> Result<Repository> {
