@@ -77,7 +77,7 @@ printf 'small-file tree: %s files, %s\n' "$(find "$WORK/data/small" -type f | wc
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
 
 say "small-file tree"
-"$BIN" -r "$WORK/local" init -q
+"$BIN" -r "$WORK/local" init -q 2>/dev/null
 timed "local backup" "$BIN" -r "$WORK/local" backup -q "$WORK/data/small"
 timed "local restore" "$BIN" -r "$WORK/local" restore -q latest --target "$WORK/restore-local"
 "$BIN" -r "$S3" "${S3_OPTS[@]}" init -q 2>/dev/null
@@ -85,7 +85,7 @@ timed "s3 backup" "$BIN" -r "$S3" "${S3_OPTS[@]}" backup -q "$WORK/data/small"
 timed "s3 unchanged re-backup" "$BIN" -r "$S3" "${S3_OPTS[@]}" backup -q "$WORK/data/small"
 rm -rf "$COFFER_CACHE_DIR"
 timed "s3 restore (cold cache)" "$BIN" -r "$S3" "${S3_OPTS[@]}" restore -q latest --target "$WORK/restore-s3"
-diff -r "$WORK/data/small" "$WORK/restore-s3$WORK/data/small" >/dev/null || die "S3 restore differs"
+diff -r --no-dereference "$WORK/data/small" "$WORK/restore-s3$WORK/data/small" >/dev/null || die "S3 restore differs"
 
 say "${BIG_MIB} MiB file to S3 (requests per GiB)"
 S3BIG="s3://bench/big?endpoint=http://127.0.0.1:$PORT&region=us-east-1"
