@@ -56,6 +56,14 @@ fn s3_backup_restore_check() {
     assert!(listing.iter().any(|k| k == "home/repo/config"), "{listing:?}");
     assert!(listing.iter().any(|k| k.starts_with("home/repo/data/")), "{listing:?}");
     assert!(listing.iter().all(|k| k.starts_with("home/repo/")), "{listing:?}");
+    // The request counter for benchmarks: one line on stderr, and check never deletes.
+    let mut counted = c.command();
+    counted.env("COFFER_STORE_STATS", "1").args(["check"]);
+    let out = run(counted, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    let line = out.stderr().lines().find(|l| l.contains("store requests:")).map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("no request count on stderr:\n{out}"));
+    assert!(line.contains("deletes=0") && line.contains("writes=0") && !line.contains("lists=0"), "{line}");
     // No secret in argv and none in the local cache.
     let secret_hits = grep_dir(&c.root, S3_SECRET.as_bytes());
     assert!(secret_hits.iter().all(|p| p.to_string_lossy().contains("moto-")), "secret found in {secret_hits:?}");
