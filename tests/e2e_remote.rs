@@ -56,6 +56,14 @@ fn s3_backup_restore_check() {
     assert!(listing.iter().any(|k| k == "home/repo/config"), "{listing:?}");
     assert!(listing.iter().any(|k| k.starts_with("home/repo/data/")), "{listing:?}");
     assert!(listing.iter().all(|k| k.starts_with("home/repo/")), "{listing:?}");
+    // The request counter for benchmarks: one line on stderr, and check never deletes.
+    let mut counted = c.command();
+    counted.env("COFFER_STORE_STATS", "1").args(["check"]);
+    let out = run(counted, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    let line = out.stderr().lines().find(|l| l.contains("store requests:")).map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("no request count on stderr:\n{out}"));
+    assert!(line.contains("deletes=0") && line.contains("writes=0") && !line.contains("lists=0"), "{line}");
     // No secret in argv and none in the local cache.
     let secret_hits = grep_dir(&c.root, S3_SECRET.as_bytes());
     assert!(secret_hits.iter().all(|p| p.to_string_lossy().contains("moto-")), "secret found in {secret_hits:?}");
@@ -169,12 +177,15 @@ fn s3_many_clients_at_once() {
     first.backup(&[&common]);
 
     let clients: Vec<Coffer> = (0..4).map(|_| Coffer { remote: Some(remote.clone()), ..Coffer::new() }).collect();
-    let mut sources = Vec::new();
+    let mut sources: Vec<PathBuf> = Vec::new();
     for (i, client) in clients.iter().enumerate() {
+        if i == 3 {
+            // The fourth client backs up the very tree the third does.
+            sources.push(sources[2].clone());
+            continue;
+        }
         let src = client.path("src");
-        // Clients 2 and 3 back up the same tree (same seed, same path layout).
-        let seed = if i == 3 { 12 } else { 10 + i as u64 };
-        make_tree(&src, &TreeOptions { seed, ..TreeOptions::small() });
+        make_tree(&src, &TreeOptions { seed: 10 + i as u64, ..TreeOptions::small() });
         fs::copy(common.join("shared.bin"), src.join("shared.bin")).expect("copy shared");
         sources.push(src);
     }
@@ -299,4 +310,53 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+/// `coffer copy` from a local repository into an S3 one (other password, other keys): every
+/// snapshot arrives and restores identical; copying again copies nothing; content shared by
+/// the snapshots is stored once.
+#[test]
+fn copy_snapshots_between_repositories() {
+    let source = Coffer::new();
+    source.init();
+    let src = source.path("src");
+    make_tree(&src, &TreeOptions::small());
+    source.backup(&[&src]);
+    fs::write(src.join("later.txt"), b"only in the second snapshot\n").expect("write");
+    source.backup_with(&[&src], &["--tag", "second"]);
+    let password_file = source.password_file();
+
+    let dest = Coffer::new();
+    let server = S3Server::start(&dest.root);
+    server.bucket("copies");
+    let dest =
+        Coffer { remote: Some(s3_remote(&server, "copies", "repo")), password: "another password".into(), ..dest };
+    dest.init();
+    let copy_args = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec!["copy".into(), "--json".into(), "--from".into(), source.repo.clone().into()];
+        args.push("--from-password-file".into());
+        args.push(password_file.clone().into());
+        args.extend(extra.iter().map(OsString::from));
+        args
+    };
+    let first = dest.ok(&copy_args(&[])).json();
+    assert_eq!(first["copied"].as_array().map(Vec::len), Some(2), "{first}");
+    // The second snapshot adds one small file: far less than twice the first's data.
+    let added = num(&first, "bytes_added");
+    let original = num(&source.snapshots()[0]["summary"], "bytes_added");
+    assert!(added < original + original / 2, "shared content stored twice: {added} vs {original}");
+    let again = dest.ok(&copy_args(&[])).json();
+    assert_eq!(again["copied"].as_array().map(Vec::len), Some(0), "{again}");
+    assert_eq!(again["skipped"].as_array().map(Vec::len), Some(2), "{again}");
+    let snapshots = dest.snapshots();
+    assert_eq!(snapshots.len(), 2);
+    let target = dest.path("restored");
+    dest.restore("latest", &target);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    assert!(snapshots.iter().any(|s| s["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "second"))));
+    dest.ok(&["check", "--read-data"]);
+    // Without the source's password there is nothing to copy with.
+    let out = dest.cmd(&["copy", "--from", &source.repo.to_string_lossy()]);
+    out.assert_failed();
+    assert!(out.stderr().contains("source repository"), "{}", out.stderr());
 }

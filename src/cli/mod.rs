@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use args::{Cli, Command, GlobalArgs, SnapshotFilterArgs};
 use coffer::archiver::{self, BackupError, BackupOptions};
 use coffer::commands::check::{self, CheckOptions, ReadData};
+use coffer::commands::copy::CopyError;
 use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
@@ -58,6 +59,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if matches!(cause.downcast_ref::<BackupError>(), Some(BackupError::Interrupted))
             || matches!(cause.downcast_ref::<restore::RestoreError>(), Some(restore::RestoreError::Interrupted))
+            || matches!(cause.downcast_ref::<CopyError>(), Some(CopyError::Interrupted))
         {
             return exit::INTERRUPTED;
         }

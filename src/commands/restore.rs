@@ -84,6 +84,9 @@ struct Shared<'a> {
     progress: &'a crate::progress::Counters,
 }
 
+/// Fetching workers for a remote store (each holds at most one chunk, ≤ 4 MiB, at a time).
+const REMOTE_WORKERS: usize = 16;
+
 /// Restores the node at `subpath` of a snapshot's tree (or the whole tree) into the target.
 pub fn restore(
     repo: &Repository,
@@ -107,7 +110,11 @@ pub fn restore(
         progress: &options.progress,
     };
     let mut report = RestoreReport::default();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    if !repo.store.is_local() {
+        // Each small file is one ranged read: over a network, latency, not the CPU, bounds them.
+        workers = workers.max(REMOTE_WORKERS);
+    }
     let (tx, rx) = bounded::<ChunkJob>(256);
     let walk_result = std::thread::scope(|scope| {
         for _ in 0..workers {

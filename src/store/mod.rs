@@ -233,6 +233,11 @@ impl Store {
         Ok(Store { op, runtime: runtime()?, location, local_root: None })
     }
 
+    /// Whether the repository is a local folder (cheap requests, no network latency).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     pub fn location(&self) -> &str {
         &self.location
     }
