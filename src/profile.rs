@@ -53,20 +53,8 @@ pub enum ProfileError {
     Secret { name: String, source: SecretError },
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    /// A span like `30d`, `2w`, `1y6m`, `12h` (y, m, w, d, h).
-    pub keep_within: Option<String>,
-    #[serde(default)]
-    pub keep_tags: Vec<String>,
-}
+/// The `[retention]` table: the policy `forget --profile` applies.
+pub type Retention = crate::commands::retention::RetentionPolicy;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

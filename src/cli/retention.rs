@@ -84,28 +84,7 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 impl ForgetArgs {
     /// The policy the command line gives; without any `--keep-*`, the profile's `[retention]`.
     fn policy(&self, profile: Option<&Profile>) -> RetentionPolicy {
-        let given = self.keep_last.is_some()
-            || self.keep_hourly.is_some()
-            || self.keep_daily.is_some()
-            || self.keep_weekly.is_some()
-            || self.keep_monthly.is_some()
-            || self.keep_yearly.is_some()
-            || self.keep_within.is_some()
-            || !self.keep_tags.is_empty();
-        if let (false, Some(profile)) = (given, profile) {
-            let r = &profile.retention;
-            return RetentionPolicy {
-                keep_last: r.keep_last,
-                keep_hourly: r.keep_hourly,
-                keep_daily: r.keep_daily,
-                keep_weekly: r.keep_weekly,
-                keep_monthly: r.keep_monthly,
-                keep_yearly: r.keep_yearly,
-                keep_within: r.keep_within.clone(),
-                keep_tags: r.keep_tags.clone(),
-            };
-        }
-        RetentionPolicy {
+        let given = RetentionPolicy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
             keep_daily: self.keep_daily,
@@ -114,6 +93,10 @@ impl ForgetArgs {
             keep_yearly: self.keep_yearly,
             keep_within: self.keep_within.clone(),
             keep_tags: self.keep_tags.clone(),
+        };
+        match profile {
+            Some(profile) if given == RetentionPolicy::default() => profile.retention.clone(),
+            _ => given,
         }
     }
 }
