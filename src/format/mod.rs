@@ -64,3 +64,39 @@ pub(crate) fn from_postcard<'a, T: serde::Deserialize<'a>>(
     }
     Ok(value)
 }
+
+/// A small record signed by the repository key: `magic || postcard body || Ed25519 signature`
+/// over `context || repo id || magic || body` (signer registrations and revocations, prune
+/// plans). The repository id in the signed message stops replay from another repository.
+pub(crate) fn encode_signed<T: serde::Serialize>(
+    value: &T,
+    magic: &[u8; 8],
+    context: &[u8],
+    repo_id: &crate::id::Id,
+    repo_signer: &crate::crypto::SigningKey,
+) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&to_postcard(value));
+    let signature = repo_signer.sign(&[context, &repo_id.0[..], &out].concat());
+    out.extend_from_slice(&signature);
+    out
+}
+
+/// Verifies and decodes what [`encode_signed`] wrote.
+pub(crate) fn decode_signed<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    context: &[u8],
+    what: &'static str,
+    repo_id: &crate::id::Id,
+    repo_verify: &crate::crypto::VerifyingKey,
+) -> Result<T, FormatError> {
+    use crate::crypto::SIGNATURE_LEN;
+    let rest = strip_magic(bytes, magic, what)?;
+    if rest.len() < SIGNATURE_LEN {
+        return Err(FormatError::Truncated { what });
+    }
+    let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+    repo_verify.verify(&[context, &repo_id.0[..], signed].concat(), signature).map_err(FormatError::crypto(what))?;
+    from_postcard(&rest[..rest.len() - SIGNATURE_LEN], what)
+}

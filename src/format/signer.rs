@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{from_postcard, strip_magic, to_postcard, FormatError};
-use crate::crypto::{SigningKey, VerifyingKey, SIGNATURE_LEN};
+use super::{decode_signed, encode_signed, FormatError};
+use crate::crypto::{SigningKey, VerifyingKey};
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CFSIGN01";
@@ -34,23 +34,11 @@ pub struct Revocation {
 
 impl Revocation {
     pub fn encode(&self, repo_id: &Id, repo_signer: &SigningKey) -> Vec<u8> {
-        let mut out = REVOCATION_MAGIC.to_vec();
-        out.extend_from_slice(&to_postcard(self));
-        let signature = repo_signer.sign(&revocation_signed_message(repo_id, &out));
-        out.extend_from_slice(&signature);
-        out
+        encode_signed(self, REVOCATION_MAGIC, REVOCATION_CONTEXT, repo_id, repo_signer)
     }
 
     pub fn decode(bytes: &[u8], repo_id: &Id, repo_verify: &VerifyingKey) -> Result<Revocation, FormatError> {
-        let rest = strip_magic(bytes, REVOCATION_MAGIC, REVOCATION_WHAT)?;
-        if rest.len() < SIGNATURE_LEN {
-            return Err(FormatError::Truncated { what: REVOCATION_WHAT });
-        }
-        let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        repo_verify
-            .verify(&revocation_signed_message(repo_id, signed), signature)
-            .map_err(FormatError::crypto(REVOCATION_WHAT))?;
-        from_postcard(&rest[..rest.len() - SIGNATURE_LEN], REVOCATION_WHAT)
+        decode_signed(bytes, REVOCATION_MAGIC, REVOCATION_CONTEXT, REVOCATION_WHAT, repo_id, repo_verify)
     }
 }
 
@@ -87,21 +75,11 @@ pub(crate) fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
 
 impl SignerRecord {
     pub fn encode(&self, repo_id: &Id, repo_signer: &SigningKey) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&to_postcard(self));
-        let signature = repo_signer.sign(&signed_message(repo_id, &out));
-        out.extend_from_slice(&signature);
-        out
+        encode_signed(self, MAGIC, CONTEXT, repo_id, repo_signer)
     }
 
     pub fn decode(bytes: &[u8], repo_id: &Id, repo_verify: &VerifyingKey) -> Result<SignerRecord, FormatError> {
-        let rest = strip_magic(bytes, MAGIC, WHAT)?;
-        if rest.len() < SIGNATURE_LEN {
-            return Err(FormatError::Truncated { what: WHAT });
-        }
-        let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        repo_verify.verify(&signed_message(repo_id, signed), signature).map_err(FormatError::crypto(WHAT))?;
-        from_postcard(&rest[..rest.len() - SIGNATURE_LEN], WHAT)
+        decode_signed(bytes, MAGIC, CONTEXT, WHAT, repo_id, repo_verify)
     }
 }
 
