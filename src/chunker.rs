@@ -72,10 +72,17 @@ impl<R: Read> Chunker<R> {
 
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut chunk = Vec::new();
+        Ok(self.next_chunk_into(&mut chunk)?.then_some(chunk))
+    }
+
+    /// Like [`next_chunk`](Self::next_chunk), into `out` (replacing what it held): a caller
+    /// that recycles chunk buffers saves the page faults of fresh ones. False at the end.
+    pub fn next_chunk_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         self.fill()?;
         let remaining = self.filled - self.start;
         if remaining == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         let window = &self.buf[..self.filled];
         let cdc = FastCDC::with_level_and_seed(
@@ -87,9 +94,10 @@ impl<R: Read> Chunker<R> {
             self.seed,
         );
         let (_, end) = cdc.cut(self.start, remaining);
-        let chunk = self.buf[self.start..end].to_vec();
+        out.clear();
+        out.extend_from_slice(&self.buf[self.start..end]);
         self.start = end;
-        Ok(Some(chunk))
+        Ok(true)
     }
 }
 

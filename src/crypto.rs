@@ -8,7 +8,7 @@
 //! where the sealing key is HKDF-SHA256(ikm = X25519(ephemeral, recipient),
 //! salt = ephemeral public || recipient public, info = "coffer v1 wrap").
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use ed25519_dalek::Signer;
 use rand::rngs::OsRng;
@@ -69,15 +69,25 @@ impl SymKey {
 
     /// Encrypts and authenticates `plaintext`, binding `aad` (which is not stored).
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        let nonce = random_bytes::<NONCE_LEN>();
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        let ct = self
-            .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-            .expect("AES-GCM encryption cannot fail for in-memory buffers");
-        out.extend_from_slice(&ct);
+        self.seal_parts_into(&[plaintext], aad, &mut out);
         out
+    }
+
+    /// [`seal`](Self::seal) of the concatenated `parts` into `out`, replacing what it held:
+    /// a caller sealing many blobs reuses one buffer instead of faulting in fresh memory for
+    /// each, and needs no copy to join a prefix to its payload.
+    pub fn seal_parts_into(&self, parts: &[&[u8]], aad: &[u8], out: &mut Vec<u8>) {
+        let nonce = random_bytes::<NONCE_LEN>();
+        out.clear();
+        out.reserve(parts.iter().map(|p| p.len()).sum::<usize>() + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        parts.iter().for_each(|p| out.extend_from_slice(p));
+        let tag = self
+            .cipher()
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+            .expect("AES-GCM encryption cannot fail for in-memory buffers");
+        out.extend_from_slice(&tag);
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {

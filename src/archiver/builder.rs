@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
+
+use super::oneshot;
 use serde_bytes::ByteBuf;
 
 use super::reader::FileOutcome;
@@ -27,13 +29,13 @@ pub enum Event {
         name: ByteBuf,
         meta: Metadata,
         path: PathBuf,
-        outcome: Receiver<FileOutcome>,
+        outcome: oneshot::Receiver<FileOutcome>,
     },
 }
 
 enum Pending {
     Ready(Node),
-    File { name: ByteBuf, meta: Metadata, path: PathBuf, outcome: Receiver<FileOutcome> },
+    File { name: ByteBuf, meta: Metadata, path: PathBuf, outcome: oneshot::Receiver<FileOutcome> },
 }
 
 struct Frame {

@@ -2,7 +2,7 @@
 //! upload, as a pipeline over threads with bounded queues between stages:
 //!
 //! ```text
-//! walker (this thread) ──events──▶ builder thread ── trees ──▶ sink (tree pack)
+//! scanner pool ──dirs──▶ walker (this thread) ──events──▶ builder thread ── trees ──▶ sink (tree pack)
 //!        └──file jobs──▶ reader pool ── new chunks ──▶ sink pack workers ──▶ uploads ──▶ index
 //! ```
 //! Memory is bounded by the queue sizes, the packs being filled and the uploads in flight;
@@ -11,10 +11,12 @@
 
 mod builder;
 mod meta;
-mod prefetch;
+mod oneshot;
 mod reader;
+mod scan;
 mod sink;
 mod walker;
+mod warm;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -28,6 +30,7 @@ use serde_bytes::ByteBuf;
 
 pub use sink::BlobSink;
 pub use walker::Excludes;
+pub use warm::WarmUp;
 
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -117,38 +120,67 @@ pub fn backup(
              every file is read again this time"
         );
     }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Scanning the sources needs only the files cache, settled above: it starts now, beside
+    // loading the index below.
+    let scanner = scan::Scanner::new(repo, &excludes);
+    std::thread::scope(|scope| {
+        // Scanning mostly waits for the disk on a cold cache: more workers than cores.
+        for _ in 0..(2 * cores).max(4) {
+            scope.spawn(|| scanner.worker());
+        }
+        // Stops the workers however this ends (a panic included), or the scope would wait
+        // for them forever.
+        let _stop_scanner = StopScanner(&scanner);
+        scanner.prefetch(&sources);
+        let context =
+            Context { repo, options, interrupted, sources: &sources, excludes: &excludes, scanner: &scanner, cores };
+        archive(context, start, lock, &condemned)
+    })
+}
+
+/// What the stages of one backup share.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    repo: &'a Arc<Repository>,
+    options: &'a BackupOptions,
+    interrupted: &'a AtomicBool,
+    sources: &'a [PathBuf],
+    excludes: &'a Excludes,
+    scanner: &'a scan::Scanner<'a>,
+    cores: usize,
+}
+
+/// The backup proper, once the repository is locked and the scanner runs.
+fn archive(
+    ctx: Context<'_>,
+    start: chrono::DateTime<chrono::Utc>,
+    lock: crate::repo::locks::BackupLock,
+    condemned: &std::collections::HashSet<Id>,
+) -> Result<BackupOutcome, BackupError> {
+    let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;
+    let clock = std::time::Instant::now();
+    let phase = |what: &str| log::debug!("backup: {what} after {} ms", clock.elapsed().as_millis());
     // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
     // again). A backup that died last time may have left packs without an index; index them
     // now so their data is reused rather than uploaded again.
     let died = repo.db().note(RUNNING_NOTE)?.is_some();
-    let packs = repo.reconcile_packs(died, &condemned)?;
+    let packs = repo.reconcile_packs(died, condemned)?;
     if packs.adopted > 0 {
         log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
     repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = sink::BlobSink::new(Arc::clone(repo), cores, &condemned)?;
+    phase("packs checked");
+    let sink = sink::BlobSink::new(Arc::clone(repo), cores, condemned)?;
+    phase("known blobs loaded");
     let (event_tx, event_rx) = bounded(16);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
-    let prefetch_done = AtomicBool::new(false);
     let large_files = reader::LargeFileGate::new(cores);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
-        let (warm_tx, warm_rx) = bounded::<PathBuf>(prefetch::QUEUE);
-        for source in &sources {
-            let _ = warm_tx.try_send(source.clone());
-        }
-        for _ in 0..cores {
-            let (queue, more, excludes, stop) = (warm_rx.clone(), warm_tx.clone(), &excludes, &prefetch_done);
-            scope.spawn(move || prefetch::worker(queue, more, excludes, stop));
-        }
-        drop((warm_tx, warm_rx));
-        // Stops the warm-up however this closure ends (a panic included), or the scope
-        // would wait for it forever.
-        let _stop_prefetch = StopOnDrop(&prefetch_done);
         if options.scan_total {
-            let (progress, sources, excludes) = (&options.progress, &sources, &excludes);
+            let progress = &options.progress;
             scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
         }
         // Readers mostly wait for the disk: more of them than cores keeps it busy.
@@ -170,7 +202,7 @@ pub fn backup(
         let mut walker = walker::Walker {
             repo,
             sink,
-            excludes: &excludes,
+            scanner,
             events: event_tx,
             batch: Vec::new(),
             jobs: job_tx,
@@ -182,9 +214,9 @@ pub fn backup(
             other_nodes: 0,
         };
         let mut stopped = false;
-        for source in &sources {
+        for source in sources {
             let name = source.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
-            if walker.visit(source, &name).is_err() {
+            if walker.visit_source(source, &name).is_err() {
                 stopped = true;
                 break;
             }
@@ -192,7 +224,8 @@ pub fn backup(
         if !stopped && walker.flush().is_err() {
             stopped = true;
         }
-        drop(_stop_prefetch);
+        phase("walk done");
+        scanner.stop();
         let walker::Walker { events, jobs, errors, files_unmodified, files_changed, other_nodes, .. } = walker;
         drop((events, jobs));
         let build = builder
@@ -208,10 +241,13 @@ pub fn backup(
         return Err(BackupError::Interrupted);
     }
     let report = build?;
+    phase("trees built");
 
-    let root = store_prefix_trees(&sink, &sources, report.roots)?;
+    let root = store_prefix_trees(&sink, sources, report.roots)?;
     let totals = sink.finish()?;
+    phase("packs stored");
     repo.db().store_files(&report.cache_records)?;
+    phase("files cache stored");
 
     let mut errors = walk_errors;
     errors.extend(report.errors);
@@ -253,14 +289,15 @@ pub fn backup(
     crate::crashpoint::hit("backup-after-snapshot-write");
     drop(lock);
     repo.db().set_note(RUNNING_NOTE, None)?;
+    phase("snapshot saved");
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
 }
 
-struct StopOnDrop<'a>(&'a AtomicBool);
+struct StopScanner<'a>(&'a scan::Scanner<'a>);
 
-impl Drop for StopOnDrop<'_> {
+impl Drop for StopScanner<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.stop();
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::meta::{ctime_ns, mtime_ns};
 use super::sink::BlobSink;
@@ -55,7 +55,7 @@ impl Drop for LargeFilePermit<'_> {
 pub struct FileJob {
     pub path: PathBuf,
     pub meta: FsMetadata,
-    pub reply: Sender<FileOutcome>,
+    pub reply: super::oneshot::Sender<FileOutcome>,
 }
 
 pub enum FileOutcome {
@@ -119,7 +119,8 @@ fn interrupted_error() -> std::io::Error {
 
 /// Reads one file; `buffer` is the reader thread's chunking buffer, kept between files.
 pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buffer: &mut Vec<u8>) -> FileOutcome {
-    let _permit = (before.size() > KEPT_BUFFER as u64).then(|| ctx.large_files.enter());
+    let large = before.size() > KEPT_BUFFER as u64;
+    let _permit = large.then(|| ctx.large_files.enter());
     let started = now_ns();
     let file = match open_for_backup(path) {
         Ok(file) => file,
@@ -132,8 +133,9 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
         if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             break Some(FileOutcome::Unreadable(interrupted_error()));
         }
-        match chunker.next_chunk() {
-            Ok(Some(chunk)) => {
+        let mut chunk = if large { ctx.sink.chunk_buffer() } else { Vec::new() };
+        match chunker.next_chunk_into(&mut chunk) {
+            Ok(true) => {
                 size += chunk.len() as u64;
                 ctx.progress.add_bytes(chunk.len() as u64);
                 let id = ctx.id_key.blob_id(&chunk);
@@ -142,7 +144,10 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
                 }
                 content.push(id);
             }
-            Ok(None) => break None,
+            Ok(false) => {
+                ctx.sink.recycle(chunk);
+                break None;
+            }
             Err(e) => break Some(FileOutcome::Unreadable(e)),
         }
     };
@@ -186,7 +191,7 @@ pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
         } else {
             read_file(&ctx, &job.path, &job.meta, &mut buffer)
         };
-        // The builder may have stopped after a fatal error; nobody is left to tell.
-        let _ = job.reply.send(outcome);
+        // The builder may have stopped after a fatal error; then nobody hears it.
+        job.reply.send(outcome);
     }
 }

@@ -16,7 +16,7 @@ use tempfile::TempPath;
 
 use crate::crypto::SEAL_OVERHEAD;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress, BlobKind, PackWriter};
+use crate::format::pack::{compress_into, BlobKind, Encoded, PackWriter};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
 use crate::store::{paths, StoreError};
@@ -30,6 +30,11 @@ const PACKS_PER_INDEX: usize = 64;
 const TREE_CACHE_BATCH: usize = 512;
 const TREE_CACHE_BYTES: usize = 4 << 20;
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Chunk buffers kept for reuse. A buffer this large is a fresh mapping when allocated
+/// (see `cli::alloc`), and faulting in a new one for every chunk cost more system time than
+/// reading the file; a few spares cover the chunks in flight.
+const SPARE_BUFFERS: usize = 2;
+const SPARE_MIN_CAPACITY: usize = 256 << 10;
 
 #[derive(Default)]
 pub struct SinkStats {
@@ -56,6 +61,8 @@ struct Uploads {
 
 struct Shared {
     repo: Arc<Repository>,
+    /// Chunk buffers on their way back from the pack workers to the readers.
+    spare: (Sender<Vec<u8>>, crossbeam_channel::Receiver<Vec<u8>>),
     uploads: Mutex<Uploads>,
     failure: Mutex<Option<RepoError>>,
     stats: SinkStats,
@@ -95,6 +102,12 @@ impl KeepPath for TempPath {
 }
 
 impl Shared {
+    fn recycle(&self, buffer: Vec<u8>) {
+        if buffer.capacity() >= SPARE_MIN_CAPACITY {
+            let _ = self.spare.0.try_send(buffer);
+        }
+    }
+
     fn lock_uploads(&self) -> std::sync::MutexGuard<'_, Uploads> {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -120,9 +133,9 @@ impl Shared {
         Ok(SpooledPack { writer, path })
     }
 
-    fn add_to(&self, pack: &mut SpooledPack, id: Id, compressed: &[u8], raw_len: u32) -> Result<(), RepoError> {
+    fn add_to(&self, pack: &mut SpooledPack, id: Id, encoded: Encoded<'_>, raw_len: u32) -> Result<(), RepoError> {
         pack.writer
-            .add(id, compressed, raw_len)
+            .add_encoded(id, encoded, raw_len)
             .map_err(|source| RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source })
     }
 
@@ -205,8 +218,9 @@ impl BlobSink {
             }),
             failure: Mutex::new(None),
             stats: SinkStats::default(),
+            spare: bounded(SPARE_BUFFERS),
         });
-        let (data_tx, data_rx) = bounded::<(Id, Vec<u8>)>(workers * 2);
+        let (data_tx, data_rx) = bounded::<(Id, Vec<u8>)>(workers);
         let workers = (0..workers)
             .map(|i| {
                 let rx = data_rx.clone();
@@ -228,13 +242,25 @@ impl BlobSink {
     }
 
     /// Whether the repository (or this run) already has the blob.
-    pub fn contains(&self, id: &Id) -> bool {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    pub fn contains_all(&self, ids: &[Id]) -> bool {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().all(|id| known.contains(id))
     }
 
     /// Claims `id` for this run; true when the caller must store the blob.
     fn claim(&self, id: Id) -> bool {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+    }
+
+    /// A buffer for the next chunk of a large file, reused when one is spare. (Small files
+    /// allocate exactly what they need: a spare would hold far more than their chunk.)
+    pub fn chunk_buffer(&self) -> Vec<u8> {
+        self.shared.spare.1.try_recv().unwrap_or_default()
+    }
+
+    /// Takes back a chunk buffer that was not handed to [`add_data`](Self::add_data).
+    pub fn recycle(&self, buffer: Vec<u8>) {
+        self.shared.recycle(buffer);
     }
 
     /// Queues a data blob unless it is already stored. Blocks while the workers are busy,
@@ -245,6 +271,8 @@ impl BlobSink {
             self.shared.stats.raw_added.fetch_add(data.len() as u64, Ordering::Relaxed);
             let tx = self.data_tx.as_ref().expect("sender lives until finish");
             tx.send((id, data)).map_err(|_| self.take_failure())?;
+        } else {
+            self.shared.recycle(data);
         }
         Ok(())
     }
@@ -258,15 +286,16 @@ impl BlobSink {
             return Ok(id);
         }
         self.shared.stats.raw_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let compressed = compress(&bytes, repo.config.compression_level);
-        self.shared.stats.bytes_added.fetch_add((compressed.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
+        let mut scratch = Vec::new();
+        let encoded = compress_into(&bytes, repo.config.compression_level, &mut scratch);
+        self.shared.stats.bytes_added.fetch_add((encoded.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         let full = {
             let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(self.shared.open_pack(BlobKind::Tree)?);
             }
             let pack = slot.as_mut().expect("just filled");
-            self.shared.add_to(pack, id, &compressed, bytes.len() as u32)?;
+            self.shared.add_to(pack, id, encoded, bytes.len() as u32)?;
             if pack.writer.len() >= repo.config.pack_target as u64 / 4 {
                 slot.take()
             } else {
@@ -344,9 +373,10 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
     let repo = &shared.repo;
     let target = repo.config.pack_target as u64;
     let mut pack: Option<SpooledPack> = None;
+    let mut scratch = Vec::new();
     for (id, data) in rx {
-        let compressed = compress(&data, repo.config.compression_level);
-        shared.stats.bytes_added.fetch_add(compressed.len() as u64 + SEAL_OVERHEAD as u64, Ordering::Relaxed);
+        let encoded = compress_into(&data, repo.config.compression_level, &mut scratch);
+        shared.stats.bytes_added.fetch_add((encoded.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         if pack.is_none() {
             match shared.open_pack(BlobKind::Data) {
                 Ok(opened) => pack = Some(opened),
@@ -355,9 +385,10 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
             }
         }
         let current = pack.as_mut().expect("just filled");
-        if let Err(e) = shared.add_to(current, id, &compressed, data.len() as u32) {
+        if let Err(e) = shared.add_to(current, id, encoded, data.len() as u32) {
             return shared.fail(e);
         }
+        shared.recycle(data);
         if current.writer.len() >= target {
             if let Some(full) = pack.take() {
                 shared.upload(full);

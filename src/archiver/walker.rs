@@ -1,20 +1,22 @@
-//! Walks the source paths depth-first in name order, reads each entry's metadata, decides per
-//! regular file whether the files cache makes reading unnecessary, and emits builder events.
-//! Everything here is metadata; file contents are read by the reader pool.
+//! Walks the source paths depth-first in name order over what the scanner read of each
+//! directory, decides per regular file whether the files cache makes reading unnecessary, and
+//! emits builder events. Everything here is metadata; file contents are read by the reader pool.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::Sender;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_bytes::ByteBuf;
 
 use super::builder::Event;
-use super::meta::{metadata, read_xattrs, special_kind, NameCache};
+use super::meta::{metadata, NameCache};
 use super::reader::{unchanged, FileJob};
+use super::scan::{describe, ScannedEntry, Scanner};
 use super::sink::BlobSink;
+use crate::db::CachedFile;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
 
@@ -48,7 +50,7 @@ impl Excludes {
 pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub sink: &'a BlobSink,
-    pub excludes: &'a Excludes,
+    pub scanner: &'a Scanner<'a>,
     pub events: Sender<Vec<Event>>,
     /// Events not yet sent: they go in batches, since waking the builder for every file
     /// costs more than the builder's work on it.
@@ -90,88 +92,77 @@ impl Walker<'_> {
         self.events.send(batch).map_err(|_| Stopped)
     }
 
-    /// Emits the events for one path (a source, or an entry found while walking).
-    pub fn visit(&mut self, path: &Path, name: &OsStr) -> Result<(), Stopped> {
-        let fs_meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) => meta,
+    /// Emits the events for a source path.
+    pub fn visit_source(&mut self, path: &Path, name: &OsStr) -> Result<(), Stopped> {
+        let found = std::fs::symlink_metadata(path).map_err(|e| e.to_string()).and_then(|meta| describe(path, meta));
+        let mut entry = ScannedEntry { name: name.to_os_string(), path: path.to_path_buf(), found };
+        if let Ok(found) = &mut entry.found {
+            if found.meta.is_file() {
+                found.cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
+            }
+        }
+        self.visit(entry)
+    }
+
+    /// Emits the events for one entry (a source, or one found while walking).
+    fn visit(&mut self, entry: ScannedEntry) -> Result<(), Stopped> {
+        let ScannedEntry { name, path, found } = entry;
+        let found = match found {
+            Ok(found) => found,
             Err(e) => {
-                self.errors.push((path.to_path_buf(), e.to_string()));
+                self.errors.push((path, e));
                 return Ok(());
             }
         };
-        let xattrs = read_xattrs(path).unwrap_or_else(|e| {
-            self.errors.push((path.to_path_buf(), format!("reading extended attributes: {e}")));
-            Vec::new()
-        });
-        let meta = metadata(&fs_meta, xattrs, &mut self.names);
-        let name = ByteBuf::from(name.as_bytes().to_vec());
-        if fs_meta.is_dir() {
+        if let Some(e) = found.xattr_error {
+            self.errors.push((path.clone(), e));
+        }
+        let meta = metadata(&found.meta, found.xattrs, &mut self.names);
+        let name = ByteBuf::from(name.into_vec());
+        if let Some(kind) = found.special {
+            self.other_nodes += 1;
+            return self.emit(Event::Node(Node { name, kind, meta }));
+        }
+        if found.meta.is_dir() {
             self.emit(Event::EnterDir { name, meta })?;
-            self.walk_dir(path)?;
+            self.walk_dir(&path)?;
             return self.emit(Event::LeaveDir);
         }
-        if fs_meta.is_file() {
-            return self.visit_file(path, name, meta, fs_meta);
-        }
-        match special_kind(path, &fs_meta) {
-            Ok(Some(kind)) => {
-                self.other_nodes += 1;
-                self.emit(Event::Node(Node { name, kind, meta }))
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                self.errors.push((path.to_path_buf(), e.to_string()));
-                Ok(())
-            }
-        }
+        self.visit_file(path, name, meta, found.meta, found.cached)
     }
 
     fn walk_dir(&mut self, dir: &Path) -> Result<(), Stopped> {
-        let mut names: Vec<_> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(|entry| match entry {
-                    Ok(entry) => Some(entry.file_name()),
-                    Err(e) => {
-                        self.errors.push((dir.to_path_buf(), e.to_string()));
-                        None
-                    }
-                })
-                .collect(),
-            Err(e) => {
-                self.errors.push((dir.to_path_buf(), format!("listing directory: {e}")));
-                return Ok(());
+        let mut cursor = self.scanner.open(dir);
+        for e in std::mem::take(&mut cursor.errors) {
+            self.errors.push((dir.to_path_buf(), e));
+        }
+        while let Some(entries) = self.scanner.next_chunk(&mut cursor) {
+            for entry in entries {
+                self.visit(entry)?;
             }
-        };
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let path = dir.join(&name);
-            if self.excludes.matches(&path) {
-                continue;
-            }
-            self.visit(&path, &name)?;
         }
         Ok(())
     }
 
     fn visit_file(
         &mut self,
-        path: &Path,
+        path: PathBuf,
         name: ByteBuf,
         meta: crate::format::tree::Metadata,
         fs_meta: std::fs::Metadata,
+        cached: Option<CachedFile>,
     ) -> Result<(), Stopped> {
-        let cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
         if let Some(cached) = cached {
-            if unchanged(&cached, &fs_meta) && cached.content.iter().all(|id| self.sink.contains(id)) {
+            if unchanged(&cached, &fs_meta) && self.sink.contains_all(&cached.content) {
                 self.files_unmodified += 1;
                 let kind = NodeKind::File { size: cached.size, content: cached.content };
                 return self.emit(Event::Node(Node { name, kind, meta }));
             }
             self.files_changed += 1;
         }
-        let (reply, outcome) = bounded(1);
-        let job = FileJob { path: path.to_path_buf(), meta: fs_meta, reply };
+        let (reply, outcome) = super::oneshot::pair();
+        let job = FileJob { path: path.clone(), meta: fs_meta, reply };
         self.jobs.send(job).map_err(|_| Stopped)?;
-        self.emit(Event::File { name, meta, path: path.to_path_buf(), outcome })
+        self.emit(Event::File { name, meta, path, outcome })
     }
 }

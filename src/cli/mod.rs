@@ -158,7 +158,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
+            let warm_up = archiver::WarmUp::start(&paths, &excludes);
             let repo = open_repo(global)?;
+            drop(warm_up);
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
             let options = BackupOptions {

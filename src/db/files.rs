@@ -32,6 +32,24 @@ fn from_sql_u64(v: i64) -> u64 {
     v as u64
 }
 
+fn cached_file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedFile> {
+    let blob: Vec<u8> = r.get(5)?;
+    if !blob.len().is_multiple_of(ID_LEN) {
+        let e = format!("content of {} bytes is not a list of ids", blob.len());
+        return Err(rusqlite::Error::FromSqlConversionFailure(5, Type::Blob, e.into()));
+    }
+    let content =
+        blob.chunks_exact(ID_LEN).map(|c| Id(c.try_into().expect("chunks_exact yields ID_LEN bytes"))).collect();
+    Ok(CachedFile {
+        dev: from_sql_u64(r.get(0)?),
+        ino: from_sql_u64(r.get(1)?),
+        size: from_sql_u64(r.get(2)?),
+        mtime_ns: r.get(3)?,
+        ctime_ns: r.get(4)?,
+        content,
+    })
+}
+
 impl Db {
     /// Ties the files cache to the machine that backs up. A database copied to another machine
     /// (or restored onto a new one) describes the files of the old one, whose device and inode
@@ -55,32 +73,25 @@ impl Db {
 
     /// The record of `path` from the last backup, if any.
     pub fn cached_file(&self, path: &[u8]) -> Result<Option<CachedFile>, DbError> {
-        self.read("reading the files cache", |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")?;
-            stmt.query_row([path], |r| {
-                let blob: Vec<u8> = r.get(5)?;
-                if !blob.len().is_multiple_of(ID_LEN) {
-                    let e = format!("content of {} bytes is not a list of ids", blob.len());
-                    return Err(rusqlite::Error::FromSqlConversionFailure(5, Type::Blob, e.into()));
-                }
-                let content = blob
-                    .chunks_exact(ID_LEN)
-                    .map(|c| Id(c.try_into().expect("chunks_exact yields ID_LEN bytes")))
-                    .collect();
-                Ok(CachedFile {
-                    dev: from_sql_u64(r.get(0)?),
-                    ino: from_sql_u64(r.get(1)?),
-                    size: from_sql_u64(r.get(2)?),
-                    mtime_ns: r.get(3)?,
-                    ctime_ns: r.get(4)?,
-                    content,
-                })
-            })
-            .optional()
-        })
+        let mut record = None;
+        self.cached_files(&mut [(path, &mut record)])?;
+        Ok(record)
     }
 
+    /// Fills in the record of each path from the last backup (`None` where there is none).
+    /// One read transaction for them all: a directory's files cost one lock, not one each.
+    pub fn cached_files(&self, lookups: &mut [(&[u8], &mut Option<CachedFile>)]) -> Result<(), DbError> {
+        self.read("reading the files cache", |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let mut stmt =
+                tx.prepare_cached("SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")?;
+            for (path, record) in lookups.iter_mut() {
+                **record = stmt.query_row([*path], cached_file_row).optional()?;
+            }
+            drop(stmt);
+            tx.commit()
+        })
+    }
     /// Records a batch of files (replacing earlier records of the same paths) in one
     /// transaction; call it every few thousand files.
     pub fn store_files(&mut self, files: &[(Vec<u8>, CachedFile)]) -> Result<(), DbError> {

@@ -85,14 +85,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn zstd_compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Compresses into `out`'s spare capacity, which must hold zstd's bound; the compressed length.
+fn zstd_compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
         let (_, compressor) = slot.as_mut()?;
-        compressor.compress(plaintext).ok()
+        compressor.compress_to_buffer(plaintext, out).ok()
     })
 }
 
@@ -109,21 +110,42 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
     })
 }
 
+/// A blob's plaintext as packs store it: a codec byte, then the payload.
+#[derive(Clone, Copy)]
+pub struct Encoded<'a> {
+    codec: u8,
+    payload: &'a [u8],
+}
+
+impl Encoded<'_> {
+    /// Length of the encoded plaintext.
+    pub fn len(&self) -> usize {
+        1 + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// Compresses a blob's plaintext, keeping it stored when zstd does not make it smaller
 /// (already-compressed media), so reads of such blobs skip decompression.
 pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(plaintext.len() / 2 + 16);
-    out.push(CODEC_ZSTD);
-    if let Some(compressed) = zstd_compress(plaintext, level) {
-        if compressed.len() + 1 < plaintext.len() {
-            out.extend_from_slice(&compressed);
-            return out;
-        }
+    let mut scratch = Vec::new();
+    let encoded = compress_into(plaintext, level, &mut scratch);
+    [&[encoded.codec][..], encoded.payload].concat()
+}
+
+/// [`compress`] with `scratch` (reused between calls) holding the compressed payload; a
+/// stored blob's payload is `plaintext` itself.
+pub fn compress_into<'a>(plaintext: &'a [u8], level: i32, scratch: &'a mut Vec<u8>) -> Encoded<'a> {
+    scratch.clear();
+    // Capacity, not length: zstd writes into it, so only the pages it fills become resident.
+    scratch.reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
+    match zstd_compress(plaintext, level, scratch) {
+        Some(len) if len + 1 < plaintext.len() => Encoded { codec: CODEC_ZSTD, payload: &scratch[..len] },
+        _ => Encoded { codec: CODEC_STORED, payload: plaintext },
     }
-    out.clear();
-    out.push(CODEC_STORED);
-    out.extend_from_slice(plaintext);
-    out
 }
 
 /// An open pack being written to `out` (a spool file while backing up, a `Vec` in tests),
@@ -138,6 +160,8 @@ pub struct PackWriter<W: std::io::Write> {
     header: [u8; HEADER_LEN],
     len: u64,
     entries: Vec<PackEntry>,
+    /// The sealed box of the blob being added, kept between blobs.
+    sealed: Vec<u8>,
 }
 
 /// A finished pack, ready to store under `data/<id>`.
@@ -164,6 +188,7 @@ impl<W: std::io::Write> PackWriter<W> {
             header,
             len: 0,
             entries: Vec::new(),
+            sealed: Vec::new(),
         };
         writer.write(&header)?;
         Ok(writer)
@@ -178,10 +203,23 @@ impl<W: std::io::Write> PackWriter<W> {
 
     /// Adds a blob whose plaintext was already passed through [`compress`].
     pub fn add(&mut self, id: Id, compressed: &[u8], raw_len: u32) -> std::io::Result<()> {
-        let sealed = self.key.seal(compressed, &blob_aad(&id, self.kind));
+        self.add_parts(id, &[compressed], raw_len)
+    }
+
+    /// Adds a blob encoded by [`compress_into`].
+    pub fn add_encoded(&mut self, id: Id, encoded: Encoded<'_>, raw_len: u32) -> std::io::Result<()> {
+        self.add_parts(id, &[&[encoded.codec], encoded.payload], raw_len)
+    }
+
+    fn add_parts(&mut self, id: Id, plaintext: &[&[u8]], raw_len: u32) -> std::io::Result<()> {
         let offset = u32::try_from(self.len).map_err(|_| std::io::Error::other("pack larger than 4 GiB"))?;
-        self.write(&sealed)?;
-        self.entries.push(PackEntry { id, kind: self.kind, offset, length: sealed.len() as u32, raw_len });
+        let mut sealed = std::mem::take(&mut self.sealed);
+        self.key.seal_parts_into(plaintext, &blob_aad(&id, self.kind), &mut sealed);
+        let written = self.write(&sealed);
+        let length = sealed.len() as u32;
+        self.sealed = sealed;
+        written?;
+        self.entries.push(PackEntry { id, kind: self.kind, offset, length, raw_len });
         Ok(())
     }
 
