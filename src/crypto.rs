@@ -90,6 +90,20 @@ impl SymKey {
         out.extend_from_slice(&tag);
     }
 
+    /// [`open`](Self::open) in place: decrypts within `sealed` and returns the plaintext's
+    /// part of it, so a reader of many blobs reuses one buffer.
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8], aad: &[u8]) -> Result<&'a [u8], CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::TooShort(sealed.len()));
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        self.cipher()
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, ct, aes_gcm::Tag::from_slice(tag))
+            .map_err(|_| CryptoError::Authentication)?;
+        Ok(ct)
+    }
+
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));

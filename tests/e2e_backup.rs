@@ -159,6 +159,45 @@ fn change_hidden_behind_same_size_and_mtime_is_still_seen() {
     assert_eq!(got, b"BBBBBBBBBBBBBBBB", "restored the stale content");
 }
 
+/// An unchanged file's extended attributes come from the files cache; setting or removing one
+/// changes ctime, so the next backup must see it (and keep the content it had).
+#[test]
+fn extended_attribute_changes_alone_are_seen() {
+    // A file changed within 100 ms of being read is not cached: let each change settle.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(250));
+    let c = Coffer::new();
+    c.init();
+    let src = c.path("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    let (tagged, plain) = (src.join("tagged.txt"), src.join("plain.txt"));
+    std::fs::write(&tagged, b"same content throughout\n").expect("write");
+    std::fs::write(&plain, b"no attributes here\n").expect("write");
+    xattr::set(&tagged, "user.colour", b"blue").expect("setxattr (needs a filesystem with user xattrs)");
+    settle();
+    c.backup(&[&src]);
+    let s = c.backup(&[&src]);
+    assert_eq!(num(&s, "files_unmodified"), 2, "{s}");
+
+    xattr::set(&tagged, "user.colour", b"green").expect("setxattr");
+    xattr::set(&plain, "user.new", b"1").expect("setxattr");
+    settle();
+    let s = c.backup(&[&src]);
+    assert_eq!(num(&s, "files_changed"), 2, "attribute changes went unseen: {s}");
+    let target = c.dir("restore");
+    c.restore("latest", &target);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    xattr::remove(&tagged, "user.colour").expect("removexattr");
+    settle();
+    let s = c.backup(&[&src]);
+    assert_eq!(num(&s, "files_changed"), 1, "attribute removal went unseen: {s}");
+    let s = c.backup(&[&src]);
+    assert_eq!(num(&s, "files_unmodified"), 2, "{s}");
+    let target = c.dir("restore-again");
+    c.restore("latest", &target);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
 #[test]
 fn renamed_file_is_deduplicated() {
     let c = Coffer::new();

@@ -59,7 +59,7 @@ pub struct BuildReport {
 }
 
 /// Files-cache rows are written in batches of this many, keeping memory flat.
-const CACHE_BATCH: usize = 4096;
+const CACHE_BATCH: usize = 1024;
 
 pub fn build(sink: &BlobSink, repo: &Repository, batches: Receiver<Vec<Event>>) -> Result<BuildReport, RepoError> {
     let mut report = BuildReport::default();
@@ -119,7 +119,8 @@ fn resolve(entries: Vec<Pending>, report: &mut BuildReport) -> Result<Vec<Node>,
                         if changed_while_reading {
                             report.warnings.push((path.clone(), "file changed while it was read".into()));
                         }
-                        if let Some(cache) = cache {
+                        if let Some(mut cache) = cache {
+                            cache.xattrs = meta.xattrs.clone();
                             report
                                 .cache_records
                                 .push((std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec(), cache));

@@ -37,6 +37,11 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
 
+/// Readers chunking a large file at once. One keeps both cores compressing (chunking and
+/// hashing run at several times zstd's speed), and each more holds a window of the largest
+/// chunk plus chunks in flight.
+const LARGE_FILE_READERS: usize = 1;
+
 /// Set in the local database while a backup runs; found set, it means the last one died.
 const RUNNING_NOTE: &str = "backup-running";
 
@@ -176,15 +181,16 @@ fn archive(
     let (event_tx, event_rx) = bounded(16);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
-    let large_files = reader::LargeFileGate::new(cores);
+    let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
         if options.scan_total {
             let progress = &options.progress;
             scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
         }
-        // Readers mostly wait for the disk: more of them than cores keeps it busy.
-        for _ in 0..(2 * cores).max(4) {
+        // Readers mostly wait for the disk: many more of them than cores keep it busy (on a
+        // cold cache, 8 readers back /usr/share up in 3.3 s on 2 cores, 4 in 3.6 s).
+        for _ in 0..(4 * cores).clamp(8, 32) {
             let jobs = job_rx.clone();
             let ctx = reader::ReaderContext {
                 sink,

@@ -18,7 +18,7 @@ use crate::id::Id;
 use crate::repo::RepoError;
 
 /// Largest chunking buffer a reader keeps between files.
-const KEPT_BUFFER: usize = 1 << 20;
+const KEPT_BUFFER: usize = 512 << 10;
 
 /// Caps how many readers chunk large files at once. Each such reader holds a chunking buffer of
 /// up to the largest chunk plus the chunk it is handing on; small files need little, so the
@@ -117,32 +117,66 @@ fn interrupted_error() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::Interrupted, "backup interrupted")
 }
 
+/// Reads all of a file smaller than the smallest chunk, which is then its only chunk, straight
+/// into that chunk's buffer (no chunking window, no copy). `None` if it grew to `min` bytes or
+/// more meanwhile: then it must be cut like any other.
+fn read_whole_small(file: &File, min: u32, size_hint: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut data = Vec::with_capacity(size_hint as usize + 1);
+    file.take(min as u64).read_to_end(&mut data)?;
+    Ok((data.len() < min as usize).then_some(data))
+}
+
+/// Hashes one chunk of a file, hands it to the sink and records it.
+fn add_chunk(ctx: &ReaderContext<'_>, chunk: Vec<u8>, content: &mut Vec<Id>, size: &mut u64) -> Result<(), RepoError> {
+    *size += chunk.len() as u64;
+    ctx.progress.add_bytes(chunk.len() as u64);
+    let id = ctx.id_key.blob_id(&chunk);
+    ctx.sink.add_data(id, chunk)?;
+    content.push(id);
+    Ok(())
+}
+
 /// Reads one file; `buffer` is the reader thread's chunking buffer, kept between files.
 pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buffer: &mut Vec<u8>) -> FileOutcome {
     let large = before.size() > KEPT_BUFFER as u64;
     let _permit = large.then(|| ctx.large_files.enter());
     let started = now_ns();
-    let file = match open_for_backup(path) {
+    let mut file = match open_for_backup(path) {
         Ok(file) => file,
         Err(e) => return FileOutcome::Unreadable(e),
     };
     let mut content = Vec::new();
     let mut size = 0u64;
-    let mut chunker = Chunker::with_buffer(file, ctx.params, ctx.seed, std::mem::take(buffer), before.size());
+    if before.size() < ctx.params.min as u64 {
+        match read_whole_small(&file, ctx.params.min, before.size()) {
+            Ok(Some(data)) => {
+                if !data.is_empty() {
+                    if let Err(e) = add_chunk(ctx, data, &mut content, &mut size) {
+                        return FileOutcome::Fatal(e);
+                    }
+                }
+                return finish_read(ctx, &file, before, started, content, size);
+            }
+            Ok(None) => {
+                if let Err(e) = std::io::Seek::rewind(&mut file) {
+                    return FileOutcome::Unreadable(e);
+                }
+            }
+            Err(e) => return FileOutcome::Unreadable(e),
+        }
+    }
+    let mut chunker = Chunker::with_buffer(&file, ctx.params, ctx.seed, std::mem::take(buffer), before.size());
     let outcome = loop {
         if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             break Some(FileOutcome::Unreadable(interrupted_error()));
         }
-        let mut chunk = if large { ctx.sink.chunk_buffer() } else { Vec::new() };
+        let mut chunk = ctx.sink.chunk_buffer(before.size());
         match chunker.next_chunk_into(&mut chunk) {
             Ok(true) => {
-                size += chunk.len() as u64;
-                ctx.progress.add_bytes(chunk.len() as u64);
-                let id = ctx.id_key.blob_id(&chunk);
-                if let Err(e) = ctx.sink.add_data(id, chunk) {
+                if let Err(e) = add_chunk(ctx, chunk, &mut content, &mut size) {
                     break Some(FileOutcome::Fatal(e));
                 }
-                content.push(id);
             }
             Ok(false) => {
                 ctx.sink.recycle(chunk);
@@ -151,15 +185,30 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
             Err(e) => break Some(FileOutcome::Unreadable(e)),
         }
     };
-    let (file, reusable) = chunker.into_parts();
-    // Keep a small buffer for the next (likely small) file; a large one would stay resident
-    // in every reader thread once each has met one large file.
-    if reusable.capacity() <= KEPT_BUFFER {
-        *buffer = reusable;
+    let (_, mut reusable) = chunker.into_parts();
+    // Keep at most a small buffer for the next file that needs one: a large one would stay
+    // resident in every reader thread once each has met one large file. Shrinking keeps the
+    // pages already faulted in, which dropping and allocating anew would fault again.
+    if reusable.capacity() > KEPT_BUFFER {
+        reusable.truncate(KEPT_BUFFER);
+        reusable.shrink_to(KEPT_BUFFER);
     }
+    *buffer = reusable;
     if let Some(failed) = outcome {
         return failed;
     }
+    finish_read(ctx, &file, before, started, content, size)
+}
+
+/// The outcome of a file read to its end: whether it changed meanwhile, and its cache record.
+fn finish_read(
+    ctx: &ReaderContext<'_>,
+    file: &File,
+    before: &FsMetadata,
+    started: i64,
+    content: Vec<Id>,
+    size: u64,
+) -> FileOutcome {
     ctx.progress.add_file();
     let after = file.metadata();
     let changed = match &after {
@@ -178,6 +227,8 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
         mtime_ns: mtime_ns(before),
         ctime_ns: ctime_ns(before),
         content: content.clone(),
+        // The builder, which has the file's metadata, fills these in.
+        xattrs: Vec::new(),
     });
     FileOutcome::Read { content, size, cache, changed_while_reading: changed }
 }

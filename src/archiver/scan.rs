@@ -9,24 +9,30 @@
 //! Work is taken from a stack, so it runs depth first ahead of the walker: the chunks of a
 //! listed directory go on top in order, and the subdirectories of each described chunk on top
 //! of those. The walker does a chunk nobody has started itself rather than wait. Memory stays
-//! bounded: workers pause while `HELD_ENTRIES` described entries wait for the walker, and at
-//! most `QUEUED_DIRS` directories wait to be listed (the walker lists the rest when it gets
-//! there).
+//! bounded: workers pause while `HELD_ENTRIES` described entries wait for the walker (fewer
+//! once it waits for file reads), and at most `QUEUED_DIRS` directories wait to be listed
+//! (the walker lists the rest when it gets there).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::Metadata as FsMetadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::meta::{read_xattrs, special_kind};
+use super::reader::unchanged;
 use super::walker::Excludes;
 use crate::db::CachedFile;
 use crate::format::tree::{NodeKind, Xattr};
 use crate::repo::Repository;
 
-const HELD_ENTRIES: usize = 4096;
+/// Described entries waiting for the walker, at most: many while the walker keeps up (an
+/// unchanged tree, where looking far ahead keeps every worker busy), few once it waits for
+/// the readers (then looking ahead only holds memory).
+const HELD_ENTRIES: usize = 32 * 1024;
+const HELD_ENTRIES_READING: usize = 4096;
 const QUEUED_DIRS: usize = 16 * 1024;
 /// Entries described as one piece of work: large enough that handing it over costs little
 /// beside it, small enough that a big directory keeps every worker busy.
@@ -99,6 +105,7 @@ pub struct Scanner<'a> {
     repo: &'a Repository,
     excludes: &'a Excludes,
     state: Mutex<State>,
+    held_limit: AtomicUsize,
     /// Something the walker waits for is done.
     done: Condvar,
     /// Work was queued, room was made, or the scanner stopped.
@@ -115,7 +122,23 @@ pub struct DirCursor {
 
 impl<'a> Scanner<'a> {
     pub fn new(repo: &'a Repository, excludes: &'a Excludes) -> Scanner<'a> {
-        Scanner { repo, excludes, state: Mutex::default(), done: Condvar::new(), wake: Condvar::new() }
+        Scanner {
+            repo,
+            excludes,
+            state: Mutex::default(),
+            held_limit: AtomicUsize::new(HELD_ENTRIES),
+            done: Condvar::new(),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// The walker now waits for file reads: looking far ahead would only hold memory.
+    pub fn reading(&self) {
+        self.held_limit.store(HELD_ENTRIES_READING, Ordering::Relaxed);
+    }
+
+    fn room(&self, state: &State) -> bool {
+        state.held_entries < self.held_limit.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -188,9 +211,9 @@ impl<'a> Scanner<'a> {
             };
             match std::mem::replace(chunk, Chunk::Taken) {
                 Chunk::Described(entries) => {
-                    let was_full = state.held_entries >= HELD_ENTRIES;
+                    let was_full = !self.room(&state);
                     state.held_entries -= entries.len();
-                    if was_full && state.held_entries < HELD_ENTRIES && state.idle_workers > 0 {
+                    if was_full && self.room(&state) && state.idle_workers > 0 {
                         self.wake.notify_all();
                     }
                     cursor.next += 1;
@@ -225,8 +248,7 @@ impl<'a> Scanner<'a> {
             if state.stopped {
                 return;
             }
-            let room = state.held_entries < HELD_ENTRIES;
-            let Some(work) = (if room { state.stack.pop() } else { None }) else {
+            let Some(work) = (if self.room(&state) { state.stack.pop() } else { None }) else {
                 state.idle_workers += 1;
                 state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 state.idle_workers -= 1;
@@ -340,6 +362,11 @@ impl<'a> Scanner<'a> {
             })
             .collect();
         self.look_up_files(&mut entries);
+        for entry in &mut entries {
+            if let Ok(found) = &mut entry.found {
+                found.read_xattrs(&entry.path);
+            }
+        }
         entries
     }
 
@@ -363,12 +390,9 @@ fn subdirs(entries: &[ScannedEntry]) -> impl Iterator<Item = Work> + '_ {
     entries.iter().rev().filter(|e| e.found.as_ref().is_ok_and(|f| f.meta.is_dir())).map(|e| Work::List(e.path.clone()))
 }
 
-/// Everything but the files-cache record, for the entry at `path` whose `lstat` gave `meta`.
+/// What `lstat` gave, plus a special file's kind; the files-cache record and the extended
+/// attributes come after (see [`Found::read_xattrs`]).
 pub fn describe(path: &Path, meta: FsMetadata) -> Result<Found, String> {
-    let (xattrs, xattr_error) = match read_xattrs(path) {
-        Ok(xattrs) => (xattrs, None),
-        Err(e) => (Vec::new(), Some(format!("reading extended attributes: {e}"))),
-    };
     let special = if meta.is_file() || meta.is_dir() {
         None
     } else {
@@ -379,5 +403,20 @@ pub fn describe(path: &Path, meta: FsMetadata) -> Result<Found, String> {
             Err(e) => return Err(e.to_string()),
         }
     };
-    Ok(Found { meta, xattrs, xattr_error, special, cached: None })
+    Ok(Found { meta, xattrs: Vec::new(), xattr_error: None, special, cached: None })
+}
+
+impl Found {
+    /// Fills in the extended attributes: those of the files-cache record when the file is
+    /// unchanged since (setting or removing one changes ctime), else read from `path`.
+    pub fn read_xattrs(&mut self, path: &Path) {
+        if let Some(cached) = self.cached.as_ref().filter(|c| unchanged(c, &self.meta)) {
+            self.xattrs = cached.xattrs.clone();
+            return;
+        }
+        match read_xattrs(path) {
+            Ok(xattrs) => self.xattrs = xattrs,
+            Err(e) => self.xattr_error = Some(format!("reading extended attributes: {e}")),
+        }
+    }
 }

@@ -28,13 +28,16 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// the uploads of a backup killed outright are found (and reused) by the next run.
 const PACKS_PER_INDEX: usize = 64;
 const TREE_CACHE_BATCH: usize = 512;
-const TREE_CACHE_BYTES: usize = 4 << 20;
+const TREE_CACHE_BYTES: usize = 1 << 20;
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Chunk buffers kept for reuse. A buffer this large is a fresh mapping when allocated
 /// (see `cli::alloc`), and faulting in a new one for every chunk cost more system time than
 /// reading the file; a few spares cover the chunks in flight.
-const SPARE_BUFFERS: usize = 2;
+const SPARE_BUFFERS: usize = 4;
 const SPARE_MIN_CAPACITY: usize = 256 << 10;
+/// Gathers small blobs into fewer writes; larger ones go to the spool file directly, with no
+/// copy through the buffer.
+const PACK_WRITE_BUFFER: usize = 64 << 10;
 
 #[derive(Default)]
 pub struct SinkStats {
@@ -128,8 +131,9 @@ impl Shared {
             .map_err(local(format!("creating a pack in {}", dir.display())))?
             .into_parts();
         let keys = &self.repo.keys;
-        let writer = PackWriter::new(&keys.public, &keys.index_key, kind, BufWriter::with_capacity(1 << 20, file))
-            .map_err(local(format!("writing a pack in {}", dir.display())))?;
+        let writer =
+            PackWriter::new(&keys.public, &keys.index_key, kind, BufWriter::with_capacity(PACK_WRITE_BUFFER, file))
+                .map_err(local(format!("writing a pack in {}", dir.display())))?;
         Ok(SpooledPack { writer, path })
     }
 
@@ -252,9 +256,12 @@ impl BlobSink {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
     }
 
-    /// A buffer for the next chunk of a large file, reused when one is spare. (Small files
-    /// allocate exactly what they need: a spare would hold far more than their chunk.)
-    pub fn chunk_buffer(&self) -> Vec<u8> {
+    /// A buffer for the next chunk of a file of `file_size` bytes, reused when one is spare.
+    /// (Small files allocate exactly what they need: a spare would hold far more.)
+    pub fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
+        if file_size < SPARE_MIN_CAPACITY as u64 {
+            return Vec::new();
+        }
         self.shared.spare.1.try_recv().unwrap_or_default()
     }
 

@@ -7,7 +7,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_bytes::ByteBuf;
 
@@ -100,6 +100,7 @@ impl Walker<'_> {
             if found.meta.is_file() {
                 found.cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
             }
+            found.read_xattrs(path);
         }
         self.visit(entry)
     }
@@ -162,7 +163,15 @@ impl Walker<'_> {
         }
         let (reply, outcome) = super::oneshot::pair();
         let job = FileJob { path: path.clone(), meta: fs_meta, reply };
-        self.jobs.send(job).map_err(|_| Stopped)?;
+        let job = match self.jobs.try_send(job) {
+            Ok(()) => None,
+            Err(TrySendError::Full(job)) => Some(job),
+            Err(TrySendError::Disconnected(_)) => return Err(Stopped),
+        };
+        if let Some(job) = job {
+            self.scanner.reading();
+            self.jobs.send(job).map_err(|_| Stopped)?;
+        }
         self.emit(Event::File { name, meta, path, outcome })
     }
 }

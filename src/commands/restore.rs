@@ -121,8 +121,9 @@ pub fn restore(
             let rx = rx.clone();
             let shared = &shared;
             scope.spawn(move || {
+                let mut buffers = (Vec::new(), Vec::new());
                 for job in rx {
-                    write_chunk(shared, job);
+                    write_chunk(shared, job, &mut buffers);
                 }
             });
         }
@@ -369,15 +370,17 @@ fn replacing<T>(path: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io
     }
 }
 
-fn write_chunk(shared: &Shared<'_>, job: ChunkJob) {
+/// `buffers`: the worker's sealed and plain blob buffers, reused from chunk to chunk.
+fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u8>)) {
     let already_failed = job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     if !already_failed {
+        let (sealed, data) = buffers;
         let result = job
             .location
-            .and_then(|l| shared.repo.read_blob_relocating(&l))
+            .and_then(|l| shared.repo.read_blob_relocating_into(&l, sealed, data))
             .map_err(|e| e.to_string())
-            .and_then(|data| {
-                write_sparse(&job.file.file, &data, job.offset).map_err(|e| {
+            .and_then(|()| {
+                write_sparse(&job.file.file, data, job.offset).map_err(|e| {
                     if e.raw_os_error() == Some(libc::ENOSPC) {
                         shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
                     }

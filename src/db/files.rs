@@ -3,13 +3,15 @@
 //! read. Deciding whether a file is unchanged, and checking that its blobs are still in the
 //! index, is the archiver's job; this only stores and returns the record.
 //!
-//! Content ids are stored as one BLOB of concatenated 32-byte ids. `dev`, `ino` and `size` are
-//! stored bit for bit in SQLite's signed 64-bit integers.
+//! Content ids are stored as one BLOB of concatenated 32-byte ids; extended attributes as
+//! postcard, so an unchanged file's are not read again either (changing them changes ctime).
+//! `dev`, `ino` and `size` are stored bit for bit in SQLite's signed 64-bit integers.
 
 use rusqlite::types::Type;
 use rusqlite::OptionalExtension;
 
 use super::{Db, DbError};
+use crate::format::tree::Xattr;
 use crate::id::{Id, ID_LEN};
 
 /// A file as seen by the last backup.
@@ -21,6 +23,7 @@ pub struct CachedFile {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub content: Vec<Id>,
+    pub xattrs: Vec<Xattr>,
 }
 
 // SQLite integers are i64; these u64 are stored with their bits unchanged.
@@ -40,6 +43,9 @@ fn cached_file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedFile> {
     }
     let content =
         blob.chunks_exact(ID_LEN).map(|c| Id(c.try_into().expect("chunks_exact yields ID_LEN bytes"))).collect();
+    let xattrs: Vec<u8> = r.get(6)?;
+    let xattrs = crate::format::from_postcard(&xattrs, "cached extended attributes")
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?;
     Ok(CachedFile {
         dev: from_sql_u64(r.get(0)?),
         ino: from_sql_u64(r.get(1)?),
@@ -47,6 +53,7 @@ fn cached_file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedFile> {
         mtime_ns: r.get(3)?,
         ctime_ns: r.get(4)?,
         content,
+        xattrs,
     })
 }
 
@@ -83,8 +90,9 @@ impl Db {
     pub fn cached_files(&self, lookups: &mut [(&[u8], &mut Option<CachedFile>)]) -> Result<(), DbError> {
         self.read("reading the files cache", |conn| {
             let tx = conn.unchecked_transaction()?;
-            let mut stmt =
-                tx.prepare_cached("SELECT dev, ino, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, content, xattrs FROM files WHERE path = ?1",
+            )?;
             for (path, record) in lookups.iter_mut() {
                 **record = stmt.query_row([*path], cached_file_row).optional()?;
             }
@@ -97,8 +105,8 @@ impl Db {
     pub fn store_files(&mut self, files: &[(Vec<u8>, CachedFile)]) -> Result<(), DbError> {
         self.write("writing the files cache", |tx| {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, ctime_ns, content)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, ctime_ns, content, xattrs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut content = Vec::new();
             for (path, f) in files {
@@ -112,6 +120,7 @@ impl Db {
                     f.mtime_ns,
                     f.ctime_ns,
                     &content,
+                    crate::format::to_postcard(&f.xattrs),
                 ))?;
             }
             Ok(())
@@ -131,6 +140,9 @@ mod tests {
             mtime_ns: -1_000_000_007,
             ctime_ns: 1_700_000_000_123_456_789,
             content: (0..chunks).map(|i| Id::of_bytes(&[n, i as u8])).collect(),
+            xattrs: (0..n % 3)
+                .map(|i| Xattr { name: vec![b'u', i].into(), value: vec![n; i as usize].into() })
+                .collect(),
         }
     }
 
@@ -138,7 +150,15 @@ mod tests {
     fn the_files_cache_is_cleared_when_another_machine_claims_it() {
         let mut db = Db::open_in_memory(&Id::default()).expect("in-memory database");
         assert_eq!(db.claim_files_cache("host-a").unwrap(), None, "a new database has no previous machine");
-        let file = CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![Id::of_bytes(b"x")] };
+        let file = CachedFile {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+            content: vec![Id::of_bytes(b"x")],
+            xattrs: Vec::new(),
+        };
         db.store_files(&[(b"/f".to_vec(), file)]).unwrap();
         assert_eq!(db.claim_files_cache("host-a").unwrap(), None);
         assert!(db.cached_file(b"/f").unwrap().is_some(), "same machine: kept");
@@ -163,9 +183,13 @@ mod tests {
     #[test]
     fn malformed_content_is_reported_corrupt() {
         let db = Db::open_in_memory(&Id::default()).expect("in-memory database");
-        db.conn.execute("INSERT INTO files VALUES (x'2f61', 1, 2, 3, 4, 5, x'0102')", []).unwrap();
-        let err = db.cached_file(b"/a").unwrap_err();
-        assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("delete it"), "{err}");
+        db.conn.execute("INSERT INTO files VALUES (x'2f61', 1, 2, 3, 4, 5, x'0102', x'')", []).unwrap();
+        // Content ids of the wrong length, then attributes that do not decode.
+        db.conn.execute("INSERT INTO files VALUES (x'2f62', 1, 2, 3, 4, 5, x'', x'05ff')", []).unwrap();
+        for path in [b"/a", b"/b"] {
+            let err = db.cached_file(path).unwrap_err();
+            assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("delete it"), "{err}");
+        }
     }
 }

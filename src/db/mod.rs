@@ -37,7 +37,7 @@ pub use index::BlobLocation;
 use crate::id::{Id, ID_LEN};
 
 /// Bump on any change to `SCHEMA`: older databases are then rebuilt, never migrated.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Packs and index files get small integer keys so that each blob row stores two integers
@@ -59,7 +59,7 @@ CREATE INDEX blobs_by_index_file ON blobs (index_file);
 CREATE TABLE files (
     path BLOB PRIMARY KEY NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    content BLOB NOT NULL
+    content BLOB NOT NULL, xattrs BLOB NOT NULL
 );
 CREATE TABLE snapshots (id BLOB PRIMARY KEY NOT NULL, time INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE trees (id BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL);
@@ -392,7 +392,8 @@ mod tests {
             raw_len: 5,
         };
         db.add_index_file(&Id::of_bytes(b"index"), &[(Id::of_bytes(b"pack"), 10, vec![entry])]).unwrap();
-        let file = CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![blob] };
+        let file =
+            CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![blob], xattrs: Vec::new() };
         db.store_files(&[(b"/f".to_vec(), file)]).unwrap();
         db.record_snapshots(&[(Id::of_bytes(b"snap"), 7)]).unwrap();
         db.store_tree(&Id::of_bytes(b"tree"), b"t").unwrap();

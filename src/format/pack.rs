@@ -77,18 +77,29 @@ pub(crate) fn table_aad(header: &[u8]) -> Vec<u8> {
     [MAGIC.as_slice(), b"table", header].concat()
 }
 
+/// Inputs below this share one compression context per thread, larger ones another.
+const SMALL_INPUT: usize = 128 << 10;
+
+type CompressorSlot = Option<(i32, zstd::bulk::Compressor<'static>)>;
+
 thread_local! {
-    // Creating a zstd context costs more than compressing a small file: keep one per thread.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
+    // The sealed box of the blob being added, kept between blobs and packs: a fresh buffer
+    // per blob or pack cost a page fault per 4 KiB.
+    static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    // Creating a zstd context costs more than compressing a small file: keep them per thread.
+    // zstd sizes a context's tables to its input and frees tables that stayed oversized for
+    // 128 inputs, so one context alternating between small files and large chunks kept
+    // dropping and faulting in megabytes; one per size class keeps each warm.
+    static COMPRESSORS: std::cell::RefCell<[CompressorSlot; 2]> = const { std::cell::RefCell::new([None, None]) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// Compresses into `out`'s spare capacity, which must hold zstd's bound; the compressed length.
 fn zstd_compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
-    COMPRESSOR.with(|slot| {
-        let mut slot = slot.borrow_mut();
+    COMPRESSORS.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        let slot = &mut slots[usize::from(plaintext.len() >= SMALL_INPUT)];
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
@@ -97,14 +108,17 @@ fn zstd_compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usiz
     })
 }
 
-fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses into `out`'s spare capacity (at most `capacity` bytes): only the pages the
+/// output fills become resident.
+fn zstd_decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.reserve(capacity);
     DECOMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(decompressor) => decompressor.decompress(payload, capacity),
+            Some(decompressor) => decompressor.decompress_to_buffer(payload, out).map(|_| ()),
             None => Err(std::io::Error::other("no zstd decompressor")),
         }
     })
@@ -160,8 +174,6 @@ pub struct PackWriter<W: std::io::Write> {
     header: [u8; HEADER_LEN],
     len: u64,
     entries: Vec<PackEntry>,
-    /// The sealed box of the blob being added, kept between blobs.
-    sealed: Vec<u8>,
 }
 
 /// A finished pack, ready to store under `data/<id>`.
@@ -188,7 +200,6 @@ impl<W: std::io::Write> PackWriter<W> {
             header,
             len: 0,
             entries: Vec::new(),
-            sealed: Vec::new(),
         };
         writer.write(&header)?;
         Ok(writer)
@@ -213,12 +224,11 @@ impl<W: std::io::Write> PackWriter<W> {
 
     fn add_parts(&mut self, id: Id, plaintext: &[&[u8]], raw_len: u32) -> std::io::Result<()> {
         let offset = u32::try_from(self.len).map_err(|_| std::io::Error::other("pack larger than 4 GiB"))?;
-        let mut sealed = std::mem::take(&mut self.sealed);
-        self.key.seal_parts_into(plaintext, &blob_aad(&id, self.kind), &mut sealed);
-        let written = self.write(&sealed);
-        let length = sealed.len() as u32;
-        self.sealed = sealed;
-        written?;
+        let length = SEALED.with(|sealed| {
+            let mut sealed = sealed.borrow_mut();
+            self.key.seal_parts_into(plaintext, &blob_aad(&id, self.kind), &mut sealed);
+            self.write(&sealed).map(|()| sealed.len() as u32)
+        })?;
         self.entries.push(PackEntry { id, kind: self.kind, offset, length, raw_len });
         Ok(())
     }
@@ -255,21 +265,37 @@ pub fn open_pack_key(secret: &SecretKey, header: &[u8]) -> Result<SymKey, Format
 
 /// Decrypts, decompresses and verifies one blob against its id.
 pub fn open_blob(pack_key: &SymKey, id_key: &IdKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    open_blob_into(pack_key, id_key, entry, &mut sealed.to_vec(), &mut out)?;
+    Ok(out)
+}
+
+/// [`open_blob`] into `out` (replacing what it held), decrypting within `sealed`: a reader of
+/// many blobs reuses both buffers instead of faulting in fresh memory for each.
+pub fn open_blob_into(
+    pack_key: &SymKey,
+    id_key: &IdKey,
+    entry: &PackEntry,
+    sealed: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
     const WHAT_BLOB: &str = "blob";
     if entry.raw_len > MAX_BLOB_LEN || sealed.len() != entry.length as usize {
         return Err(FormatError::Truncated { what: WHAT_BLOB });
     }
-    let plain = pack_key.open(sealed, &blob_aad(&entry.id, entry.kind)).map_err(FormatError::crypto(WHAT_BLOB))?;
-    let data = match plain.split_first() {
-        Some((&CODEC_STORED, payload)) => payload.to_vec(),
-        Some((&CODEC_ZSTD, payload)) => zstd_decompress(payload, entry.raw_len as usize)
+    let plain =
+        pack_key.open_in_place(sealed, &blob_aad(&entry.id, entry.kind)).map_err(FormatError::crypto(WHAT_BLOB))?;
+    out.clear();
+    match plain.split_first() {
+        Some((&CODEC_STORED, payload)) => out.extend_from_slice(payload),
+        Some((&CODEC_ZSTD, payload)) => zstd_decompress_into(payload, entry.raw_len as usize, out)
             .map_err(|e| FormatError::Malformed { what: WHAT_BLOB, detail: e.to_string() })?,
         _ => return Err(FormatError::Malformed { what: WHAT_BLOB, detail: "unknown codec".into() }),
-    };
-    if data.len() != entry.raw_len as usize || id_key.blob_id(&data) != entry.id {
+    }
+    if out.len() != entry.raw_len as usize || id_key.blob_id(out) != entry.id {
         return Err(FormatError::IdMismatch { what: WHAT_BLOB });
     }
-    Ok(data)
+    Ok(())
 }
 
 /// Reads the table length from the last [`TRAILER_FIXED_LEN`] bytes of a pack; used to tell a

@@ -177,32 +177,44 @@ impl Repository {
     /// damaged) and the index knows another copy, that one is tried: a blob uploaded again
     /// after its pack was lost is found however the index orders the two.
     pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        let first = match self.read_blob_copy(location) {
+        let mut out = Vec::new();
+        self.read_blob_at_into(location, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`read_blob_at`](Self::read_blob_at) into `out`, with `sealed` as the buffer for the
+    /// encrypted blob: a reader of many blobs reuses both.
+    pub fn read_blob_at_into(
+        &self,
+        location: &BlobLocation,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        let first = match self.read_blob_copy(location, sealed, out) {
             Err(RepoError::WriteOnly { what }) => return Err(RepoError::WriteOnly { what }),
             Err(e) => e,
             ok => return ok,
         };
         for other in self.db().blob_locations(&location.entry.id)? {
-            if other.pack != location.pack {
-                if let Ok(data) = self.read_blob_copy(&other) {
-                    log::warn!(
-                        "blob {} read from its copy in {}: {first}",
-                        location.entry.id,
-                        paths::pack(&other.pack)
-                    );
-                    return Ok(data);
-                }
+            if other.pack != location.pack && self.read_blob_copy(&other, sealed, out).is_ok() {
+                log::warn!("blob {} read from its copy in {}: {first}", location.entry.id, paths::pack(&other.pack));
+                return Ok(());
             }
         }
         Err(first)
     }
 
-    fn read_blob_copy(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+    fn read_blob_copy(
+        &self,
+        location: &BlobLocation,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
         let key = self.pack_key(&location.pack)?;
         let path = paths::pack(&location.pack);
         let entry = &location.entry;
-        let sealed = self.store.read_range(&path, entry.offset as u64, entry.length as u64)?;
-        pack::open_blob(&key, &self.keys.id_key, entry, &sealed)
+        self.store.read_range_into(&path, entry.offset as u64, entry.length as u64, sealed)?;
+        pack::open_blob_into(&key, &self.keys.id_key, entry, sealed, out)
             .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
     }
 
@@ -217,10 +229,23 @@ impl Repository {
     /// Reads a blob; if its pack is gone (a prune repacked it since the index was read),
     /// re-reads the index once and reads the blob where it is now.
     pub fn read_blob_relocating(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        match self.read_blob_at(location) {
+        let mut out = Vec::new();
+        self.read_blob_relocating_into(location, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`read_blob_relocating`](Self::read_blob_relocating) with reused buffers, as
+    /// [`read_blob_at_into`](Self::read_blob_at_into).
+    pub fn read_blob_relocating_into(
+        &self,
+        location: &BlobLocation,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        match self.read_blob_at_into(location, sealed, out) {
             Err(RepoError::Store(e)) if e.is_not_found() => {
                 self.sync_index()?;
-                self.read_blob_at(&self.locate(&location.entry.id)?)
+                self.read_blob_at_into(&self.locate(&location.entry.id)?, sealed, out)
             }
             other => other,
         }

@@ -86,12 +86,12 @@ fn short_read(path: &str) -> StoreError {
 
 /// Ranged reads dominate restore and mount; on a local folder a plain `pread` serves them
 /// without the runtime hop (and thread handoff) an OpenDAL read costs per call.
-fn read_local_range(file: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+fn read_local_range(file: &Path, offset: u64, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(file)?;
-    let mut data = vec![0u8; len as usize];
-    file.read_exact_at(&mut data, offset)?;
-    Ok(data)
+    out.clear();
+    out.resize(len as usize, 0);
+    file.read_exact_at(out, offset)
 }
 
 fn local_read_error(path: &str, e: std::io::Error) -> StoreError {
@@ -286,17 +286,26 @@ impl Store {
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.read_range_into(path, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`read_range`](Self::read_range) into `out`, replacing what it held, so a reader of
+    /// many ranges reuses one buffer.
+    pub fn read_range_into(&self, path: &str, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<(), StoreError> {
         if let Some(root) = &self.local_root {
-            return read_local_range(&root.join(path), offset, len).map_err(|e| local_read_error(path, e));
+            return read_local_range(&root.join(path), offset, len, out).map_err(|e| local_read_error(path, e));
         }
         let mut attempt = 1;
         loop {
             let data = self
                 .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
-                .map(|buf| buf.to_vec())
                 .map_err(|e| StoreError::from_opendal(path, e))?;
             if data.len() as u64 == len {
-                return Ok(data);
+                out.clear();
+                data.into_iter().for_each(|piece| out.extend_from_slice(&piece));
+                return Ok(());
             }
             if attempt >= READ_ATTEMPTS {
                 return Err(short_read(path));
