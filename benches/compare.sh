@@ -12,6 +12,9 @@
 #   BENCH_DROP_CACHES  1 (default): drop the page cache before every timed step, so every figure
 #                      is cold (needs root; ignored when it fails). 0: keep caches warm.
 #   BENCH_TOOLS        subset to run, e.g. "coffer restic" (default: coffer restic borg bupstash)
+#   BENCH_ROUNDS       rounds of every tool's steps, tools interleaved (default 3; --quick 1).
+#                      Each figure is the median of its rounds: on a shared virtual machine one
+#                      round of the same step varies by 10-30 % with the host's load.
 #
 # Measured per tool: initial backup of the small-file tree, unchanged re-backup of it, initial
 # backup of the large file, restore of each, peak RSS of each backup (/usr/bin/time -v), CPU use,
@@ -33,8 +36,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-/var/tmp/coffer-bench}
 DROP=${BENCH_DROP_CACHES:-1}
 TOOLS=${BENCH_TOOLS:-coffer restic borg bupstash}
-if [ "$QUICK" = 1 ]; then MODE=quick; SMALL_SRC=/usr/share/doc; BIG_MIB=256
-else MODE=full; SMALL_SRC=/usr/share; BIG_MIB=1024; fi
+if [ "$QUICK" = 1 ]; then MODE=quick; SMALL_SRC=/usr/share/doc; BIG_MIB=256; ROUNDS=${BENCH_ROUNDS:-1}
+else MODE=full; SMALL_SRC=/usr/share; BIG_MIB=1024; ROUNDS=${BENCH_ROUNDS:-3}; fi
 DATA=$WORK/data-$MODE
 RUN=$WORK/run-$MODE
 LOGS=$WORK/logs-$MODE
@@ -220,11 +223,28 @@ echo "          big   = $BIG_BYTES bytes ($BIG_MIB MiB) taken from a tar of /usr
 echo "load    : $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start; other processes' CPU is shown per step"
 echo "caches  : $([ "$DROP" = 1 ] && echo "page cache dropped before every timed step (cold)" || echo "warm")"
 
-for tool in "${active[@]}"; do
-    rm -rf "$RUN/$tool"; mkdir -p "$RUN/$tool"
-    say "$tool"
-    "run_$tool"
-    rm -rf "$RUN/$tool"   # repositories and restores are not kept
+echo "rounds  : $ROUNDS, tools interleaved; each figure is the median of its rounds"
+STEPS="backup_small rebackup_small backup_big restore_big restore_small"
+for round in $(seq "$ROUNDS"); do
+    for tool in "${active[@]}"; do
+        rm -rf "$RUN/$tool"; mkdir -p "$RUN/$tool"
+        say "$tool (round $round of $ROUNDS)"
+        "run_$tool"
+        rm -rf "$RUN/$tool"   # repositories and restores are not kept
+        for k in $STEPS; do
+            for f in "" :rss :cpu :bg; do R[$tool:$k$f@$round]=${R[$tool:$k$f]:-}; done
+        done
+    done
+done
+median() { printf '%s\n' "$@" | grep -E '^[0-9]+(\.[0-9]+)?$' | sort -n | awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2)}'; }
+for t in "${active[@]}"; do
+    for k in $STEPS; do
+        for f in "" :rss :cpu :bg; do
+            vals=(); for round in $(seq "$ROUNDS"); do vals+=("${R[$t:$k$f@$round]:-}"); done
+            m=$(median "${vals[@]}"); [ -n "$m" ] && R[$t:$k$f]=$m
+        done
+        [ "${R[$t:$k]:-}" = FAIL ] || for round in $(seq "$ROUNDS"); do [ "${R[$t:$k@$round]:-}" = FAIL ] && R[$t:$k]=FAIL; done
+    done
 done
 
 # ---------------------------------------------------------------- report

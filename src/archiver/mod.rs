@@ -178,7 +178,7 @@ fn archive(
     phase("packs checked");
     let sink = sink::BlobSink::new(Arc::clone(repo), cores, condemned)?;
     phase("known blobs loaded");
-    let (event_tx, event_rx) = bounded(16);
+    let (event_tx, event_rx) = bounded(8);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);

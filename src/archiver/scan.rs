@@ -32,7 +32,7 @@ use crate::repo::Repository;
 /// unchanged tree, where looking far ahead keeps every worker busy), few once it waits for
 /// the readers (then looking ahead only holds memory).
 const HELD_ENTRIES: usize = 32 * 1024;
-const HELD_ENTRIES_READING: usize = 4096;
+const HELD_ENTRIES_READING: usize = 1024;
 const QUEUED_DIRS: usize = 16 * 1024;
 /// Entries described as one piece of work: large enough that handing it over costs little
 /// beside it, small enough that a big directory keeps every worker busy.

@@ -33,8 +33,9 @@ const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Chunk buffers kept for reuse. A buffer this large is a fresh mapping when allocated
 /// (see `cli::alloc`), and faulting in a new one for every chunk cost more system time than
 /// reading the file; a few spares cover the chunks in flight.
-const SPARE_BUFFERS: usize = 4;
+const SPARE_BUFFERS: usize = 2;
 const SPARE_MIN_CAPACITY: usize = 256 << 10;
+const SPARE_MAX_CAPACITY: usize = 2 << 20;
 /// Gathers small blobs into fewer writes; larger ones go to the spool file directly, with no
 /// copy through the buffer.
 const PACK_WRITE_BUFFER: usize = 64 << 10;
@@ -105,8 +106,12 @@ impl KeepPath for TempPath {
 }
 
 impl Shared {
-    fn recycle(&self, buffer: Vec<u8>) {
+    fn recycle(&self, mut buffer: Vec<u8>) {
         if buffer.capacity() >= SPARE_MIN_CAPACITY {
+            // A spare sized for the rare largest chunk would keep that much resident; the
+            // pages kept are already faulted in.
+            buffer.truncate(SPARE_MAX_CAPACITY);
+            buffer.shrink_to(SPARE_MAX_CAPACITY);
             let _ = self.spare.0.try_send(buffer);
         }
     }
