@@ -10,6 +10,7 @@
 //! The snapshot is written last, after every pack and index file it needs (DESIGN §3).
 
 mod builder;
+mod direct;
 mod meta;
 mod oneshot;
 mod reader;
