@@ -33,7 +33,7 @@ const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Chunk buffers kept for reuse. A buffer this large is a fresh mapping when allocated
 /// (see `cli::alloc`), and faulting in a new one for every chunk cost more system time than
 /// reading the file; a few spares cover the chunks in flight.
-const SPARE_BUFFERS: usize = 2;
+const SPARE_BUFFERS: usize = 1;
 const SPARE_MIN_CAPACITY: usize = 256 << 10;
 const SPARE_MAX_CAPACITY: usize = 2 << 20;
 /// Gathers small blobs into fewer writes; larger ones go to the spool file directly, with no

@@ -24,7 +24,7 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    pub const DEFAULT: ChunkerParams = ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
+    pub const DEFAULT: ChunkerParams = ChunkerParams { min: 512 * 1024, avg: 2 * 1024 * 1024, max: 4 * 1024 * 1024 };
 
     /// The ranges FastCDC v2020 accepts (it asserts on others).
     pub fn is_valid(&self) -> bool {
