@@ -1,4 +1,5 @@
-//! Process-wide allocator tuning: the one place the binary calls into libc directly.
+//! Process-wide tuning (allocator, open-file limit): the one place the binary calls into libc
+//! directly.
 #![allow(unsafe_code)]
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and freed chunk
@@ -16,5 +17,20 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+/// Raises the soft limit of open files to the hard one (as Go programs such as restic do).
+/// The backup scanner keeps a folder open while its entries wait to be described, a few
+/// hundred at most, which a soft limit of 1024 would leave little room beside.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed; a failure leaves
+    // the limit as it was, which is only less room.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
