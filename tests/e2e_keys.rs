@@ -629,22 +629,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let ft = e.file_type().expect("file type");
-        if ft.is_dir() {
-            files_under(&e.path(), out);
-        } else if ft.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[test]
 fn no_secret_at_rest_or_in_sight() {
     let mut c = Coffer::new();

@@ -4,26 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd {
-        let e = e.expect("dir entry");
-        let ft = e.file_type().expect("file type");
-        if ft.is_dir() {
-            files_under(&e.path(), out);
-        } else if ft.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn the_passphrase_is_written_nowhere() {

@@ -28,6 +28,20 @@ macro_rules! outln {
     };
 }
 
+/// Prints `report` as one line of JSON with `--json`, nothing with `--quiet`; otherwise returns
+/// standard output for the caller's text.
+pub fn json_or_text(
+    global: &GlobalArgs,
+    report: &impl serde::Serialize,
+) -> Result<Option<std::io::StdoutLock<'static>>> {
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
+        return Ok(None);
+    }
+    Ok((!global.quiet).then_some(out))
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;

@@ -30,14 +30,7 @@ pub fn run(global: &GlobalArgs, what: RepairCommand) -> Result<u8> {
 }
 
 fn print_index(global: &GlobalArgs, r: &IndexRepairReport) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
-        return Ok(());
-    }
-    if global.quiet {
-        return Ok(());
-    }
+    let Some(mut out) = super::output::json_or_text(global, r)? else { return Ok(()) };
     for pack in &r.packs_lost {
         writeln!(out, "lost: {} ({} blobs) is listed in the index but missing from storage", pack.pack, pack.blobs)?;
     }
@@ -67,14 +60,7 @@ fn print_index(global: &GlobalArgs, r: &IndexRepairReport) -> Result<()> {
 }
 
 fn print_snapshots(global: &GlobalArgs, r: &SnapshotRepairReport) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
-        return Ok(());
-    }
-    if global.quiet {
-        return Ok(());
-    }
+    let Some(mut out) = super::output::json_or_text(global, r)? else { return Ok(()) };
     for s in &r.repaired {
         let short = &s.broken[..8];
         match &s.replacement {

@@ -220,14 +220,7 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
 }
 
 fn print_prune(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
-        return Ok(());
-    }
-    if global.quiet {
-        return Ok(());
-    }
+    let Some(mut out) = super::output::json_or_text(global, r)? else { return Ok(()) };
     let freed =
         if r.bytes_freed >= 0 { bytes(r.bytes_freed as u64) } else { format!("-{}", bytes((-r.bytes_freed) as u64)) };
     if r.dry_run {

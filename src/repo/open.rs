@@ -94,13 +94,7 @@ impl Repository {
     }
 
     pub fn open(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
-        let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
-        let config_bytes = match store.read(paths::CONFIG) {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
-            Err(e) => return Err(e.into()),
-        };
-        let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
+        let (config_bytes, unverified) = read_config(&store)?;
         prefetch_db(&db_path(options, &unverified.repo_id));
         let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase)?;
         let config =
@@ -121,13 +115,7 @@ impl Repository {
     /// itself, never from the store; the config must be signed by the repository key the
     /// write-only key names, and the key must be registered and not revoked.
     pub fn open_write_only(store: Store, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
-        let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
-        let config_bytes = match store.read(paths::CONFIG) {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
-            Err(e) => return Err(e.into()),
-        };
-        let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
+        let (config_bytes, unverified) = read_config(&store)?;
         if unverified.repo_id != key.repo_id {
             return Err(RepoError::KeyNotTrusted {
                 detail: format!(
@@ -179,6 +167,18 @@ impl Repository {
         repo.sync_index()?;
         Ok(repo)
     }
+}
+
+/// The config's bytes and what they claim, before any key has verified them.
+fn read_config(store: &Store) -> Result<(Vec<u8>, Config), RepoError> {
+    let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
+    let bytes = match store.read(paths::CONFIG) {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
+        Err(e) => return Err(e.into()),
+    };
+    let unverified = Config::decode_unverified(&bytes).map_err(|e| not_a_repo(e.to_string()))?;
+    Ok((bytes, unverified))
 }
 
 fn db_path(options: &OpenOptions, repo_id: &Id) -> std::path::PathBuf {

@@ -324,6 +324,24 @@ pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
 }
 
 /// Flips one bit of the byte at `offset` (or the middle when `None`) in `file`.
+/// Every regular file below `dir`, recursively (symlinks are not followed).
+pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let ft = e.file_type().expect("file type");
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Whether `needle` (not empty) occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 pub fn flip_byte(file: &Path, offset: Option<usize>) {
     let mut bytes = std::fs::read(file).expect("read object to corrupt");
     assert!(!bytes.is_empty(), "{} is empty", file.display());
