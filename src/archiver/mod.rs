@@ -17,7 +17,6 @@ mod reader;
 mod scan;
 mod sink;
 mod walker;
-mod warm;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -31,8 +30,8 @@ use serde_bytes::ByteBuf;
 
 pub use sink::BlobSink;
 pub use walker::Excludes;
-pub use warm::WarmUp;
 
+use crate::db::FilesCacheReader;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
@@ -106,20 +105,50 @@ fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
     Ok(kept)
 }
 
+/// A backup's sources, checked, with their scan under way. Start it with [`scan_ahead`] as
+/// soon as the repository's local database is known, which is before its key is: the scan
+/// then runs while the key is derived from the passphrase.
+pub struct ScanAhead {
+    sources: Vec<PathBuf>,
+    pool: scan::ScanPool,
+}
+
+/// Checks the sources of `options` and starts scanning them, looking files up in
+/// `files_cache` (see [`FilesCacheReader`]: it may be opened before the repository is).
+pub fn scan_ahead(options: &BackupOptions, files_cache: Option<FilesCacheReader>) -> Result<ScanAhead, BackupError> {
+    let sources = prepare_sources(&options.paths)?;
+    let excludes = Excludes::new(&options.excludes)?;
+    let pool = scan::ScanPool::start(scan::Scanner::new(excludes, files_cache), &sources);
+    Ok(ScanAhead { sources, pool })
+}
+
+/// Backs up `options.paths` into `repo`.
 pub fn backup(
     repo: &Arc<Repository>,
     options: &BackupOptions,
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
+    let files_cache = FilesCacheReader::open(repo.db().path(), &repo.config.repo_id, &crate::repo::machine_identity());
+    let scan = scan_ahead(options, files_cache)?;
+    backup_scanned(repo, options, scan, interrupted)
+}
+
+/// Backs up what `scan` (started on the same `options`) scans into `repo`.
+pub fn backup_scanned(
+    repo: &Arc<Repository>,
+    options: &BackupOptions,
+    scan: ScanAhead,
+    interrupted: &AtomicBool,
+) -> Result<BackupOutcome, BackupError> {
     let start = chrono::Utc::now();
-    let sources = prepare_sources(&options.paths)?;
-    let excludes = Excludes::new(&options.excludes)?;
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
     repo.sync_index()?;
     let condemned = repo.condemned_packs()?;
     let machine = crate::repo::machine_identity();
+    // The scan only used the files cache if this machine owned it already, so this changes
+    // nothing it has read.
     if let Some(previous) = repo.db().claim_files_cache(&machine)? {
         log::warn!(
             "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
@@ -127,22 +156,10 @@ pub fn backup(
         );
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Scanning the sources needs only the files cache, settled above: it starts now, beside
-    // loading the index below.
-    let scanner = scan::Scanner::new(repo, &excludes);
-    std::thread::scope(|scope| {
-        // Scanning mostly waits for the disk on a cold cache: more workers than cores.
-        for _ in 0..(2 * cores).max(4) {
-            scope.spawn(|| scanner.worker());
-        }
-        // Stops the workers however this ends (a panic included), or the scope would wait
-        // for them forever.
-        let _stop_scanner = StopScanner(&scanner);
-        scanner.prefetch(&sources);
-        let context =
-            Context { repo, options, interrupted, sources: &sources, excludes: &excludes, scanner: &scanner, cores };
-        archive(context, start, lock, &condemned)
-    })
+    let scanner = scan.pool.scanner();
+    let context =
+        Context { repo, options, interrupted, sources: &scan.sources, excludes: scanner.excludes(), scanner, cores };
+    archive(context, start, lock, &condemned)
 }
 
 /// What the stages of one backup share.
@@ -153,7 +170,7 @@ struct Context<'a> {
     interrupted: &'a AtomicBool,
     sources: &'a [PathBuf],
     excludes: &'a Excludes,
-    scanner: &'a scan::Scanner<'a>,
+    scanner: &'a scan::Scanner,
     cores: usize,
 }
 
@@ -298,14 +315,6 @@ fn archive(
     repo.db().set_note(RUNNING_NOTE, None)?;
     phase("snapshot saved");
     Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
-}
-
-struct StopScanner<'a>(&'a scan::Scanner<'a>);
-
-impl Drop for StopScanner<'_> {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
 }
 
 /// Adds up the sizes of the files to back up, for the progress display's ETA. Metadata only,

@@ -19,14 +19,14 @@ use std::fs::Metadata as FsMetadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use super::meta::{read_xattrs, special_kind};
 use super::reader::unchanged;
 use super::walker::Excludes;
-use crate::db::CachedFile;
+use crate::db::{CachedFile, FilesCacheReader};
 use crate::format::tree::{NodeKind, Xattr};
-use crate::repo::Repository;
 
 /// Described entries waiting for the walker, at most: many while the walker keeps up (an
 /// unchanged tree, where looking far ahead keeps every worker busy), few once it waits for
@@ -101,9 +101,10 @@ impl State {
     }
 }
 
-pub struct Scanner<'a> {
-    repo: &'a Repository,
-    excludes: &'a Excludes,
+pub struct Scanner {
+    excludes: Excludes,
+    /// `None` when there is no usable files cache: every file is then read.
+    files_cache: Option<FilesCacheReader>,
     state: Mutex<State>,
     held_limit: AtomicUsize,
     /// Something the walker waits for is done.
@@ -120,16 +121,20 @@ pub struct DirCursor {
     pub errors: Vec<String>,
 }
 
-impl<'a> Scanner<'a> {
-    pub fn new(repo: &'a Repository, excludes: &'a Excludes) -> Scanner<'a> {
+impl Scanner {
+    pub fn new(excludes: Excludes, files_cache: Option<FilesCacheReader>) -> Scanner {
         Scanner {
-            repo,
             excludes,
+            files_cache,
             state: Mutex::default(),
             held_limit: AtomicUsize::new(HELD_ENTRIES),
             done: Condvar::new(),
             wake: Condvar::new(),
         }
+    }
+
+    pub fn excludes(&self) -> &Excludes {
+        &self.excludes
     }
 
     /// The walker now waits for file reads: looking far ahead would only hold memory.
@@ -378,11 +383,46 @@ impl<'a> Scanner<'a> {
                 _ => None,
             })
             .collect();
-        if files.is_empty() {
-            return;
+        if let Some(cache) = self.files_cache.as_ref().filter(|_| !files.is_empty()) {
+            // A files cache that cannot be read only means reading the files again.
+            let _ = cache.cached_files(&mut files);
         }
-        // A files cache that cannot be read only means reading the files again.
-        let _ = self.repo.db().cached_files(&mut files);
+    }
+}
+
+/// The scanner's worker threads, stopped and joined when dropped.
+pub struct ScanPool {
+    scanner: Arc<Scanner>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl ScanPool {
+    /// Starts the workers on `sources`, the folders among them first.
+    pub fn start(scanner: Scanner, sources: &[PathBuf]) -> ScanPool {
+        let scanner = Arc::new(scanner);
+        scanner.prefetch(sources);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Scanning mostly waits for the disk on a cold cache: more workers than cores.
+        let workers = (0..(2 * cores).max(4))
+            .filter_map(|_| {
+                let scanner = Arc::clone(&scanner);
+                std::thread::Builder::new().name("coffer-scan".into()).spawn(move || scanner.worker()).ok()
+            })
+            .collect();
+        ScanPool { scanner, workers }
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+}
+
+impl Drop for ScanPool {
+    fn drop(&mut self) {
+        self.scanner.stop();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
     }
 }
 

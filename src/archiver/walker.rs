@@ -50,7 +50,7 @@ impl Excludes {
 pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub sink: &'a BlobSink,
-    pub scanner: &'a Scanner<'a>,
+    pub scanner: &'a Scanner,
     pub events: Sender<Vec<Event>>,
     /// Events not yet sent: they go in batches, since waking the builder for every file
     /// costs more than the builder's work on it.

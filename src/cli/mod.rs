@@ -25,7 +25,10 @@ use coffer::commands::copy::CopyError;
 use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
-use coffer::repo::{default_cache_dir, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter};
+use coffer::db::FilesCacheReader;
+use coffer::repo::{
+    self, default_cache_dir, Located, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
+};
 use coffer::store::{Location, Store};
 
 /// Exit codes, as documented in README.md.
@@ -113,12 +116,17 @@ fn open_store(global: &GlobalArgs, create: bool) -> Result<Store> {
 }
 
 fn open_repo(global: &GlobalArgs) -> Result<Arc<Repository>> {
-    let store = open_store(global, false)?;
+    unlock_repo(global, locate_repo(global)?)
+}
+
+fn locate_repo(global: &GlobalArgs) -> Result<Located> {
+    Ok(Located::read(open_store(global, false)?)?)
+}
+
+fn unlock_repo(global: &GlobalArgs, located: Located) -> Result<Arc<Repository>> {
     let repo = match password::for_open(global, profiles::active(global)?)? {
-        password::Credential::Password(password) => {
-            Repository::open(store, password.as_bytes(), &open_options(global))?
-        }
-        password::Credential::WriteOnly(key) => Repository::open_write_only(store, *key, &open_options(global))?,
+        password::Credential::Password(password) => located.open(password.as_bytes(), &open_options(global))?,
+        password::Credential::WriteOnly(key) => located.open_write_only(*key, &open_options(global))?,
     };
     Ok(Arc::new(repo))
 }
@@ -158,20 +166,29 @@ pub fn run(cli: Cli) -> Result<u8> {
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
-            let warm_up = archiver::WarmUp::start(&paths, &excludes);
-            let repo = open_repo(global)?;
-            drop(warm_up);
-            let interrupted = interrupt_flag()?;
-            let progress = output::Progress::start(global, "backing up");
-            let options = BackupOptions {
+            let mut options = BackupOptions {
                 paths,
                 tags,
                 excludes,
                 hostname: host,
-                scan_total: progress.is_shown(),
-                progress: Arc::clone(&progress.counters),
+                scan_total: false,
+                progress: Default::default(),
             };
-            let outcome = archiver::backup(&repo, &options, &interrupted);
+            // The scan needs only the local database, which the config names: it runs while
+            // the passphrase is read and the key derived.
+            let located = locate_repo(global)?;
+            let files_cache = FilesCacheReader::open(
+                &located.db_path(&open_options(global)),
+                &located.unverified_id(),
+                &repo::machine_identity(),
+            );
+            let scan = archiver::scan_ahead(&options, files_cache)?;
+            let repo = unlock_repo(global, located)?;
+            let interrupted = interrupt_flag()?;
+            let progress = output::Progress::start(global, "backing up");
+            options.scan_total = progress.is_shown();
+            options.progress = Arc::clone(&progress.counters);
+            let outcome = archiver::backup_scanned(&repo, &options, scan, &interrupted);
             progress.finish();
             let outcome = outcome?;
             output::backup(global, &outcome)?;

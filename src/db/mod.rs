@@ -31,13 +31,13 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
 pub use error::DbError;
-pub use files::CachedFile;
+pub use files::{CachedFile, FilesCacheReader};
 pub use index::BlobLocation;
 
 use crate::id::{Id, ID_LEN};
 
 /// Bump on any change to `SCHEMA`: older databases are then rebuilt, never migrated.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Packs and index files get small integer keys so that each blob row stores two integers
@@ -57,10 +57,11 @@ CREATE TABLE blobs (
 ) WITHOUT ROWID;
 CREATE INDEX blobs_by_index_file ON blobs (index_file);
 CREATE TABLE files (
-    path BLOB PRIMARY KEY NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+    dir BLOB NOT NULL, name BLOB NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    content BLOB NOT NULL, xattrs BLOB NOT NULL
-);
+    content BLOB NOT NULL, xattrs BLOB NOT NULL,
+    PRIMARY KEY (dir, name)
+) WITHOUT ROWID;
 CREATE TABLE snapshots (id BLOB PRIMARY KEY NOT NULL, time INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE trees (id BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL);
 CREATE TABLE snapshot_bodies (id BLOB PRIMARY KEY NOT NULL, signer BLOB NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;

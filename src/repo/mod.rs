@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use blobs::PackReconciliation;
-pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, OpenOptions};
+pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
 pub use snapshots::{resolve, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

@@ -94,7 +94,61 @@ impl Repository {
     }
 
     pub fn open(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
+        Located::read(store)?.open(passphrase, options)
+    }
+
+    pub fn open_write_only(store: Store, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
+        Located::read(store)?.open_write_only(key, options)
+    }
+
+    pub(crate) fn with_keys(
+        store: Store,
+        config: Config,
+        keys: RepoKeys,
+        options: &OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        let db = Db::open(&db_path(options, &config.repo_id), &config.repo_id)?;
+        let repo = Repository {
+            store,
+            config,
+            keys,
+            db: Mutex::new(db),
+            pack_keys: Mutex::new(HashMap::new()),
+            key_file: None,
+        };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+}
+
+/// A repository whose config has been read but not yet verified by a key. It already names
+/// the repository's local database, so work that needs only local state (the scan of a
+/// backup's sources) can start while the key is derived from the passphrase.
+pub struct Located {
+    store: Store,
+    config_bytes: Vec<u8>,
+    unverified: Config,
+}
+
+impl Located {
+    /// Reads the config: the first step of opening a repository.
+    pub fn read(store: Store) -> Result<Located, RepoError> {
         let (config_bytes, unverified) = read_config(&store)?;
+        Ok(Located { store, config_bytes, unverified })
+    }
+
+    /// The repository id as the config claims it, before any key has verified it.
+    pub fn unverified_id(&self) -> Id {
+        self.unverified.repo_id
+    }
+
+    /// The local database that the repository, once opened, will use.
+    pub fn db_path(&self, options: &OpenOptions) -> PathBuf {
+        db_path(options, &self.unverified.repo_id)
+    }
+
+    pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
+        let Located { store, config_bytes, unverified } = self;
         prefetch_db(&db_path(options, &unverified.repo_id));
         let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase)?;
         let config =
@@ -114,8 +168,8 @@ impl Repository {
     /// structure, nothing that needs plaintext. The repository's public key comes from the key
     /// itself, never from the store; the config must be signed by the repository key the
     /// write-only key names, and the key must be registered and not revoked.
-    pub fn open_write_only(store: Store, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
-        let (config_bytes, unverified) = read_config(&store)?;
+    pub fn open_write_only(self, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
+        let Located { store, config_bytes, unverified } = self;
         if unverified.repo_id != key.repo_id {
             return Err(RepoError::KeyNotTrusted {
                 detail: format!(
@@ -148,25 +202,6 @@ impl Repository {
         }
         Ok(repo)
     }
-
-    pub(crate) fn with_keys(
-        store: Store,
-        config: Config,
-        keys: RepoKeys,
-        options: &OpenOptions,
-    ) -> Result<Repository, RepoError> {
-        let db = Db::open(&db_path(options, &config.repo_id), &config.repo_id)?;
-        let repo = Repository {
-            store,
-            config,
-            keys,
-            db: Mutex::new(db),
-            pack_keys: Mutex::new(HashMap::new()),
-            key_file: None,
-        };
-        repo.sync_index()?;
-        Ok(repo)
-    }
 }
 
 /// The config's bytes and what they claim, before any key has verified them.
@@ -181,7 +216,7 @@ fn read_config(store: &Store) -> Result<(Vec<u8>, Config), RepoError> {
     Ok((bytes, unverified))
 }
 
-fn db_path(options: &OpenOptions, repo_id: &Id) -> std::path::PathBuf {
+fn db_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
     // Its own 0700 folder per repository: the shared data folder is often 0755.
     options.cache_dir.join(repo_id.to_hex()).join("state.db")
 }
