@@ -217,7 +217,7 @@ run_bupstash() {
 say "Coffer vs peers ($MODE run, $(date -u +%Y-%m-%dT%H:%M:%SZ))"
 echo "machine : $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
 echo "disk    : $(df -h "$WORK" | awk 'NR==2 {print $1, $2}') (work dir $WORK)"
-echo "tools   : coffer $("$COFFER" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)+worktree) | $(restic version | awk '{print $1, $2}') | $(borg --version)${BUPSTASH:+ | bupstash $("$BUPSTASH" version 2>/dev/null | awk '{print $2}')}"
+echo "tools   : coffer $("$COFFER" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git describe --always --dirty 2>/dev/null)) | $(restic version | awk '{print $1, $2}') | $(borg --version)${BUPSTASH:+ | $("$BUPSTASH" version 2>/dev/null | tr '-' ' ')}"
 echo "data    : small = copy of $SMALL_SRC: $SMALL_COUNT entries, $SMALL_BYTES bytes ($(awk -v b="$SMALL_BYTES" 'BEGIN{printf "%.0f", b/1048576}') MiB) in regular files"
 echo "          big   = $BIG_BYTES bytes ($BIG_MIB MiB) taken from a tar of /usr/lib"
 echo "load    : $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start; other processes' CPU is shown per step"

@@ -10,8 +10,8 @@
 //! listed directory go on top in order, and the subdirectories of each described chunk on top
 //! of those. The walker does a chunk nobody has started itself rather than wait. Memory stays
 //! bounded: workers pause while `HELD_ENTRIES` described entries wait for the walker (fewer
-//! once it waits for file reads), and at most `QUEUED_DIRS` directories wait to be listed
-//! (the walker lists the rest when it gets there).
+//! once it waits for file reads, or from the start without a files cache), and at most
+//! `QUEUED_DIRS` directories wait to be listed (the walker lists the rest when it gets there).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -123,11 +123,13 @@ pub struct DirCursor {
 
 impl Scanner {
     pub fn new(excludes: Excludes, files_cache: Option<FilesCacheReader>) -> Scanner {
+        // Without a files cache every file will be read: the walker will wait for the readers.
+        let held_limit = if files_cache.is_some() { HELD_ENTRIES } else { HELD_ENTRIES_READING };
         Scanner {
             excludes,
             files_cache,
             state: Mutex::default(),
-            held_limit: AtomicUsize::new(HELD_ENTRIES),
+            held_limit: AtomicUsize::new(held_limit),
             done: Condvar::new(),
             wake: Condvar::new(),
         }
