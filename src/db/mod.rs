@@ -13,7 +13,10 @@
 //! (0600 in a 0700 directory) and an existing one readable by others is refused.
 //!
 //! Concurrency follows bupstash's `querycache.rs`: WAL, a 30 s busy timeout, every write in an
-//! IMMEDIATE transaction (so two writers queue instead of failing on lock upgrade). `Db` is
+//! IMMEDIATE transaction (so two writers queue instead of failing on lock upgrade).
+//! Nothing outside SQLite may open the database file while a connection is open in this
+//! process: closing any descriptor of it drops the process's POSIX locks, which the
+//! connections rely on (sqlite.org, "How To Corrupt An SQLite Database File", 2.2). `Db` is
 //! `Send`, not `Sync`: share it behind a `Mutex`.
 
 mod error;

@@ -149,7 +149,6 @@ impl Located {
 
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         let Located { store, config_bytes, unverified } = self;
-        prefetch_db(&db_path(options, &unverified.repo_id));
         let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase)?;
         let config =
             Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
@@ -219,21 +218,6 @@ fn read_config(store: &Store) -> Result<(Vec<u8>, Config), RepoError> {
 fn db_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
     // Its own 0700 folder per repository: the shared data folder is often 0755.
     options.cache_dir.join(repo_id.to_hex()).join("state.db")
-}
-
-/// Asks the kernel to read the local database into its cache in the background: the key
-/// derivation that follows takes a tenth of a second of one core, and on a cold cache the
-/// database's pages would otherwise be read one by one when first used.
-fn prefetch_db(path: &std::path::Path) {
-    for suffix in ["", "-wal"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        if let Ok(file) = std::fs::File::open(&file) {
-            use std::os::fd::AsRawFd;
-            let _ =
-                nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
-        }
-    }
 }
 
 /// Tries the passphrase on every key file of the repository; returns the one it opened.
