@@ -133,7 +133,13 @@ pub struct Located {
 impl Located {
     /// Reads the config: the first step of opening a repository.
     pub fn read(store: Store) -> Result<Located, RepoError> {
-        let (config_bytes, unverified) = read_config(&store)?;
+        let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
+        let config_bytes = match store.read(paths::CONFIG) {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
+            Err(e) => return Err(e.into()),
+        };
+        let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
         Ok(Located { store, config_bytes, unverified })
     }
 
@@ -201,18 +207,6 @@ impl Located {
         }
         Ok(repo)
     }
-}
-
-/// The config's bytes and what they claim, before any key has verified them.
-fn read_config(store: &Store) -> Result<(Vec<u8>, Config), RepoError> {
-    let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
-    let bytes = match store.read(paths::CONFIG) {
-        Ok(bytes) => bytes,
-        Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
-        Err(e) => return Err(e.into()),
-    };
-    let unverified = Config::decode_unverified(&bytes).map_err(|e| not_a_repo(e.to_string()))?;
-    Ok((bytes, unverified))
 }
 
 fn db_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
