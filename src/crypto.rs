@@ -1,18 +1,18 @@
 //! Every cryptographic operation Coffer performs, as pure functions over bytes: AEAD sealing,
 //! wrapping a symmetric key to an X25519 public key, Ed25519 signatures, Argon2id passphrase
 //! keys and keyed BLAKE3 blob ids. No I/O, no formats beyond the few bytes each operation adds.
-//! Primitives come from RustCrypto and `blake3`; nothing here implements a primitive.
+//! Primitives come from RustCrypto, `ring` (AES-256-GCM, for its speed) and `blake3`; nothing
+//! here implements a primitive.
 //!
 //! Sealed box layout (`SymKey::seal`): `nonce (12) | ciphertext | tag (16)`, random nonce.
 //! Wrapped key layout (`wrap_key`): `ephemeral X25519 public (32) | sealed 32-byte key (60)`,
 //! where the sealing key is HKDF-SHA256(ikm = X25519(ephemeral, recipient),
 //! salt = ephemeral public || recipient public, info = "coffer v1 wrap").
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use ed25519_dalek::Signer;
 use rand::rngs::OsRng;
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::id::Id;
@@ -63,8 +63,9 @@ impl SymKey {
         &self.0
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new((&*self.0).into())
+    fn cipher(&self) -> LessSafeKey {
+        // A 32-byte key is always valid for AES-256.
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &*self.0).expect("AES-256 takes a 32-byte key"))
     }
 
     /// Encrypts and authenticates `plaintext`, binding `aad` (which is not stored).
@@ -85,9 +86,9 @@ impl SymKey {
         parts.iter().for_each(|p| out.extend_from_slice(p));
         let tag = self
             .cipher()
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
-            .expect("AES-GCM encryption cannot fail for in-memory buffers");
-        out.extend_from_slice(&tag);
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[NONCE_LEN..])
+            .expect("AES-GCM encryption fails only past 64 GiB in one message");
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// [`open`](Self::open) in place: decrypts within `sealed` and returns the plaintext's
@@ -96,22 +97,22 @@ impl SymKey {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));
         }
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        self.cipher()
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, ct, aes_gcm::Tag::from_slice(tag))
-            .map_err(|_| CryptoError::Authentication)?;
-        Ok(ct)
+        let (nonce, ct_and_tag) = sealed.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::TooShort(NONCE_LEN))?;
+        let plain =
+            self.cipher().open_in_place(nonce, Aad::from(aad), ct_and_tag).map_err(|_| CryptoError::Authentication)?;
+        Ok(plain)
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| CryptoError::Authentication)
+        let mut copy = sealed.to_vec();
+        let plain_len = self.open_in_place(&mut copy, aad)?.len();
+        copy.copy_within(NONCE_LEN..NONCE_LEN + plain_len, 0);
+        copy.truncate(plain_len);
+        Ok(copy)
     }
 }
 
