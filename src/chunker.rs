@@ -96,6 +96,8 @@ impl<R: Read> Chunker<R> {
         );
         let (_, end) = cdc.cut(self.start, remaining);
         out.clear();
+        // Exactly: growing by doubling would leave a recycled buffer up to twice the largest chunk.
+        out.reserve_exact(end - self.start);
         out.extend_from_slice(&self.buf[self.start..end]);
         self.start = end;
         Ok(true)

@@ -79,16 +79,25 @@ impl SymKey {
     /// a caller sealing many blobs reuses one buffer instead of faulting in fresh memory for
     /// each, and needs no copy to join a prefix to its payload.
     pub fn seal_parts_into(&self, parts: &[&[u8]], aad: &[u8], out: &mut Vec<u8>) {
-        let nonce = random_bytes::<NONCE_LEN>();
         out.clear();
-        out.reserve(parts.iter().map(|p| p.len()).sum::<usize>() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
+        out.reserve_exact(parts.iter().map(|p| p.len()).sum::<usize>() + SEAL_OVERHEAD);
+        out.resize(NONCE_LEN, 0);
         parts.iter().for_each(|p| out.extend_from_slice(p));
+        self.seal_in_place(out, aad);
+    }
+
+    /// Seals `buffer[NONCE_LEN..]` where it lies: fills in the nonce its first `NONCE_LEN`
+    /// bytes were left for, encrypts the rest in place and appends the tag. A writer that
+    /// builds the plaintext straight into the buffer saves a copy of every blob.
+    pub fn seal_in_place(&self, buffer: &mut Vec<u8>, aad: &[u8]) {
+        assert!(buffer.len() >= NONCE_LEN, "seal_in_place needs room for the nonce");
+        let nonce = random_bytes::<NONCE_LEN>();
+        buffer[..NONCE_LEN].copy_from_slice(&nonce);
         let tag = self
             .cipher()
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[NONCE_LEN..])
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buffer[NONCE_LEN..])
             .expect("AES-GCM encryption fails only past 64 GiB in one message");
-        out.extend_from_slice(tag.as_ref());
+        buffer.extend_from_slice(tag.as_ref());
     }
 
     /// [`open`](Self::open) in place: decrypts within `sealed` and returns the plaintext's

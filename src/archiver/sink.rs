@@ -14,9 +14,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 use tempfile::TempPath;
 
-use crate::crypto::SEAL_OVERHEAD;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress_into, BlobKind, Encoded, PackWriter};
+use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository};
 use crate::store::{paths, StoreError};
@@ -35,7 +34,7 @@ const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// reading the file; a few spares cover the chunks in flight.
 const SPARE_BUFFERS: usize = 1;
 const SPARE_MIN_CAPACITY: usize = 256 << 10;
-const SPARE_MAX_CAPACITY: usize = 2 << 20;
+const SPARE_MAX_CAPACITY: usize = 4 << 20;
 /// Gathers small blobs into fewer writes; larger ones go to the spool file directly, with no
 /// copy through the buffer.
 const PACK_WRITE_BUFFER: usize = 64 << 10;
@@ -142,10 +141,13 @@ impl Shared {
         Ok(SpooledPack { writer, path })
     }
 
-    fn add_to(&self, pack: &mut SpooledPack, id: Id, encoded: Encoded<'_>, raw_len: u32) -> Result<(), RepoError> {
-        pack.writer
-            .add_encoded(id, encoded, raw_len)
-            .map_err(|source| RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source })
+    /// Compresses, seals and adds a blob to `pack`, counting the bytes it takes there.
+    fn add_to(&self, pack: &mut SpooledPack, id: Id, plaintext: &[u8]) -> Result<(), RepoError> {
+        let stored = pack.writer.add_blob(id, plaintext, self.repo.config.compression_level).map_err(|source| {
+            RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source }
+        })?;
+        self.stats.bytes_added.fetch_add(stored.into(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Closes a pack and starts storing it; waits for the oldest while too many are in flight.
@@ -298,16 +300,13 @@ impl BlobSink {
             return Ok(id);
         }
         self.shared.stats.raw_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let mut scratch = Vec::new();
-        let encoded = compress_into(&bytes, repo.config.compression_level, &mut scratch);
-        self.shared.stats.bytes_added.fetch_add((encoded.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         let full = {
             let mut slot = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(self.shared.open_pack(BlobKind::Tree)?);
             }
             let pack = slot.as_mut().expect("just filled");
-            self.shared.add_to(pack, id, encoded, bytes.len() as u32)?;
+            self.shared.add_to(pack, id, &bytes)?;
             if pack.writer.len() >= repo.config.pack_target as u64 / 4 {
                 slot.take()
             } else {
@@ -385,10 +384,7 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
     let repo = &shared.repo;
     let target = repo.config.pack_target as u64;
     let mut pack: Option<SpooledPack> = None;
-    let mut scratch = Vec::new();
     for (id, data) in rx {
-        let encoded = compress_into(&data, repo.config.compression_level, &mut scratch);
-        shared.stats.bytes_added.fetch_add((encoded.len() + SEAL_OVERHEAD) as u64, Ordering::Relaxed);
         if pack.is_none() {
             match shared.open_pack(BlobKind::Data) {
                 Ok(opened) => pack = Some(opened),
@@ -397,7 +393,7 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
             }
         }
         let current = pack.as_mut().expect("just filled");
-        if let Err(e) = shared.add_to(current, id, encoded, data.len() as u32) {
+        if let Err(e) = shared.add_to(current, id, &data) {
             return shared.fail(e);
         }
         shared.recycle(data);

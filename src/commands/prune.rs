@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::crashpoint;
 use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress_into, BlobKind, PackWriter};
+use crate::format::pack::{BlobKind, PackWriter};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
@@ -588,14 +588,12 @@ fn remove_old_spool_files(repo: &Repository, older_than: Duration) -> u64 {
 struct Repacker<'a> {
     repo: &'a Repository,
     open: HashMap<BlobKind, PackWriter<Vec<u8>>>,
-    /// Compressed payloads, reused from blob to blob.
-    scratch: Vec<u8>,
     done: Vec<IndexPack>,
 }
 
 impl<'a> Repacker<'a> {
     fn new(repo: &'a Repository) -> Repacker<'a> {
-        Repacker { repo, open: HashMap::new(), scratch: Vec::new(), done: Vec::new() }
+        Repacker { repo, open: HashMap::new(), done: Vec::new() }
     }
 
     fn local(e: std::io::Error) -> RepoError {
@@ -610,8 +608,7 @@ impl<'a> Repacker<'a> {
                 v.insert(PackWriter::new(&keys.public, &keys.index_key, kind, Vec::new()).map_err(Self::local)?)
             }
         };
-        let encoded = compress_into(plain, self.repo.config.compression_level, &mut self.scratch);
-        writer.add_encoded(id, encoded, plain.len() as u32).map_err(Self::local)?;
+        writer.add_blob(id, plain, self.repo.config.compression_level).map_err(Self::local)?;
         let target = match kind {
             BlobKind::Data => self.repo.config.pack_target as u64,
             BlobKind::Tree => self.repo.config.pack_target as u64 / 4,

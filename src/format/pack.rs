@@ -23,7 +23,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{from_postcard, FormatError};
-use crate::crypto::{unwrap_key, wrap_key, IdKey, PublicKey, SecretKey, SymKey, SEAL_OVERHEAD, WRAPPED_KEY_LEN};
+use crate::crypto::{
+    unwrap_key, wrap_key, IdKey, PublicKey, SecretKey, SymKey, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, WRAPPED_KEY_LEN,
+};
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CFPACK01";
@@ -96,7 +98,7 @@ thread_local! {
 }
 
 /// Compresses into `out`'s spare capacity, which must hold zstd's bound; the compressed length.
-fn zstd_compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
+fn zstd_compress<C: zstd::zstd_safe::WriteBuf + ?Sized>(plaintext: &[u8], level: i32, out: &mut C) -> Option<usize> {
     COMPRESSORS.with(|slots| {
         let mut slots = slots.borrow_mut();
         let slot = &mut slots[usize::from(plaintext.len() >= SMALL_INPUT)];
@@ -111,7 +113,7 @@ fn zstd_compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usiz
 /// Decompresses into `out`'s spare capacity (at most `capacity` bytes): only the pages the
 /// output fills become resident.
 fn zstd_decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
-    out.reserve(capacity);
+    out.reserve_exact(capacity);
     DECOMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
@@ -124,41 +126,31 @@ fn zstd_decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> s
     })
 }
 
-/// A blob's plaintext as packs store it: a codec byte, then the payload.
-#[derive(Clone, Copy)]
-pub struct Encoded<'a> {
-    codec: u8,
-    payload: &'a [u8],
-}
-
-impl Encoded<'_> {
-    /// Length of the encoded plaintext.
-    pub fn len(&self) -> usize {
-        1 + self.payload.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
 /// Compresses a blob's plaintext, keeping it stored when zstd does not make it smaller
 /// (already-compressed media), so reads of such blobs skip decompression.
 pub fn compress(plaintext: &[u8], level: i32) -> Vec<u8> {
-    let mut scratch = Vec::new();
-    let encoded = compress_into(plaintext, level, &mut scratch);
-    [&[encoded.codec][..], encoded.payload].concat()
+    let mut out = Vec::new();
+    encode_into(plaintext, level, &mut out);
+    out
 }
 
-/// [`compress`] with `scratch` (reused between calls) holding the compressed payload; a
-/// stored blob's payload is `plaintext` itself.
-pub fn compress_into<'a>(plaintext: &'a [u8], level: i32, scratch: &'a mut Vec<u8>) -> Encoded<'a> {
-    scratch.clear();
+/// Appends a blob's plaintext as packs store it, a codec byte and then the payload, to `out`.
+/// zstd writes straight into `out`, so a writer that seals the result in place copies the
+/// compressed bytes nowhere.
+fn encode_into(plaintext: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
     // Capacity, not length: zstd writes into it, so only the pages it fills become resident.
-    scratch.reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
-    match zstd_compress(plaintext, level, scratch) {
-        Some(len) if len + 1 < plaintext.len() => Encoded { codec: CODEC_ZSTD, payload: &scratch[..len] },
-        _ => Encoded { codec: CODEC_STORED, payload: plaintext },
+    out.reserve_exact(1 + zstd::zstd_safe::compress_bound(plaintext.len()) + TAG_LEN);
+    out.push(CODEC_ZSTD);
+    let mut payload = std::io::Cursor::new(&mut *out);
+    payload.set_position(start as u64 + 1);
+    match zstd_compress(plaintext, level, &mut payload) {
+        Some(len) if len + 1 < plaintext.len() => {}
+        _ => {
+            out.truncate(start);
+            out.push(CODEC_STORED);
+            out.extend_from_slice(plaintext);
+        }
     }
 }
 
@@ -214,23 +206,29 @@ impl<W: std::io::Write> PackWriter<W> {
 
     /// Adds a blob whose plaintext was already passed through [`compress`].
     pub fn add(&mut self, id: Id, compressed: &[u8], raw_len: u32) -> std::io::Result<()> {
-        self.add_parts(id, &[compressed], raw_len)
+        self.add_with(id, raw_len, |sealed| sealed.extend_from_slice(compressed)).map(|_| ())
     }
 
-    /// Adds a blob encoded by [`compress_into`].
-    pub fn add_encoded(&mut self, id: Id, encoded: Encoded<'_>, raw_len: u32) -> std::io::Result<()> {
-        self.add_parts(id, &[&[encoded.codec], encoded.payload], raw_len)
+    /// Compresses (see [`compress`]), seals and adds a blob; returns the bytes it takes in
+    /// the pack.
+    pub fn add_blob(&mut self, id: Id, plaintext: &[u8], level: i32) -> std::io::Result<u32> {
+        let raw_len = u32::try_from(plaintext.len()).map_err(|_| std::io::Error::other("blob larger than 4 GiB"))?;
+        self.add_with(id, raw_len, |sealed| encode_into(plaintext, level, sealed))
     }
 
-    fn add_parts(&mut self, id: Id, plaintext: &[&[u8]], raw_len: u32) -> std::io::Result<()> {
+    /// Adds a blob whose encoded plaintext `encode` appends to the buffer it is sealed in.
+    fn add_with(&mut self, id: Id, raw_len: u32, encode: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<u32> {
         let offset = u32::try_from(self.len).map_err(|_| std::io::Error::other("pack larger than 4 GiB"))?;
         let length = SEALED.with(|sealed| {
             let mut sealed = sealed.borrow_mut();
-            self.key.seal_parts_into(plaintext, &blob_aad(&id, self.kind), &mut sealed);
+            sealed.clear();
+            sealed.resize(NONCE_LEN, 0);
+            encode(&mut sealed);
+            self.key.seal_in_place(&mut sealed, &blob_aad(&id, self.kind));
             self.write(&sealed).map(|()| sealed.len() as u32)
         })?;
         self.entries.push(PackEntry { id, kind: self.kind, offset, length, raw_len });
-        Ok(())
+        Ok(length)
     }
 
     pub fn len(&self) -> u64 {
