@@ -38,10 +38,34 @@ enum Pending {
     File { name: ByteBuf, meta: Metadata, path: PathBuf, outcome: oneshot::Receiver<FileOutcome> },
 }
 
+/// Entries per block of a directory's pending entries. A folder of tens of thousands of files
+/// then needs no single huge allocation (nor the slack of doubling one), and each block is
+/// freed as soon as its entries are resolved, while the folder's nodes are gathered.
+const ENTRY_BLOCK: usize = 1024;
+
 struct Frame {
     name: ByteBuf,
     meta: Metadata,
-    entries: Vec<Pending>,
+    entries: Vec<Vec<Pending>>,
+}
+
+impl Frame {
+    fn new(name: ByteBuf, meta: Metadata) -> Frame {
+        Frame { name, meta, entries: Vec::new() }
+    }
+
+    fn push(&mut self, entry: Pending) {
+        match self.entries.last_mut() {
+            Some(block) if block.len() < ENTRY_BLOCK => block.push(entry),
+            // The first block grows as usual, since most folders hold a few entries.
+            None => self.entries.push(vec![entry]),
+            Some(_) => {
+                let mut block = Vec::with_capacity(ENTRY_BLOCK);
+                block.push(entry);
+                self.entries.push(block);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -63,23 +87,20 @@ const CACHE_BATCH: usize = 1024;
 
 pub fn build(sink: &BlobSink, repo: &Repository, batches: Receiver<Vec<Event>>) -> Result<BuildReport, RepoError> {
     let mut report = BuildReport::default();
-    let mut stack = vec![Frame { name: ByteBuf::new(), meta: Metadata::default(), entries: Vec::new() }];
+    let mut stack = vec![Frame::new(ByteBuf::new(), Metadata::default())];
     for event in batches.into_iter().flatten() {
         match event {
-            Event::EnterDir { name, meta } => stack.push(Frame { name, meta, entries: Vec::new() }),
-            Event::Node(node) => top(&mut stack).entries.push(Pending::Ready(node)),
+            Event::EnterDir { name, meta } => stack.push(Frame::new(name, meta)),
+            Event::Node(node) => top(&mut stack).push(Pending::Ready(node)),
             Event::File { name, meta, path, outcome } => {
-                top(&mut stack).entries.push(Pending::File { name, meta, path, outcome })
+                top(&mut stack).push(Pending::File { name, meta, path, outcome })
             }
             Event::LeaveDir => {
                 let frame = stack.pop().expect("LeaveDir follows EnterDir");
-                let tree = Tree { nodes: resolve(frame.entries, &mut report)? };
-                if report.cache_records.len() >= CACHE_BATCH {
-                    repo.db().store_files(&std::mem::take(&mut report.cache_records))?;
-                }
+                let tree = Tree { nodes: resolve(frame.entries, repo, &mut report)? };
                 let subtree = sink.add_tree(tree.encode())?;
                 report.dirs += 1;
-                top(&mut stack).entries.push(Pending::Ready(Node {
+                top(&mut stack).push(Pending::Ready(Node {
                     name: frame.name,
                     kind: NodeKind::Dir { subtree },
                     meta: frame.meta,
@@ -88,7 +109,7 @@ pub fn build(sink: &BlobSink, repo: &Repository, batches: Receiver<Vec<Event>>) 
         }
     }
     let root = stack.pop().expect("the top frame is never popped by events");
-    report.roots = resolve(root.entries, &mut report)?;
+    report.roots = resolve(root.entries, repo, &mut report)?;
     Ok(report)
 }
 
@@ -97,9 +118,13 @@ fn top(stack: &mut [Frame]) -> &mut Frame {
 }
 
 /// Waits for each file's outcome, in order, dropping the files that could not be read.
-fn resolve(entries: Vec<Pending>, report: &mut BuildReport) -> Result<Vec<Node>, RepoError> {
-    let mut nodes = Vec::with_capacity(entries.len());
-    for entry in entries {
+/// Stores the files-cache records gathered whenever a batch is full.
+fn resolve(blocks: Vec<Vec<Pending>>, repo: &Repository, report: &mut BuildReport) -> Result<Vec<Node>, RepoError> {
+    let mut nodes = Vec::with_capacity(blocks.iter().map(Vec::len).sum());
+    for entry in blocks.into_iter().flatten() {
+        if report.cache_records.len() >= CACHE_BATCH {
+            repo.db().store_files(&std::mem::take(&mut report.cache_records))?;
+        }
         match entry {
             Pending::Ready(node) => {
                 if let NodeKind::File { size, .. } = &node.kind {

@@ -18,38 +18,61 @@ use crate::format::config::ChunkerParams;
 use crate::id::Id;
 use crate::repo::RepoError;
 
-/// Largest chunking buffer a reader keeps between files.
-const KEPT_BUFFER: usize = 512 << 10;
+/// Largest chunking window kept between large files.
+const KEPT_WINDOW: usize = 512 << 10;
 
-/// Caps how many readers chunk large files at once. Each such reader holds a chunking buffer of
-/// up to the largest chunk plus the chunk it is handing on; small files need little, so the
-/// other readers keep the disk busy with them while the large ones are cut.
+/// Caps how many readers chunk large files at once, and lends each of them a chunking window.
+/// A window grows to the largest chunk, and a chunk in flight is that large too; small files
+/// need neither, so the other readers keep the disk busy with them while the large ones are
+/// cut. Windows stay with the gate, not with each reader thread: only as many are resident as
+/// there are permits.
 pub struct LargeFileGate {
-    free: std::sync::Mutex<usize>,
+    state: std::sync::Mutex<GateState>,
     freed: std::sync::Condvar,
+}
+
+struct GateState {
+    free: usize,
+    windows: Vec<Vec<u8>>,
 }
 
 impl LargeFileGate {
     pub fn new(permits: usize) -> LargeFileGate {
-        LargeFileGate { free: std::sync::Mutex::new(permits.max(1)), freed: std::sync::Condvar::new() }
+        let state = GateState { free: permits.max(1), windows: Vec::new() };
+        LargeFileGate { state: std::sync::Mutex::new(state), freed: std::sync::Condvar::new() }
     }
 
     fn enter(&self) -> LargeFilePermit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.free == 0 {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        *free -= 1;
-        LargeFilePermit(self)
+        state.free -= 1;
+        let window = state.windows.pop().unwrap_or_default();
+        LargeFilePermit { gate: self, window }
     }
 }
 
-struct LargeFilePermit<'a>(&'a LargeFileGate);
+struct LargeFilePermit<'a> {
+    gate: &'a LargeFileGate,
+    window: Vec<u8>,
+}
 
 impl Drop for LargeFilePermit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
+        let mut window = std::mem::take(&mut self.window);
+        // A window as large as the largest chunk would stay resident through the many small
+        // files that may follow. Shrinking keeps the pages already faulted in, which dropping
+        // and allocating anew would fault again.
+        if window.capacity() > KEPT_WINDOW {
+            window.truncate(KEPT_WINDOW);
+            window.shrink_to(KEPT_WINDOW);
+        }
+        let mut state = self.gate.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free += 1;
+        state.windows.push(window);
+        drop(state);
+        self.gate.freed.notify_one();
     }
 }
 
@@ -157,10 +180,10 @@ fn add_chunk(ctx: &ReaderContext<'_>, chunk: Vec<u8>, content: &mut Vec<Id>, siz
     Ok(())
 }
 
-/// Reads one file; `buffer` is the reader thread's chunking buffer, kept between files.
-pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buffer: &mut Vec<u8>) -> FileOutcome {
-    let large = before.size() > KEPT_BUFFER as u64;
-    let _permit = large.then(|| ctx.large_files.enter());
+/// Reads one file.
+pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> FileOutcome {
+    let large = before.size() > KEPT_WINDOW as u64;
+    let mut permit = large.then(|| ctx.large_files.enter());
     let started = now_ns();
     let (mut file, direct) = match open_for_backup(path, before.size()) {
         Ok(opened) => opened,
@@ -187,7 +210,8 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
         }
     }
     let input = DirectReader::new(&file, direct);
-    let mut chunker = Chunker::with_buffer(input, ctx.params, ctx.seed, std::mem::take(buffer), before.size());
+    let window = permit.as_mut().map(|p| std::mem::take(&mut p.window)).unwrap_or_default();
+    let mut chunker = Chunker::with_buffer(input, ctx.params, ctx.seed, window, before.size());
     let outcome = loop {
         if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             break Some(FileOutcome::Unreadable(interrupted_error()));
@@ -206,15 +230,9 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata, buff
             Err(e) => break Some(FileOutcome::Unreadable(e)),
         }
     };
-    let (_, mut reusable) = chunker.into_parts();
-    // Keep at most a small buffer for the next file that needs one: a large one would stay
-    // resident in every reader thread once each has met one large file. Shrinking keeps the
-    // pages already faulted in, which dropping and allocating anew would fault again.
-    if reusable.capacity() > KEPT_BUFFER {
-        reusable.truncate(KEPT_BUFFER);
-        reusable.shrink_to(KEPT_BUFFER);
+    if let Some(permit) = permit.as_mut() {
+        permit.window = chunker.into_parts().1;
     }
-    *buffer = reusable;
     if let Some(failed) = outcome {
         return failed;
     }
@@ -256,12 +274,11 @@ fn finish_read(
 
 /// Runs on each reader thread until the job channel closes.
 pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
-    let mut buffer = Vec::new();
     for job in jobs {
         let outcome = if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             FileOutcome::Unreadable(interrupted_error())
         } else {
-            read_file(&ctx, &job.path, &job.meta, &mut buffer)
+            read_file(&ctx, &job.path, &job.meta)
         };
         // The builder may have stopped after a fatal error; then nobody hears it.
         job.reply.send(outcome);
