@@ -189,7 +189,9 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
         Ok(opened) => opened,
         Err(e) => return FileOutcome::Unreadable(e),
     };
-    let mut content = Vec::new();
+    // Sized for the chunks the file should have: the lists of a folder's files wait for the
+    // builder together, and a doubled list of one id is four times its size.
+    let mut content = Vec::with_capacity((before.size() / u64::from(ctx.params.avg.max(1))) as usize + 1);
     let mut size = 0u64;
     if before.size() < ctx.params.min as u64 {
         match read_whole_small(&file, ctx.params.min, before.size()) {

@@ -84,6 +84,9 @@ const SMALL_INPUT: usize = 128 << 10;
 
 type CompressorSlot = Option<(i32, zstd::bulk::Compressor<'static>)>;
 
+/// Capacity of the sealing buffer that small blobs keep.
+const KEPT_SEALED: usize = 1 << 20;
+
 thread_local! {
     // The sealed box of the blob being added, kept between blobs and packs: a fresh buffer
     // per blob or pack cost a page fault per 4 KiB.
@@ -221,6 +224,11 @@ impl<W: std::io::Write> PackWriter<W> {
         let offset = u32::try_from(self.len).map_err(|_| std::io::Error::other("pack larger than 4 GiB"))?;
         let length = SEALED.with(|sealed| {
             let mut sealed = sealed.borrow_mut();
+            // Small blobs after a large one (small files after a large file) would keep the
+            // large buffer resident for the rest of the backup; a run of large blobs keeps it.
+            if sealed.capacity() > KEPT_SEALED && sealed.capacity() / 4 > raw_len as usize {
+                *sealed = Vec::new();
+            }
             sealed.clear();
             sealed.resize(NONCE_LEN, 0);
             encode(&mut sealed);
