@@ -321,6 +321,35 @@ mod tests {
     }
 
     #[test]
+    fn opens_the_gcm_specification_test_vector() {
+        // Test case 16 of McGrew and Viega's GCM specification: AES-256, 96-bit IV, with AAD.
+        let hex = |s: &str| hex::decode(s).unwrap();
+        let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").try_into().unwrap();
+        let sealed = [
+            hex("cafebabefacedbaddecaf888"),
+            hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa\
+                 8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"),
+            hex("76fc6ece0f4e1768cddf8853bb2d551b"),
+        ]
+        .concat();
+        let plaintext = hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+             1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        assert_eq!(SymKey::from_bytes(key).open(&sealed, &aad).unwrap(), plaintext);
+    }
+
+    #[test]
+    fn seal_in_place_matches_seal() {
+        let key = SymKey::random();
+        let mut buffer = vec![0xAA; NONCE_LEN];
+        buffer.extend_from_slice(b"payload built in place");
+        key.seal_in_place(&mut buffer, b"aad");
+        assert_eq!(buffer.len(), NONCE_LEN + 22 + TAG_LEN);
+        assert_eq!(key.open(&buffer, b"aad").unwrap(), b"payload built in place");
+        assert_eq!(key.open_in_place(&mut buffer.clone(), b"aad").unwrap(), b"payload built in place");
+    }
+
+    #[test]
     fn wrap_unwrap() {
         let secret = SecretKey::random();
         let key = SymKey::random();

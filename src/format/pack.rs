@@ -367,8 +367,13 @@ mod tests {
 
     fn build(blobs: &[Vec<u8>], secret: &SecretKey, id_key: &IdKey) -> Built {
         let mut writer = PackWriter::new(&secret.public(), &index_key(), BlobKind::Data, Vec::new()).unwrap();
-        for blob in blobs {
-            writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32).unwrap();
+        // Both ways in: compressed beforehand, and compressed into the sealing buffer.
+        for (i, blob) in blobs.iter().enumerate() {
+            if i % 2 == 0 {
+                writer.add(id_key.blob_id(blob), &compress(blob, 3), blob.len() as u32).unwrap();
+            } else {
+                writer.add_blob(id_key.blob_id(blob), blob, 3).unwrap();
+            }
         }
         let pack = writer.finish().unwrap();
         assert_eq!(pack.size, pack.out.len() as u64);
@@ -402,6 +407,31 @@ mod tests {
             let _ = read_table(&SymKey::random(), &bytes);
             let _ = decode_table(&SymKey::random(), &bytes[..bytes.len().min(HEADER_LEN)], &bytes, 1000);
         }
+    }
+
+    #[test]
+    fn large_blobs_then_small_ones_read_back_stored_or_compressed() {
+        let secret = SecretKey::random();
+        let id_key = IdKey::random();
+        let mut noise = vec![0u8; 3 << 20];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for byte in &mut noise {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let text: Vec<u8> = b"a line of text that zstd shrinks\n".iter().copied().cycle().take(2 << 20).collect();
+        // The small blobs after the large ones make the writer drop its large sealing buffer.
+        let blobs = vec![text.clone(), noise, b"small".to_vec(), Vec::new(), text[..1000].to_vec(), text];
+        let pack = build(&blobs, &secret, &id_key);
+        let key = open_pack_key(&secret, &pack.bytes).unwrap();
+        for (entry, blob) in pack.entries.iter().zip(&blobs) {
+            let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
+            assert_eq!(&open_blob(&key, &id_key, entry, sealed).unwrap(), blob);
+        }
+        assert!(pack.entries[1].length as usize > blobs[1].len(), "random bytes are stored as they are");
+        assert!((pack.entries[5].length as usize) < blobs[5].len() / 10, "text is compressed");
     }
 
     #[test]
