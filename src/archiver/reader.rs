@@ -211,29 +211,33 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
             Err(e) => return FileOutcome::Unreadable(e),
         }
     }
-    let input = DirectReader::new(&file, direct);
     let window = permit.as_mut().map(|p| std::mem::take(&mut p.window)).unwrap_or_default();
-    let mut chunker = Chunker::with_buffer(input, ctx.params, ctx.seed, window, before.size());
-    let outcome = loop {
-        if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            break Some(FileOutcome::Unreadable(interrupted_error()));
-        }
-        let mut chunk = ctx.sink.chunk_buffer(before.size());
-        match chunker.next_chunk_into(&mut chunk) {
-            Ok(true) => {
-                if let Err(e) = add_chunk(ctx, chunk, &mut content, &mut size) {
-                    break Some(FileOutcome::Fatal(e));
+    // The scope holds the read-ahead thread of a direct read; it ends with the chunker's input.
+    let (outcome, window) = std::thread::scope(|scope| {
+        let input = DirectReader::new(scope, &file, direct);
+        let mut chunker = Chunker::with_buffer(input, ctx.params, ctx.seed, window, before.size());
+        let outcome = loop {
+            if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                break Some(FileOutcome::Unreadable(interrupted_error()));
+            }
+            let mut chunk = ctx.sink.chunk_buffer(before.size());
+            match chunker.next_chunk_into(&mut chunk) {
+                Ok(true) => {
+                    if let Err(e) = add_chunk(ctx, chunk, &mut content, &mut size) {
+                        break Some(FileOutcome::Fatal(e));
+                    }
                 }
+                Ok(false) => {
+                    ctx.sink.recycle(chunk);
+                    break None;
+                }
+                Err(e) => break Some(FileOutcome::Unreadable(e)),
             }
-            Ok(false) => {
-                ctx.sink.recycle(chunk);
-                break None;
-            }
-            Err(e) => break Some(FileOutcome::Unreadable(e)),
-        }
-    };
+        };
+        (outcome, chunker.into_parts().1)
+    });
     if let Some(permit) = permit.as_mut() {
-        permit.window = chunker.into_parts().1;
+        permit.window = window;
     }
     if let Some(failed) = outcome {
         return failed;
