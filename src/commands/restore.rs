@@ -110,7 +110,10 @@ pub fn restore(
         progress: &options.progress,
     };
     let mut report = RestoreReport::default();
-    let mut workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    // Large blobs are read with O_DIRECT (see `store`), which waits for the disk: four workers
+    // per core keep both cores decoding meanwhile (the 1 GiB restore: 1.69-1.89 s against
+    // 1.81-1.97 s with two per core). Each holds at most two blob buffers.
+    let mut workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
     if !repo.store.is_local() {
         // Each small file is one ranged read: over a network, latency, not the CPU, bounds them.
         workers = workers.max(REMOTE_WORKERS);
