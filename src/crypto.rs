@@ -107,21 +107,27 @@ impl SymKey {
             return Err(CryptoError::TooShort(sealed.len()));
         }
         let (nonce, ct_and_tag) = sealed.split_at_mut(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::TooShort(NONCE_LEN))?;
-        let plain =
-            self.cipher().open_in_place(nonce, Aad::from(aad), ct_and_tag).map_err(|_| CryptoError::Authentication)?;
-        Ok(plain)
+        let len = self.open_after_nonce(nonce, ct_and_tag, aad)?;
+        Ok(&ct_and_tag[..len])
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));
         }
-        let mut copy = sealed.to_vec();
-        let plain_len = self.open_in_place(&mut copy, aad)?.len();
-        copy.copy_within(NONCE_LEN..NONCE_LEN + plain_len, 0);
-        copy.truncate(plain_len);
-        Ok(copy)
+        let (nonce, ct_and_tag) = sealed.split_at(NONCE_LEN);
+        let mut plain = ct_and_tag.to_vec();
+        let len = self.open_after_nonce(nonce, &mut plain, aad)?;
+        plain.truncate(len);
+        Ok(plain)
+    }
+
+    /// Decrypts `ct_and_tag` in place under `nonce`; the plaintext's length.
+    fn open_after_nonce(&self, nonce: &[u8], ct_and_tag: &mut [u8], aad: &[u8]) -> Result<usize, CryptoError> {
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::TooShort(NONCE_LEN))?;
+        let plain =
+            self.cipher().open_in_place(nonce, Aad::from(aad), ct_and_tag).map_err(|_| CryptoError::Authentication)?;
+        Ok(plain.len())
     }
 }
 
