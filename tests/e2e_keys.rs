@@ -86,11 +86,13 @@ fn write_only_clients_back_up_with_dedup_read_nothing_and_the_full_key_restores_
     cmd.env("COFFER_CACHE_DIR", &other_cache);
     let second = go(cmd, &[&"--key-file", &key, &"backup", &"--json", &src]);
     second.assert_code(0);
-    assert_eq!(num(&second.json(), "bytes_added"), 0, "nothing new to store: {}", second.stdout());
+    // No data: at most a tree of a folder above the source, since other tests running at the
+    // same time change the shared scratch folder.
+    assert!(num(&second.json(), "bytes_added") < 4096, "stored the content again: {}", second.stdout());
     // And against the local database: nothing read again.
     let third = with_key(&[&"backup", &"--json", &src]);
     third.assert_code(0);
-    assert_eq!(num(&third.json(), "bytes_added"), 0);
+    assert!(num(&third.json(), "bytes_added") < 4096, "stored the content again: {}", third.stdout());
 
     for args in [
         vec!["snapshots"],
