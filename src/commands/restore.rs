@@ -66,6 +66,8 @@ struct PendingFile {
     meta: Metadata,
     remaining: AtomicUsize,
     failure: Mutex<Option<String>>,
+    /// Fill the page cache for a range before writing it (see `prefault`).
+    prefault: bool,
 }
 
 struct ChunkJob {
@@ -82,6 +84,9 @@ struct Shared<'a> {
     bytes: AtomicU64,
     as_root: bool,
     progress: &'a crate::progress::Counters,
+    /// The target is a local disk filesystem, whose readahead of a hole makes zeroed pages
+    /// without any I/O.
+    target_local: bool,
 }
 
 /// Fetching workers for a remote store (each holds at most one chunk, ≤ 4 MiB, at a time).
@@ -108,6 +113,7 @@ pub fn restore(
         bytes: AtomicU64::new(0),
         as_root: nix::unistd::geteuid().is_root(),
         progress: &options.progress,
+        target_local: on_local_disk(&options.target),
     };
     let mut report = RestoreReport::default();
     // Large blobs are read with O_DIRECT (see `store`), which waits for the disk: four workers
@@ -315,6 +321,7 @@ impl RestoreWalk<'_, '_> {
                     meta: meta.clone(),
                     remaining: AtomicUsize::new(content.len()),
                     failure: Mutex::new(None),
+                    prefault: self.shared.target_local && content.len() > 1,
                 });
                 if content.is_empty() {
                     return finish_file(self.shared, &pending);
@@ -383,7 +390,7 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u
             .and_then(|l| shared.repo.read_blob_relocating_into(&l, sealed, data))
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                write_sparse(&job.file.file, data, job.offset).map_err(|e| {
+                write_sparse(&job.file.file, data, job.offset, job.file.prefault).map_err(|e| {
                     if e.raw_os_error() == Some(libc::ENOSPC) {
                         shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
                     }
@@ -407,7 +414,13 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u
 
 /// Writes `data` at `offset`, skipping zero pages (aligned to the file offset) so they stay
 /// holes in the file, which was sized beforehand. Returns the bytes actually written.
-fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<u64> {
+fn write_sparse(file: &File, data: &[u8], offset: u64, prefault: bool) -> std::io::Result<u64> {
+    let write = |from: usize, to: usize| {
+        if prefault {
+            self::prefault(file, offset + from as u64, (to - from) as u64);
+        }
+        file.write_all_at(&data[from..to], offset + from as u64)
+    };
     const PAGE: u64 = 4096;
     let mut written = 0;
     let mut run: Option<usize> = None;
@@ -418,7 +431,7 @@ fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<u64> {
         match (zero, run) {
             (false, None) => run = Some(start),
             (true, Some(from)) => {
-                file.write_all_at(&data[from..start], offset + from as u64)?;
+                write(from, start)?;
                 written += (start - from) as u64;
                 run = None;
             }
@@ -427,10 +440,47 @@ fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<u64> {
         start = end;
     }
     if let Some(from) = run {
-        file.write_all_at(&data[from..], offset + from as u64)?;
+        write(from, data.len())?;
         written += (data.len() - from) as u64;
     }
     Ok(written)
+}
+
+/// Asks the kernel to read ahead a range of the file that is still a hole, so it adds
+/// zeroed pages to the page cache before the range is written.
+///
+/// Writes to one file hold its inode lock, so the workers restoring a large file take turns,
+/// and a write's first touch of each fresh page happens under that lock. Readahead takes no
+/// such lock: the workers then fault in fresh pages side by side, and the locked write only
+/// copies. On a virtual machine whose host has reclaimed the guest's free memory, first
+/// touches dominate: the 1 GiB restore went from 2.33 s to 1.51 s (medians of five,
+/// interleaved). A small file has one writer and nothing to gain, and a network filesystem
+/// would fetch the hole over the wire, so this is only for files of several chunks on a local
+/// disk. A hint: its failure changes nothing.
+fn prefault(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // One call reads ahead at most the device's readahead window, 128 KiB by default.
+    const STEP: u64 = 128 * 1024;
+    let end = offset + len;
+    let mut from = offset;
+    while from < end {
+        let step = STEP.min(end - from);
+        let _ = nix::fcntl::posix_fadvise(
+            file.as_raw_fd(),
+            from as i64,
+            step as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+        from += step;
+    }
+}
+
+fn on_local_disk(path: &Path) -> bool {
+    use nix::sys::statfs::{statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    statfs(path).is_ok_and(|fs| {
+        // ext2 and ext3 share ext4's magic number.
+        [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, F2FS_SUPER_MAGIC].contains(&fs.filesystem_type())
+    })
 }
 
 /// Applies metadata once the last chunk is written, or removes a file that failed.
@@ -513,17 +563,50 @@ mod tests {
 
     #[test]
     fn zero_pages_stay_holes() {
+        for prefault in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let file = File::create(&path).unwrap();
+            file.set_len(1 << 20).unwrap();
+            let mut data = vec![0u8; 512 * 1024];
+            data[100] = 1;
+            data[300_000] = 2;
+            let written = write_sparse(&file, &data, 1000, prefault).unwrap();
+            assert!(written <= 3 * 4096, "wrote {written}");
+            let back = std::fs::read(&path).unwrap();
+            assert_eq!(&back[1000..1000 + data.len()], &data[..]);
+            assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 64 * 1024);
+        }
+    }
+
+    /// Chunks that share pages, written last first by several threads, with the pages read
+    /// ahead before each write: the readahead must never cost a byte already written.
+    #[test]
+    fn prefaulted_writes_out_of_order_keep_every_byte() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = File::create(&path).unwrap();
-        file.set_len(1 << 20).unwrap();
-        let mut data = vec![0u8; 512 * 1024];
-        data[100] = 1;
-        data[300_000] = 2;
-        let written = write_sparse(&file, &data, 1000).unwrap();
-        assert!(written <= 3 * 4096, "wrote {written}");
-        let back = std::fs::read(&path).unwrap();
-        assert_eq!(&back[1000..1000 + data.len()], &data[..]);
-        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 64 * 1024);
+        let expected: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 | 1).collect();
+        file.set_len(expected.len() as u64).unwrap();
+        let cuts: Vec<usize> = (0..=expected.len()).step_by(70_001).chain([expected.len()]).collect();
+        let pieces: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1])).rev().collect();
+        std::thread::scope(|scope| {
+            for part in pieces.chunks(pieces.len().div_ceil(4)) {
+                let (file, expected) = (&file, &expected);
+                scope.spawn(move || {
+                    for &(from, to) in part {
+                        write_sparse(file, &expected[from..to], from as u64, true).unwrap();
+                    }
+                });
+            }
+        });
+        drop(file);
+        assert!(std::fs::read(&path).unwrap() == expected);
+    }
+
+    #[test]
+    fn pseudo_filesystems_are_not_local_disks() {
+        assert!(!on_local_disk(Path::new("/proc")));
+        assert!(!on_local_disk(Path::new("/no/such/folder")));
     }
 }
