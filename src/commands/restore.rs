@@ -413,11 +413,12 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u
 }
 
 /// Writes `data` at `offset`, skipping zero pages (aligned to the file offset) so they stay
-/// holes in the file, which was sized beforehand. Returns the bytes actually written.
-fn write_sparse(file: &File, data: &[u8], offset: u64, prefault: bool) -> std::io::Result<u64> {
+/// holes in the file, which was sized beforehand; `read_ahead_first` runs `prefault` on each
+/// range before writing it. Returns the bytes actually written.
+fn write_sparse(file: &File, data: &[u8], offset: u64, read_ahead_first: bool) -> std::io::Result<u64> {
     let write = |from: usize, to: usize| {
-        if prefault {
-            self::prefault(file, offset + from as u64, (to - from) as u64);
+        if read_ahead_first {
+            prefault(file, offset + from as u64, (to - from) as u64);
         }
         file.write_all_at(&data[from..to], offset + from as u64)
     };
