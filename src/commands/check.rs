@@ -400,6 +400,20 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
             ),
         );
     }
+    for (id, record) in &signers.registrations {
+        let key = crate::crypto::VerifyingKey(record.verify_key).id();
+        if record.wrapped_domain.is_none() && !signers.revoked.contains_key(&key) {
+            report.warn(
+                paths::in_dir(paths::SIGNERS, id),
+                format!(
+                    "write-only key {} ({}) is a version-1 key: it shares the repository's index and is bound to \
+                     no host; replace it (README: \"Moving a repository to format v2\")",
+                    key.short(),
+                    crate::format::signer::printable(&record.label)
+                ),
+            );
+        }
+    }
     Ok(())
 }
 
