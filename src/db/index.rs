@@ -31,7 +31,7 @@ fn kind_code(kind: BlobKind) -> i64 {
 }
 
 /// Reads `kind, pos, len, raw_len` starting at column `first` into an entry for `id`.
-fn entry_from_row(row: &Row<'_>, first: usize, id: Id) -> rusqlite::Result<PackEntry> {
+pub(super) fn entry_from_row(row: &Row<'_>, first: usize, id: Id) -> rusqlite::Result<PackEntry> {
     let kind = match row.get::<_, i64>(first)? {
         KIND_DATA => BlobKind::Data,
         KIND_TREE => BlobKind::Tree,
