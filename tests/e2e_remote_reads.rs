@@ -182,3 +182,25 @@ fn s3_folder_copy_out_of_the_mount_reads_by_region() {
     let (copy, _) = copy_out_of_mount(&c, &src, &["--cache-size", "1MiB"], "small-cache");
     assert_trees_equal_with(&src, &copy, &CompareOptions { root_metadata: false, ownership: false, mtimes: false });
 }
+
+/// `check` walks every folder's tree: on S3 it reads them by pack region, several in flight,
+/// instead of a round trip per folder (the 60 folders here were 60+ sequential reads).
+#[test]
+fn s3_check_reads_trees_by_region() {
+    let c = Coffer::new();
+    let server = S3Server::start(&c.root);
+    server.bucket("check");
+    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "check")), ..c };
+    c.init();
+    let src = c.path("src");
+    small_files(&src, 60, 2);
+    c.backup(&[&src]);
+    let mut check = c.command();
+    check.env("COFFER_STORE_STATS", "1").args(["check"]);
+    let out = run(check, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    // Stated bound: index file, snapshot (and its signer records), config and key, plus the
+    // one tree pack's region(s): at most 12 reads.
+    let reads = requests(&out, "reads");
+    assert!(reads <= 12, "check of 60 folders sent {reads} reads:\n{}", out.stderr());
+}
