@@ -3,7 +3,7 @@
 
 use rusqlite::Transaction;
 
-use super::index::{entry_from_row, BlobLocation};
+use super::index::{location_from_row, BlobLocation};
 use super::{Db, DbError};
 use crate::id::Id;
 
@@ -15,20 +15,17 @@ pub(super) fn ensure_index(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 impl Db {
-    /// The blobs of `pack` whose sealed box starts in `from..to`, by offset (each once, even
-    /// when several index files list it).
+    /// The blobs of `pack` whose sealed box starts in `from..to`, by offset (each once per
+    /// domain, even when several index files of it list it), as `blob_location` gives them.
     pub fn blobs_in_pack_range(&self, pack: &Id, from: u64, to: u64) -> Result<Vec<BlobLocation>, DbError> {
         self.read("looking up the blobs of a pack", |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT b.blob, b.kind, b.pos, b.len, b.raw_len FROM blobs b
-                 WHERE b.pack = (SELECT n FROM packs WHERE id = ?1) AND b.pos >= ?2 AND b.pos < ?3
-                 ORDER BY b.pos",
+                "SELECT DISTINCT p.id, b.kind, b.pos, b.len, b.raw_len, f.domain, b.blob FROM blobs b
+                 JOIN packs p ON p.n = b.pack JOIN index_files f ON f.n = b.index_file
+                 WHERE p.id = ?1 AND b.pos >= ?2 AND b.pos < ?3 AND f.domain IS NOT NULL
+                 ORDER BY b.pos, f.domain",
             )?;
-            let rows = stmt
-                .query_map((pack, from as i64, to as i64), |r| {
-                    Ok(BlobLocation { pack: *pack, entry: entry_from_row(r, 1, r.get(0)?)? })
-                })?
-                .collect();
+            let rows = stmt.query_map((pack, from as i64, to as i64), |r| location_from_row(r, r.get(6)?))?.collect();
             rows
         })
     }

@@ -192,6 +192,7 @@ mod tests {
         BlobLocation {
             pack: Id([pack; 32]),
             entry: PackEntry { id: Id(id), kind: BlobKind::Data, offset, length, raw_len: length },
+            domain: Id([0; 32]),
         }
     }
 
