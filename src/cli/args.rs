@@ -80,9 +80,8 @@ pub enum Command {
         /// Tag the snapshot (repeatable).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
-        /// Skip paths matching this glob; without '/', it matches names at any depth.
-        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
-        excludes: Vec<String>,
+        #[command(flatten)]
+        select: crate::cli::select::SelectArgs,
         /// Record this host name instead of the machine's.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
@@ -107,11 +106,12 @@ pub enum Command {
         snapshot: String,
         #[arg(short, long, value_name = "DIR")]
         target: PathBuf,
-        /// Restore only paths matching this glob (repeatable).
-        #[arg(short = 'i', long = "include", value_name = "GLOB")]
+        /// Restore only paths matching this pattern (repeatable; restic's rules, see backup
+        /// --exclude). A folder that matches is restored whole.
+        #[arg(short = 'i', long = "include", value_name = "PATTERN")]
         includes: Vec<String>,
-        /// Skip paths matching this glob (repeatable).
-        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+        /// Skip paths matching this pattern (repeatable; restic's rules, see backup --exclude).
+        #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
         excludes: Vec<String>,
         #[command(flatten)]
         filter: SnapshotFilterArgs,

@@ -10,6 +10,7 @@ mod password;
 mod profiles;
 mod repair;
 mod retention;
+mod select;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -154,22 +155,25 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::init(global, repo.store.location(), &repo)?;
             Ok(exit::OK)
         }
-        Command::Backup { mut paths, mut tags, mut excludes, mut host } => {
+        Command::Backup { mut paths, mut tags, select, mut host } => {
+            let mut profile_excludes = Vec::new();
             if let Some(profile) = profiles::active(global)? {
                 if paths.is_empty() {
                     paths = profile.sources.clone();
                 }
-                excludes.extend(profile.excludes.iter().cloned());
+                profile_excludes.extend(profile.excludes.iter().cloned());
                 tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
                 host = host.or_else(|| profile.host.clone());
             }
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
+            let (excludes, selection) = select.resolve(&profile_excludes)?;
             let mut options = BackupOptions {
                 paths,
                 tags,
                 excludes,
+                selection,
                 hostname: host,
                 scan_total: false,
                 progress: Default::default(),
@@ -215,11 +219,20 @@ pub fn run(cli: Cli) -> Result<u8> {
             if subpath.is_none() {
                 progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
             }
+            let selecting = !includes.is_empty();
             let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             progress.finish();
             let report = report?;
             output::restore(global, &entry.id, &report)?;
+            if selecting && report.files + report.dirs + report.other == 0 {
+                bail!(
+                    "no entry of snapshot {} matches --include {}: nothing was restored; \
+                     patterns follow restic's rules (`coffer ls` shows the paths to match)",
+                    entry.id.short(),
+                    options.includes.join(" --include ")
+                );
+            }
             if report.errors.is_empty() {
                 Ok(exit::OK)
             } else {

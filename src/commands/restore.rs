@@ -20,7 +20,7 @@ use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::archiver::Excludes;
+use crate::filter::Patterns;
 use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
@@ -34,8 +34,8 @@ pub enum RestoreError {
     DiskFull { path: PathBuf },
     #[error("{0:?} is not in this snapshot")]
     NoSuchPath(String),
-    #[error("invalid pattern: {0}")]
-    Pattern(#[from] globset::Error),
+    #[error(transparent)]
+    Pattern(#[from] crate::filter::FilterError),
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
@@ -101,8 +101,8 @@ pub fn restore(
     interrupted: &AtomicBool,
 ) -> Result<RestoreReport, RestoreError> {
     repo.require_full_key("restore")?;
-    let excludes = Excludes::new(&options.excludes)?;
-    let includes = if options.includes.is_empty() { None } else { Some(Excludes::new(&options.includes)?) };
+    let excludes = Patterns::new(&options.excludes)?;
+    let includes = if options.includes.is_empty() { None } else { Some(Patterns::new(&options.includes)?) };
     std::fs::create_dir_all(&options.target)
         .map_err(|source| RestoreError::Target { path: options.target.clone(), source })?;
 
@@ -168,8 +168,8 @@ pub fn restore(
 
 struct RestoreWalk<'a, 'r> {
     shared: &'a Shared<'r>,
-    excludes: &'a Excludes,
-    includes: Option<&'a Excludes>,
+    excludes: &'a Patterns,
+    includes: Option<&'a Patterns>,
     jobs: crossbeam_channel::Sender<ChunkJob>,
     report: &'a mut RestoreReport,
     /// (device, inode) at backup time → first restored path, to recreate hardlinks.
