@@ -63,8 +63,9 @@ pub struct SnapshotFilterArgs {
     /// Only snapshots of this host (repeatable).
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Only snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "TAG")]
+    /// Only snapshots with these tags: `a,b` needs both; repeated, any one suffices (restic's
+    /// rule; `--tag ""` means snapshots without tags).
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
 }
 
@@ -77,8 +78,8 @@ pub enum Command {
         /// What to back up (default: the profile's `sources`).
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Tag the snapshot (repeatable).
-        #[arg(long = "tag", value_name = "TAG")]
+        /// Tag the snapshot (repeatable; `a,b` gives two tags, as with restic).
+        #[arg(long = "tag", value_name = "TAG[,TAG…]")]
         tags: Vec<String>,
         #[command(flatten)]
         select: crate::cli::select::SelectArgs,

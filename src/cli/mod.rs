@@ -168,6 +168,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
+            let tags = select::split_tags(&tags);
             let (excludes, selection) = select.resolve(&profile_excludes)?;
             let mut options = BackupOptions {
                 paths,

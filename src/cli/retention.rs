@@ -45,8 +45,8 @@ pub struct ForgetArgs {
     /// Only consider snapshots of this host (repeatable); others are left alone.
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Only consider snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "TAG")]
+    /// Only consider snapshots with these tags: `a,b` needs both; repeated, any one suffices.
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
     /// Apply the policy per group of snapshots with the same host, paths and/or tags
     /// (`host,paths` by default; `""` for one group).

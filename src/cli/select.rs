@@ -60,3 +60,27 @@ impl SelectArgs {
         Ok((excludes, selection))
     }
 }
+
+/// Tags as given on the command line, where `a,b` means two tags (restic's rule): split,
+/// trimmed, without empty ones or repeats, in first-seen order.
+pub fn split_tags(given: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in given.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
+        }
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tags;
+
+    #[test]
+    fn commas_separate_tags() {
+        let given = ["daily,keep".to_string(), "keep".to_string(), " x , ,y".to_string()];
+        assert_eq!(split_tags(&given), ["daily", "keep", "x", "y"]);
+        assert!(split_tags(&[",".to_string()]).is_empty());
+    }
+}
