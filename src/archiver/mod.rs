@@ -309,6 +309,12 @@ fn archive(
             ByteBuf::from(lock.session.as_bytes().to_vec()),
         )],
     };
+    // A signal while the last packs were stored still means no snapshot: what was uploaded
+    // is indexed and the next backup reuses it.
+    if interrupted.load(Ordering::Relaxed) {
+        repo.db().set_note(RUNNING_NOTE, None)?;
+        return Err(BackupError::Interrupted);
+    }
     lock.check_fresh()?;
     crate::crashpoint::hit("backup-before-snapshot-write");
     let id = repo.save_snapshot(&snapshot)?;

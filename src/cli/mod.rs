@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+mod interrupt;
 mod keys;
 mod output;
 mod password;
@@ -65,7 +66,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             || matches!(cause.downcast_ref::<restore::RestoreError>(), Some(restore::RestoreError::Interrupted))
             || matches!(cause.downcast_ref::<CopyError>(), Some(CopyError::Interrupted))
         {
-            return exit::INTERRUPTED;
+            return interrupt::exit_code();
         }
     }
     exit::ERROR
@@ -136,13 +137,10 @@ fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
     SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() }
 }
 
-/// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot).
+/// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot); a
+/// second signal exits at once (see `interrupt`).
 fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&flag)).context("installing signal handlers")?;
-    }
-    Ok(flag)
+    interrupt::flag()
 }
 
 pub fn run(cli: Cli) -> Result<u8> {
@@ -223,8 +221,22 @@ pub fn run(cli: Cli) -> Result<u8> {
             let selecting = !includes.is_empty();
             let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
+            let (files_done, bytes_done) =
+                (progress.counters.files.load(Ordering::Relaxed), progress.counters.bytes.load(Ordering::Relaxed));
             progress.finish();
-            let report = report?;
+            let report = report.map_err(|e| {
+                let stopped = matches!(e, restore::RestoreError::Interrupted);
+                let e = anyhow::Error::new(e);
+                if !stopped {
+                    return e;
+                }
+                e.context(format!(
+                    "restore into {} stopped after {files_done} files ({}); the files being written are left \
+                     incomplete and folders without their times and modes: run the same restore again",
+                    options.target.display(),
+                    output::bytes(bytes_done)
+                ))
+            })?;
             output::restore(global, &entry.id, &report)?;
             if selecting && report.files + report.dirs + report.other == 0 {
                 bail!(

@@ -153,7 +153,8 @@ fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: b
         }
     })?;
     print_prune(global, &report)?;
-    Ok(exit::OK)
+    // Waiting for backups means the prune is not done: scripts must not take it for success.
+    Ok(if report.waiting_for.is_empty() { exit::OK } else { exit::INCOMPLETE })
 }
 
 fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {

@@ -132,6 +132,10 @@ pub fn restore(
             scope.spawn(move || {
                 let mut buffers = (Vec::new(), Vec::new());
                 for job in rx {
+                    // Interrupted: drop what is queued (up to the channel's 256 chunks).
+                    if interrupted.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     write_chunk(shared, job, &mut buffers);
                 }
             });
@@ -153,6 +157,11 @@ pub fn restore(
         result.map(|()| dirs)
     });
     let dirs = walk_result?;
+    // The walk may have queued a file's last chunks before the signal, which the workers then
+    // dropped: stopped is stopped, even when no folder was left to walk.
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(RestoreError::Interrupted);
+    }
     if let Some(path) = shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(RestoreError::DiskFull { path });
     }
@@ -273,6 +282,9 @@ impl RestoreWalk<'_, '_> {
         }
         self.make_parent(dest)?;
         let result = self.restore_leaf(node, dest);
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(RestoreError::Interrupted);
+        }
         if let Err(e) = result {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(RestoreError::DiskFull { path: dest.to_path_buf() });
@@ -315,6 +327,7 @@ impl RestoreWalk<'_, '_> {
                 // Sized first: chunks of zeros are then skipped and stay holes.
                 file.set_len(*size)?;
                 self.report.files += 1;
+                self.shared.progress.add_file();
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
                     file,
@@ -328,6 +341,10 @@ impl RestoreWalk<'_, '_> {
                 }
                 let mut offset = 0u64;
                 for id in content {
+                    // A large file is many chunks: stop between them, not only between files.
+                    if self.interrupted.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let location = self.shared.repo.locate(id);
                     let length = location.as_ref().map(|l| l.entry.raw_len as u64).unwrap_or(0);
                     let job = ChunkJob { file: Arc::clone(&pending), offset, location };
