@@ -147,10 +147,23 @@ pub fn run(cli: Cli) -> Result<u8> {
     let global = &cli.global;
     match cli.command {
         Command::Init => {
-            let store = open_store(global, true)?;
-            let password = password::for_init(global, profiles::active(global)?)?;
-            let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
-            output::init(global, repo.store.location(), &repo)?;
+            // A folder this init creates goes again if init fails: no half repository stays.
+            let created = match location(global)? {
+                Location::Local(path) if !path.exists() => Some(path),
+                _ => None,
+            };
+            let result = (|| {
+                let store = open_store(global, true)?;
+                let password = password::for_init(global, profiles::active(global)?)?;
+                let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
+                output::init(global, repo.store.location(), &repo)
+            })();
+            if let (Err(_), Some(path)) = (&result, &created) {
+                if let Err(e) = std::fs::remove_dir_all(path) {
+                    log::warn!("removing {} after the failed init: {e}", path.display());
+                }
+            }
+            result?;
             Ok(exit::OK)
         }
         Command::Backup { mut paths, mut tags, select, mut host } => {
