@@ -143,6 +143,8 @@ pub fn backup_scanned(
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
     let start = chrono::Utc::now();
+    let host = options.hostname.clone().unwrap_or_else(crate::repo::hostname);
+    repo.check_may_claim(&host)?;
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
@@ -304,10 +306,10 @@ fn archive(
             start_unix: start.timestamp(),
             end_unix: end.timestamp(),
         },
-        extensions: vec![(
-            crate::repo::locks::LOCK_EXTENSION.to_string(),
-            ByteBuf::from(lock.session.as_bytes().to_vec()),
-        )],
+        extensions: [(crate::repo::locks::LOCK_EXTENSION.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec()))]
+            .into_iter()
+            .chain(repo.anchor_extensions()?)
+            .collect(),
     };
     // A signal while the last packs were stored still means no snapshot: what was uploaded
     // is indexed and the next backup reuses it.

@@ -15,9 +15,10 @@ use coffer::commands::diff::DiffEntry;
 use coffer::commands::ls::LsEntry;
 use coffer::commands::restore::RestoreReport;
 use coffer::commands::stats::Stats;
+use coffer::format::signer::printable;
 use coffer::id::Id;
 use coffer::progress::Counters;
-use coffer::repo::{Repository, SnapshotEntry};
+use coffer::repo::{Rejection, Repository, SnapshotEntry};
 use std::io::Write;
 
 /// `println!` that returns write errors (a closed pipe: `coffer snapshots | head`) instead
@@ -126,9 +127,9 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     Ok(())
 }
 
-pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(Id, String)]) -> Result<()> {
-    for (id, reason) in rejected {
-        eprintln!("warning: ignoring snapshot {}: {reason}", id.short());
+pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[Rejection]) -> Result<()> {
+    for r in rejected {
+        eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), r.reason);
     }
     if global.json {
         let list: Vec<_> = snapshots
@@ -145,6 +146,8 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
                     "tags": s.tags,
                     "tree": s.tree.to_hex(),
                     "incomplete": s.incomplete,
+                    "signer": e.signer.to_hex(),
+                    "signed_by": e.signed_by,
                     "summary": s.summary_json(),
                 })
             })
@@ -152,18 +155,19 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    outln!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
+    outln!("{:<10} {:<26} {:<16} {:<16} {:<24} Paths", "ID", "Time", "Host", "Tags", "Signed by");
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
         outln!(
-            "{:<10} {:<26} {:<16} {:<16} {}{mark}",
+            "{:<10} {:<26} {:<16} {:<16} {:<24} {}{mark}",
             e.id.short(),
             time(s.time_unix, s.time_nsec),
-            s.hostname,
-            s.tags.join(","),
-            paths.join(" ")
+            printable(&s.hostname),
+            printable(&s.tags.join(",")),
+            e.signed_by,
+            printable(&paths.join(" "))
         );
     }
     if !global.quiet {

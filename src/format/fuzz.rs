@@ -204,6 +204,13 @@ pub fn signer(data: &[u8]) {
     bytes.extend_from_slice(&signature);
     let _ = SignerRecord::decode(&bytes, &k.repo_id, &verifying);
     let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
+    let mut bytes = [signer::MAGIC_V2.as_slice(), data].concat();
+    let signature = k.signing.sign(&signer::signed_message_v2(&k.repo_id, &bytes));
+    bytes.extend_from_slice(&signature);
+    if let Ok(record) = SignerRecord::decode(&bytes, &k.repo_id, &verifying) {
+        let _ = record.domain_secret(&k.secret, &k.repo_id);
+    }
+    let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
     let mut bytes = [signer::REVOCATION_MAGIC.as_slice(), data].concat();
     let signature = k.signing.sign(&signer::revocation_signed_message(&k.repo_id, &bytes));
     bytes.extend_from_slice(&signature);
@@ -310,7 +317,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     out.push(("config", to_postcard(&conf)));
 
-    let record = SignerRecord { verify_key: [3; 32], label: "laptop".into(), created_unix: 5 };
+    let record = SignerRecord::new(
+        &crate::crypto::VerifyingKey([3; 32]),
+        "laptop",
+        5,
+        vec!["laptop".into()],
+        &crate::crypto::SymKey::from_bytes([4; 32]),
+        &k.repo_id,
+        &k.secret.public(),
+    );
     out.push(("signer", to_postcard(&record)));
     let revocation = signer::Revocation { verify_key: [3; 32], revoked_unix: 9, kept_snapshots: vec![Id([5; 32])] };
     out.push(("signer", to_postcard(&revocation)));
