@@ -8,6 +8,7 @@ pub mod commands;
 pub mod crashpoint;
 pub mod crypto;
 pub mod db;
+pub mod filter;
 pub mod format;
 pub mod id;
 pub mod keys;

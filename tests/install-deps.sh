@@ -23,6 +23,7 @@ PACKAGES=(
   gnome-keyring    # e2e_keys: gnome-keyring-daemon, a real Secret Service
   libsecret-tools  # e2e_keys: secret-tool, to see Coffer's entries as other programs do
   keyutils     # e2e_keys: keyctl session, a session keyring for the kernel keyutils store
+  restic       # e2e_filter: the same patterns through restic, to compare selections
 )
 
 missing=()

@@ -49,8 +49,8 @@ const RUNNING_NOTE: &str = "backup-running";
 pub enum BackupError {
     #[error("source {path}: {source}")]
     Source { path: PathBuf, source: std::io::Error },
-    #[error("invalid exclude pattern: {0}")]
-    Exclude(#[from] globset::Error),
+    #[error(transparent)]
+    Exclude(#[from] crate::filter::FilterError),
     #[error("nothing to back up: give at least one path")]
     NoPaths,
     #[error("interrupted; no snapshot was written (uploaded data is reused by the next backup)")]
@@ -70,6 +70,8 @@ pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     pub tags: Vec<String>,
     pub excludes: Vec<String>,
+    /// What else to leave out: markers, sizes, other filesystems.
+    pub selection: crate::filter::Selection,
     pub hostname: Option<String>,
     pub progress: Arc<crate::progress::Counters>,
     /// Measure the total size first (in parallel with the backup) so progress can show an ETA.
@@ -117,7 +119,7 @@ pub struct ScanAhead {
 /// `files_cache` (see [`FilesCacheReader`]: it may be opened before the repository is).
 pub fn scan_ahead(options: &BackupOptions, files_cache: Option<FilesCacheReader>) -> Result<ScanAhead, BackupError> {
     let sources = prepare_sources(&options.paths)?;
-    let excludes = Excludes::new(&options.excludes)?;
+    let excludes = Excludes::for_backup(&options.excludes, &options.selection, &sources)?;
     let pool = scan::ScanPool::start(scan::Scanner::new(excludes, files_cache), &sources);
     Ok(ScanAhead { sources, pool })
 }
@@ -309,6 +311,12 @@ fn archive(
             .chain(repo.anchor_extensions()?)
             .collect(),
     };
+    // A signal while the last packs were stored still means no snapshot: what was uploaded
+    // is indexed and the next backup reuses it.
+    if interrupted.load(Ordering::Relaxed) {
+        repo.db().set_note(RUNNING_NOTE, None)?;
+        return Err(BackupError::Interrupted);
+    }
     lock.check_fresh()?;
     crate::crashpoint::hit("backup-before-snapshot-write");
     let id = repo.save_snapshot(&snapshot)?;

@@ -339,6 +339,9 @@ impl Scanner {
     /// Lists `dir` in name order, without excluded entries.
     fn list(&self, dir: &Path) -> (Listed, Vec<String>) {
         let mut errors = Vec::new();
+        if self.excludes.skips_contents(dir) {
+            return (Vec::new(), errors);
+        }
         let listing = match std::fs::read_dir(dir) {
             Ok(listing) => listing,
             Err(e) => return (Vec::new(), vec![format!("listing directory: {e}")]),
@@ -356,6 +359,7 @@ impl Scanner {
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        self.excludes.apply_markers(dir, &mut listed, |(name, _, _)| name.as_os_str());
         listed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         (listed, errors)
     }
@@ -368,6 +372,7 @@ impl Scanner {
                 ScannedEntry { name, path, found }
             })
             .collect();
+        entries.retain(|e| !e.found.as_ref().is_ok_and(|f| f.meta.is_file() && self.excludes.too_large(f.meta.len())));
         self.look_up_files(&mut entries);
         for entry in &mut entries {
             if let Ok(found) = &mut entry.found {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Sender, TrySendError};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_bytes::ByteBuf;
 
 use super::builder::Event;
@@ -20,32 +19,8 @@ use crate::db::CachedFile;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
 
-/// Exclude patterns as restic reads them: a pattern without `/` matches a name at any depth,
-/// one with `/` matches the whole path.
-pub struct Excludes {
-    names: GlobSet,
-    paths: GlobSet,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, globset::Error> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for pattern in patterns {
-            let glob = Glob::new(pattern.trim_end_matches('/'))?;
-            if pattern.trim_end_matches('/').contains('/') {
-                paths.add(glob);
-            } else {
-                names.add(glob);
-            }
-        }
-        Ok(Excludes { names: names.build()?, paths: paths.build()? })
-    }
-
-    pub fn matches(&self, path: &Path) -> bool {
-        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
-    }
-}
+/// The exclusion rules live in `crate::filter` (restic's pattern semantics).
+pub use crate::filter::Excludes;
 
 pub struct Walker<'a> {
     pub repo: &'a Repository,

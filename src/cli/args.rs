@@ -63,8 +63,9 @@ pub struct SnapshotFilterArgs {
     /// Only snapshots of this host (repeatable).
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Only snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "TAG")]
+    /// Only snapshots with these tags: `a,b` needs both; repeated, any one suffices (restic's
+    /// rule; `--tag ""` means snapshots without tags).
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
 }
 
@@ -77,12 +78,11 @@ pub enum Command {
         /// What to back up (default: the profile's `sources`).
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Tag the snapshot (repeatable).
-        #[arg(long = "tag", value_name = "TAG")]
+        /// Tag the snapshot (repeatable; `a,b` gives two tags, as with restic).
+        #[arg(long = "tag", value_name = "TAG[,TAG…]")]
         tags: Vec<String>,
-        /// Skip paths matching this glob; without '/', it matches names at any depth.
-        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
-        excludes: Vec<String>,
+        #[command(flatten)]
+        select: crate::cli::select::SelectArgs,
         /// Record this host name instead of the machine's.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
@@ -107,11 +107,12 @@ pub enum Command {
         snapshot: String,
         #[arg(short, long, value_name = "DIR")]
         target: PathBuf,
-        /// Restore only paths matching this glob (repeatable).
-        #[arg(short = 'i', long = "include", value_name = "GLOB")]
+        /// Restore only paths matching this pattern (repeatable; restic's rules, see backup
+        /// --exclude). A folder that matches is restored whole.
+        #[arg(short = 'i', long = "include", value_name = "PATTERN")]
         includes: Vec<String>,
-        /// Skip paths matching this glob (repeatable).
-        #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+        /// Skip paths matching this pattern (repeatable; restic's rules, see backup --exclude).
+        #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
         excludes: Vec<String>,
         #[command(flatten)]
         filter: SnapshotFilterArgs,

@@ -4,12 +4,14 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+mod interrupt;
 mod keys;
 mod output;
 mod password;
 mod profiles;
 mod repair;
 mod retention;
+mod select;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,7 +66,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             || matches!(cause.downcast_ref::<restore::RestoreError>(), Some(restore::RestoreError::Interrupted))
             || matches!(cause.downcast_ref::<CopyError>(), Some(CopyError::Interrupted))
         {
-            return exit::INTERRUPTED;
+            return interrupt::exit_code();
         }
     }
     exit::ERROR
@@ -135,41 +137,55 @@ fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
     SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() }
 }
 
-/// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot).
+/// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot); a
+/// second signal exits at once (see `interrupt`).
 fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&flag)).context("installing signal handlers")?;
-    }
-    Ok(flag)
+    interrupt::flag()
 }
 
 pub fn run(cli: Cli) -> Result<u8> {
     let global = &cli.global;
     match cli.command {
         Command::Init => {
-            let store = open_store(global, true)?;
-            let password = password::for_init(global, profiles::active(global)?)?;
-            let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
-            output::init(global, repo.store.location(), &repo)?;
+            // A folder this init creates goes again if init fails: no half repository stays.
+            let created = match location(global)? {
+                Location::Local(path) if !path.exists() => Some(path),
+                _ => None,
+            };
+            let result = (|| {
+                let store = open_store(global, true)?;
+                let password = password::for_init(global, profiles::active(global)?)?;
+                let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
+                output::init(global, repo.store.location(), &repo)
+            })();
+            if let (Err(_), Some(path)) = (&result, &created) {
+                if let Err(e) = std::fs::remove_dir_all(path) {
+                    log::warn!("removing {} after the failed init: {e}", path.display());
+                }
+            }
+            result?;
             Ok(exit::OK)
         }
-        Command::Backup { mut paths, mut tags, mut excludes, mut host } => {
+        Command::Backup { mut paths, mut tags, select, mut host } => {
+            let mut profile_excludes = Vec::new();
             if let Some(profile) = profiles::active(global)? {
                 if paths.is_empty() {
                     paths = profile.sources.clone();
                 }
-                excludes.extend(profile.excludes.iter().cloned());
+                profile_excludes.extend(profile.excludes.iter().cloned());
                 tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
                 host = host.or_else(|| profile.host.clone());
             }
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
+            let tags = select::split_tags(&tags);
+            let (excludes, selection) = select.resolve(&profile_excludes)?;
             let mut options = BackupOptions {
                 paths,
                 tags,
                 excludes,
+                selection,
                 hostname: host,
                 scan_total: false,
                 progress: Default::default(),
@@ -215,11 +231,34 @@ pub fn run(cli: Cli) -> Result<u8> {
             if subpath.is_none() {
                 progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
             }
+            let selecting = !includes.is_empty();
             let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
+            let (files_done, bytes_done) =
+                (progress.counters.files.load(Ordering::Relaxed), progress.counters.bytes.load(Ordering::Relaxed));
             progress.finish();
-            let report = report?;
+            let report = report.map_err(|e| {
+                let stopped = matches!(e, restore::RestoreError::Interrupted);
+                let e = anyhow::Error::new(e);
+                if !stopped {
+                    return e;
+                }
+                e.context(format!(
+                    "restore into {} stopped after {files_done} files ({}); the files being written are left \
+                     incomplete and folders without their times and modes: run the same restore again",
+                    options.target.display(),
+                    output::bytes(bytes_done)
+                ))
+            })?;
             output::restore(global, &entry.id, &report)?;
+            if selecting && report.files + report.dirs + report.other == 0 {
+                bail!(
+                    "no entry of snapshot {} matches --include {}: nothing was restored; \
+                     patterns follow restic's rules (`coffer ls` shows the paths to match)",
+                    entry.id.short(),
+                    options.includes.join(" --include ")
+                );
+            }
             if report.errors.is_empty() {
                 Ok(exit::OK)
             } else {

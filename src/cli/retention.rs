@@ -45,8 +45,8 @@ pub struct ForgetArgs {
     /// Only consider snapshots of this host (repeatable); others are left alone.
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Only consider snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "TAG")]
+    /// Only consider snapshots with these tags: `a,b` needs both; repeated, any one suffices.
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
     /// Apply the policy per group of snapshots with the same host, paths, tags and/or signing
     /// key (`host,paths,signer` by default; `""` for one group).
@@ -153,7 +153,8 @@ fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: b
         }
     })?;
     print_prune(global, &report)?;
-    Ok(exit::OK)
+    // Waiting for backups means the prune is not done: scripts must not take it for success.
+    Ok(if report.waiting_for.is_empty() { exit::OK } else { exit::INCOMPLETE })
 }
 
 fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {

@@ -45,9 +45,10 @@ pub enum ReadData {
     None,
     /// Every pack.
     All,
-    /// The packs whose id, read as a fraction of the id space, is below `percent`/100. The
-    /// same packs every run; a larger percentage includes those of a smaller one.
-    Percent { percent: f64 },
+    /// The packs whose id, mixed with `seed` and read as a fraction of the id space, is below
+    /// `percent`/100. `parse_subset` draws a new seed each run (restic's rule for `x%`): a
+    /// nightly 10% check reaches every pack over the nights, not the same tenth each time.
+    Percent { percent: f64, seed: u64 },
     /// Part `n` of `m` (1-based): the packs whose id modulo `m` is `n - 1`. Running 1/m, 2/m,
     /// …, m/m (on successive days, say) reads every pack once.
     Subset { n: u32, m: u32 },
@@ -68,7 +69,7 @@ impl ReadData {
             if !(percent > 0.0 && percent <= 100.0) {
                 return Err(err());
             }
-            return Ok(if percent == 100.0 { ReadData::All } else { ReadData::Percent { percent } });
+            return Ok(if percent == 100.0 { ReadData::All } else { ReadData::Percent { percent, seed: rand::random() } });
         }
         let (n, m) = trimmed.split_once('/').ok_or_else(err)?;
         let n: u32 = n.trim().parse().map_err(|_| err())?;
@@ -87,7 +88,7 @@ impl ReadData {
         match *self {
             ReadData::None => false,
             ReadData::All => true,
-            ReadData::Percent { percent } => (x as f64) / 18_446_744_073_709_551_616.0 < percent / 100.0,
+            ReadData::Percent { percent, seed } => ((x ^ seed) as f64) / 18_446_744_073_709_551_616.0 < percent / 100.0,
             ReadData::Subset { n, m } => m > 0 && x % u64::from(m) == u64::from(n.saturating_sub(1)),
         }
     }
@@ -967,8 +968,8 @@ mod tests {
 
     #[test]
     fn parse_subset_and_selection() {
-        assert_eq!(ReadData::parse_subset("10%"), Ok(ReadData::Percent { percent: 10.0 }));
-        assert_eq!(ReadData::parse_subset(" 2.5 %"), Ok(ReadData::Percent { percent: 2.5 }));
+        assert!(matches!(ReadData::parse_subset("10%"), Ok(ReadData::Percent { percent: 10.0, .. })));
+        assert!(matches!(ReadData::parse_subset(" 2.5 %"), Ok(ReadData::Percent { percent: 2.5, .. })));
         assert_eq!(ReadData::parse_subset("100%"), Ok(ReadData::All));
         assert_eq!(ReadData::parse_subset("1/5"), Ok(ReadData::Subset { n: 1, m: 5 }));
         assert_eq!(ReadData::parse_subset("1/1"), Ok(ReadData::All));
@@ -982,12 +983,22 @@ mod tests {
                 assert_eq!(hits, 1);
             }
         }
-        let ten = ids.iter().filter(|id| ReadData::Percent { percent: 10.0 }.selects(id)).count();
+        let ten = ids.iter().filter(|id| ReadData::Percent { percent: 10.0, seed: 0 }.selects(id)).count();
         assert!((100..300).contains(&ten), "{ten}");
         assert!(ids
             .iter()
-            .all(|id| !ReadData::Percent { percent: 10.0 }.selects(id)
-                || ReadData::Percent { percent: 20.0 }.selects(id)));
+            .all(|id| !ReadData::Percent { percent: 10.0, seed: 5 }.selects(id)
+                || ReadData::Percent { percent: 20.0, seed: 5 }.selects(id)));
+        // Each run (each seed) picks another tenth, of about the same size.
+        let picked = |spec: &str| -> std::collections::HashSet<Id> {
+            let subset = ReadData::parse_subset(spec).expect("valid");
+            ids.iter().filter(|id| subset.selects(id)).copied().collect()
+        };
+        let (first, second) = (picked("10%"), picked("10%"));
+        assert!((100..300).contains(&first.len()) && (100..300).contains(&second.len()));
+        assert_ne!(first, second, "two 10% runs read the same packs");
+        // n/m stays deterministic: the same part every time.
+        assert_eq!(picked("2/7"), picked("2/7"));
         assert!(!ReadData::None.selects(&ids[0]) && ReadData::All.selects(&ids[0]));
     }
 }

@@ -25,7 +25,7 @@ use crate::format::pack::{BlobKind, PackWriter};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::locks::{list_locks, LOCK_TIMEOUT};
+use crate::repo::locks::{list_locks, ENDED_SEQ, LOCK_TIMEOUT};
 use crate::repo::{now_unix, RepoError, Repository, SnapshotEntry};
 use crate::store::paths;
 
@@ -561,8 +561,9 @@ fn delete_phase(
         if finished.contains(&lock.session) || !newest.contains_key(&lock.session) {
             continue;
         }
+        let ended = newest.get(&lock.session) == Some(&ENDED_SEQ);
         let refreshed = newest.get(&lock.session).is_some_and(|seq| *seq > lock.seq);
-        if !refreshed && expired {
+        if ended || (!refreshed && expired) {
             stale.insert(lock.session);
         } else {
             waiting.push(lock.session.short());

@@ -20,7 +20,7 @@ use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::archiver::Excludes;
+use crate::filter::Patterns;
 use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
@@ -34,8 +34,8 @@ pub enum RestoreError {
     DiskFull { path: PathBuf },
     #[error("{0:?} is not in this snapshot")]
     NoSuchPath(String),
-    #[error("invalid pattern: {0}")]
-    Pattern(#[from] globset::Error),
+    #[error(transparent)]
+    Pattern(#[from] crate::filter::FilterError),
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
@@ -110,8 +110,8 @@ pub fn restore(
     interrupted: &AtomicBool,
 ) -> Result<RestoreReport, RestoreError> {
     repo.require_full_key("restore")?;
-    let excludes = Excludes::new(&options.excludes)?;
-    let includes = if options.includes.is_empty() { None } else { Some(Excludes::new(&options.includes)?) };
+    let excludes = Patterns::new(&options.excludes)?;
+    let includes = if options.includes.is_empty() { None } else { Some(Patterns::new(&options.includes)?) };
     std::fs::create_dir_all(&options.target)
         .map_err(|source| RestoreError::Target { path: options.target.clone(), source })?;
 
@@ -145,6 +145,10 @@ pub fn restore(
             scope.spawn(move || {
                 let mut buffers = (Vec::new(), Vec::new());
                 for mut jobs in rx {
+                    // Interrupted: drop what is queued.
+                    if interrupted.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     if jobs.len() == 1 {
                         write_chunk(shared, jobs.pop().expect("one job"), &mut buffers);
                     } else {
@@ -178,6 +182,11 @@ pub fn restore(
         result.map(|()| dirs)
     });
     let dirs = walk_result?;
+    // The walk may have queued a file's last chunks before the signal, which the workers then
+    // dropped: stopped is stopped, even when no folder was left to walk.
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(RestoreError::Interrupted);
+    }
     if let Some(path) = shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(RestoreError::DiskFull { path });
     }
@@ -193,8 +202,8 @@ pub fn restore(
 
 struct RestoreWalk<'a, 'r> {
     shared: &'a Shared<'r>,
-    excludes: &'a Excludes,
-    includes: Option<&'a Excludes>,
+    excludes: &'a Patterns,
+    includes: Option<&'a Patterns>,
     jobs: crossbeam_channel::Sender<Vec<ChunkJob>>,
     report: &'a mut RestoreReport,
     /// (device, inode) at backup time → first restored path, to recreate hardlinks.
@@ -369,6 +378,9 @@ impl RestoreWalk<'_, '_> {
         }
         self.make_parent(dest)?;
         let result = self.restore_leaf(node, dest);
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(RestoreError::Interrupted);
+        }
         if let Err(e) = result {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(RestoreError::DiskFull { path: dest.to_path_buf() });
@@ -413,6 +425,7 @@ impl RestoreWalk<'_, '_> {
                 file.set_len(*size)?;
                 self.report.files += 1;
                 self.opened += 1;
+                self.shared.progress.add_file();
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
                     file,
@@ -426,6 +439,10 @@ impl RestoreWalk<'_, '_> {
                 }
                 let mut offset = 0u64;
                 for id in content {
+                    // A large file is many chunks: stop between them, not only between files.
+                    if self.interrupted.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let location = self.shared.repo.locate(id);
                     let length = location.as_ref().map(|l| l.entry.raw_len as u64).unwrap_or(0);
                     let job = ChunkJob { file: Arc::clone(&pending), offset, location };

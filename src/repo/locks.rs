@@ -25,6 +25,29 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The snapshot extension holding the backup's lock session id.
 pub const LOCK_EXTENSION: &str = "coffer.lock-session";
 
+/// The seq of the marker a backup writes when it ends, however it ends (snapshot written,
+/// failed, interrupted): prune then knows at once that this session uses nothing any more,
+/// instead of waiting [`LOCK_TIMEOUT`] for it to look dead.
+pub const ENDED_SEQ: u32 = 99_999_999;
+
+/// Backups of this process whose lock is held, so that a forced exit can mark them ended.
+static RUNNING: Mutex<Vec<(Store, Id)>> = Mutex::new(Vec::new());
+
+/// Writes the ended marker of every backup of this process still holding its lock: for an
+/// exit that cannot wait for them to stop (a second Ctrl-C while a read blocks).
+pub fn end_running_backups() {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|p| p.into_inner()));
+    for (store, session) in running {
+        write_ended(&store, &session);
+    }
+}
+
+fn write_ended(store: &Store, session: &Id) {
+    if let Err(e) = store.write(&lock_path(session, ENDED_SEQ), b"coffer backup ended v1".to_vec()) {
+        log::warn!("marking the backup lock {} ended: {e}; a prune waits for it to time out", session.short());
+    }
+}
+
 pub fn lock_path(session: &Id, seq: u32) -> String {
     format!("{}{}-{seq:08}", paths::LOCKS, session.to_hex())
 }
@@ -67,6 +90,7 @@ impl BackupLock {
     pub fn acquire(store: &Store) -> Result<BackupLock, RepoError> {
         let session = Id(crate::crypto::random_bytes());
         store.write(&lock_path(&session, 0), b"coffer backup lock v1".to_vec())?;
+        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push((store.clone(), session));
         let last_written = Arc::new(Mutex::new(SystemTime::now()));
         let (stop, stopped) = bounded::<()>(1);
         let (store, last) = (store.clone(), Arc::clone(&last_written));
@@ -111,6 +135,12 @@ impl Drop for BackupLock {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = running.iter().position(|(_, s)| *s == self.session) {
+            let (store, session) = running.swap_remove(at);
+            drop(running);
+            write_ended(&store, &session);
         }
     }
 }

@@ -36,10 +36,21 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// restic's rule for tags: each `tags` entry is a comma-separated list the snapshot must
+    /// carry all of, and any one entry suffices (`--tag a,b --tag c`: a and b, or c). An empty
+    /// entry matches snapshots without tags.
     pub fn matches(&self, snapshot: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&snapshot.hostname))
-            && self.tags.iter().all(|t| snapshot.tags.contains(t))
+            && (self.tags.is_empty() || self.tags.iter().any(|entry| has_tags(snapshot, entry)))
     }
+}
+
+fn has_tags(snapshot: &Snapshot, entry: &str) -> bool {
+    let wanted: Vec<&str> = entry.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if wanted.is_empty() {
+        return snapshot.tags.is_empty();
+    }
+    wanted.iter().all(|w| snapshot.tags.iter().any(|t| t == w))
 }
 
 /// A snapshot that is not trusted, and why; `check` reports them.

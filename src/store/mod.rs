@@ -232,6 +232,20 @@ impl Store {
         if !create && !path.is_dir() {
             return Err(StoreError::Open { location, detail: "no such directory".into() });
         }
+        // Building the operator creates its spool folder (`.tmp`): only in a repository, or
+        // in a folder `init` may take, never in an ordinary folder named by mistake.
+        let holds_repo = path.join(crate::store::paths::CONFIG).is_file();
+        if !holds_repo {
+            if !create {
+                return Err(StoreError::Open { location, detail: "no config file in this folder".into() });
+            }
+            if std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some()) {
+                return Err(StoreError::Open {
+                    location,
+                    detail: "the folder is not empty and holds no repository; give a new or empty folder".into(),
+                });
+            }
+        }
         let root = path.to_str().ok_or_else(|| StoreError::Open {
             location: location.clone(),
             detail: "repository path must be valid UTF-8".into(),
@@ -525,6 +539,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("repo");
         assert!(Store::open_local(&missing, false).is_err());
+        // An ordinary folder is neither opened nor touched.
+        let ordinary = dir.path().join("ordinary");
+        std::fs::create_dir(&ordinary).unwrap();
+        std::fs::write(ordinary.join("file"), b"x").unwrap();
+        assert!(Store::open_local(&ordinary, false).is_err());
+        assert!(Store::open_local(&ordinary, true).is_err());
+        assert!(!ordinary.join(".tmp").exists());
         let store = Store::open_local(&missing, true).unwrap();
         store.write("index/x", b"1".to_vec()).unwrap();
         assert_eq!(store.list("index/").unwrap(), vec![("index/x".to_string(), 1)]);
