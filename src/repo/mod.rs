@@ -6,6 +6,7 @@ mod blobs;
 pub mod locks;
 mod open;
 mod snapshots;
+pub mod walk;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,6 +55,8 @@ pub enum RepoError {
     KeyInUse { detail: String },
     #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
     MissingBlob(Id),
+    #[error("{what}: folders nest deeper than {max} levels at {path}…; it cannot be walked")]
+    TooDeep { what: String, path: String, max: usize },
     #[error("{what}: {source}")]
     Local { what: String, source: std::io::Error },
 }
