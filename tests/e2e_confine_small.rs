@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -63,4 +63,47 @@ fn deep_folders_are_listed_compared_and_restored_without_crashing() {
     assert!(restored_path(&target, &src).join("top.txt").is_file(), "{out}");
     remove_deep(&target);
     remove_deep(&src);
+}
+
+// --- Item 6: planted key files --------------------------------------------------------------
+
+/// Plants a copy of the repository's key file with other KDF parameters and creation time (it
+/// does not open with any passphrase: its sealed key no longer matches its salt).
+fn plant_key_file(c: &Coffer, memory_kib: u32, iterations: u32, created_unix: i64, n: u8) -> PathBuf {
+    use coffer::format::keyfile::KeyFile;
+    let keys = c.repo.join("keys");
+    let original = std::fs::read_dir(&keys).expect("keys/").next().expect("a key file").expect("entry").path();
+    let mut file = KeyFile::decode(&std::fs::read(original).expect("read")).expect("decode");
+    file.kdf.memory_kib = memory_kib;
+    file.kdf.iterations = iterations;
+    file.created_unix = created_unix;
+    file.salt = [n; 16];
+    let bytes = file.encode();
+    let path = keys.join(coffer::id::Id::of_bytes(&bytes).to_hex());
+    std::fs::write(&path, bytes).expect("plant");
+    path
+}
+
+#[test]
+fn planted_key_files_cannot_stall_an_unlock() {
+    let mut c = Coffer::new();
+    c.init();
+    // Argon2 at 1 GiB and 4 passes: allowed in a key file, refused at unlock.
+    let heavy = plant_key_file(&c, 1 << 20, 4, 0, 1);
+    let out = c.ok(&["snapshots"]);
+    assert!(out.stderr().contains(&file_name(&heavy)) && out.stderr().contains("Argon2 cost"), "{out}");
+
+    // Twenty cheap ones, all claiming to be older than the real key (so tried first).
+    for n in 0..20 {
+        plant_key_file(&c, 64, 1, 0, 10 + n);
+    }
+    // This machine opened the repository before: its key file is tried first.
+    c.ok(&["snapshots"]);
+    // A fresh machine tries at most 16 and says why it stopped.
+    c.cache = c.dir("fresh-cache");
+    let out = c.cmd(&["snapshots"]);
+    out.assert_code(12);
+    assert!(out.stderr().contains("16 key files") && out.stderr().contains("keys/ holds 22"), "{out}");
+    c.password = "wrong".into();
+    c.cmd(&["snapshots"]).assert_code(12);
 }

@@ -57,7 +57,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         });
         match repo_error {
             Some(RepoError::NotARepository { .. }) => return exit::NOT_A_REPOSITORY,
-            Some(RepoError::WrongPassword) => return exit::WRONG_PASSWORD,
+            Some(RepoError::WrongPassword | RepoError::TooManyKeyFiles { .. }) => return exit::WRONG_PASSWORD,
             _ => {}
         }
         if matches!(cause.downcast_ref::<BackupError>(), Some(BackupError::Interrupted))

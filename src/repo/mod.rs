@@ -31,6 +31,11 @@ pub enum RepoError {
     AlreadyExists { location: String },
     #[error("wrong password: no key in this repository opens with it")]
     WrongPassword,
+    #[error(
+        "the passphrase opened none of the {tried} key files tried, and keys/ holds {total}: more than an unlock \
+         tries; move key files you did not create out of keys/ in the repository storage, then retry"
+    )]
+    TooManyKeyFiles { tried: usize, total: usize },
     #[error("this key can only write: {what} needs the full repository key")]
     WriteOnly { what: &'static str },
     #[error("this write-only key {detail}; create a new one with `coffer key write-only` using the full key")]
