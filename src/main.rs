@@ -29,7 +29,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("coffer: {error:#}");
+            // Errors quote paths, hosts and tags a snapshot (so a store) controls.
+            eprintln!("coffer: {}", coffer::safetext::terminal(&format!("{error:#}")));
             ExitCode::from(cli::exit_code(&error))
         }
     }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -106,4 +108,92 @@ fn planted_key_files_cannot_stall_an_unlock() {
     assert!(out.stderr().contains("16 key files") && out.stderr().contains("keys/ holds 22"), "{out}");
     c.password = "wrong".into();
     c.cmd(&["snapshots"]).assert_code(12);
+}
+
+// --- Item 8: host and tag strings -----------------------------------------------------------
+
+/// Opens the test's local repository through the library, as another writer would.
+fn open_library(c: &Coffer) -> coffer::repo::Repository {
+    use coffer::repo::{OpenOptions, Repository};
+    let store = coffer::store::Store::open_local(&c.repo, false).expect("store");
+    let options = OpenOptions { cache_dir: c.path("library-cache"), kdf: coffer::crypto::KdfParams::DEFAULT };
+    Repository::open(store, c.password.as_bytes(), &options).expect("open")
+}
+
+const EVIL_HOST: &str = "evil/host\u{1b}[2J\u{1b}]0;owned\u{7}";
+const EVIL_TAG: &str = "..";
+
+/// A snapshot as some other writer made it: a host with `/` and escape sequences, a tag `..`.
+fn plant_evil_snapshot(c: &Coffer) {
+    let repo = open_library(c);
+    let (entries, _) = repo.load_snapshots().expect("snapshots");
+    let mut snapshot = entries[0].snapshot.clone();
+    snapshot.hostname = EVIL_HOST.into();
+    snapshot.tags = vec![EVIL_TAG.into(), "bell\u{7}".into()];
+    repo.save_snapshot(&snapshot).expect("save");
+}
+
+#[test]
+fn hosts_and_tags_are_validated_and_shown_escaped() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("a"), b"a").expect("write");
+    let s = src.to_str().expect("utf-8");
+    for (flag, value) in [("--host", "a/b"), ("--host", "x\u{1b}[31m"), ("--tag", "a,b"), ("--tag", ""), ("--host", "")] {
+        let out = c.cmd(&["backup", flag, value, s]);
+        out.assert_one_line_error(1);
+        assert!(!out.stderr().contains('\u{1b}'), "{out}");
+    }
+    assert!(c.snapshots().is_empty());
+    c.backup_with(&[&src], &["--host", "office-laptop", "--tag", "daily run"]);
+
+    plant_evil_snapshot(&c);
+    for args in [&["snapshots"][..], &["snapshots", "--json"][..]] {
+        let out = c.ok(args);
+        assert!(!out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07), "raw control bytes in {out}");
+    }
+    let table = c.ok(&["snapshots"]).stdout();
+    assert!(table.contains("evil/host\\x1b[2J\\x1b]0;owned\\x07"), "{table}");
+    let json = c.snapshots();
+    assert!(json.iter().any(|s| string(s, "hostname") == EVIL_HOST), "JSON keeps the exact value: {json:?}");
+}
+
+/// A snapshot's host and tags become folder names of the mount: they must be valid, distinct
+/// names whatever they hold.
+#[test]
+fn the_mount_survives_hostile_hosts_and_tags() {
+    if !(is_root() && Path::new("/dev/fuse").exists()) {
+        eprintln!("skipping: mounting needs root and /dev/fuse");
+        return;
+    }
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("a"), b"a").expect("write");
+    c.backup_with(&[&src], &["--host", "good", "--tag", "t"]);
+    plant_evil_snapshot(&c);
+    let mnt = c.dir("mnt");
+    let mut proc = c.spawn(&[OsString::from("mount"), mnt.clone().into()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(mnt.join("hosts")).is_err() {
+        assert!(!proc.finished() && std::time::Instant::now() < deadline, "mount not ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let names = |dir: &str| -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = std::fs::read_dir(mnt.join(dir))
+            .unwrap_or_else(|e| panic!("ls {dir}: {e}"))
+            .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+            .collect();
+        v.sort();
+        v
+    };
+    let hosts = names("hosts");
+    let tags = names("tags");
+    let listed_evil = std::fs::read_dir(mnt.join("hosts").join("evil%2Fhost%1B[2J%1B]0;owned%07")).map(|d| d.count());
+    let _ = std::process::Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    let out = proc.wait(std::time::Duration::from_secs(20));
+    assert_eq!(hosts, vec![b"evil%2Fhost%1B[2J%1B]0;owned%07".to_vec(), b"good".to_vec()], "{out}");
+    assert_eq!(tags, vec![b"%2E%2E".to_vec(), b"bell%07".to_vec(), b"t".to_vec()], "{out}");
+    assert_eq!(listed_evil.expect("the evil host's folder lists"), 1);
 }

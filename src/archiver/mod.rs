@@ -53,6 +53,8 @@ pub enum BackupError {
     Exclude(#[from] globset::Error),
     #[error("nothing to back up: give at least one path")]
     NoPaths,
+    #[error("{0}; choose another")]
+    Label(String),
     #[error("interrupted; no snapshot was written (uploaded data is reused by the next backup)")]
     Interrupted,
     #[error(transparent)]
@@ -133,6 +135,17 @@ pub fn backup(
     backup_scanned(repo, options, scan, interrupted)
 }
 
+impl BackupOptions {
+    /// Refuses a host name or tag that would be ambiguous or unsafe to show or mount
+    /// ([`crate::safetext::check_label`]).
+    pub fn check_labels(&self) -> Result<(), BackupError> {
+        let host = self.hostname.clone().unwrap_or_else(crate::repo::hostname);
+        let problem = crate::safetext::check_label("host name", &host)
+            .or_else(|| self.tags.iter().find_map(|t| crate::safetext::check_label("tag", t)));
+        problem.map_or(Ok(()), |p| Err(BackupError::Label(p)))
+    }
+}
+
 /// Backs up what `scan` (started on the same `options`) scans into `repo`.
 pub fn backup_scanned(
     repo: &Arc<Repository>,
@@ -140,6 +153,7 @@ pub fn backup_scanned(
     scan: ScanAhead,
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
+    options.check_labels()?;
     let start = chrono::Utc::now();
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.

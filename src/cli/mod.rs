@@ -174,6 +174,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 scan_total: false,
                 progress: Default::default(),
             };
+            options.check_labels()?;
             // The scan needs only the local database, which the config names: it runs while
             // the passphrase is read and the key derived.
             let located = locate_repo(global)?;

@@ -18,6 +18,7 @@ use coffer::commands::stats::Stats;
 use coffer::id::Id;
 use coffer::progress::Counters;
 use coffer::repo::{Repository, SnapshotEntry};
+use coffer::safetext::terminal;
 use std::io::Write;
 
 /// `println!` that returns write errors (a closed pipe: `coffer snapshots | head`) instead
@@ -79,10 +80,10 @@ pub fn init(global: &GlobalArgs, location: &str, repo: &Repository) -> Result<()
 
 pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     for (path, message) in &outcome.warnings {
-        eprintln!("warning: {}: {message}", path.display());
+        eprintln!("warning: {}: {}", terminal(&path.display().to_string()), terminal(message));
     }
     for (path, message) in &outcome.errors {
-        eprintln!("error: {}: {message}", path.display());
+        eprintln!("error: {}: {}", terminal(&path.display().to_string()), terminal(message));
     }
     let s = &outcome.snapshot.summary;
     if global.json {
@@ -128,7 +129,7 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
 
 pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(Id, String)]) -> Result<()> {
     for (id, reason) in rejected {
-        eprintln!("warning: ignoring snapshot {}: {reason}", id.short());
+        eprintln!("warning: ignoring snapshot {}: {}", id.short(), terminal(reason));
     }
     if global.json {
         let list: Vec<_> = snapshots
@@ -155,14 +156,15 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
     outln!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
     for e in snapshots {
         let s = &e.snapshot;
-        let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+        let paths: Vec<String> = s.paths.iter().map(|p| terminal(&lossy(p)).into_owned()).collect();
+        let tags: Vec<String> = s.tags.iter().map(|t| terminal(t).into_owned()).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
         outln!(
             "{:<10} {:<26} {:<16} {:<16} {}{mark}",
             e.id.short(),
             time(s.time_unix, s.time_nsec),
-            s.hostname,
-            s.tags.join(","),
+            terminal(&s.hostname),
+            tags.join(","),
             paths.join(" ")
         );
     }
@@ -189,7 +191,7 @@ impl SummaryJson for coffer::format::snapshot::Snapshot {
 
 pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<()> {
     for (path, message) in &report.errors {
-        eprintln!("error: {path}: {message}");
+        eprintln!("error: {}: {}", terminal(path), terminal(message));
     }
     if global.json {
         outln!("{}", serde_json::to_string(report)?);
@@ -267,8 +269,8 @@ pub fn ls_entry(global: &GlobalArgs, out: &mut impl Write, entry: &LsEntry) -> s
         return writeln!(out);
     }
     match &entry.target {
-        Some(target) => writeln!(out, "{} -> {target}", entry.path),
-        None => writeln!(out, "{}", entry.path),
+        Some(target) => writeln!(out, "{} -> {}", terminal(&entry.path), terminal(target)),
+        None => writeln!(out, "{}", terminal(&entry.path)),
     }
 }
 
@@ -278,10 +280,10 @@ pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
         return Ok(());
     }
     for w in &report.warnings {
-        eprintln!("warning: {}: {}", w.object, w.message);
+        eprintln!("warning: {}: {}", terminal(&w.object), terminal(&w.message));
     }
     for e in &report.errors {
-        eprintln!("error: {}: {}", e.object, e.message);
+        eprintln!("error: {}: {}", terminal(&e.object), terminal(&e.message));
     }
     if !global.quiet {
         outln!(
@@ -304,7 +306,7 @@ pub fn diff(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
         let written = if global.json {
             serde_json::to_writer(&mut out, entry).map_err(std::io::Error::from).and_then(|()| writeln!(out))
         } else {
-            writeln!(out, "{} {}", entry.change.symbol(), entry.path)
+            writeln!(out, "{} {}", entry.change.symbol(), terminal(&entry.path))
         };
         match written {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
