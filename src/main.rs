@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         // D-Bus message traces would carry keychain secrets.
         .filter_module("zbus", log::LevelFilter::Warn)
         .filter_module("secret_service", log::LevelFilter::Warn)
+        // reqsign logs its credential providers with `Debug`, the S3 secret key included;
+        // the request signer's traces are no use to a user either.
+        .filter_module("reqsign", log::LevelFilter::Warn)
+        .filter_module("reqsign_core", log::LevelFilter::Warn)
+        .filter_module("reqsign_aws_core", log::LevelFilter::Warn)
+        .filter_module("reqsign_aws_v4", log::LevelFilter::Warn)
         .format_timestamp(None)
         .format_target(false)
         .init();

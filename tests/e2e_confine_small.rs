@@ -197,3 +197,28 @@ fn the_mount_survives_hostile_hosts_and_tags() {
     assert_eq!(tags, vec![b"%2E%2E".to_vec(), b"bell%07".to_vec(), b"t".to_vec()], "{out}");
     assert_eq!(listed_evil.expect("the evil host's folder lists"), 1);
 }
+
+// --- Item 9: no S3 secret in verbose logs ---------------------------------------------------
+
+#[test]
+fn verbose_logs_of_an_s3_backup_hold_no_secret() {
+    use common::servers::{S3Server, S3_SECRET, S3_SECRET_ENV};
+    let c = Coffer::new();
+    let server = S3Server::start(&c.root);
+    server.bucket("logs");
+    let (url, options) = server.repo("logs", "repo");
+    let remote = RemoteRepo { url, options, env: vec![(S3_SECRET_ENV.into(), S3_SECRET.into())] };
+    let c = Coffer { remote: Some(remote), ..c };
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("a"), b"some data").expect("write");
+    let s = src.to_str().expect("utf-8");
+    let out = c.ok(&["-vv", "backup", s]);
+    assert!(out.stderr().lines().count() > 3, "-vv logged nothing: {out}");
+    assert!(!out.all().contains(S3_SECRET), "the S3 secret is in the -vv output");
+    let mut cmd = c.command();
+    cmd.env("RUST_LOG", "trace").args(["snapshots"]);
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    assert!(!out.all().contains(S3_SECRET), "the S3 secret is in the RUST_LOG=trace output");
+}
