@@ -222,3 +222,30 @@ fn verbose_logs_of_an_s3_backup_hold_no_secret() {
     out.assert_code(0);
     assert!(!out.all().contains(S3_SECRET), "the S3 secret is in the RUST_LOG=trace output");
 }
+
+// --- Items 10 and 11: the password file's mode; COFFER_PASSWORD out of the environment -------
+
+#[test]
+fn a_password_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Coffer::new();
+    c.init();
+    let pw = c.password_file();
+    let by_flag = |extra: &[&str]| {
+        let mut cmd = c.bare_command();
+        cmd.env("COFFER_REPOSITORY", &c.repo).env("COFFER_CACHE_DIR", &c.cache).args(extra).arg("snapshots");
+        cmd
+    };
+    let mut flag = by_flag(&["--password-file", pw.to_str().expect("utf-8")]);
+    run(flag, DEFAULT_TIMEOUT).assert_code(0);
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    flag = by_flag(&["--password-file", pw.to_str().expect("utf-8")]);
+    let out = run(flag, DEFAULT_TIMEOUT);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("chmod 600") && out.stderr().contains("password.txt"), "{out}");
+    let mut env = by_flag(&[]);
+    env.env("COFFER_PASSWORD_FILE", &pw);
+    let out = run(env, DEFAULT_TIMEOUT);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("chmod 600"), "{out}");
+}

@@ -35,9 +35,10 @@ fn first_line(bytes: &[u8]) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
 }
 
+/// Like a write-only key file, a password file must be the user's own and private (no group or
+/// other bits): the passphrase is the stronger secret of the two.
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?);
+    let bytes = secrets::read_private_file(path).with_context(|| format!("reading password file {}", path.display()))?;
     first_line(&bytes)
 }
 
