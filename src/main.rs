@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cli::env_secrets::take();
     cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
     let args = cli::args::Cli::parse();

@@ -249,3 +249,16 @@ fn a_password_file_others_can_read_is_refused() {
     out.assert_one_line_error(1);
     assert!(out.stderr().contains("chmod 600"), "{out}");
 }
+
+#[test]
+fn helpers_never_see_the_password_in_their_environment() {
+    let c = Coffer::new();
+    c.init();
+    let dump = c.path("helper-env");
+    // The helper prints the right password and records what it was given.
+    let helper = format!("env > {} && echo '{}'", dump.display(), c.password);
+    let out = c.ok(&["--password-command", &helper, "snapshots"]);
+    let env = std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("the helper did not run ({e})\n{out}"));
+    assert!(env.contains("COFFER_REPOSITORY="), "the helper got an environment: {env}");
+    assert!(!env.contains("COFFER_PASSWORD") && !env.contains(&c.password), "{env}");
+}

@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+pub mod env_secrets;
 mod keys;
 mod output;
 mod password;
