@@ -262,3 +262,16 @@ fn helpers_never_see_the_password_in_their_environment() {
     assert!(env.contains("COFFER_REPOSITORY="), "the helper got an environment: {env}");
     assert!(!env.contains("COFFER_PASSWORD") && !env.contains(&c.password), "{env}");
 }
+
+// --- Item 12: WebDAV over plain HTTP --------------------------------------------------------
+
+#[test]
+fn webdav_over_http_stays_on_this_machine_unless_allowed() {
+    let c = Coffer::new();
+    let remote = RemoteRepo { url: "webdav+http://dav.example.invalid/dav".into(), ..Default::default() };
+    let c = Coffer { remote: Some(remote), ..c };
+    let out = c.cmd(&["snapshots"]);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("allow_insecure_http=true"), "{out}");
+    // With the option it goes on to connect (the store/location unit test covers that).
+}
