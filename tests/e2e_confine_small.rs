@@ -275,3 +275,33 @@ fn webdav_over_http_stays_on_this_machine_unless_allowed() {
     assert!(out.stderr().contains("allow_insecure_http=true"), "{out}");
     // With the option it goes on to connect (the store/location unit test covers that).
 }
+
+// --- Item 13: oversized objects -------------------------------------------------------------
+
+#[test]
+fn oversized_objects_are_refused_unread_and_named() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("a"), b"a").expect("write");
+    c.backup(&[&src]);
+    let big = vec![0u8; 17 << 20];
+    let snapshot = c.repo.join("snapshots").join(coffer::id::Id::of_bytes(&big).to_hex());
+    std::fs::write(&snapshot, &big).expect("plant");
+    let out = c.cmd(&["snapshots"]);
+    assert!(out.all().contains(&file_name(&snapshot)) && out.all().contains("more than"), "{out}");
+    std::fs::remove_file(&snapshot).expect("remove");
+
+    let key = c.repo.join("keys").join(coffer::id::Id::of_bytes(&big[..100 << 10]).to_hex());
+    std::fs::write(&key, &big[..100 << 10]).expect("plant");
+    let out = c.ok(&["snapshots"]);
+    assert!(out.stderr().contains(&file_name(&key)) && out.stderr().contains("too large"), "{out}");
+
+    let config = c.repo.join("config");
+    let mut grown = std::fs::read(&config).expect("config");
+    grown.resize(100 << 10, 0);
+    std::fs::write(&config, grown).expect("grow");
+    let out = c.cmd(&["snapshots"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("config is 102400 bytes"), "{out}");
+}

@@ -35,6 +35,11 @@ pub enum StoreError {
     Backend { path: String, source: opendal::Error },
     #[error("cannot open storage at {location}: {detail}")]
     Open { location: String, detail: String },
+    #[error(
+        "{path} is {size} bytes, more than the {max} bytes such an object may have; it was not read (a damaged or \
+         hostile store: move it out of the repository, then run `coffer check`)"
+    )]
+    TooLarge { path: String, size: u64, max: u64 },
     #[error("{path}: the store reported the upload done, but {found}; nothing refers to it yet, run the backup again")]
     NotStored { path: String, found: String },
 }
@@ -74,6 +79,28 @@ pub mod paths {
 
     pub fn in_dir(dir: &str, id: &Id) -> String {
         format!("{dir}{}", id.to_hex())
+    }
+
+    /// The largest whole object of the kind `path` names that a reader accepts; `None` for
+    /// packs (read in ranges) and anything else. Each is far above what Coffer writes: a key
+    /// file or signer record is under 1 KiB, a snapshot under 1 KiB plus its paths and tags,
+    /// an index file lists at most a few thousand packs (about 8 MiB at most), a plan lists
+    /// packs to delete.
+    pub fn size_cap(path: &str) -> Option<u64> {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        let cap = if path == CONFIG {
+            64 * KIB
+        } else if path.starts_with(KEYS) || path.starts_with(SIGNERS) || path.starts_with(LOCKS) {
+            64 * KIB
+        } else if path.starts_with(SNAPSHOTS) {
+            16 * MIB
+        } else if path.starts_with(INDEX) || path.starts_with(PLANS) {
+            256 * MIB
+        } else {
+            return None;
+        };
+        Some(cap)
     }
 }
 
@@ -308,16 +335,28 @@ impl Store {
 
     /// Reads a whole object. Remote reads are checked against the object's size (one small
     /// extra request; whole reads are only of small objects: config, keys, index files,
-    /// snapshots), and read again when they come back short.
+    /// snapshots), and read again when they come back short. Objects of the kinds
+    /// [`paths::size_cap`] bounds are refused, unread, when larger: a hostile store must not
+    /// make a reader allocate what it likes.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
         let read =
             || self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e));
+        let cap = paths::size_cap(path);
+        let checked = |size: u64| match cap {
+            Some(max) if size > max => Err(StoreError::TooLarge { path: path.to_string(), size, max }),
+            _ => Ok(size),
+        };
         if self.local_root.is_some() {
+            if cap.is_some() {
+                checked(self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?)?;
+                // A file that grew since: refused the same.
+                return read().and_then(|bytes| checked(bytes.len() as u64).map(|_| bytes));
+            }
             return read();
         }
         let mut attempt = 1;
         loop {
-            let size = self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?;
+            let size = checked(self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?)?;
             let bytes = read()?;
             if bytes.len() as u64 == size {
                 return Ok(bytes);
