@@ -305,3 +305,33 @@ fn oversized_objects_are_refused_unread_and_named() {
     out.assert_failed();
     assert!(out.stderr().contains("config is 102400 bytes"), "{out}");
 }
+
+// --- Item 14: modes of a local repository ---------------------------------------------------
+
+#[test]
+fn a_local_repository_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("a"), b"a").expect("write");
+    c.backup(&[&src]);
+    c.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let mut seen = 0;
+    let mut stack = vec![c.repo.clone()];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 5, "{seen} objects");
+}

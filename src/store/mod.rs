@@ -181,6 +181,24 @@ fn read_direct_range(file: &std::fs::File, offset: u64, len: u64, out: &mut Vec<
     })
 }
 
+/// Creates `dir` and its missing parents as 0700. In a local repository every folder is the
+/// owner's alone, as every object is (packs are spooled 0600): names and sizes tell an
+/// onlooker what is backed up and when (issue 15, item 14).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Makes an object OpenDAL wrote (with the umask's mode) the owner's alone. It lies in a 0700
+/// folder meanwhile, so nobody else could open it before.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn local_read_error(path: &str, e: std::io::Error) -> StoreError {
     match e.kind() {
         std::io::ErrorKind::NotFound => StoreError::NotFound { path: path.to_string() },
@@ -264,6 +282,10 @@ impl Store {
             detail: "repository path must be valid UTF-8".into(),
         })?;
         let tmp = path.join(".tmp");
+        if create {
+            // The folder and its spool folder private from the start (see `private_dir`).
+            private_dir(&tmp).map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
+        }
         let builder = opendal::services::Fs::default().root(root).atomic_write_dir(&tmp.to_string_lossy());
         let op = Operator::new(builder)
             .map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
@@ -417,6 +439,16 @@ impl Store {
     /// Stores a new object; see [`store_object`] for what "stored" means.
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let verify = self.local_root.is_none();
+        if let Some(root) = &self.local_root {
+            let dest = root.join(path);
+            let io_error = |e: std::io::Error| StoreError::Backend {
+                path: path.to_string(),
+                source: opendal::Error::new(ErrorKind::Unexpected, "making a private folder or object").set_source(e),
+            };
+            private_dir(dest.parent().unwrap_or(root)).map_err(io_error)?;
+            self.block_on(store_object(&self.op, path, bytes, verify))?;
+            return private_file(&dest).map_err(io_error);
+        }
         self.block_on(store_object(&self.op, path, bytes, verify))
     }
 
@@ -452,7 +484,7 @@ impl Store {
                     let moved = file
                         .sync_all()
                         .inspect(|()| crate::crashpoint::hit("store-before-rename"))
-                        .and_then(|()| std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/"))))
+                        .and_then(|()| private_dir(dest.parent().unwrap_or(Path::new("/"))))
                         .and_then(|()| std::fs::rename(&spooled, &dest));
                     if moved.is_err() {
                         let _ = std::fs::remove_file(&spooled);
