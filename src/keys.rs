@@ -16,6 +16,13 @@
 //! | this key's own Ed25519 signing seed (32) | check (8): first 8 bytes of BLAKE3(all before)
 //! ```
 //!
+//! Version 2 (`"CFWOKY02"`, text prefix `coffer-write-only-key-v2:`, issue 15) replaces the
+//! repository's `id_key` and `index_key` by a *domain secret* of the key's own (32 bytes, at the
+//! place `id_key` had; `index_key`'s place is left zero): the key names blobs and seals index
+//! files with keys derived from it ([`DomainKeys`]), so it learns nothing of what other keys
+//! wrote and cannot plant blobs under their ids. The repository learns the secret from the key's
+//! registration, where it is wrapped to the repository's public key.
+//!
 //! The public key is what new packs and snapshots are encrypted to: a client takes it from here,
 //! never from the store's `config`, so a swapped config cannot redirect backups. The verifying key
 //! checks the config and the `signers/` records. The check bytes catch a truncated or mistyped
@@ -27,6 +34,28 @@ use zeroize::Zeroizing;
 use crate::crypto::{IdKey, PublicKey, SecretKey, SigningKey, SymKey, VerifyingKey};
 use crate::format::FormatError;
 use crate::id::Id;
+
+/// The keys of one deduplication domain: who names blobs with `id_key` and seals index files
+/// and pack tables with `index_key`. The repository key's domain (`id` = its signer id) holds
+/// what it and version-1 write-only keys wrote; each version-2 write-only key has its own
+/// (`id` = that key's signer id).
+#[derive(Clone)]
+pub struct DomainKeys {
+    pub id: Id,
+    pub id_key: IdKey,
+    pub index_key: SymKey,
+}
+
+impl DomainKeys {
+    /// A version-2 write-only key's domain, from its secret.
+    pub fn from_secret(id: Id, secret: &SymKey) -> DomainKeys {
+        DomainKeys {
+            id,
+            id_key: IdKey::from_bytes(blake3::derive_key("coffer v2 domain id key", secret.as_bytes())),
+            index_key: SymKey::from_bytes(blake3::derive_key("coffer v2 domain index key", secret.as_bytes())),
+        }
+    }
+}
 
 const FULL_MAGIC: &[u8; 8] = b"CFFULK01";
 const FULL_LEN: usize = 8 + 4 * 32;
@@ -79,10 +108,22 @@ impl FullKey {
 }
 
 const WRITE_ONLY_MAGIC: &[u8; 8] = b"CFWOKY01";
+const WRITE_ONLY_MAGIC_V2: &[u8; 8] = b"CFWOKY02";
 const WRITE_ONLY_BODY: usize = 8 + 6 * 32;
 const WRITE_ONLY_LEN: usize = WRITE_ONLY_BODY + 8;
 /// How an exported write-only key starts in its text form.
-pub const WRITE_ONLY_TEXT_PREFIX: &str = "coffer-write-only-key-v1:";
+pub const WRITE_ONLY_TEXT_PREFIX: &str = "coffer-write-only-key-v2:";
+const WRITE_ONLY_TEXT_PREFIX_V1: &str = "coffer-write-only-key-v1:";
+
+/// How a write-only key names blobs and seals its index.
+#[derive(Clone)]
+pub enum WriteDomain {
+    /// Version 1: the repository's own `id_key` and `index_key`, shared with the full key and
+    /// every other version-1 key (see `docs/design.md`, "Confinement", for what that costs).
+    Shared { id_key: IdKey, index_key: SymKey },
+    /// Version 2: a secret of this key's own.
+    Own(SymKey),
+}
 
 /// A key that can add snapshots to one repository but read nothing in it.
 #[derive(Clone)]
@@ -90,33 +131,54 @@ pub struct WriteOnlyKey {
     pub repo_id: Id,
     pub public: PublicKey,
     pub repo_verify: VerifyingKey,
-    pub id_key: IdKey,
-    pub index_key: SymKey,
+    pub domain: WriteDomain,
     /// This key's own signing key, registered in `signers/`.
     pub signing: SigningKey,
 }
 
 impl WriteOnlyKey {
-    /// Derives a new write-only key (with a fresh signing key) from the full key.
+    /// Makes a new write-only key, with a signing key and a deduplication domain of its own.
     pub fn derive(full: &FullKey, repo_id: Id) -> WriteOnlyKey {
         WriteOnlyKey {
             repo_id,
             public: full.secret.public(),
             repo_verify: full.signing.verifying_key(),
-            id_key: full.id_key.clone(),
-            index_key: full.index_key.clone(),
+            domain: WriteDomain::Own(SymKey::random()),
             signing: SigningKey::random(),
+        }
+    }
+
+    /// A version-1 key (the repository's shared id and index keys); for tests of old keys.
+    pub fn derive_v1(full: &FullKey, repo_id: Id) -> WriteOnlyKey {
+        WriteOnlyKey {
+            domain: WriteDomain::Shared { id_key: full.id_key.clone(), index_key: full.index_key.clone() },
+            ..WriteOnlyKey::derive(full, repo_id)
+        }
+    }
+
+    /// The domain this key writes in.
+    pub fn domain_keys(&self) -> DomainKeys {
+        match &self.domain {
+            WriteDomain::Shared { id_key, index_key } => {
+                DomainKeys { id: self.repo_verify.id(), id_key: id_key.clone(), index_key: index_key.clone() }
+            }
+            WriteDomain::Own(secret) => DomainKeys::from_secret(self.signing.verifying_key().id(), secret),
         }
     }
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(WRITE_ONLY_LEN));
-        out.extend_from_slice(WRITE_ONLY_MAGIC);
+        let (magic, first, second) = match &self.domain {
+            WriteDomain::Shared { id_key, index_key } => (WRITE_ONLY_MAGIC, *id_key.as_bytes(), *index_key.as_bytes()),
+            WriteDomain::Own(secret) => (WRITE_ONLY_MAGIC_V2, *secret.as_bytes(), [0u8; 32]),
+        };
+        let (first, second) = (Zeroizing::new(first), Zeroizing::new(second));
+        out.extend_from_slice(magic);
         out.extend_from_slice(&self.repo_id.0);
         out.extend_from_slice(&self.public.0);
         out.extend_from_slice(&self.repo_verify.0);
-        out.extend_from_slice(self.id_key.as_bytes());
-        out.extend_from_slice(self.index_key.as_bytes());
+        out.extend_from_slice(&first[..]);
+        out.extend_from_slice(&second[..]);
         out.extend_from_slice(&self.signing.to_bytes()[..]);
         let check = blake3::hash(&out);
         out.extend_from_slice(&check.as_bytes()[..8]);
@@ -125,7 +187,7 @@ impl WriteOnlyKey {
 
     pub fn decode(bytes: &[u8]) -> Result<WriteOnlyKey, FormatError> {
         const WHAT: &str = "write-only key";
-        if bytes.len() < 8 || &bytes[..8] != WRITE_ONLY_MAGIC {
+        if bytes.len() < 8 || (&bytes[..8] != WRITE_ONLY_MAGIC && &bytes[..8] != WRITE_ONLY_MAGIC_V2) {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         if bytes.len() != WRITE_ONLY_LEN {
@@ -138,12 +200,16 @@ impl WriteOnlyKey {
             });
         }
         let part = |i: usize| -> [u8; 32] { bytes[8 + 32 * i..8 + 32 * (i + 1)].try_into().expect("32 bytes") };
+        let domain = if &bytes[..8] == WRITE_ONLY_MAGIC {
+            WriteDomain::Shared { id_key: IdKey::from_bytes(part(3)), index_key: SymKey::from_bytes(part(4)) }
+        } else {
+            WriteDomain::Own(SymKey::from_bytes(part(3)))
+        };
         Ok(WriteOnlyKey {
             repo_id: Id(part(0)),
             public: PublicKey(part(1)),
             repo_verify: VerifyingKey(part(2)),
-            id_key: IdKey::from_bytes(part(3)),
-            index_key: SymKey::from_bytes(part(4)),
+            domain,
             signing: SigningKey::from_bytes(part(5)),
         })
     }
@@ -151,25 +217,33 @@ impl WriteOnlyKey {
     /// The text form kept in files and keychain entries.
     pub fn to_text(&self) -> Zeroizing<String> {
         let bytes = self.encode();
-        let mut text = Zeroizing::new(String::with_capacity(WRITE_ONLY_TEXT_PREFIX.len() + 2 * WRITE_ONLY_LEN));
-        text.push_str(WRITE_ONLY_TEXT_PREFIX);
+        let prefix = match self.domain {
+            WriteDomain::Shared { .. } => WRITE_ONLY_TEXT_PREFIX_V1,
+            WriteDomain::Own(_) => WRITE_ONLY_TEXT_PREFIX,
+        };
+        let mut text = Zeroizing::new(String::with_capacity(prefix.len() + 2 * WRITE_ONLY_LEN));
+        text.push_str(prefix);
         text.push_str(&Zeroizing::new(hex::encode(&bytes[..])));
         text
     }
 
     /// Whether `text` claims to be a write-only key (its prefix), whatever its validity.
     pub fn looks_like(text: &[u8]) -> bool {
-        text.trim_ascii_start().starts_with(WRITE_ONLY_TEXT_PREFIX.as_bytes()) || text.starts_with(WRITE_ONLY_MAGIC)
+        let text_start = text.trim_ascii_start();
+        [WRITE_ONLY_TEXT_PREFIX, WRITE_ONLY_TEXT_PREFIX_V1].iter().any(|p| text_start.starts_with(p.as_bytes()))
+            || text.starts_with(WRITE_ONLY_MAGIC)
+            || text.starts_with(WRITE_ONLY_MAGIC_V2)
     }
 
     /// Reads the text form, or the raw bytes.
     pub fn from_text(text: &[u8]) -> Result<WriteOnlyKey, FormatError> {
-        if text.starts_with(WRITE_ONLY_MAGIC) {
+        if text.starts_with(WRITE_ONLY_MAGIC) || text.starts_with(WRITE_ONLY_MAGIC_V2) {
             return WriteOnlyKey::decode(text);
         }
         let text = text.trim_ascii();
         let hex_part = text
             .strip_prefix(WRITE_ONLY_TEXT_PREFIX.as_bytes())
+            .or_else(|| text.strip_prefix(WRITE_ONLY_TEXT_PREFIX_V1.as_bytes()))
             .ok_or(FormatError::BadMagic { what: "write-only key" })?;
         let bytes = Zeroizing::new(hex::decode(hex_part).map_err(|_| FormatError::Malformed {
             what: "write-only key",
@@ -181,11 +255,13 @@ impl WriteOnlyKey {
 
 impl From<WriteOnlyKey> for RepoKeys {
     fn from(key: WriteOnlyKey) -> RepoKeys {
+        let domain = key.domain_keys();
         RepoKeys {
             public: key.public,
             secret: None,
-            id_key: key.id_key,
-            index_key: key.index_key,
+            domain: domain.id,
+            id_key: domain.id_key,
+            index_key: domain.index_key,
             signer: key.signing,
             repo_verify: key.repo_verify,
         }
@@ -198,6 +274,9 @@ pub struct RepoKeys {
     pub public: PublicKey,
     /// Present only with the full key: needed to read any blob or snapshot.
     pub secret: Option<SecretKey>,
+    /// The deduplication domain this client writes in, and its keys: new blobs are named with
+    /// `id_key`, new index files and pack tables sealed with `index_key`.
+    pub domain: Id,
     pub id_key: IdKey,
     pub index_key: SymKey,
     /// Signs the snapshots this client writes.
@@ -211,6 +290,7 @@ impl From<FullKey> for RepoKeys {
         RepoKeys {
             public: key.secret.public(),
             repo_verify: key.signing.verifying_key(),
+            domain: key.signing.verifying_key().id(),
             secret: Some(key.secret),
             id_key: key.id_key,
             index_key: key.index_key,
@@ -220,6 +300,11 @@ impl From<FullKey> for RepoKeys {
 }
 
 impl RepoKeys {
+    /// The domain this client writes in.
+    pub fn write_domain(&self) -> DomainKeys {
+        DomainKeys { id: self.domain, id_key: self.id_key.clone(), index_key: self.index_key.clone() }
+    }
+
     /// The full key, when this is one (the signer is then the repository signing key).
     pub fn full_key(&self) -> Option<FullKey> {
         Some(FullKey {
@@ -240,8 +325,13 @@ mod tests {
         a.repo_id == b.repo_id
             && a.public == b.public
             && a.repo_verify == b.repo_verify
-            && a.id_key.as_bytes() == b.id_key.as_bytes()
-            && a.index_key.as_bytes() == b.index_key.as_bytes()
+            && a.domain_keys().id == b.domain_keys().id
+            && a.domain_keys().id_key.as_bytes() == b.domain_keys().id_key.as_bytes()
+            && a.domain_keys().index_key.as_bytes() == b.domain_keys().index_key.as_bytes()
+            && matches!(
+                (&a.domain, &b.domain),
+                (WriteDomain::Own(_), WriteDomain::Own(_)) | (WriteDomain::Shared { .. }, WriteDomain::Shared { .. })
+            )
             && a.signing.verifying_key() == b.signing.verifying_key()
     }
 
@@ -257,8 +347,17 @@ mod tests {
         for secret in [&full.secret.to_bytes()[..], &full.signing.to_bytes()[..]] {
             assert!(!encoded.windows(32).any(|w| w == secret), "a full-key secret is in the write-only key");
         }
-        let keys = RepoKeys::from(key);
+        // A version-2 key holds neither of the repository's id and index keys.
+        for secret in [full.id_key.as_bytes(), full.index_key.as_bytes()] {
+            assert!(!encoded.windows(32).any(|w| w == secret), "a repository domain key is in the write-only key");
+        }
+        let keys = RepoKeys::from(key.clone());
         assert!(keys.secret.is_none() && keys.full_key().is_none());
+        assert_eq!(keys.domain, key.signing.verifying_key().id());
+        assert_ne!(keys.id_key.as_bytes(), full.id_key.as_bytes());
+        let old = RepoKeys::from(WriteOnlyKey::derive_v1(&full, Id([5; 32])));
+        assert_eq!(old.domain, full.signing.verifying_key().id());
+        assert_eq!(old.id_key.as_bytes(), full.id_key.as_bytes());
     }
 
     #[test]
@@ -277,13 +376,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn write_only_round_trip(parts in proptest::array::uniform6(any::<[u8; 32]>())) {
+        fn write_only_round_trip(parts in proptest::array::uniform6(any::<[u8; 32]>()), own in any::<bool>()) {
+            let domain = if own {
+                WriteDomain::Own(SymKey::from_bytes(parts[3]))
+            } else {
+                WriteDomain::Shared { id_key: IdKey::from_bytes(parts[3]), index_key: SymKey::from_bytes(parts[4]) }
+            };
             let key = WriteOnlyKey {
                 repo_id: Id(parts[0]),
                 public: PublicKey(parts[1]),
                 repo_verify: VerifyingKey(parts[2]),
-                id_key: IdKey::from_bytes(parts[3]),
-                index_key: SymKey::from_bytes(parts[4]),
+                domain,
                 signing: SigningKey::from_bytes(parts[5]),
             };
             prop_assert!(same(&WriteOnlyKey::decode(&key.encode()).unwrap(), &key));

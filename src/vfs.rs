@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! snapshots/<local time>/…   hosts/<host>/<time>/…   tags/<tag>/<time>/…   ids/<short id>/…
+//! signers/<label (key id)>/<time>/…
 //! latest -> snapshots/<newest>
 //! ```
 //! The top-level folders are volatile: the snapshot list is re-read (one storage listing,
@@ -35,6 +36,9 @@ pub enum VfsNode {
     Host(String),
     Tags,
     Tag(String),
+    /// `signers/<who signed>/<time>`: snapshots by the key that signed them.
+    Signers,
+    Signer(Id),
     Ids,
     /// A folder inside a snapshot (its root included).
     Tree {
@@ -85,6 +89,12 @@ fn name_snapshots(snapshots: Vec<SnapshotEntry>) -> Vec<(String, SnapshotEntry)>
             (name, entry)
         })
         .collect()
+}
+
+/// A signer's description as one folder name: a label written by the key's maker may hold
+/// `/` (a host name and tag cannot: they are validated).
+fn signer_folder(signed_by: &str) -> String {
+    signed_by.replace('/', "∕")
 }
 
 fn virtual_dir() -> Attributes {
@@ -196,6 +206,7 @@ impl Source for RepoSource {
                     dir_entry("snapshots", VfsNode::Snapshots),
                     dir_entry("hosts", VfsNode::Hosts),
                     dir_entry("tags", VfsNode::Tags),
+                    dir_entry("signers", VfsNode::Signers),
                     dir_entry("ids", VfsNode::Ids),
                 ];
                 if let Some((name, newest)) = snapshots()?.last() {
@@ -225,6 +236,15 @@ impl Source for RepoSource {
                 let tags: BTreeMap<String, ()> =
                     snapshots()?.into_iter().flat_map(|(_, e)| e.snapshot.tags).map(|t| (t, ())).collect();
                 tags.into_keys().map(|t| dir_entry(mount_name(&t), VfsNode::Tag(t))).collect()
+            }
+            VfsNode::Signers => {
+                let signers: BTreeMap<String, Id> =
+                    snapshots()?.into_iter().map(|(_, e)| (signer_folder(&e.signed_by), e.signer)).collect();
+                signers.into_iter().map(|(name, id)| dir_entry(name.into_bytes(), VfsNode::Signer(id))).collect()
+            }
+            VfsNode::Signer(signer) => {
+                let all = snapshots()?;
+                self.snapshot_dirs(all.iter().filter(|(_, e)| &e.signer == signer))
             }
             VfsNode::Host(host) => {
                 let all = snapshots()?;

@@ -56,7 +56,7 @@ fn a_week_old_database_never_deduplicates_against_pruned_objects() {
     let c = Coffer::new();
     c.init();
     let src = source(&c);
-    let first = c.backup(&[&src]);
+    let first = c.backup_with(&[&src], &["--tag", "keep"]);
     let index_before: Vec<PathBuf> = c.repo_files("index");
     let packs_before: Vec<PathBuf> = c.repo_files("data");
     write_random(&src.join("later.bin"), 3, 150 * KIB);
@@ -64,9 +64,10 @@ fn a_week_old_database_never_deduplicates_against_pruned_objects() {
     let old_db = c.path("old-cache");
     copy_dir(&c.cache, &old_db);
 
-    // What a forget + prune run elsewhere does to the second snapshot: its snapshot file, and
-    // the index files and packs only it used, are deleted.
-    std::fs::remove_file(c.repo.join("snapshots").join(string(&second, "snapshot_id"))).expect("forget");
+    // What a forget + prune run elsewhere does to the second snapshot: forget removes it, and
+    // prune the index files and packs only it used.
+    c.ok(&["forget", "--keep-tag", "keep"]);
+    assert!(!c.repo.join("snapshots").join(string(&second, "snapshot_id")).exists());
     for f in c.repo_files("index").into_iter().filter(|f| !index_before.contains(f)) {
         std::fs::remove_file(f).expect("prune index");
     }

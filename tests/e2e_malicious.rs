@@ -161,8 +161,12 @@ fn a_rolled_back_repository_is_noticed() {
     let mut cmd = s.c.command();
     cmd.env("COFFER_CACHE_DIR", &cache).args(["check", "--read-data"]);
     let fresh = run(cmd, DEFAULT_TIMEOUT);
-    // Only orphan packs (the rolled-back index's) are left: warnings, no error.
-    fresh.assert_code(0);
+    // A database that never saw the second snapshot still notices it is gone: the third names
+    // it as the snapshot this machine wrote before (docs/design.md, "Anchored trust"). Besides
+    // that, only orphan packs (the rolled-back index's) are left: warnings.
+    fresh.assert_failed();
+    assert!(fresh.all().contains(&string(&s.second, "short_id")) && fresh.all().contains("hides"), "{fresh}");
+    assert!(!fresh.all().contains("error: data/"), "{fresh}");
 }
 
 /// The index files written by the second backup: the newest by modification time.

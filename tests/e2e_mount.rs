@@ -327,10 +327,16 @@ fn mount_shows_the_layout_and_the_tree_as_backed_up() {
     let mnt = c.dir("mnt");
     let mut m = Mounted::start(&c, &mnt, &[]);
 
-    // The root: snapshots hosts tags ids latest, and latest -> snapshots/<the only snapshot>.
+    // The root: snapshots hosts tags signers ids latest, and latest -> snapshots/<the only snapshot>.
     let root: BTreeSet<String> = str_names(&mnt);
-    let want: BTreeSet<String> = ["snapshots", "hosts", "tags", "ids", "latest"].map(String::from).into();
+    let want: BTreeSet<String> = ["snapshots", "hosts", "tags", "signers", "ids", "latest"].map(String::from).into();
     assert_eq!(root, want, "mount root");
+    // The snapshot under the key that signed it: the repository key here.
+    let signers = str_names(&mnt.join("signers"));
+    assert_eq!(signers.len(), 1, "{signers:?}");
+    assert!(signers.iter().all(|s| s == "repository key"), "{signers:?}");
+    let signed = str_names(&mnt.join("signers").join("repository key"));
+    assert_eq!(signed.len(), 1, "{signed:?}");
     let snaps = str_names(&mnt.join("snapshots"));
     assert_eq!(snaps.len(), 1, "one snapshot, one folder: {snaps:?}");
     let snap_name = snaps.iter().next().expect("one").clone();

@@ -155,6 +155,8 @@ pub fn backup_scanned(
 ) -> Result<BackupOutcome, BackupError> {
     options.check_labels()?;
     let start = chrono::Utc::now();
+    let host = options.hostname.clone().unwrap_or_else(crate::repo::hostname);
+    repo.check_may_claim(&host)?;
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
@@ -316,10 +318,10 @@ fn archive(
             start_unix: start.timestamp(),
             end_unix: end.timestamp(),
         },
-        extensions: vec![(
-            crate::repo::locks::LOCK_EXTENSION.to_string(),
-            ByteBuf::from(lock.session.as_bytes().to_vec()),
-        )],
+        extensions: [(crate::repo::locks::LOCK_EXTENSION.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec()))]
+            .into_iter()
+            .chain(repo.anchor_extensions()?)
+            .collect(),
     };
     lock.check_fresh()?;
     crate::crashpoint::hit("backup-before-snapshot-write");

@@ -208,7 +208,10 @@ impl BlobSink {
     pub fn new(repo: Arc<Repository>, workers: usize, condemned: &HashSet<Id>) -> Result<BlobSink, RepoError> {
         let mut known = HashSet::new();
         let mut doubtful = Vec::new();
-        repo.db().for_each_blob(|id, location| {
+        // Only this client's own domain: another key's index can neither be read nor trusted
+        // to hold what its ids claim (issue 15).
+        let domain = repo.keys.domain;
+        repo.db().for_each_blob(Some(&domain), |id, location| {
             if condemned.contains(&location.pack) {
                 doubtful.push(*id);
             } else {
@@ -216,7 +219,7 @@ impl BlobSink {
             }
         })?;
         for id in doubtful {
-            if repo.db().blob_packs(&id)?.iter().any(|pack| !condemned.contains(pack)) {
+            if repo.db().blob_packs(&domain, &id)?.iter().any(|pack| !condemned.contains(pack)) {
                 known.insert(id);
             }
         }

@@ -230,6 +230,10 @@ pub enum KeyCommand {
         /// A name for `key list` (default: the keychain name or file name).
         #[arg(long)]
         label: Option<String>,
+        /// A host name this key's snapshots may claim (repeat for several; default: this
+        /// machine's). A snapshot of it that names another host is ignored.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
     },
 }
 

@@ -89,7 +89,9 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
                 }
             }
         },
-        KeyCommand::WriteOnly { save_to_keychain, output, label } => {
+        KeyCommand::WriteOnly { save_to_keychain, output, label, hosts } => {
+            let hosts = if hosts.is_empty() { vec![coffer::repo::hostname()] } else { hosts };
+            keys::check_bound_hosts(&hosts)?;
             let key = keys::new_write_only(&repo)?;
             let text = key.to_text();
             // Saved before it is registered: a key that could not be saved must not linger as
@@ -122,9 +124,9 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
                 }
                 (None, None) => anyhow::bail!("give --save-to-keychain NAME or --output FILE"),
             };
-            let id = keys::register_write_only(&repo, &key, &label)?;
+            let id = keys::register_write_only(&repo, &key, &label, &hosts)?;
             if global.json {
-                println!("{}", json!({ "write_only_key": id.to_hex(), "label": label }));
+                println!("{}", json!({ "write_only_key": id.to_hex(), "label": label, "hosts": hosts }));
             } else {
                 let place = match (&save_to_keychain, &output) {
                     (Some(name), _) => format!("--key keychain:{name}"),
@@ -134,8 +136,9 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
                 say(
                     global,
                     format_args!(
-                        "created write-only key {} ({label}); back up with `coffer backup {place} …`",
-                        id.short()
+                        "created write-only key {} ({label}), bound to host {}; back up with `coffer backup {place} …`",
+                        id.short(),
+                        hosts.join(", ")
                     ),
                 );
             }

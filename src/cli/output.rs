@@ -17,7 +17,7 @@ use coffer::commands::restore::RestoreReport;
 use coffer::commands::stats::Stats;
 use coffer::id::Id;
 use coffer::progress::Counters;
-use coffer::repo::{Repository, SnapshotEntry};
+use coffer::repo::{Rejection, Repository, SnapshotEntry};
 use coffer::safetext::terminal;
 use std::io::Write;
 
@@ -127,9 +127,9 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     Ok(())
 }
 
-pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(Id, String)]) -> Result<()> {
-    for (id, reason) in rejected {
-        eprintln!("warning: ignoring snapshot {}: {}", id.short(), terminal(reason));
+pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[Rejection]) -> Result<()> {
+    for r in rejected {
+        eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), terminal(&r.reason));
     }
     if global.json {
         let list: Vec<_> = snapshots
@@ -146,6 +146,8 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
                     "tags": s.tags,
                     "tree": s.tree.to_hex(),
                     "incomplete": s.incomplete,
+                    "signer": e.signer.to_hex(),
+                    "signed_by": e.signed_by,
                     "summary": s.summary_json(),
                 })
             })
@@ -153,18 +155,19 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[(
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    outln!("{:<10} {:<26} {:<16} {:<16} Paths", "ID", "Time", "Host", "Tags");
+    outln!("{:<10} {:<26} {:<16} {:<16} {:<24} Paths", "ID", "Time", "Host", "Tags", "Signed by");
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| terminal(&lossy(p)).into_owned()).collect();
         let tags: Vec<String> = s.tags.iter().map(|t| terminal(t).into_owned()).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
         outln!(
-            "{:<10} {:<26} {:<16} {:<16} {}{mark}",
+            "{:<10} {:<26} {:<16} {:<16} {:<24} {}{mark}",
             e.id.short(),
             time(s.time_unix, s.time_nsec),
             terminal(&s.hostname),
             tags.join(","),
+            terminal(&e.signed_by),
             paths.join(" ")
         );
     }

@@ -48,9 +48,9 @@ pub struct ForgetArgs {
     /// Only consider snapshots with this tag (repeatable; all must match).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// Apply the policy per group of snapshots with the same host, paths and/or tags
-    /// (`host,paths` by default; `""` for one group).
-    #[arg(long, value_name = "FIELDS", default_value = "host,paths", value_parser = GroupBy::parse)]
+    /// Apply the policy per group of snapshots with the same host, paths, tags and/or signing
+    /// key (`host,paths,signer` by default; `""` for one group).
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths,signer", value_parser = GroupBy::parse)]
     pub group_by: GroupBy,
     /// Show what would be kept and removed, and why; change nothing.
     #[arg(short = 'n', long)]
@@ -170,12 +170,13 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
             .iter()
             .map(|g| {
                 json!({
-                    "group": { "host": g.group.host, "paths": g.group.paths, "tags": g.group.tags },
+                    "group": { "host": g.group.host, "paths": g.group.paths, "tags": g.group.tags, "signer": g.group.signer },
                     "snapshots": g.snapshots.iter().map(|s| json!({
                         "id": s.id.to_hex(),
                         "time": s.time,
                         "host": s.host,
                         "tags": s.tags,
+                        "signed_by": s.signed_by,
                         "keep": s.keep,
                         "reasons": s.reasons,
                     })).collect::<Vec<_>>(),
@@ -211,7 +212,7 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
         for s in &group.snapshots {
             let verdict = if s.keep { "keep  " } else { "remove" };
             let why = if s.keep { s.reasons.join(", ") } else { "no rule keeps it".into() };
-            writeln!(out, "  {verdict} {}  {}  {}  ({why})", s.id.short(), s.time, s.host)?;
+            writeln!(out, "  {verdict} {}  {}  {}  {}  ({why})", s.id.short(), s.time, s.host, s.signed_by)?;
         }
     }
     let verb = if report.dry_run { "would remove" } else { "removed" };

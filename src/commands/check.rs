@@ -171,8 +171,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     if full_key {
         let (snapshots, rejected) = repo.load_snapshots_from_store()?;
         report.snapshots_checked = (snapshots.len() + rejected.len()) as u64;
-        for (id, reason) in rejected {
-            report.error(paths::in_dir(paths::SNAPSHOTS, &id), format!("snapshot ignored: {reason}"));
+        for r in rejected {
+            report.error(paths::in_dir(paths::SNAPSHOTS, &r.id), format!("snapshot ignored: {}", r.reason));
+        }
+        for problem in repo.check_anchors(&snapshots)?.describe() {
+            report.error("trust anchors", problem);
         }
         progress("checking trees");
         check_trees(repo, &index, &snapshots, &mut report, &progress);
@@ -222,6 +225,8 @@ fn describe(e: &RepoError) -> String {
 struct IndexedPack {
     id: Id,
     size: u64,
+    /// The domain of the index file that lists it (whose keys seal its table and name its blobs).
+    domain: Id,
     /// The (first) index file that lists it.
     index_file: Id,
     entries: Vec<PackEntry>,
@@ -231,7 +236,9 @@ struct IndexedPack {
 #[derive(Default)]
 struct CheckIndex {
     packs: Vec<IndexedPack>,
-    pack_numbers: HashMap<Id, usize>,
+    /// By pack and domain: an index file of another key that claims a pack is kept apart, so
+    /// it cannot stand in for the pack's own entries.
+    pack_numbers: HashMap<(Id, Id), usize>,
     /// Blob id → (pack number, entry number); the lowest pack id when several hold it, as in
     /// the local index cache.
     blobs: HashMap<Id, (u32, u32)>,
@@ -241,10 +248,10 @@ impl CheckIndex {
     fn locate(&self, blob: &Id) -> Option<BlobLocation> {
         let &(pack, entry) = self.blobs.get(blob)?;
         let pack = self.packs.get(pack as usize)?;
-        Some(BlobLocation { pack: pack.id, entry: *pack.entries.get(entry as usize)? })
+        Some(BlobLocation { pack: pack.id, entry: *pack.entries.get(entry as usize)?, domain: pack.domain })
     }
 
-    fn add(&mut self, file_id: Id, file: IndexFile, report: &mut CheckReport) {
+    fn add(&mut self, file_id: Id, domain: Id, file: IndexFile, report: &mut CheckReport) {
         let file_path = paths::in_dir(paths::INDEX, &file_id);
         for listed in file.packs {
             let pack_path = paths::pack(&listed.id);
@@ -257,7 +264,7 @@ impl CheckIndex {
                     );
                 }
             }
-            if let Some(&n) = self.pack_numbers.get(&listed.id) {
+            if let Some(&n) = self.pack_numbers.get(&(listed.id, domain)) {
                 let known = &self.packs[n];
                 if known.size != listed.size {
                     report.error(
@@ -284,10 +291,11 @@ impl CheckIndex {
                     })
                     .or_insert(here);
             }
-            self.pack_numbers.insert(listed.id, n);
+            self.pack_numbers.insert((listed.id, domain), n);
             self.packs.push(IndexedPack {
                 id: listed.id,
                 size: listed.size,
+                domain,
                 index_file: file_id,
                 entries: listed.blobs,
             });
@@ -307,10 +315,10 @@ fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<CheckIndex,
     let mut index = CheckIndex::default();
     for (id, size) in files {
         match repo.read_index_file(&id) {
-            Ok(file) => {
+            Ok((domain, file)) => {
                 report.index_files_checked += 1;
                 report.bytes_read += size;
-                index.add(id, file, report);
+                index.add(id, domain, file, report);
             }
             // Removed since the listing, by a concurrent prune.
             Err(RepoError::Store(e)) if e.is_not_found() => {}
@@ -391,6 +399,20 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
                 signer.short()
             ),
         );
+    }
+    for (id, record) in &signers.registrations {
+        let key = crate::crypto::VerifyingKey(record.verify_key).id();
+        if record.wrapped_domain.is_none() && !signers.revoked.contains_key(&key) {
+            report.warn(
+                paths::in_dir(paths::SIGNERS, id),
+                format!(
+                    "write-only key {} ({}) is a version-1 key: it shares the repository's index and is bound to \
+                     no host; replace it (README: \"Moving a repository to format v2\")",
+                    key.short(),
+                    crate::format::signer::printable(&record.label)
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -581,9 +603,17 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
         }
     };
 
+    let Some(domain) = repo.domain(&pack.domain) else {
+        error(format!(
+            "listed by an index file of domain {}, which no key of this repository opens",
+            pack.domain.short()
+        ));
+        out.bytes_read = bytes_read;
+        return out;
+    };
     let indexed: HashSet<Id> = pack.entries.iter().map(|e| e.id).collect();
     let mut extra = Vec::new();
-    match pack::read_table(&repo.keys.index_key, &bytes) {
+    match pack::read_table(&domain.index_key, &bytes) {
         Ok(table) => {
             let by_id: HashMap<Id, &PackEntry> = table.iter().map(|e| (e.id, e)).collect();
             for entry in &pack.entries {
@@ -608,7 +638,7 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
             error(format!("blob {}: lies outside the pack ({} bytes)", entry.id, bytes.len()));
             continue;
         };
-        match pack::open_blob(&key, &repo.keys.id_key, entry, sealed) {
+        match pack::open_blob(&key, &domain.id_key, entry, sealed) {
             Ok(_) => blobs_checked += 1,
             Err(e) => error(format!("blob {}: {e}", entry.id)),
         }
@@ -698,7 +728,7 @@ mod tests {
     fn packs_of(fx: &Fixture, kind: BlobKind) -> Vec<(Id, Vec<PackEntry>)> {
         let mut out = Vec::new();
         for (id, _) in fx.repo.store.list_ids(paths::INDEX).unwrap() {
-            for pack in fx.repo.read_index_file(&id).unwrap().packs {
+            for pack in fx.repo.read_index_file(&id).unwrap().1.packs {
                 if pack.blobs.iter().any(|b| b.kind == kind) {
                     out.push((pack.id, pack.blobs));
                 }

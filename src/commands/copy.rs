@@ -199,7 +199,14 @@ pub fn copy(
         let mut snapshot = entry.snapshot.clone();
         snapshot.tree = root;
         let lock_key = crate::repo::locks::LOCK_EXTENSION;
-        snapshot.extensions.retain(|(key, _)| key != COPIED_FROM && key != lock_key);
+        // The source's anchors name objects of the source repository; the copy gets its own.
+        snapshot.extensions.retain(|(key, _)| {
+            key != COPIED_FROM
+                && key != lock_key
+                && key != crate::repo::anchors::SIGNERS_SEEN
+                && key != crate::repo::anchors::PREVIOUS
+        });
+        snapshot.extensions.extend(dest.anchor_extensions()?);
         snapshot.extensions.push((COPIED_FROM.to_string(), ByteBuf::from(entry.id.0.to_vec())));
         snapshot.extensions.push((lock_key.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec())));
         lock.check_fresh()?;

@@ -47,6 +47,8 @@ pub struct SnapshotDecision {
     pub time: String,
     pub host: String,
     pub tags: Vec<String>,
+    /// The key that signed it, as listings name it.
+    pub signed_by: String,
     pub keep: bool,
     pub reasons: Vec<String>,
 }
@@ -75,14 +77,23 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     }
     options.policy.validate()?;
     let (snapshots, rejected) = repo.load_snapshots()?;
-    let considered: Vec<(Id, crate::format::snapshot::Snapshot)> =
-        snapshots.iter().filter(|e| options.filter.matches(&e.snapshot)).map(|e| (e.id, e.snapshot.clone())).collect();
+    let considered: Vec<(Id, crate::format::snapshot::Snapshot, Id)> = snapshots
+        .iter()
+        .filter(|e| options.filter.matches(&e.snapshot))
+        .map(|e| (e.id, e.snapshot.clone(), e.signer))
+        .collect();
+    let signed_by: std::collections::HashMap<Id, String> =
+        snapshots.iter().map(|e| (e.id, e.signed_by.clone())).collect();
     let groups = apply_grouped(&options.policy, options.group_by, &considered, options.now_unix, &chrono::Local)?;
-    let mut report = ForgetReport { dry_run: options.dry_run, untrusted: rejected, ..Default::default() };
+    let mut report = ForgetReport {
+        dry_run: options.dry_run,
+        untrusted: rejected.into_iter().map(|r| (r.id, r.reason)).collect(),
+        ..Default::default()
+    };
     for (key, decisions) in groups {
         let mut rows = Vec::new();
         for d in decisions {
-            let Some((_, s)) = considered.iter().find(|(id, _)| *id == d.id) else { continue };
+            let Some((_, s, _)) = considered.iter().find(|(id, _, _)| *id == d.id) else { continue };
             if d.reasons.iter().any(|r| r == "future") {
                 report.future.push(d.id);
             }
@@ -97,6 +108,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
                 time,
                 host: s.hostname.clone(),
                 tags: s.tags.clone(),
+                signed_by: signed_by.get(&d.id).cloned().unwrap_or_default(),
                 keep: d.keep,
                 reasons: d.reasons,
             });
@@ -108,18 +120,16 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     }
     // The local record first: killed before the deletes, the snapshots are simply still
     // there; killed after, none is taken for a snapshot someone else removed.
-    let tombstone = crate::format::plan::PlanRecord::Forgotten {
-        nonce: crate::crypto::random_bytes(),
-        snapshots: report.removed.clone(),
-    };
-    let bytes = tombstone.encode(&repo.id(), &repo.keys.signer);
-    repo.store.write(&paths::in_dir(paths::PLANS, &Id::of_bytes(&bytes)), bytes).map_err(RepoError::from)?;
+    repo.record_forgotten(&report.removed)?;
     repo.db().forget_snapshots(&report.removed)?;
     // Their backups are finished; once the snapshots are gone nothing else would say so, and
     // a prune would wait for them. Markers go before the snapshots, so a kill in between
     // leaves the snapshot to vouch for its session.
-    let sessions: std::collections::HashSet<Id> =
-        considered.iter().filter(|(id, _)| report.removed.contains(id)).filter_map(|(_, s)| lock_session(s)).collect();
+    let sessions: std::collections::HashSet<Id> = considered
+        .iter()
+        .filter(|(id, _, _)| report.removed.contains(id))
+        .filter_map(|(_, s, _)| lock_session(s))
+        .collect();
     let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
     for (session, path) in markers {
         if sessions.contains(&session) {

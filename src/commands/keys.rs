@@ -155,10 +155,36 @@ pub fn new_write_only(repo: &Repository) -> Result<WriteOnlyKey, RepoError> {
     Ok(WriteOnlyKey::derive(&full, repo.id()))
 }
 
-/// Registers a write-only key so that its snapshots are trusted.
-pub fn register_write_only(repo: &Repository, key: &WriteOnlyKey, label: &str) -> Result<Id, RepoError> {
-    repo.register_signer(&key.signing.verifying_key(), label)?;
+/// Registers a write-only key so that its snapshots are trusted, bound to the host names it
+/// may claim.
+pub fn register_write_only(
+    repo: &Repository,
+    key: &WriteOnlyKey,
+    label: &str,
+    hosts: &[String],
+) -> Result<Id, RepoError> {
+    check_bound_hosts(hosts)?;
+    repo.register_signer(key, label, hosts.to_vec())?;
     Ok(key.signing.verifying_key().id())
+}
+
+/// Refuses host names a key cannot be bound to, before anything is created.
+pub fn check_bound_hosts(hosts: &[String]) -> Result<(), RepoError> {
+    if hosts.is_empty() {
+        return Err(RepoError::KeyNotTrusted { detail: "must be bound to at least one host name (--host)".into() });
+    }
+    if let Some(bad) = hosts.iter().find(|h| !crate::format::signer::valid_host(h)) {
+        return Err(RepoError::KeyNotTrusted {
+            detail: format!(
+                "cannot be bound to host {:?}: a host name is 1 to 253 characters, without '/' or control characters",
+                crate::format::signer::printable(bad)
+            ),
+        });
+    }
+    if hosts.len() > crate::format::signer::MAX_HOSTS {
+        return Err(RepoError::KeyNotTrusted { detail: "can be bound to at most 64 host names".into() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -190,7 +216,7 @@ mod tests {
 
     fn ids(repo: &Repository) -> (Vec<Id>, Vec<(Id, String)>) {
         let (good, rejected) = repo.load_snapshots().unwrap();
-        (good.into_iter().map(|e| e.id).collect(), rejected)
+        (good.into_iter().map(|e| e.id).collect(), rejected.into_iter().map(|r| (r.id, r.reason)).collect())
     }
 
     #[test]
@@ -202,7 +228,7 @@ mod tests {
             matches!(open_write_only(&fx, &key, &cache), Err(RepoError::KeyNotTrusted { .. })),
             "an unregistered key must not back up"
         );
-        let signer = register_write_only(&fx.repo, &key, "laptop").unwrap();
+        let signer = register_write_only(&fx.repo, &key, "laptop", &[crate::repo::hostname()]).unwrap();
         let write_only = open_write_only(&fx, &key, &cache).unwrap();
         assert!(matches!(write_only.load_snapshots(), Err(RepoError::WriteOnly { .. })));
         let first = back_up_with(&write_only, &fx);
@@ -259,7 +285,7 @@ mod tests {
         // A signer record copied from another repository registers nothing here.
         let other = fixture();
         let other_key = new_write_only(&other.repo).unwrap();
-        register_write_only(&other.repo, &other_key, "elsewhere").unwrap();
+        register_write_only(&other.repo, &other_key, "elsewhere", &[crate::repo::hostname()]).unwrap();
         for (id, _) in other.repo.store.list_ids(paths::SIGNERS).unwrap() {
             let path = paths::in_dir(paths::SIGNERS, &id);
             fx.repo.store.write(&path, other.repo.store.read(&path).unwrap()).unwrap();

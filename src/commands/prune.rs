@@ -34,8 +34,8 @@ pub enum PruneError {
     #[error("this repository is append-only for this profile: {0} would delete data, so it is refused")]
     AppendOnly(&'static str),
     #[error(
-        "{count} snapshot(s) cannot be trusted or read (first: {first}: {reason}); prune deletes nothing while \
-         it cannot see what they reference. Run `coffer check`; delete the snapshot file by hand if it is forged"
+        "{count} snapshot(s) are damaged in storage (first: {first}: {reason}); prune deletes nothing while \
+         it cannot see what they reference. Run `coffer check`; delete the snapshot file by hand if it is lost"
     )]
     UntrustedSnapshots { count: usize, first: String, reason: String },
     #[error(
@@ -50,6 +50,8 @@ pub enum PruneError {
     ListingShort { pack: String, problem: String },
     #[error("snapshot data is not in the index: {0}; prune deletes nothing. Run `coffer check`")]
     Unreachable(String),
+    #[error("{0}; prune deletes nothing. Run `coffer check`")]
+    Anchors(String),
     #[error("another prune is running on this repository; nothing was deleted. Run prune again when it is done")]
     ConcurrentPrune,
     #[error(transparent)]
@@ -185,12 +187,22 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
     // snapshot after the listing, and that one is not missing.
     let seen_before = repo.db().seen_snapshots()?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
-    if let Some((id, reason)) = rejected.first() {
+    // A snapshot no trusted key wrote protects nothing (issue 15: a write-only key's holder
+    // must not be able to stall prune, nor make it keep or drop anything). One whose bytes no
+    // longer match its name may be a real snapshot damaged in storage: deleting its data on
+    // the strength of that would be wrong.
+    let damaged: Vec<_> = rejected.iter().filter(|r| r.damaged).collect();
+    if let Some(first) = damaged.first() {
         return Err(PruneError::UntrustedSnapshots {
-            count: rejected.len(),
-            first: paths::in_dir(paths::SNAPSHOTS, id),
-            reason: reason.clone(),
+            count: damaged.len(),
+            first: paths::in_dir(paths::SNAPSHOTS, &first.id),
+            reason: first.reason.clone(),
         });
+    }
+    // A store that withholds a revocation or hides a snapshot must not steer what is deleted.
+    let anchors = repo.check_anchors(&snapshots)?;
+    if let Some(first) = anchors.describe().into_iter().next() {
+        return Err(PruneError::Anchors(first));
     }
     let listed: HashSet<Id> = snapshots.iter().map(|e| e.id).collect();
     let vanished: Vec<Id> = seen_before.into_iter().map(|(id, _)| id).filter(|id| !listed.contains(id)).collect();
@@ -214,35 +226,40 @@ fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>),
     Ok((snapshots, sessions))
 }
 
-/// Every blob (trees and data) the snapshots reference. Blobs are located through the local
-/// index, else through `extra` (tables of condemned packs no index lists any more).
+/// A blob as prune tracks it: (domain, blob id). Every blob under a snapshot's root tree is in
+/// the root tree's domain, and only that domain's index files can vouch for where it is: an
+/// index file of another key naming the same id is junk (issue 15).
+type DomainBlob = (Id, Id);
+
+/// Every blob (trees and data) the snapshots reference, with its domain. Blobs are located
+/// through the local index, else through `extra` (tables of condemned packs no index lists
+/// any more).
 fn referenced_blobs(
     repo: &Repository,
     snapshots: &[SnapshotEntry],
-    extra: &HashMap<Id, BlobLocation>,
-) -> Result<HashSet<Id>, PruneError> {
-    let locate = |id: &Id| -> Result<Option<BlobLocation>, PruneError> {
-        Ok(repo.db().blob_location(id)?.or_else(|| extra.get(id).copied()))
+    extra: &HashMap<DomainBlob, BlobLocation>,
+) -> Result<HashSet<DomainBlob>, PruneError> {
+    let locatable = |blob: &DomainBlob| -> Result<bool, PruneError> {
+        Ok(extra.contains_key(blob) || !repo.db().blob_packs(&blob.0, &blob.1)?.is_empty())
     };
-    let mut seen: HashSet<Id> = HashSet::new();
-    let mut pending: Vec<(Id, Id)> = snapshots.iter().map(|e| (e.snapshot.tree, e.id)).collect();
-    while let Some((tree_id, snapshot)) = pending.pop() {
-        if !seen.insert(tree_id) {
+    let mut seen: HashSet<DomainBlob> = HashSet::new();
+    // A root tree's domain is the one whose copy of it verifies; its children share it.
+    let mut pending: Vec<(Id, Option<Id>, Id)> = snapshots.iter().map(|e| (e.snapshot.tree, None, e.id)).collect();
+    while let Some((tree_id, domain, snapshot)) = pending.pop() {
+        if domain.is_some_and(|d| seen.contains(&(d, tree_id))) {
             continue;
         }
         let missing = || PruneError::Unreachable(format!("tree {tree_id} of snapshot {}", snapshot.short()));
-        let location = locate(&tree_id)?.ok_or_else(missing)?;
-        let tree = match repo.db().cached_tree(&tree_id)? {
-            Some(bytes) if repo.keys.id_key.blob_id(&bytes) == tree_id => Tree::decode(&bytes),
-            _ => Tree::decode(&repo.read_blob_at(&location)?),
+        let (domain, tree) = load_tree_in(repo, &tree_id, domain, extra)?.ok_or_else(missing)?;
+        if !seen.insert((domain, tree_id)) {
+            continue;
         }
-        .map_err(RepoError::format(format!("tree {tree_id}")))?;
         for node in tree.nodes {
             match node.kind {
-                NodeKind::Dir { subtree } => pending.push((subtree, snapshot)),
+                NodeKind::Dir { subtree } => pending.push((subtree, Some(domain), snapshot)),
                 NodeKind::File { content, .. } => {
                     for blob in content {
-                        if seen.insert(blob) && locate(&blob)?.is_none() {
+                        if seen.insert((domain, blob)) && !locatable(&(domain, blob))? {
                             return Err(PruneError::Unreachable(format!(
                                 "data blob {blob} of snapshot {}",
                                 snapshot.short()
@@ -255,6 +272,38 @@ fn referenced_blobs(
         }
     }
     Ok(seen)
+}
+
+/// A tree and the domain it verifies in (`domain`, when known): from the local cache, else the
+/// first stored copy that verifies. `None` when no index lists it.
+fn load_tree_in(
+    repo: &Repository,
+    id: &Id,
+    domain: Option<Id>,
+    extra: &HashMap<DomainBlob, BlobLocation>,
+) -> Result<Option<(Id, Tree)>, PruneError> {
+    let decode = |bytes: &[u8]| Tree::decode(bytes).map_err(RepoError::format(format!("tree {id}")));
+    if let Some(bytes) = repo.db().cached_tree(id)? {
+        if let Some(found) = repo.domain_naming(&bytes, id).filter(|d| domain.is_none_or(|want| want == *d)) {
+            return Ok(Some((found, decode(&bytes)?)));
+        }
+    }
+    let mut copies = repo.db().blob_locations(id)?;
+    copies.extend(extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location));
+    copies.retain(|c| domain.is_none_or(|want| want == c.domain));
+    let mut failure = None;
+    for copy in &copies {
+        match repo.read_blob_exactly(copy) {
+            Ok(bytes) => return Ok(Some((copy.domain, decode(&bytes)?))),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(None),
+    }
 }
 
 /// The storage listing of `data/`, cross-checked against what the index says is stored.
@@ -291,38 +340,30 @@ fn condemn_phase(
     // Exactly the index files the local index holds now: the new index replaces these.
     let mut index_files: Vec<Id> = repo.db().index_files()?.into_iter().collect();
     index_files.sort();
+    // By (pack, domain): a pack another key's index file also claims appears twice.
     let contents = repo.db().pack_contents()?;
-    let indexed_sizes: HashMap<Id, u64> = contents.iter().map(|(id, (size, _))| (*id, *size)).collect();
+    let indexed_sizes: HashMap<Id, u64> = contents.iter().map(|((id, _), (size, _))| (*id, *size)).collect();
     let listed = listed_packs(repo, &indexed_sizes)?;
     progress(&format!("finding the data {} snapshots use", snapshots.len()));
     let referenced = referenced_blobs(repo, &snapshots, &HashMap::new())?;
+    let used_at = choose_copies(repo, &contents, &referenced);
+    let is_used = |pack: &Id, domain: &Id, blob: &Id| used_at.get(&(*domain, *blob)).is_some_and(|p| p.contains(pack));
 
-    // Each referenced blob is used at one location: the lowest pack id holding it (as reads do).
-    let mut used_at: HashMap<Id, Id> = HashMap::new();
-    for (pack, (_, entries)) in &contents {
-        for entry in entries {
-            if referenced.contains(&entry.id) {
-                let slot = used_at.entry(entry.id).or_insert(*pack);
-                *slot = (*slot).min(*pack);
-            }
-        }
-    }
     struct PackUse {
         id: Id,
         size: u64,
         used: u64,
     }
-    let mut uses: Vec<PackUse> = contents
-        .iter()
-        .map(|(id, (size, entries))| {
-            let used = entries.iter().filter(|e| used_at.get(&e.id) == Some(id)).map(|e| u64::from(e.length)).sum();
-            PackUse { id: *id, size: *size, used }
-        })
-        .collect();
+    let mut by_pack: HashMap<Id, PackUse> = HashMap::new();
+    for ((pack, domain), (size, entries)) in &contents {
+        let used: u64 = entries.iter().filter(|e| is_used(pack, domain, &e.id)).map(|e| u64::from(e.length)).sum();
+        by_pack.entry(*pack).or_insert(PackUse { id: *pack, size: *size, used: 0 }).used += used;
+    }
+    let mut uses: Vec<PackUse> = by_pack.into_values().collect();
     uses.sort_by_key(|u| u.id);
     report.total_pack_bytes = listed.values().sum();
     let unused: Vec<Id> = uses.iter().filter(|u| u.used == 0).map(|u| u.id).collect();
-    let orphans: Vec<Id> = listed.keys().filter(|id| !contents.contains_key(id)).copied().collect();
+    let orphans: Vec<Id> = listed.keys().filter(|id| !indexed_sizes.contains_key(id)).copied().collect();
     let kept_total: u64 = uses.iter().filter(|u| u.used > 0).map(|u| u.size).sum();
     let mut partly: Vec<&PackUse> = uses.iter().filter(|u| u.used > 0 && u.used < u.size).collect();
     // Most wasteful first, until the waste left is within the limit.
@@ -356,30 +397,51 @@ fn condemn_phase(
 
     progress(&format!("repacking {} packs", repack.len()));
     let repack_set: HashSet<Id> = repack.iter().copied().collect();
-    let mut writer = Repacker::new(repo);
-    for pack in &repack {
-        let (_, entries) = &contents[pack];
-        for entry in entries.iter().filter(|e| used_at.get(&e.id) == Some(pack)) {
-            let plain = repo.read_blob_at(&BlobLocation { pack: *pack, entry: *entry })?;
+    // Live blobs stay in their own domain: new packs and index files per domain.
+    let mut writers: HashMap<Id, Repacker> = HashMap::new();
+    let mut groups: Vec<&(Id, Id)> = contents.keys().filter(|(pack, _)| repack_set.contains(pack)).collect();
+    groups.sort();
+    for key @ (pack, domain) in groups {
+        let (_, entries) = &contents[key];
+        for entry in entries.iter().filter(|e| is_used(pack, domain, &e.id)) {
+            let plain = repo.read_blob_exactly(&BlobLocation { pack: *pack, entry: *entry, domain: *domain })?;
+            let writer = match writers.entry(*domain) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(Repacker::new(repo, domain)?),
+            };
             writer.add(entry.kind, entry.id, &plain)?;
         }
     }
-    let new_packs = writer.finish()?;
-    report.packs_written = new_packs.len() as u64;
-    report.bytes_freed = condemned_bytes as i64 - new_packs.iter().map(|p| p.size as i64).sum::<i64>();
+    let mut indexes: HashMap<Id, IndexFile> = HashMap::new();
+    for (domain, writer) in writers {
+        let new_packs = writer.finish()?;
+        report.packs_written += new_packs.len() as u64;
+        report.bytes_freed -= new_packs.iter().map(|p| p.size as i64).sum::<i64>();
+        indexes.entry(domain).or_default().packs.extend(new_packs);
+    }
+    report.bytes_freed += report.bytes_repacked as i64;
 
-    // Every kept pack whole (unused blobs in it included: they stay stored), plus the new ones.
+    // Every kept pack whole (unused blobs in it included: they stay stored), under each domain
+    // that uses it, plus the new ones. A domain's claim on a kept pack that no snapshot uses
+    // there (another key's index naming the pack) is dropped.
     let condemned: HashSet<Id> = unused.iter().chain(&repack).chain(&orphans).copied().collect();
-    let mut index = IndexFile::default();
-    for (id, (size, entries)) in &contents {
-        if !condemned.contains(id) {
-            index.packs.push(IndexPack { id: *id, size: *size, blobs: entries.clone() });
+    for ((pack, domain), (size, entries)) in &contents {
+        if !condemned.contains(pack) && entries.iter().any(|e| is_used(pack, domain, &e.id)) {
+            indexes.entry(*domain).or_default().packs.push(IndexPack {
+                id: *pack,
+                size: *size,
+                blobs: entries.clone(),
+            });
         }
     }
-    index.packs.extend(new_packs);
-    index.packs.sort_by_key(|p| p.id);
-    if !index.packs.is_empty() {
-        repo.save_index(&index)?;
+    let mut domains: Vec<Id> = indexes.keys().copied().collect();
+    domains.sort();
+    for domain in domains {
+        let mut index = indexes.remove(&domain).unwrap_or_default();
+        index.packs.sort_by_key(|p| p.id);
+        if !index.packs.is_empty() {
+            repo.save_index_in(&domain_keys(repo, &domain)?, &index)?;
+        }
     }
     crashpoint::hit("prune-after-index");
     debug_assert!(repack_set.iter().all(|p| condemned.contains(p)));
@@ -406,6 +468,53 @@ fn condemn_phase(
         return Err(PruneError::ConcurrentPrune);
     }
     delete_phase(repo, options, plan_id, &record, None, report, progress)
+}
+
+/// Where each referenced blob is used: the lowest pack holding it in its domain, as reads
+/// pick. When several copies exist, the one kept is the first that reads back and verifies
+/// (a holder of a domain's keys, such as a thief of a revoked key, may have stored junk under
+/// a real id); if none does, all are kept.
+fn choose_copies(
+    repo: &Repository,
+    contents: &HashMap<(Id, Id), (u64, Vec<crate::format::pack::PackEntry>)>,
+    referenced: &HashSet<DomainBlob>,
+) -> HashMap<DomainBlob, Vec<Id>> {
+    let mut copies: HashMap<DomainBlob, Vec<BlobLocation>> = HashMap::new();
+    for ((pack, domain), (_, entries)) in contents {
+        for entry in entries {
+            if referenced.contains(&(*domain, entry.id)) {
+                copies.entry((*domain, entry.id)).or_default().push(BlobLocation {
+                    pack: *pack,
+                    entry: *entry,
+                    domain: *domain,
+                });
+            }
+        }
+    }
+    copies
+        .into_iter()
+        .map(|(blob, mut locations)| {
+            locations.sort_by_key(|l| l.pack);
+            let packs = if locations.len() == 1 {
+                vec![locations[0].pack]
+            } else {
+                match locations.iter().find(|l| repo.read_blob_exactly(l).is_ok()) {
+                    Some(good) => vec![good.pack],
+                    None => {
+                        log::warn!("no copy of blob {} verifies; prune keeps every copy", blob.1);
+                        locations.iter().map(|l| l.pack).collect()
+                    }
+                }
+            };
+            (blob, packs)
+        })
+        .collect()
+}
+
+fn domain_keys(repo: &Repository, domain: &Id) -> Result<crate::keys::DomainKeys, PruneError> {
+    repo.domain(domain)
+        .cloned()
+        .ok_or_else(|| PruneError::Repo(RepoError::ForeignDomain { object: format!("domain {}", domain.short()) }))
 }
 
 fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError> {
@@ -475,9 +584,17 @@ fn delete_phase(
     repo.sync_index()?;
     let superseded: HashSet<Id> = superseded_index.iter().copied().collect();
     let mut surviving: HashMap<Id, IndexPack> = HashMap::new();
+    let mut surviving_blobs: HashSet<DomainBlob> = HashSet::new();
     for (id, _) in repo.store.list_ids(paths::INDEX)? {
         if !superseded.contains(&id) {
-            for pack in repo.read_index_file(&id)?.packs {
+            let (domain, file) = match repo.read_index_file(&id) {
+                Ok(read) => read,
+                // Junk no key opens vouches for nothing (it is never superseded, so it stays).
+                Err(RepoError::ForeignDomain { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for pack in file.packs {
+                surviving_blobs.extend(pack.blobs.iter().map(|e| (domain, e.id)));
                 surviving.insert(pack.id, pack);
             }
         }
@@ -486,48 +603,54 @@ fn delete_phase(
     let listed = listed_packs(repo, &surviving_sizes)?;
     // Tables of condemned packs still stored: a kill may have removed the index files that
     // listed them, and a snapshot may still need them.
-    let mut condemned_tables: HashMap<Id, IndexPack> = HashMap::new();
-    let mut extra: HashMap<Id, BlobLocation> = HashMap::new();
+    let mut condemned_tables: HashMap<Id, (Id, IndexPack)> = HashMap::new();
+    let mut extra: HashMap<DomainBlob, BlobLocation> = HashMap::new();
     for pack in condemned {
         let Some(&size) = listed.get(pack) else { continue };
         match repo.read_pack_table(pack, size) {
-            Ok(blobs) => {
+            Ok((domain, blobs)) => {
                 for entry in &blobs {
-                    extra.entry(entry.id).or_insert(BlobLocation { pack: *pack, entry: *entry });
+                    extra.entry((domain, entry.id)).or_insert(BlobLocation { pack: *pack, entry: *entry, domain });
                 }
-                condemned_tables.insert(*pack, IndexPack { id: *pack, size, blobs });
+                condemned_tables.insert(*pack, (domain, IndexPack { id: *pack, size, blobs }));
             }
             Err(e) => log::warn!("condemned pack {pack} is unreadable ({e}); it is deleted as planned"),
         }
     }
     let referenced = referenced_blobs(repo, &snapshots, &extra)?;
-    let surviving_blobs: HashSet<Id> = surviving.values().flat_map(|p| p.blobs.iter().map(|e| e.id)).collect();
-    let mut rescue = IndexFile::default();
+    let mut rescue: HashMap<Id, IndexFile> = HashMap::new();
+    let mut rescued_blobs: HashSet<DomainBlob> = HashSet::new();
     let mut delete = Vec::new();
     for pack in condemned {
         if surviving.contains_key(pack) {
             continue; // a newer index file lists it: a backup adopted or finished it
         }
-        let Some(table) = condemned_tables.remove(pack) else {
+        let Some((domain, table)) = condemned_tables.remove(pack) else {
             if listed.contains_key(pack) {
                 delete.push(*pack);
             }
             continue;
         };
-        if table.blobs.iter().any(|e| referenced.contains(&e.id) && !surviving_blobs.contains(&e.id)) {
-            rescue.packs.push(table);
+        let needed = |e: &crate::format::pack::PackEntry| {
+            referenced.contains(&(domain, e.id)) && !surviving_blobs.contains(&(domain, e.id))
+        };
+        if table.blobs.iter().any(needed) {
+            rescued_blobs.extend(table.blobs.iter().map(|e| (domain, e.id)));
+            rescue.entry(domain).or_default().packs.push(table);
         } else {
             delete.push(*pack);
         }
     }
-    let rescued_blobs: HashSet<Id> = rescue.packs.iter().flat_map(|p| p.blobs.iter().map(|e| e.id)).collect();
     if let Some(lost) = referenced.iter().find(|b| !surviving_blobs.contains(b) && !rescued_blobs.contains(b)) {
-        return Err(PruneError::Unreachable(format!("blob {lost} would be in no index file after this prune")));
+        return Err(PruneError::Unreachable(format!("blob {} would be in no index file after this prune", lost.1)));
     }
-    if !rescue.packs.is_empty() {
-        progress(&format!("{} condemned packs are still needed; keeping them", rescue.packs.len()));
-        report.packs_rescued = rescue.packs.len() as u64;
-        repo.save_index(&rescue)?;
+    if !rescue.is_empty() {
+        let count: usize = rescue.values().map(|f| f.packs.len()).sum();
+        progress(&format!("{count} condemned packs are still needed; keeping them"));
+        report.packs_rescued = count as u64;
+        for (domain, file) in &rescue {
+            repo.save_index_in(&domain_keys(repo, domain)?, file)?;
+        }
         crashpoint::hit("prune-after-rescue");
     }
 
@@ -583,17 +706,18 @@ fn remove_old_spool_files(repo: &Repository, older_than: Duration) -> u64 {
     removed
 }
 
-/// Writes repacked blobs into new packs (data and trees apart), each stored before it is
-/// indexed.
+/// Writes repacked blobs of one domain into new packs (data and trees apart), each stored
+/// before it is indexed; their tables are sealed with that domain's index key.
 struct Repacker<'a> {
     repo: &'a Repository,
+    domain: crate::keys::DomainKeys,
     open: HashMap<BlobKind, PackWriter<Vec<u8>>>,
     done: Vec<IndexPack>,
 }
 
 impl<'a> Repacker<'a> {
-    fn new(repo: &'a Repository) -> Repacker<'a> {
-        Repacker { repo, open: HashMap::new(), done: Vec::new() }
+    fn new(repo: &'a Repository, domain: &Id) -> Result<Repacker<'a>, PruneError> {
+        Ok(Repacker { repo, domain: domain_keys(repo, domain)?, open: HashMap::new(), done: Vec::new() })
     }
 
     fn local(e: std::io::Error) -> RepoError {
@@ -601,11 +725,11 @@ impl<'a> Repacker<'a> {
     }
 
     fn add(&mut self, kind: BlobKind, id: Id, plain: &[u8]) -> Result<(), PruneError> {
-        let keys = &self.repo.keys;
+        let (public, index_key) = (&self.repo.keys.public, &self.domain.index_key);
         let writer = match self.open.entry(kind) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(PackWriter::new(&keys.public, &keys.index_key, kind, Vec::new()).map_err(Self::local)?)
+                v.insert(PackWriter::new(public, index_key, kind, Vec::new()).map_err(Self::local)?)
             }
         };
         writer.add_blob(id, plain, self.repo.config.compression_level).map_err(Self::local)?;

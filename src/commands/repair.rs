@@ -74,12 +74,12 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     // so it is in the later listing of data/ (a concurrent backup cannot slip between).
     progress("reading index files");
     let old_files: Vec<Id> = repo.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
-    let mut old: HashMap<Id, IndexPack> = HashMap::new();
+    let mut old: HashMap<Id, (Id, IndexPack)> = HashMap::new();
     for id in &old_files {
         match repo.read_index_file(id) {
-            Ok(file) => {
+            Ok((domain, file)) => {
                 for pack in file.packs {
-                    old.entry(pack.id).or_insert(pack);
+                    old.entry(pack.id).or_insert((domain, pack));
                 }
             }
             Err(RepoError::Store(e)) if e.is_not_found() => {}
@@ -98,19 +98,19 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     for (id, size) in stored {
         let known = old.get(&id);
         match repo.read_pack_table(&id, size) {
-            Ok(blobs) => {
-                if known.is_none_or(|k| k.size != size || k.blobs != blobs) {
+            Ok((domain, blobs)) => {
+                if known.is_none_or(|(d, k)| *d != domain || k.size != size || k.blobs != blobs) {
                     changed = true;
                 }
                 if known.is_none() {
                     report.packs_adopted.push(paths::pack(&id));
                 }
-                new_packs.push(IndexPack { id, size, blobs });
+                new_packs.push((domain, IndexPack { id, size, blobs }));
             }
             Err(e) => {
-                let kept = known.filter(|k| k.size == size);
+                let kept = known.filter(|(_, k)| k.size == size);
                 let message = match kept {
-                    Some(k) => {
+                    Some((_, k)) => {
                         format!("blob table unreadable ({e}); kept the {} entries of the old index", k.blobs.len())
                     }
                     None => {
@@ -125,23 +125,36 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
             }
         }
     }
-    let mut lost: Vec<&IndexPack> = old.values().filter(|p| !stored_ids.contains(&p.id)).collect();
+    let mut lost: Vec<&IndexPack> = old.values().map(|(_, p)| p).filter(|p| !stored_ids.contains(&p.id)).collect();
     lost.sort_by_key(|p| p.id);
     report.packs_lost = lost.iter().map(|p| LostPack { pack: paths::pack(&p.id), blobs: p.blobs.len() }).collect();
     changed |= !lost.is_empty();
     report.packs_indexed = new_packs.len() as u64;
-    report.blobs_indexed = new_packs.iter().map(|p| p.blobs.len() as u64).sum();
+    report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
     if !changed {
         report.unchanged = true;
         return Ok(report);
     }
 
     progress("writing the new index");
+    // Each pack is indexed in the domain whose key sealed its table.
+    let mut by_domain: HashMap<Id, Vec<IndexPack>> = HashMap::new();
+    for (domain, pack) in new_packs {
+        by_domain.entry(domain).or_default().push(pack);
+    }
     let mut written = HashSet::new();
-    for chunk in new_packs.chunks(PACKS_PER_INDEX) {
-        let id = repo.save_index(&IndexFile { packs: chunk.to_vec() })?;
-        written.insert(id);
-        report.index_files_written += 1;
+    let mut domains: Vec<Id> = by_domain.keys().copied().collect();
+    domains.sort();
+    for domain in domains {
+        let keys = repo
+            .domain(&domain)
+            .cloned()
+            .ok_or_else(|| RepoError::ForeignDomain { object: format!("packs of domain {}", domain.short()) })?;
+        for chunk in by_domain[&domain].chunks(PACKS_PER_INDEX) {
+            let id = repo.save_index_in(&keys, &IndexFile { packs: chunk.to_vec() })?;
+            written.insert(id);
+            report.index_files_written += 1;
+        }
     }
     crate::crashpoint::hit("repair-index-before-removing-old");
     progress("removing the old index files");
@@ -205,23 +218,40 @@ struct Rewritten {
 
 struct Rewriter<'a> {
     repo: &'a Repository,
-    done: HashMap<Id, Option<Rewritten>>,
-    /// Blob ids the repository holds (in an index file, in a pack that storage has).
-    present: HashSet<Id>,
-    /// New or re-uploaded tree blobs, stored before any snapshot that needs them.
-    new_trees: Vec<(Id, Vec<u8>)>,
+    /// The domain of the snapshot being rewritten: its trees and blobs all belong to it, and
+    /// trees stored again go there too (so prune finds them where their parents say).
+    domain: crate::keys::DomainKeys,
+    done: HashMap<(Id, Id), Option<Rewritten>>,
+    /// Blobs the repository holds (in an index file, in a pack that storage has), by domain.
+    present: HashSet<(Id, Id)>,
+    /// New or re-uploaded tree blobs by domain, stored before any snapshot that needs them.
+    new_trees: HashMap<Id, Vec<(Id, Vec<u8>)>>,
     trees_saved: u64,
 }
 
 impl Rewriter<'_> {
     /// `None` when the tree cannot be read at all.
     fn rewrite(&mut self, tree_id: Id) -> Option<Rewritten> {
-        if let Some(done) = self.done.get(&tree_id) {
+        let key = (self.domain.id, tree_id);
+        if let Some(done) = self.done.get(&key) {
             return done.clone();
         }
         let result = self.rewrite_uncached(tree_id);
-        self.done.insert(tree_id, result.clone());
+        self.done.insert(key, result.clone());
         result
+    }
+
+    /// Sets the domain of the snapshot whose root tree is `root`: the domain its stored or
+    /// cached copy verifies in, else this client's own.
+    fn enter_snapshot(&mut self, root: &Id) -> Result<(), RepoError> {
+        let cached = self.repo.db().cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
+        let domain = match cached {
+            Some(domain) => Some(domain),
+            None => self.repo.db().blob_location(root)?.map(|l| l.domain),
+        };
+        self.domain =
+            domain.and_then(|d| self.repo.domain(&d).cloned()).unwrap_or_else(|| self.repo.keys.write_domain());
+        Ok(())
     }
 
     fn rewrite_uncached(&mut self, tree_id: Id) -> Option<Rewritten> {
@@ -234,7 +264,9 @@ impl Rewriter<'_> {
         for mut node in tree.nodes {
             let path = node.name.to_vec();
             match &mut node.kind {
-                NodeKind::File { content, .. } if !content.iter().all(|id| self.present.contains(id)) => {
+                NodeKind::File { content, .. }
+                    if !content.iter().all(|id| self.present.contains(&(self.domain.id, *id))) =>
+                {
                     lost.push(path);
                     changed = true;
                     continue;
@@ -259,7 +291,7 @@ impl Rewriter<'_> {
         }
         let id = if changed {
             self.store_tree(Tree { nodes }.encode())
-        } else if !self.present.contains(&tree_id) {
+        } else if !self.present.contains(&(self.domain.id, tree_id)) {
             // Intact below, but its own blob is gone from storage: store it again.
             let id = self.store_tree(Tree { nodes }.encode());
             self.trees_saved += 1;
@@ -272,28 +304,32 @@ impl Rewriter<'_> {
     }
 
     fn store_tree(&mut self, bytes: Vec<u8>) -> Id {
-        let id = self.repo.keys.id_key.blob_id(&bytes);
-        if self.present.insert(id) {
-            self.new_trees.push((id, bytes));
+        let id = self.domain.id_key.blob_id(&bytes);
+        if self.present.insert((self.domain.id, id)) {
+            self.new_trees.entry(self.domain.id).or_default().push((id, bytes));
         }
         id
     }
 
-    /// Stores the new trees in one pack and indexes it.
+    /// Stores the new trees of each domain in one pack and indexes it there.
     fn flush(&mut self) -> Result<(), RepoError> {
-        if self.new_trees.is_empty() {
-            return Ok(());
-        }
         let repo = self.repo;
         let local = |source| RepoError::Local { what: "building a tree pack in memory".into(), source };
-        let mut writer =
-            PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, Vec::new()).map_err(local)?;
-        for (id, bytes) in self.new_trees.drain(..) {
-            writer.add(id, &compress(&bytes, repo.config.compression_level), bytes.len() as u32).map_err(local)?;
+        for (domain, trees) in std::mem::take(&mut self.new_trees) {
+            let keys = repo
+                .domain(&domain)
+                .cloned()
+                .ok_or_else(|| RepoError::ForeignDomain { object: format!("trees of domain {}", domain.short()) })?;
+            let mut writer =
+                PackWriter::new(&repo.keys.public, &keys.index_key, BlobKind::Tree, Vec::new()).map_err(local)?;
+            for (id, bytes) in trees {
+                writer.add(id, &compress(&bytes, repo.config.compression_level), bytes.len() as u32).map_err(local)?;
+            }
+            let pack = writer.finish().map_err(local)?;
+            repo.store.write(&paths::pack(&pack.id), pack.out)?;
+            let file = IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] };
+            repo.save_index_in(&keys, &file)?;
         }
-        let pack = writer.finish().map_err(local)?;
-        repo.store.write(&paths::pack(&pack.id), pack.out)?;
-        repo.save_index(&IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] })?;
         Ok(())
     }
 }
@@ -309,14 +345,21 @@ pub fn repair_snapshots(
     repo.sync_index()?;
     repo.reconcile_packs(false, &Default::default())?;
     let mut present = HashSet::new();
-    repo.db().for_each_blob(|id, _| {
-        present.insert(*id);
+    repo.db().for_each_blob(None, |id, location| {
+        present.insert((location.domain, *id));
     })?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
-    for (id, reason) in &rejected {
-        log::warn!("snapshot {} was not examined: {reason}", paths::in_dir(paths::SNAPSHOTS, id));
+    for r in &rejected {
+        log::warn!("snapshot {} was not examined: {}", paths::in_dir(paths::SNAPSHOTS, &r.id), r.reason);
     }
-    let mut rewriter = Rewriter { repo, done: HashMap::new(), present, new_trees: Vec::new(), trees_saved: 0 };
+    let mut rewriter = Rewriter {
+        repo,
+        domain: repo.keys.write_domain(),
+        done: HashMap::new(),
+        present,
+        new_trees: HashMap::new(),
+        trees_saved: 0,
+    };
     let mut report = SnapshotRepairReport { snapshots_checked: snapshots.len() as u64, ..Default::default() };
     // A snapshot replaced by an earlier run is not replaced again (only removed, if asked).
     let replaced: HashMap<Id, Id> = snapshots
@@ -329,6 +372,7 @@ pub fn repair_snapshots(
     let mut replacements: Vec<(Id, Replacement, Vec<Vec<u8>>)> = Vec::new();
     for (i, entry) in snapshots.iter().enumerate() {
         progress(&format!("checking snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
+        rewriter.enter_snapshot(&entry.snapshot.tree)?;
         match rewriter.rewrite(entry.snapshot.tree) {
             Some(done) if !done.changed => {}
             Some(done) if replaced.contains_key(&entry.id) => {
@@ -359,6 +403,7 @@ pub fn repair_snapshots(
         };
         let removed = options.forget_broken;
         if removed {
+            repo.record_forgotten(&[broken])?;
             repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, &broken))?;
             repo.db().forget_snapshots(&[broken])?;
         }

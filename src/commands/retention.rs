@@ -214,10 +214,15 @@ pub struct GroupBy {
     pub host: bool,
     pub paths: bool,
     pub tags: bool,
+    /// The key that signed the snapshot (issue 15: a write-only key's holder who claims a
+    /// host's name and paths must not be able to push that host's own snapshots out of a
+    /// `--keep-last`).
+    pub signer: bool,
 }
 
 impl GroupBy {
-    /// `host,paths` (the default), any subset of host, paths, tags, or `""` for one group.
+    /// `host,paths,signer` (the default), any subset of host, paths, tags and signer, or `""`
+    /// for one group.
     pub fn parse(text: &str) -> Result<GroupBy, String> {
         let mut group = GroupBy::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -225,13 +230,14 @@ impl GroupBy {
                 "host" => group.host = true,
                 "paths" => group.paths = true,
                 "tags" => group.tags = true,
-                other => return Err(format!("cannot group by {other:?}: use host, paths and/or tags")),
+                "signer" => group.signer = true,
+                other => return Err(format!("cannot group by {other:?}: use host, paths, tags and/or signer")),
             }
         }
         Ok(group)
     }
 
-    pub fn key(&self, snapshot: &Snapshot) -> GroupKey {
+    pub fn key(&self, snapshot: &Snapshot, signer: &Id) -> GroupKey {
         let mut paths: Vec<String> = if self.paths {
             snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
         } else {
@@ -240,7 +246,12 @@ impl GroupBy {
         paths.sort();
         let mut tags = if self.tags { snapshot.tags.clone() } else { Vec::new() };
         tags.sort();
-        GroupKey { host: self.host.then(|| snapshot.hostname.clone()), paths, tags }
+        GroupKey {
+            host: self.host.then(|| snapshot.hostname.clone()),
+            paths,
+            tags,
+            signer: self.signer.then(|| signer.to_hex()),
+        }
     }
 }
 
@@ -249,19 +260,21 @@ pub struct GroupKey {
     pub host: Option<String>,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
+    /// The signing key's id (hex).
+    pub signer: Option<String>,
 }
 
 /// Groups snapshots and applies the policy to each group.
 pub fn apply_grouped<Tz: TimeZone>(
     policy: &RetentionPolicy,
     group_by: GroupBy,
-    snapshots: &[(Id, Snapshot)],
+    snapshots: &[(Id, Snapshot, Id)],
     now_unix: i64,
     zone: &Tz,
 ) -> Result<Vec<(GroupKey, Vec<Decision>)>, PolicyError> {
     let mut groups: BTreeMap<GroupKey, Vec<Candidate>> = BTreeMap::new();
-    for (id, snapshot) in snapshots {
-        groups.entry(group_by.key(snapshot)).or_default().push(Candidate::of(*id, snapshot));
+    for (id, snapshot, signer) in snapshots {
+        groups.entry(group_by.key(snapshot, signer)).or_default().push(Candidate::of(*id, snapshot));
     }
     groups.into_iter().map(|(key, group)| Ok((key, apply(policy, &group, now_unix, zone)?))).collect()
 }
@@ -397,16 +410,25 @@ mod tests {
             paths: vec![serde_bytes::ByteBuf::from(path.as_bytes().to_vec())],
             ..Default::default()
         };
+        let owner = Id([1; 32]);
         let list = vec![
-            (Id::of_bytes(b"1"), snap("a", "/x")),
-            (Id::of_bytes(b"2"), snap("a", "/y")),
-            (Id::of_bytes(b"3"), snap("b", "/x")),
+            (Id::of_bytes(b"1"), snap("a", "/x"), owner),
+            (Id::of_bytes(b"2"), snap("a", "/y"), owner),
+            (Id::of_bytes(b"3"), snap("b", "/x"), owner),
         ];
         let p = RetentionPolicy { keep_last: Some(1), ..Default::default() };
         let by = GroupBy::parse("host,paths").unwrap();
         let groups = apply_grouped(&p, by, &list, 0, &Utc).unwrap();
         assert_eq!(groups.len(), 3);
+        // Another key claiming host a and /x is a group of its own by default: its newer
+        // snapshots take no `--keep-last` place from the real ones.
+        let mut posing = list.clone();
+        posing.push((Id::of_bytes(b"4"), Snapshot { time_unix: 99, ..snap("a", "/x") }, Id([2; 32])));
+        let groups = apply_grouped(&p, GroupBy::parse("host,paths,signer").unwrap(), &posing, 0, &Utc).unwrap();
+        assert_eq!(groups.len(), 4);
         assert!(groups.iter().all(|(_, d)| d.iter().all(|d| d.keep)));
+        let groups = apply_grouped(&p, by, &posing, 0, &Utc).unwrap();
+        assert!(groups.iter().any(|(_, d)| d.iter().any(|d| !d.keep)), "without signer grouping one is dropped");
         let groups = apply_grouped(&p, GroupBy::parse("").unwrap(), &list, 0, &Utc).unwrap();
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].1.iter().filter(|d| d.keep).count(), 1);

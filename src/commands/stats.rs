@@ -62,7 +62,7 @@ pub fn stats(repo: &Repository) -> Result<Stats, RepoError> {
     stats.stored_bytes = sizes.values().sum();
     stats.blobs = db.blob_count()?;
     let mut raw = 0u64;
-    db.for_each_blob(|_, location| raw += u64::from(location.entry.raw_len))?;
+    db.for_each_blob(None, |_, location| raw += u64::from(location.entry.raw_len))?;
     stats.raw_bytes = raw;
     drop(db);
 

@@ -40,14 +40,14 @@ pub use index::BlobLocation;
 use crate::id::{Id, ID_LEN};
 
 /// Bump on any change to `SCHEMA`: older databases are then rebuilt, never migrated.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Packs and index files get small integer keys so that each blob row stores two integers
 /// instead of two more 32-byte ids.
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value);
-CREATE TABLE index_files (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
+CREATE TABLE index_files (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, domain BLOB);
 CREATE TABLE packs (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
 CREATE TABLE index_packs (
     index_file INTEGER NOT NULL, pack INTEGER NOT NULL, PRIMARY KEY (index_file, pack)
@@ -395,7 +395,8 @@ mod tests {
             length: 10,
             raw_len: 5,
         };
-        db.add_index_file(&Id::of_bytes(b"index"), &[(Id::of_bytes(b"pack"), 10, vec![entry])]).unwrap();
+        db.add_index_file(&Id::of_bytes(b"index"), Some(&Id([1; 32])), &[(Id::of_bytes(b"pack"), 10, vec![entry])])
+            .unwrap();
         let file =
             CachedFile { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5, content: vec![blob], xattrs: Vec::new() };
         db.store_files(&[(b"/f".to_vec(), file)]).unwrap();

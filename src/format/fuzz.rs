@@ -38,6 +38,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("signer", signer),
     ("plan", plan),
+    ("writeonlykey", write_only_key),
+    ("anchors", anchors),
 ];
 
 /// Plaintext sizes the wrapped blob target may claim: the real bound (`MAX_BLOB_LEN`) makes
@@ -180,6 +182,31 @@ pub fn keyfile(data: &[u8]) {
     }
 }
 
+/// A write-only key's text or bytes (from a key file, a keychain entry or a credential).
+pub fn write_only_key(data: &[u8]) {
+    let _ = crate::keys::WriteOnlyKey::from_text(data);
+    let _ = crate::keys::WriteOnlyKey::looks_like(data);
+    // With valid check bytes, so the decoder gets past them.
+    for magic in [b"CFWOKY01", b"CFWOKY02"] {
+        let mut bytes = [magic.as_slice(), data].concat();
+        bytes.extend_from_slice(&blake3::hash(&bytes).as_bytes()[..8]);
+        if let Ok(key) = crate::keys::WriteOnlyKey::decode(&bytes) {
+            let _ = key.domain_keys();
+        }
+    }
+}
+
+/// The anchoring extensions of a snapshot body (`coffer.signers-seen`, `coffer.previous`).
+pub fn anchors(data: &[u8]) {
+    use serde_bytes::ByteBuf;
+    for name in [super::snapshot::SIGNERS_SEEN, super::snapshot::PREVIOUS] {
+        let snapshot =
+            Snapshot { extensions: vec![(name.to_string(), ByteBuf::from(data.to_vec()))], ..Snapshot::default() };
+        let _ = snapshot.signers_seen();
+        let _ = snapshot.previous();
+    }
+}
+
 /// `config`. Wrapped: the input is the body, correctly signed by the repository key.
 pub fn config(data: &[u8]) {
     let k = keys();
@@ -203,6 +230,13 @@ pub fn signer(data: &[u8]) {
     let signature = k.signing.sign(&signer::signed_message(&k.repo_id, &bytes));
     bytes.extend_from_slice(&signature);
     let _ = SignerRecord::decode(&bytes, &k.repo_id, &verifying);
+    let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
+    let mut bytes = [signer::MAGIC_V2.as_slice(), data].concat();
+    let signature = k.signing.sign(&signer::signed_message_v2(&k.repo_id, &bytes));
+    bytes.extend_from_slice(&signature);
+    if let Ok(record) = SignerRecord::decode(&bytes, &k.repo_id, &verifying) {
+        let _ = record.domain_secret(&k.secret, &k.repo_id);
+    }
     let _ = signer::SignerObject::decode(&bytes, &k.repo_id, &verifying);
     let mut bytes = [signer::REVOCATION_MAGIC.as_slice(), data].concat();
     let signature = k.signing.sign(&signer::revocation_signed_message(&k.repo_id, &bytes));
@@ -310,7 +344,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     out.push(("config", to_postcard(&conf)));
 
-    let record = SignerRecord { verify_key: [3; 32], label: "laptop".into(), created_unix: 5 };
+    let record = SignerRecord::new(
+        &crate::crypto::VerifyingKey([3; 32]),
+        "laptop",
+        5,
+        vec!["laptop".into()],
+        &crate::crypto::SymKey::from_bytes([4; 32]),
+        &k.repo_id,
+        &k.secret.public(),
+    );
     out.push(("signer", to_postcard(&record)));
     let revocation = signer::Revocation { verify_key: [3; 32], revoked_unix: 9, kept_snapshots: vec![Id([5; 32])] };
     out.push(("signer", to_postcard(&revocation)));
@@ -327,6 +369,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         locks: vec![plan::LockSeen { session: Id([6; 32]), seq: 3 }],
     };
     out.push(("plan", to_postcard(&wait)));
+    let key = crate::keys::WriteOnlyKey {
+        repo_id: k.repo_id,
+        public: k.secret.public(),
+        repo_verify: k.signing.verifying_key(),
+        domain: crate::keys::WriteDomain::Own(crate::crypto::SymKey::from_bytes([9; 32])),
+        signing: crate::crypto::SigningKey::from_bytes([8; 32]),
+    };
+    out.push(("writeonlykey", key.to_text().as_bytes().to_vec()));
+    out.push(("writeonlykey", key.encode()[8..key.encode().len() - 8].to_vec()));
+    out.push(("anchors", to_postcard(&vec![Id([1; 32]), Id([2; 32])])));
+    out.push(("anchors", vec![7; 32]));
     out
 }
 

@@ -11,6 +11,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_LEN};
 use crate::format::tree::Tree;
 use crate::id::Id;
+use crate::keys::DomainKeys;
 use crate::store::paths;
 
 /// What [`Repository::reconcile_packs`] found and did.
@@ -30,6 +31,7 @@ const PACK_KEY_CACHE: usize = 4096;
 impl Repository {
     /// Imports index files added since the last run and forgets those that vanished (pruned).
     pub fn sync_index(&self) -> Result<(), RepoError> {
+        self.forget_foreign_files_if_domains_changed()?;
         let listed: HashSet<Id> = self.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
         let known = self.db().index_files()?;
         let vanished: Vec<Id> = known.difference(&listed).copied().collect();
@@ -37,14 +39,56 @@ impl Repository {
             self.db().remove_index_files(&vanished)?;
         }
         for id in listed.difference(&known) {
-            let file = match self.read_index_file(id) {
-                Ok(file) => file,
+            match self.read_index_file(id) {
+                Ok((domain, file)) => {
+                    let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
+                    self.db().add_index_file(id, Some(&domain), &packs)?;
+                }
                 // Deleted by a prune since the listing: what it listed is indexed anew elsewhere.
                 Err(RepoError::Store(e)) if e.is_not_found() => continue,
+                // Another key's domain (or junk): a write-only key cannot tell them apart and
+                // needs neither. The full key opens every registered domain: for it such a
+                // file is junk (`check` reports it). Either way it is recorded as opened by no
+                // key, so it is not read again until the registered domains change.
+                Err(RepoError::ForeignDomain { object }) => {
+                    if self.keys.secret.is_some() {
+                        log::info!("skipping {object}: no key of this repository opens it; `coffer check` reports it");
+                    }
+                    self.db().add_index_file(id, None, &[])?;
+                }
                 Err(e) => return Err(e),
-            };
-            let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
-            self.db().add_index_file(id, &packs)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Index files no domain opened are re-read when the set of domains this client holds has
+    /// changed since they were recorded (a key registered since can open them now).
+    fn forget_foreign_files_if_domains_changed(&self) -> Result<(), RepoError> {
+        const NOTE: &str = "index-domains";
+        let mut ids: Vec<String> = self.domains().map(|d| d.id.to_hex()).collect();
+        ids.sort();
+        let held = ids.join(",");
+        let mut db = self.db();
+        if db.note(NOTE)?.as_deref() != Some(held.as_str()) {
+            db.forget_unopened_index_files()?;
+            db.set_note(NOTE, Some(&held))?;
+        }
+        Ok(())
+    }
+
+    /// Reads every registered write-only key's domain from `signers/` (full key only).
+    pub(super) fn load_domains(&mut self) -> Result<(), RepoError> {
+        let Some(secret) = self.keys.secret.clone() else { return Ok(()) };
+        for (object, record) in self.signers()?.registrations {
+            match record.domain_secret(&secret, &self.id()) {
+                Ok(Some(domain_secret)) => {
+                    let id = crate::crypto::VerifyingKey(record.verify_key).id();
+                    self.domains.insert(id, DomainKeys::from_secret(id, &domain_secret));
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("signer record {}: its domain key does not open: {e}", object.short()),
+            }
         }
         Ok(())
     }
@@ -109,7 +153,9 @@ impl Repository {
                 continue;
             }
             match self.read_pack_table(&id, size) {
-                Ok(blobs) => file.packs.push(IndexPack { id, size, blobs }),
+                // Only packs of the domain this client writes in: its index key seals them.
+                Ok((domain, blobs)) if domain == self.keys.domain => file.packs.push(IndexPack { id, size, blobs }),
+                Ok(_) => log::debug!("not adopting pack {id}: another key's domain"),
                 // A pack still being written by another client, or a damaged one: leave it.
                 Err(e) => log::info!("not adopting pack {id}: {e}"),
             }
@@ -120,8 +166,9 @@ impl Repository {
         Ok(file.packs.len())
     }
 
-    /// Reads a pack's blob table with three small ranged reads.
-    pub fn read_pack_table(&self, id: &Id, size: u64) -> Result<Vec<PackEntry>, RepoError> {
+    /// Reads a pack's blob table with three small ranged reads; returns the domain whose
+    /// index key sealed it, with its entries.
+    pub fn read_pack_table(&self, id: &Id, size: u64) -> Result<(Id, Vec<PackEntry>), RepoError> {
         let path = paths::pack(id);
         let fixed = (HEADER_LEN + TRAILER_FIXED_LEN) as u64;
         if size < fixed {
@@ -135,25 +182,56 @@ impl Repository {
         let table_start = size - TRAILER_FIXED_LEN as u64 - table_len;
         let header = self.store.read_range(&path, 0, HEADER_LEN as u64)?;
         let table = self.store.read_range(&path, table_start, table_len)?;
-        pack::decode_table(&self.keys.index_key, &header, &table, table_start).map_err(RepoError::format(path))
+        self.open_in_some_domain(&path, |domain| pack::decode_table(&domain.index_key, &header, &table, table_start))
     }
 
-    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile, RepoError> {
+    /// Tries each domain this client holds: the one whose index key opens an object (an index
+    /// file, a pack table) is the domain that wrote it; the AEAD tag is what proves it.
+    fn open_in_some_domain<T>(
+        &self,
+        object: &str,
+        open: impl Fn(&DomainKeys) -> Result<T, crate::format::FormatError>,
+    ) -> Result<(Id, T), RepoError> {
+        let mut first_error = None;
+        for domain in self.domains() {
+            match open(domain) {
+                Ok(value) => return Ok((domain.id, value)),
+                Err(crate::format::FormatError::Crypto { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(RepoError::Format { object: object.to_string(), source: e }),
+            None => Err(RepoError::ForeignDomain { object: object.to_string() }),
+        }
+    }
+
+    /// Reads an index file and the domain it belongs to.
+    pub fn read_index_file(&self, id: &Id) -> Result<(Id, IndexFile), RepoError> {
         let path = paths::in_dir(paths::INDEX, id);
         let bytes = self.store.read_named(&path, id)?;
         if Id::of_bytes(&bytes) != *id {
             return Err(RepoError::Corrupt { object: path, detail: "content does not match its name".into() });
         }
-        IndexFile::decode(&bytes, &self.keys.index_key, &self.id()).map_err(RepoError::format(path))
+        self.open_in_some_domain(&path, |domain| IndexFile::decode(&bytes, &domain.index_key, &self.id()))
     }
 
-    /// Stores an index file (after every pack it lists is stored) and records it locally.
+    /// Stores an index file of this client's own domain (after every pack it lists is
+    /// stored) and records it locally.
     pub fn save_index(&self, file: &IndexFile) -> Result<Id, RepoError> {
-        let bytes = file.encode(&self.keys.index_key, &self.id());
+        self.save_index_in(&self.keys.write_domain(), file)
+    }
+
+    /// Stores an index file of `domain` (the full key re-indexes other keys' packs in their
+    /// own domain: prune, repair).
+    pub fn save_index_in(&self, domain: &DomainKeys, file: &IndexFile) -> Result<Id, RepoError> {
+        let bytes = file.encode(&domain.index_key, &self.id());
         let id = Id::of_bytes(&bytes);
         self.store.write(&paths::in_dir(paths::INDEX, &id), bytes)?;
         let packs: Vec<_> = file.packs.iter().map(|p| (p.id, p.size, p.blobs.clone())).collect();
-        self.db().add_index_file(&id, &packs)?;
+        self.db().add_index_file(&id, Some(&domain.id), &packs)?;
         Ok(id)
     }
 
@@ -204,6 +282,14 @@ impl Repository {
         Err(first)
     }
 
+    /// Reads and verifies the copy of a blob at `location` only, with no fallback: for callers
+    /// that must know whether that copy is good (prune chooses which copy to keep).
+    pub fn read_blob_exactly(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+        let mut out = Vec::new();
+        self.read_blob_copy(location, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
     fn read_blob_copy(
         &self,
         location: &BlobLocation,
@@ -213,8 +299,11 @@ impl Repository {
         let key = self.pack_key(&location.pack)?;
         let path = paths::pack(&location.pack);
         let entry = &location.entry;
+        let domain = self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
+            object: format!("the index entry of blob {} in {path}", entry.id),
+        })?;
         self.store.read_range_into(&path, entry.offset as u64, entry.length as u64, sealed)?;
-        pack::open_blob_into(&key, &self.keys.id_key, entry, sealed, out)
+        pack::open_blob_into(&key, &domain.id_key, entry, sealed, out)
             .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
     }
 
@@ -251,11 +340,17 @@ impl Repository {
         }
     }
 
+    /// The domain this client holds in which `plaintext` is the blob `id`, if any (cached
+    /// trees are checked this way: the cache does not record their domain).
+    pub fn domain_naming(&self, plaintext: &[u8], id: &Id) -> Option<Id> {
+        self.domains().find(|d| d.id_key.blob_id(plaintext) == *id).map(|d| d.id)
+    }
+
     /// Loads a tree, from the local cache when it was seen before.
     pub fn load_tree(&self, id: &Id) -> Result<Tree, RepoError> {
         let object = || format!("tree {id}");
         if let Some(bytes) = self.db().cached_tree(id)? {
-            if self.keys.id_key.blob_id(&bytes) == *id {
+            if self.domain_naming(&bytes, id).is_some() {
                 return Tree::decode(&bytes).map_err(RepoError::format(object()));
             }
         }

@@ -2,6 +2,7 @@
 //! repository, unlocking a key, and loading and saving the repository's objects (blobs, trees,
 //! index files, snapshots) live here; operations that combine them live in `commands`.
 
+pub mod anchors;
 mod blobs;
 pub mod locks;
 mod open;
@@ -13,14 +14,14 @@ use std::sync::Mutex;
 
 pub use blobs::PackReconciliation;
 pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
-pub use snapshots::{resolve, Signers, SnapshotEntry, SnapshotFilter};
+pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;
 use crate::db::{Db, DbError};
 use crate::format::config::Config;
 use crate::format::FormatError;
 use crate::id::Id;
-use crate::keys::RepoKeys;
+use crate::keys::{DomainKeys, RepoKeys};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,10 @@ pub enum RepoError {
     AmbiguousKey(String),
     #[error("this key cannot be removed: {detail}")]
     KeyInUse { detail: String },
+    #[error("cannot back up as host {host:?}: {detail}")]
+    BadHost { host: String, detail: String },
+    #[error("{object}: none of this client's keys opens it (another key wrote it, or it is not Coffer's)")]
+    ForeignDomain { object: String },
     #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
     MissingBlob(Id),
     #[error("{what}: folders nest deeper than {max} levels at {path}…; it cannot be walked")]
@@ -79,6 +84,9 @@ pub struct Repository {
     pub keys: RepoKeys,
     pub db: Mutex<Db>,
     pack_keys: Mutex<HashMap<Id, SymKey>>,
+    /// The deduplication domains this client can open, by id: the one it writes in, and with
+    /// the full key every registered key's (issue 15: a write-only key opens only its own).
+    domains: HashMap<Id, DomainKeys>,
     /// The `keys/` file the passphrase opened; `None` for a write-only key.
     pub key_file: Option<Id>,
 }
@@ -91,6 +99,17 @@ impl Repository {
     /// Fails with a clear message when the open key cannot decrypt.
     pub fn require_full_key(&self, what: &'static str) -> Result<&crate::crypto::SecretKey, RepoError> {
         self.keys.secret.as_ref().ok_or(RepoError::WriteOnly { what })
+    }
+
+    /// The keys of a domain this client can open.
+    pub fn domain(&self, id: &Id) -> Option<&DomainKeys> {
+        self.domains.get(id)
+    }
+
+    /// Every domain this client can open, the one it writes in first.
+    pub fn domains(&self) -> impl Iterator<Item = &DomainKeys> {
+        let own = self.domains.get(&self.keys.domain);
+        own.into_iter().chain(self.domains.values().filter(|d| d.id != self.keys.domain))
     }
 
     pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {

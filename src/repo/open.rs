@@ -108,14 +108,19 @@ impl Repository {
         options: &OpenOptions,
     ) -> Result<Repository, RepoError> {
         let db = Db::open(&db_path(options, &config.repo_id), &config.repo_id)?;
-        let repo = Repository {
+        let own = keys.write_domain();
+        let mut repo = Repository {
             store,
             config,
             keys,
             db: Mutex::new(db),
             pack_keys: Mutex::new(HashMap::new()),
+            domains: HashMap::from([(own.id, own)]),
             key_file: None,
         };
+        if repo.keys.secret.is_some() {
+            repo.load_domains()?;
+        }
         repo.sync_index()?;
         Ok(repo)
     }

