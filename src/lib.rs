@@ -15,6 +15,7 @@ pub mod keys;
 pub mod profile;
 pub mod progress;
 pub mod repo;
+pub mod safetext;
 pub mod secrets;
 pub mod store;
 pub mod vfs;

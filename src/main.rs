@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cli::env_secrets::take();
     cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
     let args = cli::args::Cli::parse();
@@ -22,6 +23,12 @@ fn main() -> ExitCode {
         // D-Bus message traces would carry keychain secrets.
         .filter_module("zbus", log::LevelFilter::Warn)
         .filter_module("secret_service", log::LevelFilter::Warn)
+        // reqsign logs its credential providers with `Debug`, the S3 secret key included;
+        // the request signer's traces are no use to a user either.
+        .filter_module("reqsign", log::LevelFilter::Warn)
+        .filter_module("reqsign_core", log::LevelFilter::Warn)
+        .filter_module("reqsign_aws_core", log::LevelFilter::Warn)
+        .filter_module("reqsign_aws_v4", log::LevelFilter::Warn)
         .format_timestamp(None)
         .format_target(false)
         .init();
@@ -29,7 +36,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("coffer: {error:#}");
+            // Errors quote paths, hosts and tags a snapshot (so a store) controls.
+            eprintln!("coffer: {}", coffer::safetext::terminal(&format!("{error:#}")));
             ExitCode::from(cli::exit_code(&error))
         }
     }

@@ -23,6 +23,7 @@ use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
 use crate::db::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
+use crate::safetext::mount_name;
 use crate::store::paths;
 
 /// How stale the snapshot list may get before a listing re-reads it.
@@ -229,12 +230,13 @@ impl Source for RepoSource {
             VfsNode::Hosts => {
                 let hosts: BTreeMap<String, ()> =
                     snapshots()?.into_iter().map(|(_, e)| (e.snapshot.hostname, ())).collect();
-                hosts.into_keys().map(|h| dir_entry(h.clone().into_bytes(), VfsNode::Host(h))).collect()
+                // Host names and tags come from snapshots: one safe component each, whatever they hold.
+                hosts.into_keys().map(|h| dir_entry(mount_name(&h), VfsNode::Host(h))).collect()
             }
             VfsNode::Tags => {
                 let tags: BTreeMap<String, ()> =
                     snapshots()?.into_iter().flat_map(|(_, e)| e.snapshot.tags).map(|t| (t, ())).collect();
-                tags.into_keys().map(|t| dir_entry(t.clone().into_bytes(), VfsNode::Tag(t))).collect()
+                tags.into_keys().map(|t| dir_entry(mount_name(&t), VfsNode::Tag(t))).collect()
             }
             VfsNode::Signers => {
                 let signers: BTreeMap<String, Id> =

@@ -53,6 +53,8 @@ pub enum BackupError {
     Exclude(#[from] crate::filter::FilterError),
     #[error("nothing to back up: give at least one path")]
     NoPaths,
+    #[error("{0}; choose another")]
+    Label(String),
     #[error("interrupted; no snapshot was written (uploaded data is reused by the next backup)")]
     Interrupted,
     #[error(transparent)]
@@ -135,6 +137,17 @@ pub fn backup(
     backup_scanned(repo, options, scan, interrupted)
 }
 
+impl BackupOptions {
+    /// Refuses a host name or tag that would be ambiguous or unsafe to show or mount
+    /// ([`crate::safetext::check_label`]).
+    pub fn check_labels(&self) -> Result<(), BackupError> {
+        let host = self.hostname.clone().unwrap_or_else(crate::repo::hostname);
+        let problem = crate::safetext::check_label("host name", &host)
+            .or_else(|| self.tags.iter().find_map(|t| crate::safetext::check_label("tag", t)));
+        problem.map_or(Ok(()), |p| Err(BackupError::Label(p)))
+    }
+}
+
 /// Backs up what `scan` (started on the same `options`) scans into `repo`.
 pub fn backup_scanned(
     repo: &Arc<Repository>,
@@ -142,6 +155,7 @@ pub fn backup_scanned(
     scan: ScanAhead,
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
+    options.check_labels()?;
     let start = chrono::Utc::now();
     let host = options.hostname.clone().unwrap_or_else(crate::repo::hostname);
     repo.check_may_claim(&host)?;

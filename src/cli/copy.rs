@@ -31,8 +31,8 @@ fn source_password(args: &CopyArgs) -> Result<Zeroizing<String>> {
         SecretRef::File(path.clone())
     } else if let Some(command) = &args.from_password_command {
         SecretRef::Command(command.clone())
-    } else if std::env::var_os("COFFER_FROM_PASSWORD").is_some() {
-        SecretRef::Env("COFFER_FROM_PASSWORD".into())
+    } else if let Some(password) = super::env_secrets::from_password() {
+        return Ok(password);
     } else if std::io::stdin().is_terminal() {
         return Ok(Zeroizing::new(rpassword::prompt_password("source repository password: ")?));
     } else {

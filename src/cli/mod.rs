@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+pub mod env_secrets;
 mod interrupt;
 mod keys;
 mod output;
@@ -59,7 +60,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         });
         match repo_error {
             Some(RepoError::NotARepository { .. }) => return exit::NOT_A_REPOSITORY,
-            Some(RepoError::WrongPassword) => return exit::WRONG_PASSWORD,
+            Some(RepoError::WrongPassword | RepoError::TooManyKeyFiles { .. }) => return exit::WRONG_PASSWORD,
             _ => {}
         }
         if matches!(cause.downcast_ref::<BackupError>(), Some(BackupError::Interrupted))
@@ -190,6 +191,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 scan_total: false,
                 progress: Default::default(),
             };
+            options.check_labels()?;
             // The scan needs only the local database, which the config names: it runs while
             // the passphrase is read and the key derived.
             let located = locate_repo(global)?;

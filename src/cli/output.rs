@@ -15,10 +15,10 @@ use coffer::commands::diff::DiffEntry;
 use coffer::commands::ls::LsEntry;
 use coffer::commands::restore::RestoreReport;
 use coffer::commands::stats::Stats;
-use coffer::format::signer::printable;
 use coffer::id::Id;
 use coffer::progress::Counters;
 use coffer::repo::{Rejection, Repository, SnapshotEntry};
+use coffer::safetext::terminal;
 use std::io::Write;
 
 /// `println!` that returns write errors (a closed pipe: `coffer snapshots | head`) instead
@@ -80,10 +80,10 @@ pub fn init(global: &GlobalArgs, location: &str, repo: &Repository) -> Result<()
 
 pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
     for (path, message) in &outcome.warnings {
-        eprintln!("warning: {}: {message}", path.display());
+        eprintln!("warning: {}: {}", terminal(&path.display().to_string()), terminal(message));
     }
     for (path, message) in &outcome.errors {
-        eprintln!("error: {}: {message}", path.display());
+        eprintln!("error: {}: {}", terminal(&path.display().to_string()), terminal(message));
     }
     let s = &outcome.snapshot.summary;
     if global.json {
@@ -129,7 +129,7 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
 
 pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[Rejection]) -> Result<()> {
     for r in rejected {
-        eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), r.reason);
+        eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), terminal(&r.reason));
     }
     if global.json {
         let list: Vec<_> = snapshots
@@ -158,16 +158,17 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
     outln!("{:<10} {:<26} {:<16} {:<16} {:<24} Paths", "ID", "Time", "Host", "Tags", "Signed by");
     for e in snapshots {
         let s = &e.snapshot;
-        let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+        let paths: Vec<String> = s.paths.iter().map(|p| terminal(&lossy(p)).into_owned()).collect();
+        let tags: Vec<String> = s.tags.iter().map(|t| terminal(t).into_owned()).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
         outln!(
             "{:<10} {:<26} {:<16} {:<16} {:<24} {}{mark}",
             e.id.short(),
             time(s.time_unix, s.time_nsec),
-            printable(&s.hostname),
-            printable(&s.tags.join(",")),
-            e.signed_by,
-            printable(&paths.join(" "))
+            terminal(&s.hostname),
+            tags.join(","),
+            terminal(&e.signed_by),
+            paths.join(" ")
         );
     }
     if !global.quiet {
@@ -193,7 +194,7 @@ impl SummaryJson for coffer::format::snapshot::Snapshot {
 
 pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<()> {
     for (path, message) in &report.errors {
-        eprintln!("error: {path}: {message}");
+        eprintln!("error: {}: {}", terminal(path), terminal(message));
     }
     if global.json {
         outln!("{}", serde_json::to_string(report)?);
@@ -271,8 +272,8 @@ pub fn ls_entry(global: &GlobalArgs, out: &mut impl Write, entry: &LsEntry) -> s
         return writeln!(out);
     }
     match &entry.target {
-        Some(target) => writeln!(out, "{} -> {target}", entry.path),
-        None => writeln!(out, "{}", entry.path),
+        Some(target) => writeln!(out, "{} -> {}", terminal(&entry.path), terminal(target)),
+        None => writeln!(out, "{}", terminal(&entry.path)),
     }
 }
 
@@ -282,10 +283,10 @@ pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
         return Ok(());
     }
     for w in &report.warnings {
-        eprintln!("warning: {}: {}", w.object, w.message);
+        eprintln!("warning: {}: {}", terminal(&w.object), terminal(&w.message));
     }
     for e in &report.errors {
-        eprintln!("error: {}: {}", e.object, e.message);
+        eprintln!("error: {}: {}", terminal(&e.object), terminal(&e.message));
     }
     if !global.quiet {
         outln!(
@@ -308,7 +309,7 @@ pub fn diff(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
         let written = if global.json {
             serde_json::to_writer(&mut out, entry).map_err(std::io::Error::from).and_then(|()| writeln!(out))
         } else {
-            writeln!(out, "{} {}", entry.change.symbol(), entry.path)
+            writeln!(out, "{} {}", entry.change.symbol(), terminal(&entry.path))
         };
         match written {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

@@ -35,9 +35,10 @@ fn first_line(bytes: &[u8]) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
 }
 
+/// Like a write-only key file, a password file must be the user's own and private (no group or
+/// other bits): the passphrase is the stronger secret of the two.
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?);
+    let bytes = secrets::read_private_file(path).with_context(|| format!("reading password file {}", path.display()))?;
     first_line(&bytes)
 }
 
@@ -96,7 +97,7 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
     }
     if global.password_file.is_some()
         || global.password_command.is_some()
-        || std::env::var_os("COFFER_PASSWORD").is_some()
+        || super::env_secrets::password().is_some()
     {
         return Ok(Credential::Password(read(global, false)?));
     }
@@ -128,7 +129,7 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
 pub fn for_init(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Zeroizing<String>> {
     let explicit = global.password_file.is_some()
         || global.password_command.is_some()
-        || std::env::var_os("COFFER_PASSWORD").is_some();
+        || super::env_secrets::password().is_some();
     if let Some(reference) = profile.and_then(|p| p.password.as_ref()).filter(|_| !explicit) {
         let reference = SecretRef::parse(reference)
             .ok_or_else(|| anyhow!("the profile's `password` must be a reference such as keychain:NAME"))?;
@@ -145,8 +146,8 @@ pub fn read(global: &GlobalArgs, confirm: bool) -> Result<Zeroizing<String>> {
         from_file(path)?
     } else if let Some(command) = &global.password_command {
         from_command(command)?
-    } else if let Ok(value) = std::env::var("COFFER_PASSWORD") {
-        Zeroizing::new(value)
+    } else if let Some(value) = super::env_secrets::password() {
+        value
     } else if std::io::stdin().is_terminal() {
         let first = prompt(if confirm { "new repository password: " } else { "repository password: " })?;
         if confirm {

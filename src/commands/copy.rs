@@ -18,8 +18,9 @@ use std::sync::Arc;
 use serde_bytes::ByteBuf;
 
 use crate::archiver::BlobSink;
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository, SnapshotEntry};
 
 /// The `extensions` key a copied snapshot carries: the source snapshot's id (32 bytes).
@@ -73,21 +74,19 @@ impl Copier<'_> {
         if self.interrupted.load(Ordering::Relaxed) {
             return Err(CopyError::Interrupted);
         }
-        let mut tree = self.source.load_tree(source_id)?;
-        for node in &mut tree.nodes {
-            match &mut node.kind {
-                NodeKind::Dir { subtree } => *subtree = self.copy_tree(subtree)?,
-                NodeKind::File { content, .. } => {
-                    for blob in content.iter_mut() {
-                        *blob = self.copy_data(blob)?;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let id = self.sink.add_tree(tree.encode())?;
-        self.mapped.insert(*source_id, id);
-        Ok(id)
+        let source = self.source;
+        walk::walk(source, &format!("snapshot tree {}", source_id.short()), source_id, b"/", (), self)?;
+        self.mapped_tree(source_id)
+    }
+
+    /// The destination id of a tree this run has copied.
+    fn mapped_tree(&self, source_id: &Id) -> Result<Id, CopyError> {
+        self.mapped.get(source_id).copied().ok_or_else(|| {
+            CopyError::Repo(RepoError::Corrupt {
+                object: format!("tree {source_id}"),
+                detail: "it was walked but not copied".into(),
+            })
+        })
     }
 
     fn copy_data(&mut self, source_id: &Id) -> Result<Id, CopyError> {
@@ -100,6 +99,48 @@ impl Copier<'_> {
         self.sink.add_data(id, plain)?;
         self.mapped.insert(*source_id, id);
         Ok(id)
+    }
+}
+
+/// Data blobs are copied as the walk meets them; a folder's tree is rewritten with the new ids
+/// and stored once everything under it has been.
+impl Visitor for Copier<'_> {
+    type Error = CopyError;
+    type Dir = ();
+
+    fn entry(&mut self, _: &mut (), _path: &[u8], node: &Node) -> Result<Option<()>, CopyError> {
+        match &node.kind {
+            NodeKind::Dir { subtree } if !self.mapped.contains_key(subtree) => {
+                if self.interrupted.load(Ordering::Relaxed) {
+                    return Err(CopyError::Interrupted);
+                }
+                Ok(Some(()))
+            }
+            NodeKind::File { content, .. } => {
+                for blob in content {
+                    self.copy_data(blob)?;
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn leave(&mut self, _: Option<&mut ()>, _: (), _path: &[u8], source_id: &Id, mut tree: Tree) -> Result<(), CopyError> {
+        for node in &mut tree.nodes {
+            match &mut node.kind {
+                NodeKind::Dir { subtree } => *subtree = self.mapped_tree(subtree)?,
+                NodeKind::File { content, .. } => {
+                    for blob in content.iter_mut() {
+                        *blob = self.copy_data(blob)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let id = self.sink.add_tree(tree.encode())?;
+        self.mapped.insert(*source_id, id);
+        Ok(())
     }
 }
 

@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use super::ls::join_path;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Metadata, Node, NodeKind};
+use crate::format::tree::{Metadata, Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -57,7 +58,8 @@ pub fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<DiffEnt
 
 /// Like [`diff`], handing each change to `f` as it is found.
 pub fn diff_with(repo: &Repository, a: &Snapshot, b: &Snapshot, mut f: impl FnMut(DiffEntry)) -> Result<(), RepoError> {
-    diff_trees(repo, &a.tree, &b.tree, b"/", &mut f)
+    let label = format!("diff of snapshot trees {} and {}", a.tree.short(), b.tree.short());
+    Differ { repo, label, stack: Vec::new() }.run(&a.tree, &b.tree, &mut f)
 }
 
 fn emit(f: &mut dyn FnMut(DiffEntry), change: Change, path: &[u8], node: &Node) {
@@ -69,71 +71,124 @@ fn emit(f: &mut dyn FnMut(DiffEntry), change: Change, path: &[u8], node: &Node) 
     });
 }
 
-fn diff_trees(repo: &Repository, a: &Id, b: &Id, dir: &[u8], f: &mut dyn FnMut(DiffEntry)) -> Result<(), RepoError> {
-    if a == b {
-        return Ok(());
-    }
-    let old = repo.load_tree(a)?;
-    let new = repo.load_tree(b)?;
-    let (mut i, mut j) = (0, 0);
-    while i < old.nodes.len() || j < new.nodes.len() {
-        let order = match (old.nodes.get(i), new.nodes.get(j)) {
-            (Some(x), Some(y)) => x.name.cmp(&y.name),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let node = &old.nodes[i];
-                emit_all(repo, Change::Removed, &join_path(dir, &node.name), node, f)?;
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                let node = &new.nodes[j];
-                emit_all(repo, Change::Added, &join_path(dir, &node.name), node, f)?;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let (x, y) = (&old.nodes[i], &new.nodes[j]);
-                diff_nodes(repo, &join_path(dir, &x.name), x, y, f)?;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    Ok(())
+/// A pair of folders being compared: entries before `i` (old) and `j` (new) are done.
+struct Pair {
+    old: Tree,
+    new: Tree,
+    i: usize,
+    j: usize,
+    dir: Vec<u8>,
 }
 
-fn diff_nodes(
-    repo: &Repository,
-    path: &[u8],
-    x: &Node,
-    y: &Node,
-    f: &mut dyn FnMut(DiffEntry),
-) -> Result<(), RepoError> {
-    let meta_changed = metadata_differs(&x.meta, &y.meta);
-    match (&x.kind, &y.kind) {
-        (NodeKind::Dir { subtree: a }, NodeKind::Dir { subtree: b }) => {
-            if meta_changed {
-                emit(f, Change::MetadataChanged, path, y);
+/// Walks both trees in step with an explicit stack (see [`walk`]): a deep snapshot costs heap,
+/// and nesting beyond [`walk::MAX_DEPTH`] is an error rather than a stack overflow.
+struct Differ<'a> {
+    repo: &'a Repository,
+    label: String,
+    stack: Vec<Pair>,
+}
+
+impl Differ<'_> {
+    fn run(&mut self, a: &Id, b: &Id, f: &mut dyn FnMut(DiffEntry)) -> Result<(), RepoError> {
+        self.push(a, b, b"/".to_vec())?;
+        while let Some(top) = self.stack.last_mut() {
+            let order = match (top.old.nodes.get(top.i), top.new.nodes.get(top.j)) {
+                (Some(x), Some(y)) => x.name.cmp(&y.name),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => {
+                    self.stack.pop();
+                    continue;
+                }
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let node = top.old.nodes[top.i].clone();
+                    top.i += 1;
+                    let path = join_path(&top.dir, &node.name);
+                    self.emit_all(Change::Removed, &path, &node, f)?;
+                }
+                std::cmp::Ordering::Greater => {
+                    let node = top.new.nodes[top.j].clone();
+                    top.j += 1;
+                    let path = join_path(&top.dir, &node.name);
+                    self.emit_all(Change::Added, &path, &node, f)?;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (top.old.nodes[top.i].clone(), top.new.nodes[top.j].clone());
+                    top.i += 1;
+                    top.j += 1;
+                    let path = join_path(&top.dir, &x.name);
+                    self.diff_nodes(path, &x, &y, f)?;
+                }
             }
-            diff_trees(repo, a, b, path, f)
         }
-        (a, b) if std::mem::discriminant(a) != std::mem::discriminant(b) => {
-            emit_all(repo, Change::Removed, path, x, f)?;
-            emit_all(repo, Change::Added, path, y, f)
+        Ok(())
+    }
+
+    /// Starts comparing two folders (nothing to do when their trees are the same).
+    fn push(&mut self, a: &Id, b: &Id, dir: Vec<u8>) -> Result<(), RepoError> {
+        if a == b {
+            return Ok(());
         }
-        // Same type: size and content ids for files, target for symlinks, rdev for devices.
-        (a, b) if a != b => {
-            emit(f, Change::Modified, path, y);
-            Ok(())
-        }
-        _ => {
-            if meta_changed {
-                emit(f, Change::MetadataChanged, path, y);
+        walk::check_depth(self.stack.len(), &self.label, &dir)?;
+        let (old, new) = (self.repo.load_tree(a)?, self.repo.load_tree(b)?);
+        self.stack.push(Pair { old, new, i: 0, j: 0, dir });
+        Ok(())
+    }
+
+    fn diff_nodes(&mut self, path: Vec<u8>, x: &Node, y: &Node, f: &mut dyn FnMut(DiffEntry)) -> Result<(), RepoError> {
+        let meta_changed = metadata_differs(&x.meta, &y.meta);
+        match (&x.kind, &y.kind) {
+            (NodeKind::Dir { subtree: a }, NodeKind::Dir { subtree: b }) => {
+                if meta_changed {
+                    emit(f, Change::MetadataChanged, &path, y);
+                }
+                self.push(a, b, path)
             }
-            Ok(())
+            (a, b) if std::mem::discriminant(a) != std::mem::discriminant(b) => {
+                self.emit_all(Change::Removed, &path, x, f)?;
+                self.emit_all(Change::Added, &path, y, f)
+            }
+            // Same type: size and content ids for files, target for symlinks, rdev for devices.
+            (a, b) if a != b => {
+                emit(f, Change::Modified, &path, y);
+                Ok(())
+            }
+            _ => {
+                if meta_changed {
+                    emit(f, Change::MetadataChanged, &path, y);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Lists `node` and, for a folder, everything under it.
+    fn emit_all(&self, change: Change, path: &[u8], node: &Node, f: &mut dyn FnMut(DiffEntry)) -> Result<(), RepoError> {
+        emit(f, change, path, node);
+        let NodeKind::Dir { subtree } = &node.kind else {
+            return Ok(());
+        };
+        // The folder sits `stack.len()` levels deep; what is under it counts from there.
+        let mut all = EmitAll { change, f };
+        let depth_left = walk::MAX_DEPTH.saturating_sub(self.stack.len());
+        walk::walk_bounded(self.repo, &self.label, subtree, path, depth_left, (), &mut all)
+    }
+}
+
+struct EmitAll<'f> {
+    change: Change,
+    f: &'f mut dyn FnMut(DiffEntry),
+}
+
+impl Visitor for EmitAll<'_> {
+    type Error = RepoError;
+    type Dir = ();
+
+    fn entry(&mut self, _: &mut (), path: &[u8], node: &Node) -> Result<Option<()>, RepoError> {
+        emit(self.f, self.change, path, node);
+        Ok(matches!(node.kind, NodeKind::Dir { .. }).then_some(()))
     }
 }
 
@@ -144,24 +199,6 @@ fn metadata_differs(a: &Metadata, b: &Metadata) -> bool {
         || a.mtime != b.mtime
         || a.mtime_nsec != b.mtime_nsec
         || a.xattrs != b.xattrs
-}
-
-/// Lists `node` and, for a folder, everything under it.
-fn emit_all(
-    repo: &Repository,
-    change: Change,
-    path: &[u8],
-    node: &Node,
-    f: &mut dyn FnMut(DiffEntry),
-) -> Result<(), RepoError> {
-    emit(f, change, path, node);
-    if let NodeKind::Dir { subtree } = &node.kind {
-        let tree = repo.load_tree(subtree)?;
-        for child in &tree.nodes {
-            emit_all(repo, change, &join_path(path, &child.name), child, f)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde_bytes::ByteBuf;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,19 +159,23 @@ fn list_dir(
     recursive: bool,
     f: &mut dyn FnMut(LsEntry),
 ) -> Result<(), RepoError> {
-    let tree = repo.load_tree(tree)?;
-    for node in &tree.nodes {
-        let path = join_path(dir, &node.name);
-        let subtree = match node.kind {
-            NodeKind::Dir { subtree } if recursive => Some(subtree),
-            _ => None,
-        };
-        f(LsEntry::from_node(path.clone(), node));
-        if let Some(subtree) = subtree {
-            list_dir(repo, &subtree, &path, recursive, f)?;
-        }
+    let mut lister = Lister { recursive, f };
+    walk::walk(repo, &format!("snapshot tree {}", tree.short()), tree, dir, (), &mut lister)
+}
+
+struct Lister<'f> {
+    recursive: bool,
+    f: &'f mut dyn FnMut(LsEntry),
+}
+
+impl Visitor for Lister<'_> {
+    type Error = RepoError;
+    type Dir = ();
+
+    fn entry(&mut self, _: &mut (), path: &[u8], node: &Node) -> Result<Option<()>, RepoError> {
+        (self.f)(LsEntry::from_node(path.to_vec(), node));
+        Ok((self.recursive && matches!(node.kind, NodeKind::Dir { .. })).then_some(()))
     }
-    Ok(())
 }
 
 #[cfg(test)]

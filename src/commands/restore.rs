@@ -24,6 +24,7 @@ use crate::filter::Patterns;
 use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{plan_regions, RepoError, Repository, REGION_GAP, REGION_MAX};
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,7 @@ pub fn restore(
             interrupted,
             batch,
             opened: 0,
+            root: *root_tree,
         };
         let result = match walker.start(root_tree, subpath, &options.target) {
             Ok(()) => walker.flush(),
@@ -214,6 +216,31 @@ struct RestoreWalk<'a, 'r> {
     batch: Option<Batch>,
     /// Files created so far (compared with `Shared::finished` to bound those open).
     opened: usize,
+    /// The snapshot's root tree, to name it in errors.
+    root: Id,
+}
+
+/// A folder being restored: where its entries go, and whether `--include` selected it.
+struct RestoreDir {
+    dest: PathBuf,
+    included: bool,
+}
+
+impl Visitor for RestoreWalk<'_, '_> {
+    type Error = RestoreError;
+    type Dir = RestoreDir;
+
+    fn entry(&mut self, dir: &mut RestoreDir, path: &[u8], node: &Node) -> Result<Option<RestoreDir>, RestoreError> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(RestoreError::Interrupted);
+        }
+        if let Some(path) = self.shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(RestoreError::DiskFull { path });
+        }
+        let dest = dir.dest.join(OsStr::from_bytes(&node.name));
+        let included = dir.included || self.includes.is_none();
+        self.restore_node(node, Path::new(OsStr::from_bytes(path)), &dest, included)
+    }
 }
 
 /// Chunks gathered before they are read: grouped by pack region, a batch costs a request per
@@ -304,7 +331,9 @@ impl RestoreWalk<'_, '_> {
                         self.dirs.push((target.to_path_buf(), node.meta.clone()));
                         self.restore_tree(&subtree, &snapshot_path, target, false)
                     }
-                    _ => self.restore_node(&node, &snapshot_path, &target.join(OsStr::from_bytes(&node.name)), false),
+                    _ => self
+                        .restore_node(&node, &snapshot_path, &target.join(OsStr::from_bytes(&node.name)), false)
+                        .map(|_| ()),
                 };
             }
             match node.kind {
@@ -330,51 +359,47 @@ impl RestoreWalk<'_, '_> {
         dest: &Path,
         parent_included: bool,
     ) -> Result<(), RestoreError> {
-        let tree = self.shared.repo.load_tree(id)?;
-        for node in &tree.nodes {
-            if self.interrupted.load(Ordering::Relaxed) {
-                return Err(RestoreError::Interrupted);
-            }
-            if let Some(path) = self.shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                return Err(RestoreError::DiskFull { path });
-            }
-            let name = OsStr::from_bytes(&node.name);
-            self.restore_node(
-                node,
-                &snapshot_dir.join(name),
-                &dest.join(name),
-                parent_included || self.includes.is_none(),
-            )?;
-        }
-        Ok(())
+        let label = format!("snapshot tree {}", self.root.short());
+        let base = snapshot_dir.as_os_str().as_bytes();
+        let state = RestoreDir { dest: dest.to_path_buf(), included: parent_included };
+        let repo = self.shared.repo;
+        walk::walk(repo, &label, id, base, state, self)
     }
 
+    /// Restores one entry; for a folder, creates it and returns what its entries need.
     fn restore_node(
         &mut self,
         node: &Node,
         snapshot_path: &Path,
         dest: &Path,
         parent_included: bool,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<Option<RestoreDir>, RestoreError> {
         let (visit, included) = self.selected(snapshot_path, parent_included);
         if !visit {
-            return Ok(());
+            return Ok(None);
         }
-        if let NodeKind::Dir { subtree } = &node.kind {
+        if let NodeKind::Dir { .. } = &node.kind {
             if included {
                 self.make_parent(dest)?;
                 match std::fs::create_dir(dest) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    // Too deep for the target's paths (a snapshot may nest past PATH_MAX): that
+                    // folder is lost, the rest of the snapshot is not.
+                    Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                        let mut errors = self.shared.errors.lock().unwrap_or_else(|p| p.into_inner());
+                        errors.push((dest.display().to_string(), format!("{e}; what it holds was not restored")));
+                        return Ok(None);
+                    }
                     Err(source) => return Err(RestoreError::Target { path: dest.to_path_buf(), source }),
                 }
                 self.report.dirs += 1;
                 self.dirs.push((dest.to_path_buf(), node.meta.clone()));
             }
-            return self.restore_tree(subtree, snapshot_path, dest, included);
+            return Ok(Some(RestoreDir { dest: dest.to_path_buf(), included }));
         }
         if !included {
-            return Ok(());
+            return Ok(None);
         }
         self.make_parent(dest)?;
         let result = self.restore_leaf(node, dest);
@@ -391,7 +416,7 @@ impl RestoreWalk<'_, '_> {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((dest.display().to_string(), e.to_string()));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Creates missing parents of an entry selected by `--include` inside unselected folders.

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -48,10 +49,10 @@ fn ratio(a: u64, b: u64) -> f64 {
 pub fn stats(repo: &Repository) -> Result<Stats, RepoError> {
     let (snapshots, _) = repo.load_snapshots()?;
     let mut stats = Stats { snapshots: snapshots.len() as u64, ..Stats::default() };
-    let mut walk = Walk::default();
+    let mut walk = Walk { repo, stats: &mut stats, sizes: HashMap::new(), blobs: HashSet::new() };
     for entry in &snapshots {
-        let size = walk.tree_size(repo, &entry.snapshot.tree, &mut stats)?;
-        stats.logical_bytes = stats.logical_bytes.saturating_add(size);
+        let size = walk.tree_size(&format!("snapshot {}", entry.id.short()), &entry.snapshot.tree)?;
+        walk.stats.logical_bytes = walk.stats.logical_bytes.saturating_add(size);
     }
     stats.referenced_blobs = walk.blobs.len() as u64;
 
@@ -70,44 +71,66 @@ pub fn stats(repo: &Repository) -> Result<Stats, RepoError> {
     Ok(stats)
 }
 
-#[derive(Default)]
-struct Walk {
+struct Walk<'a> {
+    repo: &'a Repository,
+    stats: &'a mut Stats,
     /// Logical size of each tree already walked.
     sizes: HashMap<Id, u64>,
     /// Data blobs already counted in `unique_bytes`.
     blobs: HashSet<Id>,
 }
 
-impl Walk {
-    fn tree_size(&mut self, repo: &Repository, id: &Id, stats: &mut Stats) -> Result<u64, RepoError> {
+impl Walk<'_> {
+    fn tree_size(&mut self, label: &str, id: &Id) -> Result<u64, RepoError> {
         if let Some(&size) = self.sizes.get(id) {
             return Ok(size);
         }
-        let tree = repo.load_tree(id)?;
-        let mut total = 0u64;
-        for node in tree.nodes {
-            match node.kind {
-                NodeKind::File { size, content } => {
-                    total = total.saturating_add(size);
-                    for blob in content {
-                        if !self.blobs.insert(blob) {
-                            continue;
+        let repo = self.repo;
+        walk::walk(repo, label, id, b"/", 0, self)?;
+        Ok(self.sizes.get(id).copied().unwrap_or_default())
+    }
+}
+
+/// Each folder's state is the logical size of what it holds so far.
+impl Visitor for Walk<'_> {
+    type Error = RepoError;
+    type Dir = u64;
+
+    fn entry(&mut self, total: &mut u64, _path: &[u8], node: &Node) -> Result<Option<u64>, RepoError> {
+        match &node.kind {
+            NodeKind::File { size, content } => {
+                *total = total.saturating_add(*size);
+                for blob in content {
+                    if !self.blobs.insert(*blob) {
+                        continue;
+                    }
+                    match self.repo.db().blob_location(blob)? {
+                        Some(location) => {
+                            self.stats.unique_bytes =
+                                self.stats.unique_bytes.saturating_add(u64::from(location.entry.raw_len))
                         }
-                        match repo.db().blob_location(&blob)? {
-                            Some(location) => {
-                                stats.unique_bytes =
-                                    stats.unique_bytes.saturating_add(u64::from(location.entry.raw_len))
-                            }
-                            None => stats.missing_blobs += 1,
-                        }
+                        None => self.stats.missing_blobs += 1,
                     }
                 }
-                NodeKind::Dir { subtree } => total = total.saturating_add(self.tree_size(repo, &subtree, stats)?),
-                _ => {}
+                Ok(None)
             }
+            NodeKind::Dir { subtree } => match self.sizes.get(subtree) {
+                Some(&size) => {
+                    *total = total.saturating_add(size);
+                    Ok(None)
+                }
+                None => Ok(Some(0)),
+            },
+            _ => Ok(None),
         }
-        self.sizes.insert(*id, total);
-        Ok(total)
+    }
+
+    fn leave(&mut self, parent: Option<&mut u64>, done: u64, _path: &[u8], id: &Id, _tree: Tree) -> Result<(), RepoError> {
+        self.sizes.insert(*id, done);
+        if let Some(parent) = parent {
+            *parent = parent.saturating_add(done);
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod locks;
 mod open;
 mod ranges;
 mod snapshots;
+pub mod walk;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +34,11 @@ pub enum RepoError {
     AlreadyExists { location: String },
     #[error("wrong password: no key in this repository opens with it")]
     WrongPassword,
+    #[error(
+        "the passphrase opened none of the {tried} key files tried, and keys/ holds {total}: more than an unlock \
+         tries; move key files you did not create out of keys/ in the repository storage, then retry"
+    )]
+    TooManyKeyFiles { tried: usize, total: usize },
     #[error("this key can only write: {what} needs the full repository key")]
     WriteOnly { what: &'static str },
     #[error("this write-only key {detail}; create a new one with `coffer key write-only` using the full key")]
@@ -61,6 +67,8 @@ pub enum RepoError {
     ForeignDomain { object: String },
     #[error("blob {0} is not in the index: the repository lost data it needs; run `coffer check`")]
     MissingBlob(Id),
+    #[error("{what}: folders nest deeper than {max} levels at {path}…; it cannot be walked")]
+    TooDeep { what: String, path: String, max: usize },
     #[error("{what}: {source}")]
     Local { what: String, source: std::io::Error },
 }

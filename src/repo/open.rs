@@ -160,7 +160,8 @@ impl Located {
 
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         let Located { store, config_bytes, unverified } = self;
-        let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase)?;
+        let remembered = remembered_key(options, &unverified.repo_id);
+        let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase, remembered)?;
         let config =
             Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
         if config.public_key != key.secret.public().0 {
@@ -170,6 +171,7 @@ impl Located {
             });
         }
         let mut repo = Repository::with_keys(store, config, key.into(), options)?;
+        remember_key(options, &repo.config.repo_id, &key_file);
         repo.key_file = Some(key_file);
         Ok(repo)
     }
@@ -219,8 +221,51 @@ fn db_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
     options.cache_dir.join(repo_id.to_hex()).join("state.db")
 }
 
-/// Tries the passphrase on every key file of the repository; returns the one it opened.
-fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<(Id, FullKey), RepoError> {
+/// At most this many key files get a passphrase attempt per unlock: anyone who can write to
+/// the store can plant key files, and each attempt costs an Argon2 run.
+pub const MAX_KEY_ATTEMPTS: usize = 16;
+
+/// A key file larger than this is not read (a real one is about 300 bytes).
+pub const MAX_KEY_FILE_SIZE: u64 = 64 * 1024;
+
+/// The Argon2 cost an unlock accepts: four times the memory and the memory-time product of
+/// [`KdfParams::DEFAULT`], which is what every key Coffer makes uses. `KdfParams::is_sane`
+/// (what a key file may say at all) allows 30 times the default; at unlock, a planted file
+/// asking that much would cost seconds and a gigabyte per attempt.
+pub fn within_unlock_budget(kdf: &KdfParams) -> bool {
+    let default = KdfParams::DEFAULT;
+    let budget = 4 * u64::from(default.memory_kib) * u64::from(default.iterations);
+    kdf.is_sane()
+        && kdf.memory_kib <= 4 * default.memory_kib
+        && kdf.parallelism <= 4
+        && u64::from(kdf.memory_kib) * u64::from(kdf.iterations) <= budget
+}
+
+/// The file in the repository's local folder naming the key file that opened it last.
+fn remembered_key_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
+    options.cache_dir.join(repo_id.to_hex()).join("key-file")
+}
+
+fn remembered_key(options: &OpenOptions, repo_id: &Id) -> Option<Id> {
+    Id::from_hex(std::fs::read_to_string(remembered_key_path(options, repo_id)).ok()?.trim())
+}
+
+/// Remembers which key file opened the repository, so the next unlock tries it first. Only a
+/// convenience (the key file's name is public): failing to write it is not an error.
+fn remember_key(options: &OpenOptions, repo_id: &Id, key_file: &Id) {
+    if remembered_key(options, repo_id) == Some(*key_file) {
+        return;
+    }
+    if let Err(e) = std::fs::write(remembered_key_path(options, repo_id), key_file.to_hex()) {
+        log::debug!("could not remember the key file that opened the repository: {e}");
+    }
+}
+
+/// Tries the passphrase on the repository's key files and returns the one it opened: first
+/// the one that opened it last on this machine, then the others oldest first (the key made
+/// by `init` is the oldest), at most [`MAX_KEY_ATTEMPTS`] of them, and only those whose
+/// Argon2 cost is [`within_unlock_budget`].
+fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8], remembered: Option<Id>) -> Result<(Id, FullKey), RepoError> {
     let key_files = store.list_ids(paths::KEYS)?;
     if key_files.is_empty() {
         return Err(RepoError::NotARepository {
@@ -228,10 +273,15 @@ fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<(Id, FullKey
             detail: "it has no keys".into(),
         });
     }
-    let mut any_for_this_repo = false;
+    let total = key_files.len();
     let mut any_readable = false;
-    for (id, _) in key_files {
+    let mut candidates = Vec::new();
+    for (id, size) in key_files {
         let path = paths::in_dir(paths::KEYS, &id);
+        if size > MAX_KEY_FILE_SIZE {
+            log::warn!("skipping key file {path}: {size} bytes is too large for a key file");
+            continue;
+        }
         let Ok(file) = KeyFile::decode(&store.read_named(&path, &id)?) else {
             log::warn!("skipping unreadable key file {path}");
             continue;
@@ -240,19 +290,34 @@ fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8]) -> Result<(Id, FullKey
         if file.repo_id != *repo_id {
             continue;
         }
-        any_for_this_repo = true;
+        if !within_unlock_budget(&file.kdf) {
+            log::warn!(
+                "skipping key file {path}: its Argon2 cost ({} KiB, {} passes) is above what an unlock accepts",
+                file.kdf.memory_kib,
+                file.kdf.iterations
+            );
+            continue;
+        }
+        candidates.push((Some(id) != remembered, file.created_unix, id, path, file));
+    }
+    if any_readable && candidates.is_empty() {
+        // Not a password problem: no key belongs to the repository the config names.
+        return Err(RepoError::Corrupt {
+            object: paths::CONFIG.into(),
+            detail: "its repository id matches no usable key file: it was damaged or replaced".into(),
+        });
+    }
+    candidates.sort_by_key(|(not_remembered, created, id, _, _)| (*not_remembered, *created, *id));
+    let skipped = candidates.len().saturating_sub(MAX_KEY_ATTEMPTS);
+    for (_, _, id, path, file) in candidates.into_iter().take(MAX_KEY_ATTEMPTS) {
         match file.open(passphrase) {
             Ok(material) => return Ok((id, FullKey::decode(&material).map_err(RepoError::format(path))?)),
             Err(KeyFileError::WrongPassphrase) => continue,
             Err(KeyFileError::Format(e)) => log::warn!("skipping key file {path}: {e}"),
         }
     }
-    if any_readable && !any_for_this_repo {
-        // Not a password problem: no key belongs to the repository the config names.
-        return Err(RepoError::Corrupt {
-            object: paths::CONFIG.into(),
-            detail: "its repository id matches no key file: it was damaged or replaced".into(),
-        });
+    if skipped > 0 {
+        return Err(RepoError::TooManyKeyFiles { tried: MAX_KEY_ATTEMPTS, total });
     }
     Err(RepoError::WrongPassword)
 }

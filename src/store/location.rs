@@ -83,6 +83,18 @@ pub fn is_secret_key(key: &str) -> bool {
     SECRET_KEYS.contains(&key.as_str()) || SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
+/// The option that allows `webdav+http://` to a host other than this machine.
+pub const ALLOW_INSECURE_HTTP: &str = "allow_insecure_http";
+
+/// Whether `host` (`name[:port]`, `[v6]:port`) is this machine: plain HTTP to it never leaves it.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Location {
     /// Parses a location and merges `extra` options (`key=value`, from `--option`) over those
     /// of the URL.
@@ -168,6 +180,20 @@ impl Location {
                     return Err(invalid("name the server: webdav://host:port/path"));
                 }
                 let http = if scheme == "webdav+http" { "http" } else { "https" };
+                let allow_http = options.remove(ALLOW_INSECURE_HTTP);
+                match allow_http.as_deref() {
+                    None | Some("false") => {
+                        if http == "http" && !is_loopback_host(host) {
+                            return Err(invalid(&format!(
+                                "webdav+http sends the WebDAV password and every object unencrypted; use \
+                                 webdav:// (https), or add `--option {ALLOW_INSECURE_HTTP}=true` if the network to \
+                                 {host} is trusted"
+                            )));
+                        }
+                    }
+                    Some("true") => {}
+                    Some(other) => return Err(invalid(&format!("{ALLOW_INSECURE_HTTP}={other:?} is neither true nor false"))),
+                }
                 options.insert("endpoint".into(), format!("{http}://{host}"));
                 if let Some(user) = userinfo {
                     options.insert("username".into(), user.to_string());
@@ -372,6 +398,19 @@ mod tests {
         let r = remote("webdav+http://bob@127.0.0.1:8080/dav", &[]);
         assert_eq!(opt(&r, "endpoint"), Some("http://127.0.0.1:8080"));
         assert_eq!(opt(&r, "username"), Some("bob"));
+        // Plain HTTP leaves this machine only when asked for.
+        for host in ["localhost:8080", "127.0.0.1", "[::1]:80", "127.8.9.10:1"] {
+            assert!(Location::parse(&format!("webdav+http://{host}/dav"), &[]).is_ok(), "{host}");
+        }
+        for host in ["dav.example", "10.0.0.1:8080", "[2001:db8::1]:80", "127.0.0.1.evil.example"] {
+            let e = Location::parse(&format!("webdav+http://{host}/dav"), &[]).unwrap_err().to_string();
+            assert!(e.contains("allow_insecure_http=true") && e.contains("https"), "{e}");
+        }
+        let r = remote("webdav+http://dav.example/dav", &["allow_insecure_http=true"]);
+        assert_eq!(opt(&r, "endpoint"), Some("http://dav.example"));
+        assert_eq!(opt(&r, ALLOW_INSECURE_HTTP), None, "not an OpenDAL option");
+        assert!(Location::parse("webdav+http://dav.example/dav", &["allow_insecure_http=yes".into()]).is_err());
+        assert!(Location::parse("webdav+http://dav.example/dav", &["allow_insecure_http=false".into()]).is_err());
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub enum StoreError {
     Backend { path: String, source: opendal::Error },
     #[error("cannot open storage at {location}: {detail}")]
     Open { location: String, detail: String },
+    #[error(
+        "{path} is {size} bytes, more than the {max} bytes such an object may have; it was not read (a damaged or \
+         hostile store: move it out of the repository, then run `coffer check`)"
+    )]
+    TooLarge { path: String, size: u64, max: u64 },
     #[error("{path}: the store reported the upload done, but {found}; nothing refers to it yet, run the backup again")]
     NotStored { path: String, found: String },
 }
@@ -74,6 +79,28 @@ pub mod paths {
 
     pub fn in_dir(dir: &str, id: &Id) -> String {
         format!("{dir}{}", id.to_hex())
+    }
+
+    /// The largest whole object of the kind `path` names that a reader accepts; `None` for
+    /// packs (read in ranges) and anything else. Each is far above what Coffer writes: a key
+    /// file or signer record is under 1 KiB, a snapshot under 1 KiB plus its paths and tags,
+    /// an index file lists at most a few thousand packs (about 8 MiB at most), a plan lists
+    /// packs to delete.
+    pub fn size_cap(path: &str) -> Option<u64> {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        let cap = if path == CONFIG {
+            64 * KIB
+        } else if path.starts_with(KEYS) || path.starts_with(SIGNERS) || path.starts_with(LOCKS) {
+            64 * KIB
+        } else if path.starts_with(SNAPSHOTS) {
+            16 * MIB
+        } else if path.starts_with(INDEX) || path.starts_with(PLANS) {
+            256 * MIB
+        } else {
+            return None;
+        };
+        Some(cap)
     }
 }
 
@@ -152,6 +179,24 @@ fn read_direct_range(file: &std::fs::File, offset: u64, len: u64, out: &mut Vec<
         out.extend_from_slice(&aligned[from..from + len as usize]);
         Ok(())
     })
+}
+
+/// Creates `dir` and its missing parents as 0700. In a local repository every folder is the
+/// owner's alone, as every object is (packs are spooled 0600): names and sizes tell an
+/// onlooker what is backed up and when (issue 15, item 14).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Makes an object OpenDAL wrote (with the umask's mode) the owner's alone. It lies in a 0700
+/// folder meanwhile, so nobody else could open it before.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn local_read_error(path: &str, e: std::io::Error) -> StoreError {
@@ -251,6 +296,10 @@ impl Store {
             detail: "repository path must be valid UTF-8".into(),
         })?;
         let tmp = path.join(".tmp");
+        if create {
+            // The folder and its spool folder private from the start (see `private_dir`).
+            private_dir(&tmp).map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
+        }
         let builder = opendal::services::Fs::default().root(root).atomic_write_dir(&tmp.to_string_lossy());
         let op = Operator::new(builder)
             .map_err(|e| StoreError::Open { location: location.clone(), detail: e.to_string() })?;
@@ -322,16 +371,28 @@ impl Store {
 
     /// Reads a whole object. Remote reads are checked against the object's size (one small
     /// extra request; whole reads are only of small objects: config, keys, index files,
-    /// snapshots), and read again when they come back short.
+    /// snapshots), and read again when they come back short. Objects of the kinds
+    /// [`paths::size_cap`] bounds are refused, unread, when larger: a hostile store must not
+    /// make a reader allocate what it likes.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
         let read =
             || self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e));
+        let cap = paths::size_cap(path);
+        let checked = |size: u64| match cap {
+            Some(max) if size > max => Err(StoreError::TooLarge { path: path.to_string(), size, max }),
+            _ => Ok(size),
+        };
         if self.local_root.is_some() {
+            if cap.is_some() {
+                checked(self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?)?;
+                // A file that grew since: refused the same.
+                return read().and_then(|bytes| checked(bytes.len() as u64).map(|_| bytes));
+            }
             return read();
         }
         let mut attempt = 1;
         loop {
-            let size = self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?;
+            let size = checked(self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?)?;
             let bytes = read()?;
             if bytes.len() as u64 == size {
                 return Ok(bytes);
@@ -392,6 +453,16 @@ impl Store {
     /// Stores a new object; see [`store_object`] for what "stored" means.
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let verify = self.local_root.is_none();
+        if let Some(root) = &self.local_root {
+            let dest = root.join(path);
+            let io_error = |e: std::io::Error| StoreError::Backend {
+                path: path.to_string(),
+                source: opendal::Error::new(ErrorKind::Unexpected, "making a private folder or object").set_source(e),
+            };
+            private_dir(dest.parent().unwrap_or(root)).map_err(io_error)?;
+            self.block_on(store_object(&self.op, path, bytes, verify))?;
+            return private_file(&dest).map_err(io_error);
+        }
         self.block_on(store_object(&self.op, path, bytes, verify))
     }
 
@@ -427,7 +498,7 @@ impl Store {
                     let moved = file
                         .sync_all()
                         .inspect(|()| crate::crashpoint::hit("store-before-rename"))
-                        .and_then(|()| std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/"))))
+                        .and_then(|()| private_dir(dest.parent().unwrap_or(Path::new("/"))))
                         .and_then(|()| std::fs::rename(&spooled, &dest));
                     if moved.is_err() {
                         let _ = std::fs::remove_file(&spooled);

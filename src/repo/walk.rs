@@ -1,0 +1,233 @@
+//! The one tree walker: depth first, in tree order, with an explicit stack so that a snapshot
+//! whose folders nest absurdly deep (a hostile or broken writer can chain trees without end)
+//! costs heap, not the thread's stack, and stops with an error at [`MAX_DEPTH`] instead of
+//! overflowing it. Trees are read through [`Repository::load_tree`], so the cache-then-verify
+//! step happens in one place.
+//!
+//! A [`Visitor`] sees each entry with its absolute path and decides whether to enter a folder;
+//! it carries its own per-folder state (`Visitor::Dir`) and sees each entered folder again
+//! when it has been walked (`leave`), which is where a post-order step (sizes, rewriting tree
+//! ids, folder metadata) goes.
+
+use super::{RepoError, Repository};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+
+/// How deep folders may nest below a snapshot's root. Linux's PATH_MAX (4096 bytes) allows at
+/// most 2048 levels of one-letter names, so no folder a real filesystem can hand to `backup`
+/// comes near it.
+pub const MAX_DEPTH: usize = 4096;
+
+pub trait Visitor {
+    type Error: From<RepoError>;
+    /// What the visitor keeps for a folder while its entries are walked.
+    type Dir;
+
+    /// One entry of the folder `dir`, at absolute snapshot path `path`. Returning `Some(state)`
+    /// for a folder enters it (its tree is loaded and walked with `state`); `None` skips it.
+    fn entry(&mut self, dir: &mut Self::Dir, path: &[u8], node: &Node) -> Result<Option<Self::Dir>, Self::Error>;
+
+    /// A folder has been walked: `tree` is its tree (with id `id`), `done` its state, and
+    /// `parent` the state of the folder holding it (`None` for the walk's root).
+    fn leave(
+        &mut self,
+        _parent: Option<&mut Self::Dir>,
+        _done: Self::Dir,
+        _path: &[u8],
+        _id: &Id,
+        _tree: Tree,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct Frame<D> {
+    id: Id,
+    tree: Tree,
+    next: usize,
+    state: D,
+    /// Length of the walker's path buffer at this folder (its own path).
+    path_len: usize,
+}
+
+/// Walks the tree `root` (a snapshot's root or a folder in it, at absolute path `base`),
+/// calling `visitor` for every entry. `label` names what is walked in the depth error (e.g.
+/// "snapshot 1a2b3c4d").
+pub fn walk<V: Visitor>(
+    repo: &Repository,
+    label: &str,
+    root: &Id,
+    base: &[u8],
+    state: V::Dir,
+    visitor: &mut V,
+) -> Result<(), V::Error> {
+    walk_bounded(repo, label, root, base, MAX_DEPTH, state, visitor)
+}
+
+/// [`walk`] for a root that itself sits deep in a snapshot: at most `max_depth` levels below it.
+pub fn walk_bounded<V: Visitor>(
+    repo: &Repository,
+    label: &str,
+    root: &Id,
+    base: &[u8],
+    max_depth: usize,
+    state: V::Dir,
+    visitor: &mut V,
+) -> Result<(), V::Error> {
+    let mut path = base.to_vec();
+    let root_len = path.len();
+    let mut stack = vec![Frame { id: *root, tree: repo.load_tree(root)?, next: 0, state, path_len: root_len }];
+    while let Some(top) = stack.last_mut() {
+        let Some(node) = top.tree.nodes.get(top.next) else {
+            let Some(done) = stack.pop() else { break };
+            path.truncate(done.path_len);
+            let parent = stack.last_mut().map(|f| &mut f.state);
+            visitor.leave(parent, done.state, &path, &done.id, done.tree)?;
+            continue;
+        };
+        top.next += 1;
+        path.truncate(top.path_len);
+        push_name(&mut path, &node.name);
+        let enter = visitor.entry(&mut top.state, &path, node)?;
+        let (Some(state), NodeKind::Dir { subtree }) = (enter, &node.kind) else {
+            continue;
+        };
+        let subtree = *subtree;
+        check_depth(stack.len() + MAX_DEPTH - max_depth, label, &path)?;
+        let tree = repo.load_tree(&subtree)?;
+        stack.push(Frame { id: subtree, tree, next: 0, state, path_len: path.len() });
+    }
+    Ok(())
+}
+
+/// The error for a folder at `depth` levels below the root, if that is too deep; for walks
+/// that cannot use [`walk`] (diff walks two trees in step).
+pub fn check_depth(depth: usize, label: &str, path: &[u8]) -> Result<(), RepoError> {
+    if depth < MAX_DEPTH {
+        return Ok(());
+    }
+    // The path of such a folder is at least 8 KiB: show its start, which says where it is.
+    let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
+    Err(RepoError::TooDeep { what: label.to_string(), path: shown, max: MAX_DEPTH })
+}
+
+/// `path/name` for an absolute `path` (`/` joins without doubling the slash).
+fn push_name(path: &mut Vec<u8>, name: &[u8]) {
+    if !path.ends_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::archiver::BlobSink;
+    use crate::commands::check::test_support::{backup, fixture, Fixture};
+    use crate::commands::{check, copy, diff, ls, restore, stats};
+    use crate::format::snapshot::Snapshot;
+    use crate::format::tree::Metadata;
+
+    /// A snapshot whose root holds a chain of `depth` folders named `d`, with one file at the
+    /// bottom; stored next to the fixture's one backup, whose snapshot it is based on.
+    fn deep_snapshot(fx: &Fixture, depth: usize) -> (Snapshot, Snapshot) {
+        let base = backup(fx).snapshot;
+        let sink = BlobSink::new(Arc::clone(&fx.repo), 1, &HashSet::new()).unwrap();
+        let meta = Metadata { mode: 0o755, ..Metadata::default() };
+        let file = Node { name: ByteBuf::from(b"f".to_vec()), kind: NodeKind::File { size: 0, content: vec![] }, meta: meta.clone() };
+        let mut id = sink.add_tree(Tree { nodes: vec![file] }.encode()).unwrap();
+        for _ in 0..depth {
+            let node = Node { name: ByteBuf::from(b"d".to_vec()), kind: NodeKind::Dir { subtree: id }, meta: meta.clone() };
+            id = sink.add_tree(Tree { nodes: vec![node] }.encode()).unwrap();
+        }
+        sink.finish().unwrap();
+        let deep = Snapshot { tree: id, ..base.clone() };
+        fx.repo.save_snapshot(&deep).unwrap();
+        (base, deep)
+    }
+
+    fn too_deep(e: &RepoError) -> bool {
+        matches!(e, RepoError::TooDeep { max: MAX_DEPTH, .. })
+    }
+
+    // Run on the test thread's 2 MiB stack, where the recursive walks overflowed long before.
+    #[test]
+    fn deep_chains_are_walked_without_recursion() {
+        let fx = fixture();
+        let (base, deep) = deep_snapshot(&fx, 3000);
+
+        let stats = stats::stats(&fx.repo).unwrap();
+        assert_eq!(stats.snapshots, 2);
+
+        let mut listed = 0;
+        ls::list(&fx.repo, &deep, None, true, |_| listed += 1).unwrap();
+        assert_eq!(listed, 3001, "3000 folders and the file");
+
+        let changes = diff::diff(&fx.repo, &base, &deep).unwrap();
+        assert!(changes.iter().any(|c| c.change == diff::Change::Added && c.path.ends_with("/d/f")));
+        let changes = diff::diff(&fx.repo, &deep, &base).unwrap();
+        assert!(changes.iter().any(|c| c.change == diff::Change::Removed && c.path.ends_with("/d/f")));
+
+        let report = check::check(&fx.repo, &check::CheckOptions { read_data: check::ReadData::All }, |_| {}).unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors);
+
+        let other = fixture();
+        let (entries, _) = fx.repo.load_snapshots().unwrap();
+        let copied = copy::copy(&fx.repo, &other.repo, &entries, &AtomicBool::new(false)).unwrap();
+        assert_eq!(copied.copied.len(), 2);
+        let mut again = 0;
+        let (copies, _) = other.repo.load_snapshots().unwrap();
+        for entry in &copies {
+            ls::list(&other.repo, &entry.snapshot, None, true, |_| again += 1).unwrap();
+        }
+        assert!(again > 3001, "{again}");
+
+        // 3000 levels of `d/` are longer than PATH_MAX: the restore reports what lies beyond
+        // the target's limit, and does not crash.
+        let target = tempfile::tempdir().unwrap();
+        let options = restore::RestoreOptions { target: target.path().to_path_buf(), ..Default::default() };
+        match restore::restore(&fx.repo, &deep.tree, None, &options, &AtomicBool::new(false)) {
+            Ok(report) => assert!(report.dirs >= 3000 || !report.errors.is_empty(), "{report:?}"),
+            Err(restore::RestoreError::Target { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_bound_is_one_clear_error() {
+        let fx = fixture();
+        let (base, deep) = deep_snapshot(&fx, MAX_DEPTH + 5);
+
+        let e = stats::stats(&fx.repo).unwrap_err();
+        assert!(too_deep(&e), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("4096") && text.contains("/d/d/d") && !text.contains('\n'), "{text}");
+
+        let e = ls::list(&fx.repo, &deep, None, true, |_| {}).unwrap_err();
+        assert!(matches!(&e, ls::LsError::Repo(e) if too_deep(e)), "{e}");
+        let e = diff::diff(&fx.repo, &base, &deep).unwrap_err();
+        assert!(too_deep(&e), "{e}");
+        let e = diff::diff(&fx.repo, &deep, &base).unwrap_err();
+        assert!(too_deep(&e), "{e}");
+
+        let target = tempfile::tempdir().unwrap();
+        let options = restore::RestoreOptions { target: target.path().to_path_buf(), ..Default::default() };
+        match restore::restore(&fx.repo, &deep.tree, None, &options, &AtomicBool::new(false)) {
+            Err(restore::RestoreError::Repo(e)) => assert!(too_deep(&e), "{e}"),
+            // The target's path limit comes first: the folders below it are reported lost.
+            Ok(report) => assert!(!report.errors.is_empty(), "{report:?}"),
+            Err(e) => panic!("{e}"),
+        }
+
+        let other = fixture();
+        let entries: Vec<_> = fx.repo.load_snapshots().unwrap().0.into_iter().filter(|e| e.snapshot.tree == deep.tree).collect();
+        let e = copy::copy(&fx.repo, &other.repo, &entries, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(&e, copy::CopyError::Repo(e) if too_deep(e)), "{e}");
+    }
+}
