@@ -9,6 +9,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
+    cli::args::forget_empty_env();
     let args = cli::args::Cli::parse();
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",

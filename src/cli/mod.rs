@@ -179,6 +179,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
+            let (paths, missing_sources) = select::existing_sources(paths)?;
             let tags = select::split_tags(&tags);
             let (excludes, selection) = select.resolve(&profile_excludes)?;
             let mut options = BackupOptions {
@@ -208,13 +209,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             progress.finish();
             let outcome = outcome?;
             output::backup(global, &outcome)?;
-            Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
+            Ok(if outcome.errors.is_empty() && missing_sources == 0 { exit::OK } else { exit::INCOMPLETE })
         }
-        Command::Snapshots { filter: f } => {
+        Command::Snapshots { filter: f, latest } => {
             let repo = open_repo(global)?;
             repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
-            let snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
+            let mut snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
+            if let Some(n) = latest {
+                snapshots = select::latest_per_group(snapshots, n);
+            }
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }

@@ -1,10 +1,12 @@
 //! Backup options that leave things out, as restic spells them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use coffer::filter::{read_pattern_file, Selection};
+use coffer::repo::SnapshotEntry;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SelectArgs {
@@ -59,6 +61,48 @@ impl SelectArgs {
         };
         Ok((excludes, selection))
     }
+}
+
+/// The sources that exist, and how many did not: restic's rule, a missing source among
+/// several is a warning and the backup goes on (exit 3); only all of them missing fails.
+pub fn existing_sources(paths: Vec<PathBuf>) -> Result<(Vec<PathBuf>, usize)> {
+    let total = paths.len();
+    let mut present = Vec::with_capacity(total);
+    for path in paths {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("warning: source {} does not exist; backing up the others", path.display());
+            }
+            _ => present.push(path),
+        }
+    }
+    if present.is_empty() {
+        anyhow::bail!(
+            "no source exists ({} given): nothing to back up; check the paths",
+            total
+        );
+    }
+    let missing = total - present.len();
+    Ok((present, missing))
+}
+
+/// The `n` newest snapshots of each host and set of paths (restic's `snapshots --latest`),
+/// in the order they came.
+pub fn latest_per_group(snapshots: Vec<SnapshotEntry>, n: usize) -> Vec<SnapshotEntry> {
+    let mut by_age: Vec<usize> = (0..snapshots.len()).collect();
+    by_age.sort_by_key(|&i| std::cmp::Reverse((snapshots[i].snapshot.time_unix, snapshots[i].snapshot.time_nsec)));
+    let mut seen: HashMap<(String, Vec<Vec<u8>>), usize> = HashMap::new();
+    let mut keep = vec![false; snapshots.len()];
+    for i in by_age {
+        let s = &snapshots[i].snapshot;
+        let group = (s.hostname.clone(), s.paths.iter().map(|p| p.to_vec()).collect());
+        let count = seen.entry(group).or_default();
+        if *count < n {
+            *count += 1;
+            keep[i] = true;
+        }
+    }
+    snapshots.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
 }
 
 /// Tags as given on the command line, where `a,b` means two tags (restic's rule): split,
