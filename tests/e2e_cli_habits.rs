@@ -25,7 +25,8 @@ fn a_missing_source_among_several_warns_and_the_rest_is_backed_up() {
     let gone = c.path("gone");
     let out = c.backup_out(&[&here, &gone], &[]);
     out.assert_code(3);
-    assert!(out.stderr().contains("warning") && out.stderr().contains("gone"), "{out}");
+    assert!(out.stderr().contains("gone"), "{out}");
+    assert_eq!(c.snapshots()[0]["incomplete"], true, "a snapshot lacking a source is incomplete");
     let paths: Vec<String> = c.ls("latest", None).iter().map(|e| string(e, "path")).collect();
     assert!(paths.iter().any(|p| p.ends_with("here/f.txt")), "{paths:?}");
 
@@ -80,4 +81,21 @@ fn the_local_database_folder_is_a_tagged_cache_and_exclude_caches_skips_it() {
     let db_text = db_dir.to_str().expect("UTF-8").to_string();
     assert!(paths.contains(&format!("{db_text}/CACHEDIR.TAG")), "{paths:?}");
     assert!(!paths.iter().any(|p| p.ends_with("state.db")), "the database was backed up: {paths:?}");
+}
+
+#[test]
+fn counts_are_singular_for_one_and_check_prints_a_summary_not_a_line_per_pack() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("only.txt"), "one file").expect("write");
+    c.backup(&[&src]);
+    let out = c.ok(&["snapshots"]);
+    assert!(out.stdout().lines().any(|l| l == "1 snapshot"), "{out}");
+    let target = c.dir("target");
+    let out = c.restore("latest", &target);
+    assert!(out.stdout().contains(": 1 file,"), "{out}");
+    let out = c.ok(&["check", "--read-data"]);
+    assert!(out.stdout().contains("checked 1 snapshot,"), "{out}");
+    assert!(!out.stderr().lines().any(|l| l.starts_with("read ")), "a line per pack in a log: {out}");
 }

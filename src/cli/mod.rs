@@ -179,7 +179,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
             }
-            let (paths, missing_sources) = select::existing_sources(paths)?;
             let tags = select::split_tags(&tags);
             let (excludes, selection) = select.resolve(&profile_excludes)?;
             let mut options = BackupOptions {
@@ -209,7 +208,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             progress.finish();
             let outcome = outcome?;
             output::backup(global, &outcome)?;
-            Ok(if outcome.errors.is_empty() && missing_sources == 0 { exit::OK } else { exit::INCOMPLETE })
+            Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
         Command::Snapshots { filter: f, latest } => {
             let repo = open_repo(global)?;
@@ -310,11 +309,21 @@ pub fn run(cli: Cli) -> Result<u8> {
                 (false, None) => ReadData::None,
             };
             let quiet = global.quiet || global.json;
+            let terminal = is_terminal();
             let report = check::check(&repo, &CheckOptions { read_data }, |step| {
-                if !quiet {
-                    eprintln!("{step}");
+                // Counters ("read 5/900 packs") overwrite each other on a terminal and are left
+                // out of logs: a summary follows.
+                let counter = step.starts_with("read ") || step.starts_with("checking trees of snapshot");
+                match (quiet, counter, terminal) {
+                    (true, _, _) | (false, true, false) => {}
+                    (false, true, true) => eprint!("\r{step}\x1b[K"),
+                    (false, false, true) => eprintln!("\r{step}\x1b[K"),
+                    (false, false, false) => eprintln!("{step}"),
                 }
             })?;
+            if terminal && !quiet {
+                eprint!("\r\x1b[K");
+            }
             output::check(global, &report)?;
             if report.is_ok() {
                 Ok(exit::OK)

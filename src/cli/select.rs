@@ -63,29 +63,6 @@ impl SelectArgs {
     }
 }
 
-/// The sources that exist, and how many did not: restic's rule, a missing source among
-/// several is a warning and the backup goes on (exit 3); only all of them missing fails.
-pub fn existing_sources(paths: Vec<PathBuf>) -> Result<(Vec<PathBuf>, usize)> {
-    let total = paths.len();
-    let mut present = Vec::with_capacity(total);
-    for path in paths {
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("warning: source {} does not exist; backing up the others", path.display());
-            }
-            _ => present.push(path),
-        }
-    }
-    if present.is_empty() {
-        anyhow::bail!(
-            "no source exists ({} given): nothing to back up; check the paths",
-            total
-        );
-    }
-    let missing = total - present.len();
-    Ok((present, missing))
-}
-
 /// The `n` newest snapshots of each host and set of paths (restic's `snapshots --latest`),
 /// in the order they came.
 pub fn latest_per_group(snapshots: Vec<SnapshotEntry>, n: usize) -> Vec<SnapshotEntry> {
