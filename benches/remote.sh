@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# Remote repositories: Coffer backing up to and restoring from S3 (moto_server on loopback)
-# next to a local folder, with the number of store requests each step sends.
+# Remote repositories across a round trip: Coffer and restic (and rustic where installed) on
+# S3 (moto_server on loopback) behind benches/delay_proxy.py, at 0 and 15 ms each way (issue 16).
 #
-#   benches/remote.sh            # small files: /usr/share/doc; large: 1 GiB of random bytes
-#   benches/remote.sh --quick    # 256 MiB large file
+#   benches/remote.sh                    # /usr/share/doc and a 256 MiB file; delays 0 and 15 ms
+#   benches/remote.sh --quick            # 15 ms only, Coffer only
 #
 # Environment:
-#   BENCH_DIR   work folder (default /var/tmp/coffer-bench-remote); everything in it is rebuilt
-#   COFFER_BIN  use this binary instead of building target/release/coffer
+#   BENCH_DIR    work folder (default /var/tmp/coffer-bench-remote); everything in it is rebuilt
+#   COFFER_BIN   use this binary instead of building target/release/coffer
+#   DELAYS       one-way delays in ms (default "0 15")
+#   RATE_MBIT    bandwidth cap per direction for the proxy (default none)
+#   BIG_MIB      size of the large file (default 256)
+#   BENCH_TOOLS  default "coffer restic rustic" (rustic only where installed)
 #
-# Measured: wall time of backup and restore of the small-file tree (local folder, then S3); the
-# store requests per GiB backed up (1 GiB file to S3); the store requests and time of a cold
-# read of that 1 GiB file through `coffer mount` of the S3 repository. Request counts come from
-# COFFER_STORE_STATS=1 (one line on stderr per command: reads, writes, stats, lists, deletes).
-# moto keeps objects in memory: expect ~2 GiB of RAM for the server.
+# Prints one table: per step and delay, wall time for each tool, and for Coffer the store
+# requests it sent (COFFER_STORE_STATS=1: reads/writes/stats/lists). Every restore and copy is
+# compared with its source. moto keeps objects in memory: expect ~1-2 GiB of RAM for it.
 set -uo pipefail
 
-BIG_MIB=1024
+QUICK=0
 for arg in "$@"; do
     case "$arg" in
-        --quick) BIG_MIB=256 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
+DELAYS=${DELAYS:-0 15}
+TOOLS=${BENCH_TOOLS:-coffer restic rustic}
+if [ $QUICK = 1 ]; then DELAYS=15 TOOLS=coffer; fi
+BIG_MIB=${BIG_MIB:-256}
+RATE_MBIT=${RATE_MBIT:-0}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-/var/tmp/coffer-bench-remote}
 SMALL_SRC=/usr/share/doc
 die() { echo "remote.sh: $*" >&2; exit 1; }
-say() { printf '\n== %s\n' "$*"; }
+say() { printf '\n== %s\n' "$*" >&2; }
 
 if [ -n "${COFFER_BIN:-}" ]; then BIN=$COFFER_BIN
 else
@@ -37,14 +44,25 @@ else
     BIN=$ROOT/target/release/coffer
 fi
 python3 -c 'import moto.server' 2>/dev/null || die "moto is not installed (tests/install-deps.sh installs it)"
+if [[ " $TOOLS " == *" restic "* ]] && ! command -v restic >/dev/null; then
+    apt-get install -y -qq restic >/dev/null 2>&1 || TOOLS=${TOOLS/restic/}
+fi
+command -v rustic >/dev/null || TOOLS=${TOOLS/rustic/}
+CAN_MOUNT=0
+[ -e /dev/fuse ] && command -v fusermount3 >/dev/null && CAN_MOUNT=1
 
-rm -rf "$WORK"; mkdir -p "$WORK/data" "$WORK/logs"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+rm -rf "$WORK"; mkdir -p "$WORK/data" "$WORK/logs" "$WORK/out"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$WORK/logs/moto.log" 2>&1 &
 MOTO=$!
 MNT=$WORK/mnt
+PROXY=
+MOUNT_PID=
 cleanup() {
     mountpoint -q "$MNT" 2>/dev/null && fusermount3 -uz "$MNT"
+    [ -n "$MOUNT_PID" ] && kill "$MOUNT_PID" 2>/dev/null
+    [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null
     kill "$MOTO" 2>/dev/null; wait "$MOTO" 2>/dev/null
 }
 trap cleanup EXIT
@@ -53,63 +71,146 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 
-export COFFER_PASSWORD=coffer-bench-password COFFER_CACHE_DIR=$WORK/cache COFFER_STORE_STATS=1
-export BENCH_S3_SECRET=moto-accepts-anything
-S3="s3://bench/repo?endpoint=http://127.0.0.1:$PORT&region=us-east-1"
+# proxy DELAY: (re)starts the delay proxy in front of moto; sets PPORT.
+proxy() {
+    [ -n "$PROXY" ] && { kill "$PROXY" 2>/dev/null; wait "$PROXY" 2>/dev/null; }
+    local log=$WORK/logs/proxy-$1.log
+    python3 "$ROOT/benches/delay_proxy.py" --upstream "127.0.0.1:$PORT" --delay-ms "$1" \
+        --rate-mbit "$RATE_MBIT" --max-seconds 7200 >"$log" 2>&1 &
+    PROXY=$!
+    for _ in $(seq 100); do grep -q '^listening on' "$log" 2>/dev/null && break; sleep 0.1; done
+    PPORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log")
+    [ -n "$PPORT" ] || die "the delay proxy did not start"
+}
+
+export COFFER_PASSWORD=coffer-bench-password RESTIC_PASSWORD=coffer-bench-password
+export RUSTIC_PASSWORD=coffer-bench-password COFFER_STORE_STATS=1
+export BENCH_S3_SECRET=moto-accepts-anything AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=moto-accepts-anything
+export AWS_DEFAULT_REGION=us-east-1
 S3_OPTS=(--option access_key_id=bench --option secret_access_key=env:BENCH_S3_SECRET)
 
 now() { date +%s.%N; }
-# timed NAME CMD...: runs CMD, prints its wall time and the store request line it printed.
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+# timed TOOL STEP DELAY CMD...: runs CMD, records wall time and Coffer's request line.
 timed() {
-    local name=$1; shift
-    local start end
+    local tool=$1 step=$2 delay=$3; shift 3
+    local log=$WORK/logs/$tool-$step-$delay start end reqs
     start=$(now)
-    "$@" >"$WORK/logs/$name.out" 2>"$WORK/logs/$name.err" || { cat "$WORK/logs/$name.err" >&2; die "$name failed"; }
+    "$@" >"$log.out" 2>"$log.err" || { tail -5 "$log.err" >&2; die "$tool $step at $delay ms failed"; }
     end=$(now)
-    printf '%-28s %8.2f s   %s\n' "$name" "$(awk "BEGIN{print $end - $start}")" \
-        "$(grep -h 'store requests' "$WORK/logs/$name.err" | tail -1 | sed 's/.*store requests: //')"
+    reqs=$(grep -h 'store requests' "$log.err" | tail -1 | sed 's/.*store requests: //' \
+        | awk '{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]!="read_bytes"&&a[1]!="write_bytes"&&a[2]>0) printf "%s%s=%s", sep, a[1], a[2]; if(a[2]>0&&a[1]!="read_bytes"&&a[1]!="write_bytes") sep=" "}}')
+    printf '%s\t%s\t%s\t%.2f\t%s\n' "$step" "$delay" "$tool" "$(awk "BEGIN{print $end - $start}")" "$reqs" >>"$RESULTS"
+    printf '  %-8s %-14s %3s ms  %7.2f s  %s\n' "$tool" "$step" "$delay" "$(awk "BEGIN{print $end - $start}")" "$reqs" >&2
+}
+same() { diff -r --no-dereference "$1" "$2" >/dev/null || die "$3: restored data differs from the source"; }
+
+# mount_and TOOL REPO_ARGS... -- CMD: mounts, waits for the snapshot folder, runs CMD, unmounts.
+wait_mounted() { for _ in $(seq 600); do [ -d "$1" ] && return 0; sleep 0.1; done; die "mount did not come up"; }
+unmount() {
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
+    wait "$MOUNT_PID" 2>/dev/null; MOUNT_PID=
 }
 
 say "data: $SMALL_SRC (copy) and ${BIG_MIB} MiB of random bytes"
 cp -a "$SMALL_SRC" "$WORK/data/small"
-head -c $((BIG_MIB << 20)) /dev/urandom >"$WORK/data/big.bin"
-printf 'small-file tree: %s files, %s\n' "$(find "$WORK/data/small" -type f | wc -l)" "$(du -sh "$WORK/data/small" | cut -f1)"
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+mkdir -p "$WORK/data/big"
+head -c $((BIG_MIB << 20)) /dev/urandom >"$WORK/data/big/big.bin"
+SMALL=$WORK/data/small BIG=$WORK/data/big
+printf 'small-file tree: %s files, %s\n' "$(find "$SMALL" -type f | wc -l)" "$(du -sh "$SMALL" | cut -f1)" >&2
 
-say "small-file tree"
-"$BIN" -r "$WORK/local" init -q 2>/dev/null
-timed "local backup" "$BIN" -r "$WORK/local" backup -q "$WORK/data/small"
-timed "local restore" "$BIN" -r "$WORK/local" restore -q latest --target "$WORK/restore-local"
-"$BIN" -r "$S3" "${S3_OPTS[@]}" init -q 2>/dev/null
-timed "s3 backup" "$BIN" -r "$S3" "${S3_OPTS[@]}" backup -q "$WORK/data/small"
-timed "s3 unchanged re-backup" "$BIN" -r "$S3" "${S3_OPTS[@]}" backup -q "$WORK/data/small"
-rm -rf "$COFFER_CACHE_DIR"
-timed "s3 restore (cold cache)" "$BIN" -r "$S3" "${S3_OPTS[@]}" restore -q latest --target "$WORK/restore-s3"
-diff -r --no-dereference "$WORK/data/small" "$WORK/restore-s3$WORK/data/small" >/dev/null || die "S3 restore differs"
+coffer_run() {
+    local d=$1 repo; local ep="http://127.0.0.1:$PPORT"
+    for kind in small big; do
+        repo="s3://bench/coffer-$d-$kind?endpoint=$ep&region=us-east-1"
+        local c=("$BIN" -r "$repo" "${S3_OPTS[@]}")
+        export COFFER_CACHE_DIR=$WORK/cache-coffer-$d-$kind
+        "${c[@]}" init -q 2>/dev/null || die "coffer init failed"
+        local src=$SMALL; [ $kind = big ] && src=$BIG
+        timed coffer "backup-$kind" "$d" "${c[@]}" backup -q "$src"
+        rm -rf "$COFFER_CACHE_DIR"
+        timed coffer "restore-$kind" "$d" "${c[@]}" restore -q latest --target "$WORK/out/coffer-$d-$kind"
+        same "$src" "$WORK/out/coffer-$d-$kind$src" "coffer restore $kind"
+        rm -rf "$WORK/out/coffer-$d-$kind"
+        if [ $CAN_MOUNT = 1 ]; then
+            mkdir -p "$MNT"
+            "${c[@]}" mount "$MNT" 2>"$WORK/logs/coffer-mount-$d-$kind.err" &
+            MOUNT_PID=$!
+            wait_mounted "$MNT/latest$src"
+            local start end
+            start=$(now)
+            if [ $kind = small ]; then cp -r "$MNT/latest$src" "$WORK/out/cp"; else cat "$MNT/latest$src/big.bin" >"$WORK/out/cp"; fi
+            end=$(now)
+            unmount
+            if [ $kind = small ]; then same "$src" "$WORK/out/cp" "coffer mount copy"; else cmp -s "$src/big.bin" "$WORK/out/cp" || die "coffer mount read differs"; fi
+            rm -rf "$WORK/out/cp"
+            printf '%s\t%s\tcoffer\t%.2f\t%s\n' "mount-$kind" "$d" "$(awk "BEGIN{print $end - $start}")" \
+                "$(grep -h 'store requests' "$WORK/logs/coffer-mount-$d-$kind.err" | tail -1 | grep -o ' reads=[0-9]*' | sed 's/^ /whole mount: /')" >>"$RESULTS"
+        fi
+    done
+}
 
-say "${BIG_MIB} MiB file to S3 (requests per GiB)"
-S3BIG="s3://bench/big?endpoint=http://127.0.0.1:$PORT&region=us-east-1"
-"$BIN" -r "$S3BIG" "${S3_OPTS[@]}" init -q 2>/dev/null
-timed "s3 backup big" "$BIN" -r "$S3BIG" "${S3_OPTS[@]}" backup -q "$WORK/data/big.bin"
-writes=$(grep -ho 'writes=[0-9]*' "$WORK/logs/s3 backup big.err" | tail -1 | cut -d= -f2)
-stats=$(grep -ho 'stats=[0-9]*' "$WORK/logs/s3 backup big.err" | tail -1 | cut -d= -f2)
-reads=$(grep -ho ' reads=[0-9]*' "$WORK/logs/s3 backup big.err" | tail -1 | cut -d= -f2)
-lists=$(grep -ho 'lists=[0-9]*' "$WORK/logs/s3 backup big.err" | tail -1 | cut -d= -f2)
-total=$((writes + stats + reads + lists))
-echo "requests per GiB backed up: $((total * 1024 / BIG_MIB)) (writes $writes, stats $stats, reads $reads, lists $lists for ${BIG_MIB} MiB)"
+restic_like_run() {
+    local tool=$1 d=$2 repo; local ep="http://127.0.0.1:$PPORT"
+    for kind in small big; do
+        repo="s3:$ep/bench/$tool-$d-$kind"
+        local c=("$tool" -r "$repo" --no-cache)
+        [ "$tool" = rustic ] && c=(rustic -r "$repo" --no-cache)
+        "${c[@]}" init >/dev/null 2>&1 || die "$tool init failed"
+        local src=$SMALL; [ $kind = big ] && src=$BIG
+        timed "$tool" "backup-$kind" "$d" "${c[@]}" backup "$src"
+        timed "$tool" "restore-$kind" "$d" "${c[@]}" restore latest --target "$WORK/out/$tool-$d-$kind"
+        same "$src" "$WORK/out/$tool-$d-$kind$src" "$tool restore $kind"
+        rm -rf "$WORK/out/$tool-$d-$kind"
+        if [ $CAN_MOUNT = 1 ] && [ "$tool" = restic ]; then
+            mkdir -p "$MNT"
+            "${c[@]}" mount "$MNT" >"$WORK/logs/$tool-mount-$d-$kind.log" 2>&1 &
+            MOUNT_PID=$!
+            wait_mounted "$MNT/snapshots/latest$src"
+            local start end
+            start=$(now)
+            if [ $kind = small ]; then cp -r "$MNT/snapshots/latest$src" "$WORK/out/cp"; else cat "$MNT/snapshots/latest$src/big.bin" >"$WORK/out/cp"; fi
+            end=$(now)
+            unmount
+            rm -rf "$WORK/out/cp"
+            printf '%s\t%s\t%s\t%.2f\t\n' "mount-$kind" "$d" "$tool" "$(awk "BEGIN{print $end - $start}")" >>"$RESULTS"
+        fi
+    done
+}
 
-if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
-    say "mount of the S3 repository: cold read of the ${BIG_MIB} MiB file"
-    rm -rf "$COFFER_CACHE_DIR"; mkdir -p "$MNT"
-    "$BIN" -r "$S3BIG" "${S3_OPTS[@]}" mount "$MNT" 2>"$WORK/logs/mount.err" &
-    MOUNT_PID=$!
-    for _ in $(seq 300); do [ -d "$MNT/latest" ] && break; sleep 0.1; done
-    start=$(now)
-    cat "$MNT/latest$WORK/data/big.bin" >/dev/null || die "reading through the mount failed"
-    end=$(now)
-    fusermount3 -u "$MNT"; wait "$MOUNT_PID"
-    printf 'cold read: %.2f s; mount requests in all (snapshot listing included): %s\n' \
-        "$(awk "BEGIN{print $end - $start}")" "$(grep -h 'store requests' "$WORK/logs/mount.err" | tail -1 | sed 's/.*store requests: //')"
-else
-    echo "(no /dev/fuse or fusermount3: mount figures skipped)"
-fi
+for d in $DELAYS; do
+    proxy "$d"
+    say "${d} ms each way (proxy on port $PPORT)"
+    for tool in $TOOLS; do
+        case $tool in
+            coffer) coffer_run "$d" ;;
+            restic|rustic) restic_like_run "$tool" "$d" ;;
+        esac
+    done
+done
+
+# The table: one row per step and delay, one column per tool (Coffer's requests beside it).
+label() {
+    case $1 in
+        backup-small) echo "backup $SMALL_SRC" ;;
+        restore-small) echo "restore that snapshot" ;;
+        mount-small) echo "cp -r of that folder out of the mount" ;;
+        backup-big) echo "backup a ${BIG_MIB} MiB file" ;;
+        restore-big) echo "restore the ${BIG_MIB} MiB file" ;;
+        mount-big) echo "cold cat of that file in the mount" ;;
+    esac
+}
+echo
+printf '| step | delay each way |'; for t in $TOOLS; do printf ' %s |' "$t"; done; echo ' Coffer requests |'
+printf '|---|---|'; for t in $TOOLS; do printf -- '---|'; done; echo '---|'
+for step in backup-small restore-small mount-small backup-big restore-big mount-big; do
+    for d in $DELAYS; do
+        grep -q "^$step	$d	" "$RESULTS" || continue
+        printf '| %s | %s ms |' "$(label $step)" "$d"
+        for t in $TOOLS; do
+            printf ' %s |' "$(awk -F'\t' -v s="$step" -v d="$d" -v t="$t" '$1==s&&$2==d&&$3==t{printf "%s s", $4}' "$RESULTS")"
+        done
+        printf ' %s |\n' "$(awk -F'\t' -v s="$step" -v d="$d" '$1==s&&$2==d&&$3=="coffer"{print $5}' "$RESULTS")"
+    done
+done

@@ -14,7 +14,7 @@ keep=${COFFER_FUZZ_KEEP:-40}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(pack blob index tree snapshot keyfile config signer plan)
+  targets=(pack blob index tree snapshot keyfile config signer plan writeonlykey anchors)
 fi
 # Instrumentation without a sanitizer: the decoders are safe Rust; what we look for is
 # panics, aborts, overflows (debug assertions are on) and unbounded allocations.

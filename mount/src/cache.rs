@@ -113,6 +113,21 @@ impl BlockCache {
         }
     }
 
+    /// Whether `key` is cached or being fetched (does not touch the LRU order).
+    pub(crate) fn knows(&self, key: &BlockKey) -> bool {
+        let state = self.shared.lock();
+        state.lru.contains(key) || state.in_flight.contains_key(key)
+    }
+
+    /// Caches a block that came along with another one's fetch (see
+    /// `Source::read_block_with_companions`), within the same byte budget as every block.
+    pub(crate) fn insert_companion(&self, key: &BlockKey, data: BlockData) {
+        let mut state = self.shared.lock();
+        if !state.lru.contains(key) {
+            state.insert(*key, data, self.shared.capacity);
+        }
+    }
+
     /// Bytes currently held.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> u64 {
@@ -255,6 +270,21 @@ mod tests {
         assert!(cache.contains(&key(1)) && cache.contains(&key(3)));
         assert!(!cache.contains(&key(2)));
         assert!(cache.bytes() <= cache.capacity());
+    }
+
+    #[test]
+    fn companions_stay_within_the_byte_budget() {
+        let cache = BlockCache::new(1000);
+        cache.get_or_fetch(&key(0), WAIT, |_| block(300, 0)).expect("fetch");
+        for n in 1..50 {
+            cache.insert_companion(&key(n), Arc::new(vec![n; 70 + n as usize]));
+            assert!(cache.bytes() <= cache.capacity(), "{} bytes after companion {n}", cache.bytes());
+        }
+        assert!(cache.knows(&key(49)) && !cache.knows(&key(0)));
+        // A companion already cached is not counted twice.
+        let before = cache.bytes();
+        cache.insert_companion(&key(49), Arc::new(vec![49; 119]));
+        assert_eq!(cache.bytes(), before);
     }
 
     #[test]

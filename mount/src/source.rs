@@ -187,6 +187,24 @@ pub trait Source: Send + Sync + 'static {
     /// The plaintext of one block (verified, decrypted, decompressed).
     fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError>;
 
+    /// The block `key` together with blocks likely to be read soon after it, when fetching
+    /// them along costs about what fetching it alone does (e.g. they are stored next to it, and
+    /// a round trip dominates). The mount caches the companions, so a reader walking a folder
+    /// in order (`cp -r`) is served from one fetch instead of one per file.
+    ///
+    /// The companions must add up to at most `budget` bytes, and should leave out blocks for
+    /// which `known` is true (already cached or being fetched). The default fetches the block
+    /// alone.
+    fn read_block_with_companions(
+        &self,
+        key: &BlockKey,
+        budget: u64,
+        known: &dyn Fn(&BlockKey) -> bool,
+    ) -> Result<(BlockData, Vec<(BlockKey, BlockData)>), SourceError> {
+        let _ = (budget, known);
+        Ok((self.read_block(key)?, Vec::new()))
+    }
+
     /// Totals for `statfs`; `None` reports a tiny, full filesystem.
     fn usage(&self) -> Option<Usage> {
         None

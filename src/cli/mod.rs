@@ -287,6 +287,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             let repo = open_repo(global)?;
             repo.require_full_key("ls")?;
             let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
+            if !global.quiet && !global.json {
+                // On stderr, so the listing itself stays one path per line for scripts.
+                eprintln!(
+                    "snapshot {} of {}, host {}, signed by {}",
+                    entry.id.short(),
+                    output::time(entry.snapshot.time_unix, entry.snapshot.time_nsec),
+                    coffer::format::signer::printable(&entry.snapshot.hostname),
+                    entry.signed_by
+                );
+            }
             let path = path.map(|p| p.as_os_str().as_encoded_bytes().to_vec());
             let mut out = std::io::stdout().lock();
             let mut write_error = None;

@@ -29,7 +29,7 @@ use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_L
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository, SnapshotEntry};
+use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
 use crate::store::paths;
 
 use super::ls::join_path;
@@ -401,6 +401,20 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
             ),
         );
     }
+    for (id, record) in &signers.registrations {
+        let key = crate::crypto::VerifyingKey(record.verify_key).id();
+        if record.wrapped_domain.is_none() && !signers.revoked.contains_key(&key) {
+            report.warn(
+                paths::in_dir(paths::SIGNERS, id),
+                format!(
+                    "write-only key {} ({}) is a version-1 key: it shares the repository's index and is bound to \
+                     no host; replace it (README: \"Moving a repository to format v2\")",
+                    key.short(),
+                    crate::format::signer::printable(&record.label)
+                ),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -432,6 +446,52 @@ fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Res
     Ok(())
 }
 
+/// Trees read ahead of the walk, at most this much plaintext (beyond it, the walk reads the
+/// rest one at a time).
+const PREFETCH_TREE_BYTES: u64 = 256 << 20;
+
+/// Over a network: reads every indexed tree by pack region, [`READ_WORKERS`] regions in
+/// flight, so the walk costs a request per region rather than a round trip per folder. Each
+/// tree is verified as any read is; a failure is kept for the walk to report where it meets it.
+fn prefetch_trees(repo: &Repository, index: &CheckIndex) -> HashMap<Id, Result<Vec<u8>, RepoError>> {
+    let mut trees: Vec<(BlobLocation, ())> = Vec::new();
+    let mut bytes = 0u64;
+    for blob in index.blobs.keys() {
+        match index.locate(blob) {
+            Some(location) if location.entry.kind == BlobKind::Tree => {
+                bytes += u64::from(location.entry.raw_len);
+                if bytes > PREFETCH_TREE_BYTES {
+                    break;
+                }
+                trees.push((location, ()));
+            }
+            _ => {}
+        }
+    }
+    let regions: Vec<Vec<BlobLocation>> = plan_regions(trees, REGION_GAP, REGION_MAX)
+        .into_iter()
+        .map(|region| region.into_iter().map(|(l, ())| l).collect())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(HashMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..READ_WORKERS.min(regions.len()) {
+            let (next, regions, found) = (&next, &regions, &found);
+            scope.spawn(move || {
+                let (mut sealed, mut out) = (Vec::new(), Vec::new());
+                while let Some(region) = regions.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let mut got = Vec::with_capacity(region.len());
+                    repo.read_region(region, &mut sealed, &mut out, |i, result| {
+                        got.push((region[i].entry.id, result.map(<[u8]>::to_vec)));
+                    });
+                    found.lock().unwrap_or_else(|p| p.into_inner()).extend(got);
+                }
+            });
+        }
+    });
+    found.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Walks every snapshot's trees, each distinct tree once, reading them from storage. A blob
 /// shared by several snapshots is reported under the first snapshot (and path) that reaches it.
 fn check_trees(
@@ -442,6 +502,12 @@ fn check_trees(
     progress: &dyn Fn(&str),
 ) {
     let mut seen: HashSet<Id> = HashSet::new();
+    let mut prefetched = if repo.store.is_local() || snapshots.is_empty() {
+        HashMap::new()
+    } else {
+        progress("reading trees");
+        prefetch_trees(repo, index)
+    };
     for (i, entry) in snapshots.iter().enumerate() {
         progress(&format!("checking trees of snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
         let object = paths::in_dir(paths::SNAPSHOTS, &entry.id);
@@ -462,8 +528,8 @@ fn check_trees(
                 continue;
             }
             report.bytes_read += u64::from(location.entry.length);
-            let tree = match repo
-                .read_blob_at(&location)
+            let read = prefetched.remove(&tree_id).unwrap_or_else(|| repo.read_blob_at(&location));
+            let tree = match read
                 .and_then(|bytes| Tree::decode(&bytes).map_err(RepoError::format(format!("tree {tree_id}"))))
             {
                 Ok(tree) => tree,

@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
@@ -24,7 +24,7 @@ use crate::filter::Patterns;
 use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{plan_regions, RepoError, Repository, REGION_GAP, REGION_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -70,6 +70,12 @@ struct PendingFile {
     prefault: bool,
 }
 
+impl PendingFile {
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
 struct ChunkJob {
     file: Arc<PendingFile>,
     offset: u64,
@@ -87,6 +93,9 @@ struct Shared<'a> {
     /// The target is a local disk filesystem, whose readahead of a hole makes zeroed pages
     /// without any I/O.
     target_local: bool,
+    /// Files finished (written and closed, or failed), for the walker's bound on open files.
+    finished: Mutex<usize>,
+    finished_changed: Condvar,
 }
 
 /// Fetching workers for a remote store (each holds at most one chunk, ≤ 4 MiB, at a time).
@@ -114,6 +123,8 @@ pub fn restore(
         as_root: nix::unistd::geteuid().is_root(),
         progress: &options.progress,
         target_local: on_local_disk(&options.target),
+        finished: Mutex::new(0),
+        finished_changed: Condvar::new(),
     };
     let mut report = RestoreReport::default();
     // Large blobs are read with O_DIRECT (see `store`), which waits for the disk: four workers
@@ -124,19 +135,25 @@ pub fn restore(
         // Each small file is one ranged read: over a network, latency, not the CPU, bounds them.
         workers = workers.max(REMOTE_WORKERS);
     }
-    let (tx, rx) = bounded::<ChunkJob>(256);
+    // Over a network, chunks are gathered into batches and read by pack region (see `Batch`).
+    let batch = (!repo.store.is_local()).then(|| Batch::new(open_file_limit()));
+    let (tx, rx) = bounded::<Vec<ChunkJob>>(if batch.is_some() { workers } else { 256 });
     let walk_result = std::thread::scope(|scope| {
         for _ in 0..workers {
             let rx = rx.clone();
             let shared = &shared;
             scope.spawn(move || {
                 let mut buffers = (Vec::new(), Vec::new());
-                for job in rx {
+                for mut jobs in rx {
                     // Interrupted: drop what is queued (up to the channel's 256 chunks).
                     if interrupted.load(Ordering::Relaxed) {
                         continue;
                     }
-                    write_chunk(shared, job, &mut buffers);
+                    if jobs.len() == 1 {
+                        write_chunk(shared, jobs.pop().expect("one job"), &mut buffers);
+                    } else {
+                        write_region(shared, jobs, &mut buffers);
+                    }
                 }
             });
         }
@@ -150,8 +167,16 @@ pub fn restore(
             hardlinks: HashMap::new(),
             dirs: Vec::new(),
             interrupted,
+            batch,
+            opened: 0,
         };
-        let result = walker.start(root_tree, subpath, &options.target);
+        let result = match walker.start(root_tree, subpath, &options.target) {
+            Ok(()) => walker.flush(),
+            Err(e) => {
+                walker.abandon();
+                Err(e)
+            }
+        };
         let dirs = std::mem::take(&mut walker.dirs);
         drop(walker);
         result.map(|()| dirs)
@@ -179,15 +204,86 @@ struct RestoreWalk<'a, 'r> {
     shared: &'a Shared<'r>,
     excludes: &'a Patterns,
     includes: Option<&'a Patterns>,
-    jobs: crossbeam_channel::Sender<ChunkJob>,
+    jobs: crossbeam_channel::Sender<Vec<ChunkJob>>,
     report: &'a mut RestoreReport,
     /// (device, inode) at backup time → first restored path, to recreate hardlinks.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     dirs: Vec<(PathBuf, Metadata)>,
     interrupted: &'a AtomicBool,
+    /// Chunks waiting to be planned by region (remote stores); `None`: each is sent at once.
+    batch: Option<Batch>,
+    /// Files created so far (compared with `Shared::finished` to bound those open).
+    opened: usize,
+}
+
+/// Chunks gathered before they are read: grouped by pack region, a batch costs a request per
+/// region (see `repo::plan_regions`) instead of one per chunk. Its files are open meanwhile, so
+/// a batch closes at `max_files` files (bounded by the open-file limit) or [`BATCH_BYTES`].
+struct Batch {
+    jobs: Vec<(BlobLocation, ChunkJob)>,
+    files: usize,
+    bytes: u64,
+    max_files: usize,
+}
+
+/// Plaintext bytes a batch may plan at once: enough for many regions of large files, while the
+/// workers start on the first batch early.
+const BATCH_BYTES: u64 = 256 << 20;
+
+impl Batch {
+    fn new(open_file_limit: usize) -> Batch {
+        // A quarter of the limit per batch: one being gathered, one being written, and room
+        // for the process's other descriptors.
+        Batch { jobs: Vec::new(), files: 0, bytes: 0, max_files: (open_file_limit / 4).clamp(16, 4096) }
+    }
+
+    fn full(&self) -> bool {
+        self.files >= self.max_files || self.bytes >= BATCH_BYTES
+    }
 }
 
 impl RestoreWalk<'_, '_> {
+    fn send(&self, jobs: Vec<ChunkJob>) -> std::io::Result<()> {
+        self.jobs.send(jobs).map_err(|_| std::io::Error::other("restore workers stopped"))
+    }
+
+    /// Sends the gathered chunks, region by region in pack order.
+    fn flush(&mut self) -> Result<(), RestoreError> {
+        let Some(batch) = self.batch.as_mut() else { return Ok(()) };
+        let jobs = std::mem::take(&mut batch.jobs);
+        (batch.files, batch.bytes) = (0, 0);
+        for region in plan_regions(jobs, REGION_GAP, REGION_MAX) {
+            self.send(region.into_iter().map(|(_, job)| job).collect())
+                .map_err(|source| RestoreError::Target { path: PathBuf::from("(restore)"), source })?;
+        }
+        Ok(())
+    }
+
+    /// After a failed walk: the chunks not sent yet will not be read, so their files are
+    /// removed and reported rather than left at full size with holes for content.
+    fn abandon(&mut self) {
+        let Some(batch) = self.batch.as_mut() else { return };
+        for (_, job) in std::mem::take(&mut batch.jobs) {
+            deliver(self.shared, &job, Err("the restore stopped before it was read".into()));
+        }
+    }
+
+    /// Before a file is created: with batches, waits until fewer than twice a batch's files are
+    /// open (sending the batch first, so the wait always ends).
+    fn wait_for_file_room(&mut self) -> Result<(), RestoreError> {
+        let Some(limit) = self.batch.as_ref().map(|b| b.max_files * 2) else { return Ok(()) };
+        let finished = *self.shared.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if self.opened - finished.min(self.opened) < limit {
+            return Ok(());
+        }
+        self.flush()?;
+        let mut finished = self.shared.finished.lock().unwrap_or_else(|p| p.into_inner());
+        while self.opened - (*finished).min(self.opened) >= limit {
+            finished = self.shared.finished_changed.wait(finished).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(())
+    }
+
     fn start(&mut self, root: &Id, subpath: Option<&[u8]>, target: &Path) -> Result<(), RestoreError> {
         let components: Vec<&[u8]> = subpath.unwrap_or(b"/").split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
         if components.is_empty() {
@@ -323,11 +419,13 @@ impl RestoreWalk<'_, '_> {
         }
         match &node.kind {
             NodeKind::File { size, content } => {
+                self.wait_for_file_room().map_err(std::io::Error::other)?;
                 let file = replacing(dest, || std::fs::OpenOptions::new().write(true).create_new(true).open(dest))?;
                 // Sized first: chunks of zeros are then skipped and stay holes.
                 file.set_len(*size)?;
                 self.report.files += 1;
                 self.shared.progress.add_file();
+                self.opened += 1;
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
                     file,
@@ -349,8 +447,18 @@ impl RestoreWalk<'_, '_> {
                     let length = location.as_ref().map(|l| l.entry.raw_len as u64).unwrap_or(0);
                     let job = ChunkJob { file: Arc::clone(&pending), offset, location };
                     offset += length;
-                    if self.jobs.send(job).is_err() {
-                        return Err(std::io::Error::other("restore workers stopped"));
+                    match (&mut self.batch, &job.location) {
+                        (Some(batch), Ok(location)) => {
+                            batch.bytes += location.entry.raw_len as u64;
+                            batch.jobs.push((*location, job));
+                        }
+                        _ => self.send(vec![job])?,
+                    }
+                }
+                if let Some(batch) = &mut self.batch {
+                    batch.files += 1;
+                    if batch.full() {
+                        self.flush().map_err(std::io::Error::other)?;
                     }
                 }
                 Ok(())
@@ -382,6 +490,13 @@ impl RestoreWalk<'_, '_> {
     }
 }
 
+/// This process's soft limit on open files (the binary raises it to the hard limit at start):
+/// restore over a network keeps a batch of files open, see `Batch`.
+fn open_file_limit() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+}
+
 /// Creates an entry with `create`; if something is already there (a restore over an
 /// earlier one), removes it and tries once more. A folder in the way is an error.
 fn replacing<T>(path: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
@@ -399,21 +514,54 @@ fn replacing<T>(path: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io
 
 /// `buffers`: the worker's sealed and plain blob buffers, reused from chunk to chunk.
 fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u8>)) {
-    let already_failed = job.file.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
-    if !already_failed {
-        let (sealed, data) = buffers;
-        let result = job
-            .location
-            .and_then(|l| shared.repo.read_blob_relocating_into(&l, sealed, data))
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                write_sparse(&job.file.file, data, job.offset, job.file.prefault).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ENOSPC) {
-                        shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
-                    }
-                    e.to_string()
-                })
-            });
+    if job.file.failed() {
+        return deliver(shared, &job, Ok(&[]));
+    }
+    let (sealed, data) = buffers;
+    let result = match &job.location {
+        Ok(l) => shared.repo.read_blob_relocating_into(l, sealed, data).map(|()| &data[..]).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    deliver(shared, &job, result);
+}
+
+/// Reads one pack region's chunks with one request (see `Repository::read_region`) and
+/// writes each as it is opened. Chunks of files that already failed are not read.
+fn write_region(shared: &Shared<'_>, jobs: Vec<ChunkJob>, buffers: &mut (Vec<u8>, Vec<u8>)) {
+    let (live, dead): (Vec<ChunkJob>, Vec<ChunkJob>) = jobs.into_iter().partition(|j| !j.file.failed());
+    for job in &dead {
+        deliver(shared, job, Ok(&[]));
+    }
+    let (locations, live): (Vec<BlobLocation>, Vec<ChunkJob>) = live
+        .into_iter()
+        .filter_map(|job| match &job.location {
+            Ok(l) => Some((*l, job)),
+            Err(_) => {
+                // Batches hold only located chunks; should one slip in, it fails on its own.
+                write_chunk(shared, job, buffers);
+                None
+            }
+        })
+        .unzip();
+    let (sealed, data) = buffers;
+    shared.repo.read_region(&locations, sealed, data, |i, result| {
+        deliver(shared, &live[i], result.map_err(|e| e.to_string()));
+    });
+}
+
+/// Writes a chunk's plaintext (or records why it could not be had), and finishes its file
+/// after its last chunk. Called exactly once per chunk; a chunk of a file that already failed
+/// is only counted.
+fn deliver(shared: &Shared<'_>, job: &ChunkJob, data: Result<&[u8], String>) {
+    if !job.file.failed() {
+        let result = data.and_then(|data| {
+            write_sparse(&job.file.file, data, job.offset, job.file.prefault).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
+                }
+                e.to_string()
+            })
+        });
         match result {
             Ok(written) => {
                 shared.bytes.fetch_add(written, Ordering::Relaxed);
@@ -514,6 +662,8 @@ fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
     if let Err(e) = &result {
         shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((file.path.display().to_string(), e.to_string()));
     }
+    *shared.finished.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    shared.finished_changed.notify_all();
     result
 }
 

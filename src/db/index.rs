@@ -46,7 +46,7 @@ fn entry_from_row(row: &Row<'_>, first: usize, id: Id) -> rusqlite::Result<PackE
     Ok(PackEntry { id, kind, offset: row.get(first + 1)?, length: row.get(first + 2)?, raw_len: row.get(first + 3)? })
 }
 
-fn location_from_row(row: &Row<'_>, blob: Id) -> rusqlite::Result<BlobLocation> {
+pub(super) fn location_from_row(row: &Row<'_>, blob: Id) -> rusqlite::Result<BlobLocation> {
     Ok(BlobLocation { pack: row.get(0)?, entry: entry_from_row(row, 1, blob)?, domain: row.get(5)? })
 }
 

@@ -22,6 +22,7 @@
 mod error;
 mod files;
 mod index;
+mod regions;
 mod snapshots;
 mod trees;
 
@@ -166,6 +167,7 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(fail("starting the schema transaction"))?;
         check_schema(&tx, repo_id, &path)?;
+        regions::ensure_index(&tx).map_err(fail("indexing blobs by pack"))?;
         tx.commit().map_err(fail("committing the schema"))?;
         Ok(Db { conn, path })
     }

@@ -38,6 +38,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("signer", signer),
     ("plan", plan),
+    ("writeonlykey", write_only_key),
+    ("anchors", anchors),
 ];
 
 /// Plaintext sizes the wrapped blob target may claim: the real bound (`MAX_BLOB_LEN`) makes
@@ -177,6 +179,31 @@ pub fn keyfile(data: &[u8]) {
         if file.kdf.memory_kib <= 64 && file.kdf.iterations <= 2 {
             let _ = file.open(b"fuzz");
         }
+    }
+}
+
+/// A write-only key's text or bytes (from a key file, a keychain entry or a credential).
+pub fn write_only_key(data: &[u8]) {
+    let _ = crate::keys::WriteOnlyKey::from_text(data);
+    let _ = crate::keys::WriteOnlyKey::looks_like(data);
+    // With valid check bytes, so the decoder gets past them.
+    for magic in [b"CFWOKY01", b"CFWOKY02"] {
+        let mut bytes = [magic.as_slice(), data].concat();
+        bytes.extend_from_slice(&blake3::hash(&bytes).as_bytes()[..8]);
+        if let Ok(key) = crate::keys::WriteOnlyKey::decode(&bytes) {
+            let _ = key.domain_keys();
+        }
+    }
+}
+
+/// The anchoring extensions of a snapshot body (`coffer.signers-seen`, `coffer.previous`).
+pub fn anchors(data: &[u8]) {
+    use serde_bytes::ByteBuf;
+    for name in [super::snapshot::SIGNERS_SEEN, super::snapshot::PREVIOUS] {
+        let snapshot =
+            Snapshot { extensions: vec![(name.to_string(), ByteBuf::from(data.to_vec()))], ..Snapshot::default() };
+        let _ = snapshot.signers_seen();
+        let _ = snapshot.previous();
     }
 }
 
@@ -342,6 +369,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         locks: vec![plan::LockSeen { session: Id([6; 32]), seq: 3 }],
     };
     out.push(("plan", to_postcard(&wait)));
+    let key = crate::keys::WriteOnlyKey {
+        repo_id: k.repo_id,
+        public: k.secret.public(),
+        repo_verify: k.signing.verifying_key(),
+        domain: crate::keys::WriteDomain::Own(crate::crypto::SymKey::from_bytes([9; 32])),
+        signing: crate::crypto::SigningKey::from_bytes([8; 32]),
+    };
+    out.push(("writeonlykey", key.to_text().as_bytes().to_vec()));
+    out.push(("writeonlykey", key.encode()[8..key.encode().len() - 8].to_vec()));
+    out.push(("anchors", to_postcard(&vec![Id([1; 32]), Id([2; 32])])));
+    out.push(("anchors", vec![7; 32]));
     out
 }
 

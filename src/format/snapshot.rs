@@ -66,6 +66,14 @@ pub struct Snapshot {
     pub extensions: Vec<(String, ByteBuf)>,
 }
 
+/// Extension: the ids of the `signers/` objects the writer saw (postcard `Vec<Id>`); see
+/// `repo::anchors`.
+pub const SIGNERS_SEEN: &str = "coffer.signers-seen";
+/// Extension: the id of the snapshot the same client wrote before (32 bytes).
+pub const PREVIOUS: &str = "coffer.previous";
+/// A snapshot naming more `signers/` objects than this is not believed about any of them.
+pub const MAX_SIGNERS_SEEN: usize = 4096;
+
 pub(crate) fn signed_message(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
     [CONTEXT, &repo_id.0[..], signed].concat()
 }
@@ -75,6 +83,24 @@ pub(crate) fn body_aad(repo_id: &Id, signer: &[u8]) -> Vec<u8> {
 }
 
 impl Snapshot {
+    fn extension(&self, name: &str) -> Option<&[u8]> {
+        self.extensions.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_slice())
+    }
+
+    /// The `signers/` objects this snapshot says existed when it was written (empty when it
+    /// names none, or the record is malformed or oversized).
+    pub fn signers_seen(&self) -> Vec<Id> {
+        self.extension(SIGNERS_SEEN)
+            .and_then(|bytes| from_postcard::<Vec<Id>>(bytes, "signers-seen record").ok())
+            .filter(|ids| ids.len() <= MAX_SIGNERS_SEEN)
+            .unwrap_or_default()
+    }
+
+    /// The snapshot its writer wrote before it, if it named one.
+    pub fn previous(&self) -> Option<Id> {
+        self.extension(PREVIOUS).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id)
+    }
+
     pub fn encode(&self, repo_id: &Id, recipient: &PublicKey, signer: &SigningKey) -> Vec<u8> {
         let signer_id = signer.verifying_key().id();
         let key = SymKey::random();

@@ -21,16 +21,11 @@ use serde_bytes::ByteBuf;
 
 use super::{RepoError, Repository, SnapshotEntry};
 use crate::format::plan::PlanRecord;
-use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 
-pub const SIGNERS_SEEN: &str = "coffer.signers-seen";
-pub const PREVIOUS: &str = "coffer.previous";
+pub use crate::format::snapshot::{PREVIOUS, SIGNERS_SEEN};
 /// The local note naming the last snapshot this client wrote.
 const LAST_WRITTEN_NOTE: &str = "last-snapshot-written";
-/// More `signers/` objects than this in one snapshot's record are not recorded (a repository
-/// with thousands of keys is not one this check is for; the snapshot stays small).
-const MAX_SIGNERS_RECORDED: usize = 4096;
 
 /// What a listing found withheld or hidden.
 #[derive(Debug, Default)]
@@ -69,26 +64,13 @@ impl AnchorProblems {
     }
 }
 
-fn extension<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a [u8]> {
-    snapshot.extensions.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_slice())
-}
-
-/// The `signers/` objects a snapshot says existed when it was written.
-pub fn signers_seen(snapshot: &Snapshot) -> Vec<Id> {
-    extension(snapshot, SIGNERS_SEEN).and_then(|bytes| postcard::from_bytes::<Vec<Id>>(bytes).ok()).unwrap_or_default()
-}
-
-/// The snapshot its writer wrote before it, if it named one.
-pub fn previous(snapshot: &Snapshot) -> Option<Id> {
-    extension(snapshot, PREVIOUS).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id)
-}
-
 impl Repository {
     /// The anchoring extensions for a snapshot this client is about to write.
     pub fn anchor_extensions(&self) -> Result<Vec<(String, ByteBuf)>, RepoError> {
         let mut seen: Vec<Id> = self.signers()?.valid_objects.into_iter().collect();
         seen.sort();
-        seen.truncate(MAX_SIGNERS_RECORDED);
+        // A repository with thousands of keys is not one this check is for: the snapshot stays small.
+        seen.truncate(crate::format::snapshot::MAX_SIGNERS_SEEN);
         let mut out = vec![(SIGNERS_SEEN.to_string(), ByteBuf::from(crate::format::to_postcard(&seen)))];
         if let Some(previous) = self.db().note(LAST_WRITTEN_NOTE)?.as_deref().and_then(Id::from_hex) {
             out.push((PREVIOUS.to_string(), ByteBuf::from(previous.0.to_vec())));
@@ -122,12 +104,12 @@ impl Repository {
         let mut forgotten: Option<HashSet<Id>> = None;
         let mut reported = HashSet::new();
         for entry in snapshots {
-            for object in signers_seen(&entry.snapshot) {
+            for object in entry.snapshot.signers_seen() {
                 if !listed_signers.contains(&object) && reported.insert(object) {
                     problems.withheld_signers.push((object, entry.id));
                 }
             }
-            let Some(before) = previous(&entry.snapshot) else { continue };
+            let Some(before) = entry.snapshot.previous() else { continue };
             if listed_snapshots.contains(&before) {
                 continue;
             }

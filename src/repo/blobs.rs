@@ -26,7 +26,7 @@ pub struct PackReconciliation {
 }
 
 /// Pack keys kept for ranged reads; each costs an X25519 operation and a small read to get.
-const PACK_KEY_CACHE: usize = 4096;
+pub(super) const PACK_KEY_CACHE: usize = 4096;
 
 impl Repository {
     /// Imports index files added since the last run and forgets those that vanished (pruned).
@@ -299,11 +299,30 @@ impl Repository {
         let key = self.pack_key(&location.pack)?;
         let path = paths::pack(&location.pack);
         let entry = &location.entry;
-        let domain = self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
+        // Checked again where the blob is opened; here it saves a read that could not verify.
+        self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
             object: format!("the index entry of blob {} in {path}", entry.id),
         })?;
         self.store.read_range_into(&path, entry.offset as u64, entry.length as u64, sealed)?;
-        pack::open_blob_into(&key, &domain.id_key, entry, sealed, out)
+        self.open_sealed_blob(&key, location, sealed, out)
+    }
+
+    /// Decrypts, decompresses and verifies one blob's sealed bytes (read however the caller
+    /// read them) with the id key of the domain its index entry came from: the one place reads
+    /// of backed-up data are checked.
+    pub(super) fn open_sealed_blob(
+        &self,
+        key: &SymKey,
+        location: &BlobLocation,
+        sealed: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        let entry = &location.entry;
+        let path = paths::pack(&location.pack);
+        let domain = self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
+            object: format!("the index entry of blob {} in {path}", entry.id),
+        })?;
+        pack::open_blob_into(key, &domain.id_key, entry, sealed, out)
             .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
     }
 
@@ -358,7 +377,9 @@ impl Repository {
         if location.entry.kind != BlobKind::Tree {
             return Err(RepoError::Corrupt { object: object(), detail: "the index lists it as data".into() });
         }
-        let bytes = self.read_blob_relocating(&location)?;
+        // Over a network, a folder's neighbours in the pack are fetched (and cached) with it.
+        let bytes =
+            if self.store.is_local() { self.read_blob_relocating(&location)? } else { self.fetch_tree_region(&location)? };
         let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;
         self.db().store_tree(id, &bytes)?;
         Ok(tree)

@@ -6,12 +6,14 @@ pub mod anchors;
 mod blobs;
 pub mod locks;
 mod open;
+mod ranges;
 mod snapshots;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use blobs::PackReconciliation;
+pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
 pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 

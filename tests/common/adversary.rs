@@ -4,8 +4,11 @@
 //! - [`KeyThief`]: the bytes of one write-only key file (registered, revoked or never
 //!   registered) and storage credentials that can create objects: it makes packs, index files
 //!   and snapshots with that key, and reads whatever that key opens.
-//! - [`StorageOwner`]: the folder itself: deletes or withholds any object, and knows nothing
+//! - [`StorageOwner`]: the store itself: deletes or withholds any object, and knows nothing
 //!   else.
+//!
+//! Both reach the repository as a storage client does ([`Objects`]): a local folder's files, or
+//! a remote store (S3 on moto, with Object Lock where the test asks) through OpenDAL.
 //!
 //! A test also needs an oracle for "what if the thief had learned the owner's blob ids?":
 //! [`owner_blob_ids`] opens the repository with the full key in-process (the attack then
@@ -20,24 +23,92 @@ use coffer::format::snapshot::Snapshot;
 use coffer::id::Id;
 use coffer::keys::WriteOnlyKey;
 use coffer::repo::{OpenOptions, Repository};
-use coffer::store::{paths, Store};
+use coffer::store::{paths, Location, Store};
 
-/// Writes `bytes` as object `name` of the repository folder, as a storage writer can.
-pub fn put_object(repo: &Path, name: &str, bytes: &[u8]) {
-    let path = repo.join(name);
-    std::fs::create_dir_all(path.parent().expect("object path has a parent")).expect("create object folder");
-    std::fs::write(&path, bytes).expect("write object");
+use super::{Coffer, RemoteRepo};
+
+/// The repository's objects as a storage client reaches them.
+#[derive(Clone)]
+pub enum Objects {
+    Folder(PathBuf),
+    Remote(Store),
+}
+
+impl Objects {
+    /// The repository of `c`: its folder, or its remote store.
+    pub fn of(c: &Coffer) -> Objects {
+        match &c.remote {
+            None => Objects::Folder(c.repo.clone()),
+            Some(remote) => Objects::Remote(remote_store(remote)),
+        }
+    }
+
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        match self {
+            Objects::Folder(repo) => {
+                let path = repo.join(name);
+                std::fs::create_dir_all(path.parent().expect("object path has a parent")).expect("create folder");
+                std::fs::write(&path, bytes).expect("write object");
+            }
+            Objects::Remote(store) => store.write(name, bytes.to_vec()).expect("put object"),
+        }
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        match self {
+            Objects::Folder(repo) => std::fs::read(repo.join(name)).expect("read object"),
+            Objects::Remote(store) => store.read(name).expect("get object"),
+        }
+    }
+
+    /// Object names under `dir` (`"index/"`, `"signers/"`, …), sorted.
+    pub fn list(&self, dir: &str) -> Vec<String> {
+        let mut out: Vec<String> = match self {
+            Objects::Folder(repo) => std::fs::read_dir(repo.join(dir))
+                .map(|rd| rd.flatten().map(|e| format!("{dir}{}", e.file_name().to_string_lossy())).collect())
+                .unwrap_or_default(),
+            Objects::Remote(store) => store.list(dir).expect("list objects").into_iter().map(|(p, _)| p).collect(),
+        };
+        out.sort();
+        out
+    }
+
+    pub fn delete(&self, name: &str) {
+        match self {
+            Objects::Folder(repo) => std::fs::remove_file(repo.join(name)).expect("delete object"),
+            Objects::Remote(store) => store.delete(name).expect("delete object"),
+        }
+    }
+
+    fn store(&self) -> Store {
+        match self {
+            Objects::Folder(repo) => Store::open_local(repo, false).expect("open the repository folder"),
+            Objects::Remote(store) => store.clone(),
+        }
+    }
+}
+
+/// Opens a remote repository as the tests' Coffer runs reach it (its secrets come from the
+/// environment the runs get).
+fn remote_store(remote: &RemoteRepo) -> Store {
+    for (name, value) in &remote.env {
+        // Every test of a binary sets the same values; nothing reads them concurrently with a
+        // different meaning.
+        std::env::set_var(name, value);
+    }
+    let location = Location::parse(&remote.url, &remote.options).expect("parse the remote location");
+    Store::open(&location, false).expect("open the remote store")
 }
 
 pub struct KeyThief {
-    pub repo: PathBuf,
+    pub objects: Objects,
     pub key: WriteOnlyKey,
 }
 
 impl KeyThief {
-    pub fn from_key_file(repo: &Path, key_file: &Path) -> KeyThief {
+    pub fn from_key_file(c: &Coffer, key_file: &Path) -> KeyThief {
         let text = std::fs::read(key_file).expect("read the stolen key file");
-        KeyThief { repo: repo.to_path_buf(), key: WriteOnlyKey::from_text(&text).expect("a write-only key") }
+        KeyThief { objects: Objects::of(c), key: WriteOnlyKey::from_text(&text).expect("a write-only key") }
     }
 
     fn repo_id(&self) -> Id {
@@ -48,8 +119,8 @@ impl KeyThief {
     pub fn read_index(&self) -> (Vec<IndexFile>, usize) {
         let domain = self.key.domain_keys();
         let (mut opened, mut refused) = (Vec::new(), 0);
-        for entry in std::fs::read_dir(self.repo.join("index")).expect("list index/") {
-            let bytes = std::fs::read(entry.expect("entry").path()).expect("read index file");
+        for name in self.objects.list(paths::INDEX) {
+            let bytes = self.objects.read(&name);
             match IndexFile::decode(&bytes, &domain.index_key, &self.repo_id()) {
                 Ok(file) => opened.push(file),
                 Err(_) => refused += 1,
@@ -78,10 +149,10 @@ impl KeyThief {
             if below.is_some_and(|b| pack.id >= b) {
                 continue;
             }
-            put_object(&self.repo, &paths::pack(&pack.id), &pack.out);
+            self.objects.put(&paths::pack(&pack.id), &pack.out);
             let index = IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] };
             let bytes = index.encode(&domain.index_key, &self.repo_id());
-            put_object(&self.repo, &paths::in_dir(paths::INDEX, &Id::of_bytes(&bytes)), &bytes);
+            self.objects.put(&paths::in_dir(paths::INDEX, &Id::of_bytes(&bytes)), &bytes);
             return pack.id;
         }
         panic!("could not grind a pack id below {below:?}");
@@ -91,7 +162,7 @@ impl KeyThief {
     pub fn forge_snapshot(&self, snapshot: &Snapshot) -> Id {
         let bytes = snapshot.encode(&self.repo_id(), &self.key.public, &self.key.signing);
         let id = Id::of_bytes(&bytes);
-        put_object(&self.repo, &paths::in_dir(paths::SNAPSHOTS, &id), &bytes);
+        self.objects.put(&paths::in_dir(paths::SNAPSHOTS, &id), &bytes);
         id
     }
 
@@ -111,10 +182,10 @@ impl KeyThief {
             PackWriter::new(&self.key.public, &domain.index_key, BlobKind::Tree, Vec::new()).expect("pack in memory");
         writer.add_blob(tree_id, &tree, 3).expect("add tree");
         let pack = writer.finish().expect("finish pack");
-        put_object(&self.repo, &paths::pack(&pack.id), &pack.out);
+        self.objects.put(&paths::pack(&pack.id), &pack.out);
         let index = IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] };
         let bytes = index.encode(&domain.index_key, &self.repo_id());
-        put_object(&self.repo, &paths::in_dir(paths::INDEX, &Id::of_bytes(&bytes)), &bytes);
+        self.objects.put(&paths::in_dir(paths::INDEX, &Id::of_bytes(&bytes)), &bytes);
         let snapshot = Snapshot {
             time_unix: chrono_now() + 60,
             hostname: host.to_string(),
@@ -133,33 +204,34 @@ fn chrono_now() -> i64 {
 
 /// The storage owner: can delete any object (or withhold it, which looks the same).
 pub struct StorageOwner {
-    pub repo: PathBuf,
+    pub objects: Objects,
 }
 
 impl StorageOwner {
+    pub fn of(c: &Coffer) -> StorageOwner {
+        StorageOwner { objects: Objects::of(c) }
+    }
+
     pub fn delete(&self, object: &str) {
-        std::fs::remove_file(self.repo.join(object)).expect("delete object");
+        self.objects.delete(object)
     }
 
     /// The objects of one folder of the repository (`signers/`, `snapshots/`, …).
     pub fn objects(&self, dir: &str) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(self.repo.join(dir))
-            .map(|rd| rd.flatten().map(|e| format!("{dir}{}", e.file_name().to_string_lossy())).collect())
-            .unwrap_or_default();
-        out.sort();
-        out
+        self.objects.list(dir)
     }
 }
 
 /// Every (blob id, kind, pack) of the repository, read with the full key: the oracle for
 /// "a thief who learned the ids anyway".
-pub fn owner_blob_ids(repo: &Path, password: &str) -> Vec<(Id, BlobKind, Id)> {
+pub fn owner_blob_ids(c: &Coffer) -> Vec<(Id, BlobKind, Id)> {
     let cache = super::tempdir();
     let options = OpenOptions {
         cache_dir: cache.path().to_path_buf(),
         kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
     };
-    let store = Store::open_local(repo, false).expect("open the repository folder");
+    let store = Objects::of(c).store();
+    let password = &c.password;
     let opened = Repository::open(store, password.as_bytes(), &options).expect("open with the full key");
     let mut out = Vec::new();
     opened

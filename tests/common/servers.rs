@@ -271,3 +271,41 @@ impl WebdavServer {
         format!("webdav+http://127.0.0.1:{}/{path}", self.port)
     }
 }
+
+/// `benches/delay_proxy.py` in front of a server on 127.0.0.1: each direction is delayed by
+/// `delay_ms`, so a request costs a round trip of twice that, as to a distant store.
+pub struct DelayProxy {
+    pub port: u16,
+    _process: Process,
+}
+
+impl DelayProxy {
+    pub fn start(dir: &Path, upstream_port: u16, delay_ms: u32) -> DelayProxy {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/delay_proxy.py");
+        let log = dir.join(format!("delay-proxy-{upstream_port}.log"));
+        let mut command = Command::new("python3");
+        command.arg(&script).args([
+            "--upstream",
+            &format!("127.0.0.1:{upstream_port}"),
+            "--delay-ms",
+            &delay_ms.to_string(),
+            // A test never needs it longer; a proxy left behind by a killed test goes away.
+            "--max-seconds",
+            "1800",
+        ]);
+        let mut process = Process::spawn("delay proxy", command, log.clone());
+        let mut port = None;
+        process.wait_until(|| {
+            port = std::fs::read_to_string(&log)
+                .ok()
+                .and_then(|text| text.lines().find_map(|l| l.strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok()));
+            port.is_some()
+        });
+        DelayProxy { port: port.expect("proxy port"), _process: process }
+    }
+
+    /// `server`'s endpoint as seen through this proxy.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
