@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     cli::env_secrets::take();
     cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
+    cli::args::forget_empty_env();
     let args = cli::args::Cli::parse();
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",

@@ -89,15 +89,31 @@ pub struct BackupOutcome {
     pub warnings: Vec<(PathBuf, String)>,
 }
 
-/// Absolute, symlink-free source paths, without duplicates or paths inside other sources.
-fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
+/// Absolute, symlink-free source paths, without duplicates or paths inside other sources;
+/// and the sources that do not exist. restic's rule: a missing source among several is an
+/// error of the snapshot (marked incomplete), not of the backup; all of them missing is.
+fn prepare_sources(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), BackupError> {
     if paths.is_empty() {
         return Err(BackupError::NoPaths);
     }
-    let mut sources = paths
-        .iter()
-        .map(|p| std::fs::canonicalize(p).map_err(|source| BackupError::Source { path: p.clone(), source }))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut missing = Vec::new();
+    let mut first_missing = None;
+    for path in paths {
+        match std::fs::canonicalize(path) {
+            Ok(source) => sources.push(source),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push((path.clone(), "source does not exist; the snapshot lacks it".to_string()));
+                first_missing.get_or_insert((path.clone(), e));
+            }
+            Err(source) => return Err(BackupError::Source { path: path.clone(), source }),
+        }
+    }
+    if sources.is_empty() {
+        if let Some((path, source)) = first_missing {
+            return Err(BackupError::Source { path, source });
+        }
+    }
     sources.sort();
     sources.dedup();
     let mut kept: Vec<PathBuf> = Vec::new();
@@ -106,7 +122,7 @@ fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
             kept.push(source);
         }
     }
-    Ok(kept)
+    Ok((kept, missing))
 }
 
 /// A backup's sources, checked, with their scan under way. Start it with [`scan_ahead`] as
@@ -114,16 +130,18 @@ fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
 /// then runs while the key is derived from the passphrase.
 pub struct ScanAhead {
     sources: Vec<PathBuf>,
+    /// Sources that do not exist, as snapshot errors.
+    missing: Vec<(PathBuf, String)>,
     pool: scan::ScanPool,
 }
 
 /// Checks the sources of `options` and starts scanning them, looking files up in
 /// `files_cache` (see [`FilesCacheReader`]: it may be opened before the repository is).
 pub fn scan_ahead(options: &BackupOptions, files_cache: Option<FilesCacheReader>) -> Result<ScanAhead, BackupError> {
-    let sources = prepare_sources(&options.paths)?;
+    let (sources, missing) = prepare_sources(&options.paths)?;
     let excludes = Excludes::for_backup(&options.excludes, &options.selection, &sources)?;
     let pool = scan::ScanPool::start(scan::Scanner::new(excludes, files_cache), &sources);
-    Ok(ScanAhead { sources, pool })
+    Ok(ScanAhead { sources, missing, pool })
 }
 
 /// Backs up `options.paths` into `repo`.
@@ -177,7 +195,7 @@ pub fn backup_scanned(
     let scanner = scan.pool.scanner();
     let context =
         Context { repo, options, interrupted, sources: &scan.sources, excludes: scanner.excludes(), scanner, cores };
-    archive(context, start, lock, &condemned)
+    archive(context, start, lock, &condemned, &scan.missing)
 }
 
 /// What the stages of one backup share.
@@ -198,6 +216,7 @@ fn archive(
     start: chrono::DateTime<chrono::Utc>,
     lock: crate::repo::locks::BackupLock,
     condemned: &std::collections::HashSet<Id>,
+    missing: &[(PathBuf, String)],
 ) -> Result<BackupOutcome, BackupError> {
     let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;
     let clock = std::time::Instant::now();
@@ -291,7 +310,8 @@ fn archive(
     repo.db().store_files(&report.cache_records)?;
     phase("files cache stored");
 
-    let mut errors = walk_errors;
+    let mut errors = missing.to_vec();
+    errors.extend(walk_errors);
     errors.extend(report.errors);
     let end = chrono::Utc::now();
     let snapshot = Snapshot {

@@ -91,6 +91,9 @@ pub enum Command {
     Snapshots {
         #[command(flatten)]
         filter: SnapshotFilterArgs,
+        /// Only the N newest snapshots of each host and set of paths (restic's --latest).
+        #[arg(long, value_name = "N")]
+        latest: Option<usize>,
     },
     /// List files in a snapshot.
     Ls {
@@ -253,6 +256,19 @@ pub enum ProfileCommand {
         /// Profile name (default: --profile).
         name: Option<String>,
     },
+}
+
+/// Treats `COFFER_…=` (set but empty) as unset, as shells and systemd units often leave them:
+/// clap would otherwise take the empty text as a value (`--password-file ""`).
+pub fn forget_empty_env() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(key, value)| key.to_string_lossy().starts_with("COFFER_") && value.is_empty())
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        // Single-threaded still: nothing else reads the environment yet.
+        std::env::remove_var(key);
+    }
 }
 
 fn parse_subset(text: &str) -> Result<String, String> {

@@ -212,11 +212,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::backup(global, &outcome)?;
             Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
-        Command::Snapshots { filter: f } => {
+        Command::Snapshots { filter: f, latest } => {
             let repo = open_repo(global)?;
             repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
-            let snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
+            let mut snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
+            if let Some(n) = latest {
+                snapshots = select::latest_per_group(snapshots, n);
+            }
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }
@@ -318,11 +321,21 @@ pub fn run(cli: Cli) -> Result<u8> {
                 (false, None) => ReadData::None,
             };
             let quiet = global.quiet || global.json;
+            let terminal = is_terminal();
             let report = check::check(&repo, &CheckOptions { read_data }, |step| {
-                if !quiet {
-                    eprintln!("{step}");
+                // Counters ("read 5/900 packs") overwrite each other on a terminal and are left
+                // out of logs: a summary follows.
+                let counter = step.starts_with("read ") || step.starts_with("checking trees of snapshot");
+                match (quiet, counter, terminal) {
+                    (true, _, _) | (false, true, false) => {}
+                    (false, true, true) => eprint!("\r{step}\x1b[K"),
+                    (false, false, true) => eprintln!("\r{step}\x1b[K"),
+                    (false, false, false) => eprintln!("{step}"),
                 }
             })?;
+            if terminal && !quiet {
+                eprint!("\r\x1b[K");
+            }
             output::check(global, &report)?;
             if report.is_ok() {
                 Ok(exit::OK)

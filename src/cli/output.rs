@@ -43,6 +43,15 @@ pub fn json_or_text(
     Ok((!global.quiet).then_some(out))
 }
 
+/// "1 snapshot", "2 snapshots" (every noun we count takes an s).
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -172,7 +181,7 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
         );
     }
     if !global.quiet {
-        outln!("{} snapshots", snapshots.len());
+        outln!("{}", plural(snapshots.len() as u64, "snapshot"));
     }
     Ok(())
 }
@@ -200,10 +209,10 @@ pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<(
         outln!("{}", serde_json::to_string(report)?);
     } else if !global.quiet {
         outln!(
-            "restored snapshot {}: {} files, {} folders, {} other, {}",
+            "restored snapshot {}: {}, {}, {} other, {}",
             id.short(),
-            report.files,
-            report.dirs,
+            plural(report.files, "file"),
+            plural(report.dirs, "folder"),
             report.other,
             bytes(report.bytes)
         );
@@ -290,13 +299,13 @@ pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
     }
     if !global.quiet {
         outln!(
-            "checked {} snapshots, {} trees, {} packs ({} read, {}), {} blobs: {}",
-            report.snapshots_checked,
-            report.trees_checked,
-            report.packs_checked,
+            "checked {}, {}, {} ({} read, {}), {}: {}",
+            plural(report.snapshots_checked, "snapshot"),
+            plural(report.trees_checked, "tree"),
+            plural(report.packs_checked, "pack"),
             report.packs_read,
             bytes(report.bytes_read),
-            report.blobs_checked,
+            plural(report.blobs_checked, "blob"),
             if report.is_ok() { "no errors" } else { "ERRORS FOUND" }
         );
     }

@@ -217,7 +217,7 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
         }
     }
     let verb = if report.dry_run { "would remove" } else { "removed" };
-    writeln!(out, "{verb} {} snapshots", report.removed.len())?;
+    writeln!(out, "{verb} {}", super::output::plural(report.removed.len() as u64, "snapshot"))?;
     Ok(())
 }
 

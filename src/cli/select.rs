@@ -1,10 +1,12 @@
 //! Backup options that leave things out, as restic spells them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use coffer::filter::{read_pattern_file, Selection};
+use coffer::repo::SnapshotEntry;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SelectArgs {
@@ -59,6 +61,25 @@ impl SelectArgs {
         };
         Ok((excludes, selection))
     }
+}
+
+/// The `n` newest snapshots of each host and set of paths (restic's `snapshots --latest`),
+/// in the order they came.
+pub fn latest_per_group(snapshots: Vec<SnapshotEntry>, n: usize) -> Vec<SnapshotEntry> {
+    let mut by_age: Vec<usize> = (0..snapshots.len()).collect();
+    by_age.sort_by_key(|&i| std::cmp::Reverse((snapshots[i].snapshot.time_unix, snapshots[i].snapshot.time_nsec)));
+    let mut seen: HashMap<(String, Vec<Vec<u8>>), usize> = HashMap::new();
+    let mut keep = vec![false; snapshots.len()];
+    for i in by_age {
+        let s = &snapshots[i].snapshot;
+        let group = (s.hostname.clone(), s.paths.iter().map(|p| p.to_vec()).collect());
+        let count = seen.entry(group).or_default();
+        if *count < n {
+            *count += 1;
+            keep[i] = true;
+        }
+    }
+    snapshots.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
 }
 
 /// Tags as given on the command line, where `a,b` means two tags (restic's rule): split,

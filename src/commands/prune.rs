@@ -550,8 +550,10 @@ fn delete_phase(
             (id, listed_unix, locks)
         }
     };
-    let (snapshots, finished) = all_snapshots(repo)?;
+    // Locks before snapshots: a backup writes its snapshot before its ended marker, so one
+    // seen ended here has its snapshot in the listing below.
     let (newest, markers) = list_locks(&repo.store)?;
+    let (snapshots, finished) = all_snapshots(repo)?;
     let expired = now_unix().saturating_sub(listed_unix) >= options.lock_timeout.as_secs() as i64;
     let mut stale = HashSet::new();
     let mut waiting = Vec::new();

@@ -264,6 +264,21 @@ fn stale_error(path: &Path, reason: String) -> DbError {
     DbError::Unusable { path: path.to_path_buf(), reason }
 }
 
+/// Marks the database's folder as a cache (https://bford.info/cachedir/): it can be rebuilt,
+/// so backup tools honouring the tag (Coffer's `--exclude-caches`, restic, Borg) skip it.
+fn tag_as_cache(dir: &Path) {
+    let tag = dir.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let text = format!(
+            "{}\n# This folder holds Coffer's local database, a cache rebuilt from the repository.\n",
+            crate::filter::CACHEDIR_TAG_SIGNATURE
+        );
+        if let Err(e) = fs::write(&tag, text) {
+            log::debug!("writing {}: {e}", tag.display());
+        }
+    }
+}
+
 /// Creates the parent directories (0700) and the file (0600), refusing an existing file or
 /// directory that other users can access.
 fn prepare_location(path: &Path) -> Result<(), DbError> {
@@ -277,6 +292,7 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir).map_err(|e| DbError::io("create directory", dir, e))?;
     check_private("directory", dir, 0o700)?;
+    tag_as_cache(dir);
     match fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "it exists and is not a regular file");
