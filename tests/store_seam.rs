@@ -306,12 +306,7 @@ fn verify_clean(root: &Path, scratch: &Path, sources: &[(Id, PathBuf)]) {
         assert!(ids.contains(id), "snapshot {id} reported written is not in the repository");
         let entry = snapshots.iter().find(|e| e.id == *id).unwrap();
         let target = tempfile::tempdir_in(scratch).unwrap();
-        let options = RestoreOptions {
-            target: target.path().to_path_buf(),
-            includes: vec![],
-            excludes: vec![],
-            progress: Default::default(),
-        };
+        let options = RestoreOptions { target: target.path().to_path_buf(), ..Default::default() };
         let report =
             restore::restore(&repo, &entry.snapshot.tree, None, &options, &AtomicBool::new(false)).expect("restore");
         assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -354,7 +349,7 @@ fn append_only_store_backup_check_restore_adopt() {
     let (snapshots, _) = repo.load_snapshots().unwrap();
     let target = dir.path().join("restored");
     let options_restore =
-        RestoreOptions { target: target.clone(), includes: vec![], excludes: vec![], progress: Default::default() };
+        RestoreOptions { target: target.clone(), ..Default::default() };
     let latest = snapshots.iter().find(|e| e.id == second).unwrap();
     restore::restore(&repo, &latest.snapshot.tree, None, &options_restore, &AtomicBool::new(false)).expect("restore");
     assert_trees_equal(&src, &restored_path(&target, &src));

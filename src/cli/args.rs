@@ -117,6 +117,10 @@ pub enum Command {
         /// Skip paths matching this pattern (repeatable; restic's rules, see backup --exclude).
         #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
         excludes: Vec<String>,
+        /// As root, also restore set-id bits, device nodes and security xattrs of a snapshot
+        /// that a write-only key wrote (left out by default: that key's holder chose them).
+        #[arg(long)]
+        trust_special: bool,
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },

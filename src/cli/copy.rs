@@ -80,16 +80,20 @@ pub fn run(global: &GlobalArgs, args: CopyArgs) -> Result<u8> {
     let interrupted = super::interrupt_flag()?;
     let report = copy::copy(&source, &Arc::clone(&dest), &selected, &interrupted)?;
     if global.json {
-        let copied: Vec<_> =
-            report.copied.iter().map(|(from, to)| json!({ "source": from.to_hex(), "copy": to.to_hex() })).collect();
+        let copied: Vec<_> = report
+            .copied
+            .iter()
+            .zip(&report.signed_by)
+            .map(|((from, to), signed_by)| json!({ "source": from.to_hex(), "copy": to.to_hex(), "signed_by": signed_by }))
+            .collect();
         let skipped: Vec<_> = report.skipped.iter().map(|id| id.to_hex()).collect();
         println!(
             "{}",
             json!({ "copied": copied, "skipped": skipped, "blobs_read": report.blobs_read, "bytes_added": report.bytes_added })
         );
     } else if !global.quiet {
-        for (from, to) in &report.copied {
-            println!("copied snapshot {} as {}", from.short(), to.short());
+        for ((from, to), signed_by) in report.copied.iter().zip(&report.signed_by) {
+            println!("copied snapshot {} (signed by {signed_by}) as {}", from.short(), to.short());
         }
         for id in &report.skipped {
             println!("skipped snapshot {} (copied before)", id.short());

@@ -223,7 +223,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }
-        Command::Restore { snapshot, target, includes, excludes, filter: f } => {
+        Command::Restore { snapshot, target, includes, excludes, trust_special, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("restore")?;
             let interrupted = interrupt_flag()?;
@@ -237,7 +237,17 @@ pub fn run(cli: Cli) -> Result<u8> {
                 progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
             }
             let selecting = !includes.is_empty();
-            let options = RestoreOptions { target, includes, excludes, progress: Arc::clone(&progress.counters) };
+            // A copy keeps how its source named the original's signer ("repository key" for
+            // that repository's own).
+            let written_by_write_only_key = entry.signer != repo.keys.repo_verify.id()
+                || entry.snapshot.copied_signer().is_some_and(|(_, by)| by != "repository key");
+            let options = RestoreOptions {
+                target,
+                includes,
+                excludes,
+                progress: Arc::clone(&progress.counters),
+                confine_special: written_by_write_only_key && !trust_special,
+            };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             let (files_done, bytes_done) =
                 (progress.counters.files.load(Ordering::Relaxed), progress.counters.bytes.load(Ordering::Relaxed));

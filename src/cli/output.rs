@@ -202,6 +202,13 @@ impl SummaryJson for coffer::format::snapshot::Snapshot {
 }
 
 pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<()> {
+    if report.special_left_out > 0 {
+        eprintln!(
+            "note: {} entries restored without set-id bits, device nodes or security xattrs: a write-only key wrote \
+             this snapshot (--trust-special restores them)",
+            report.special_left_out
+        );
+    }
     for (path, message) in &report.errors {
         eprintln!("error: {}: {}", terminal(path), terminal(message));
     }

@@ -40,6 +40,8 @@ pub enum CopyError {
 pub struct CopyReport {
     /// (source snapshot, new snapshot in the destination)
     pub copied: Vec<(Id, Id)>,
+    /// For each copied snapshot, the key that signed the original (as the source names it).
+    pub signed_by: Vec<String>,
     /// Source snapshots the destination already has a copy of.
     pub skipped: Vec<Id>,
     pub blobs_read: u64,
@@ -202,16 +204,24 @@ pub fn copy(
         // The source's anchors name objects of the source repository; the copy gets its own.
         snapshot.extensions.retain(|(key, _)| {
             key != COPIED_FROM
+                && key != crate::format::snapshot::COPIED_SIGNER
                 && key != lock_key
                 && key != crate::repo::anchors::SIGNERS_SEEN
                 && key != crate::repo::anchors::PREVIOUS
         });
         snapshot.extensions.extend(dest.anchor_extensions()?);
         snapshot.extensions.push((COPIED_FROM.to_string(), ByteBuf::from(entry.id.0.to_vec())));
+        // The destination's key signs the copy; who wrote the original stays on it (issue 15:
+        // a copy must not launder a write-only key's snapshot into a repository-key one).
+        snapshot.extensions.push((
+            crate::format::snapshot::COPIED_SIGNER.to_string(),
+            ByteBuf::from(crate::format::to_postcard(&(entry.signer, entry.signed_by.clone()))),
+        ));
         snapshot.extensions.push((lock_key.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec())));
         lock.check_fresh()?;
         let id = dest.save_snapshot(&snapshot)?;
         report.copied.push((entry.id, id));
+        report.signed_by.push(entry.signed_by.clone());
     }
     Ok(report)
 }

@@ -49,6 +49,10 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     pub excludes: Vec<String>,
     pub progress: Arc<crate::progress::Counters>,
+    /// When restoring as root, leave out what grants privileges: set-user/group-id bits,
+    /// device nodes, and `security.*` / `trusted.*` xattrs (file capabilities). For snapshots
+    /// a write-only key wrote: its holder (a thief, perhaps) chose those bytes (issue 15).
+    pub confine_special: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -59,6 +63,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Entries that could not be restored, with the reason (and the damaged object).
     pub errors: Vec<(String, String)>,
+    /// Set-id bits, device nodes and privileged xattrs left out (`confine_special`).
+    pub special_left_out: u64,
 }
 
 struct PendingFile {
@@ -90,6 +96,8 @@ struct Shared<'a> {
     disk_full: Mutex<Option<PathBuf>>,
     bytes: AtomicU64,
     as_root: bool,
+    /// Leave privileges out (`RestoreOptions::confine_special`, as root only).
+    confine: bool,
     progress: &'a crate::progress::Counters,
     /// The target is a local disk filesystem, whose readahead of a hole makes zeroed pages
     /// without any I/O.
@@ -122,6 +130,7 @@ pub fn restore(
         disk_full: Mutex::new(None),
         bytes: AtomicU64::new(0),
         as_root: nix::unistd::geteuid().is_root(),
+        confine: options.confine_special && nix::unistd::geteuid().is_root(),
         progress: &options.progress,
         target_local: on_local_disk(&options.target),
         finished: Mutex::new(0),
@@ -378,6 +387,23 @@ impl RestoreWalk<'_, '_> {
         if !visit {
             return Ok(None);
         }
+        let confined;
+        let node = if self.shared.confine {
+            match confine(node) {
+                Confined::Unchanged => node,
+                Confined::Changed(safe) => {
+                    self.report.special_left_out += 1;
+                    confined = safe;
+                    &confined
+                }
+                Confined::LeftOut => {
+                    self.report.special_left_out += 1;
+                    return Ok(None);
+                }
+            }
+        } else {
+            node
+        };
         if let NodeKind::Dir { .. } = &node.kind {
             if included {
                 self.make_parent(dest)?;
@@ -690,6 +716,28 @@ fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
     *shared.finished.lock().unwrap_or_else(|p| p.into_inner()) += 1;
     shared.finished_changed.notify_all();
     result
+}
+
+enum Confined {
+    Unchanged,
+    Changed(Node),
+    LeftOut,
+}
+
+/// `node` without what would grant privileges when restored as root: device nodes are left
+/// out, set-id bits cleared, `security.*` and `trusted.*` xattrs (capabilities, labels) dropped.
+fn confine(node: &Node) -> Confined {
+    if matches!(node.kind, NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. }) {
+        return Confined::LeftOut;
+    }
+    let privileged = |name: &[u8]| name.starts_with(b"security.") || name.starts_with(b"trusted.");
+    if node.meta.mode & 0o6000 == 0 && !node.meta.xattrs.iter().any(|x| privileged(&x.name)) {
+        return Confined::Unchanged;
+    }
+    let mut safe = node.clone();
+    safe.meta.mode &= !0o6000;
+    safe.meta.xattrs.retain(|x| !privileged(&x.name));
+    Confined::Changed(safe)
 }
 
 /// Like [`apply_metadata`], through the open file: no path lookups, which matters with

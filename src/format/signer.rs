@@ -110,20 +110,13 @@ pub(crate) fn signed_message_v2(repo_id: &Id, signed: &[u8]) -> Vec<u8> {
 /// Whether `host` may be bound to a key or claimed by a snapshot: a name that is safe as one
 /// folder of the mount and in a terminal.
 pub fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= MAX_HOST_LEN
-        && host != "."
-        && host != ".."
-        && !host.chars().any(|c| c == '/' || c.is_control())
+    host.len() <= MAX_HOST_LEN && host != "." && host != ".." && crate::safetext::check_label("host", host).is_none()
 }
 
 /// `text` with control characters escaped, for a terminal or a log line: labels and host names
 /// come from the repository, which another key's holder may have written.
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    crate::safetext::terminal(text).into_owned()
 }
 
 fn domain_aad(repo_id: &Id, verify_key: &[u8; 32]) -> Vec<u8> {

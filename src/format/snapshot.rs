@@ -71,6 +71,9 @@ pub struct Snapshot {
 pub const SIGNERS_SEEN: &str = "coffer.signers-seen";
 /// Extension: the id of the snapshot the same client wrote before (32 bytes).
 pub const PREVIOUS: &str = "coffer.previous";
+/// Extension of a copy: the key that signed the original in its repository and how that
+/// repository named it (postcard `(Id, String)`).
+pub const COPIED_SIGNER: &str = "coffer.copied-signer";
 /// A snapshot naming more `signers/` objects than this is not believed about any of them.
 pub const MAX_SIGNERS_SEEN: usize = 4096;
 
@@ -94,6 +97,11 @@ impl Snapshot {
             .and_then(|bytes| from_postcard::<Vec<Id>>(bytes, "signers-seen record").ok())
             .filter(|ids| ids.len() <= MAX_SIGNERS_SEEN)
             .unwrap_or_default()
+    }
+
+    /// For a copy, who signed the original (key id, and how its repository named the key).
+    pub fn copied_signer(&self) -> Option<(Id, String)> {
+        self.extension(COPIED_SIGNER).and_then(|bytes| from_postcard::<(Id, String)>(bytes, "copied signer").ok())
     }
 
     /// The snapshot its writer wrote before it, if it named one.

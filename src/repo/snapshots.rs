@@ -119,6 +119,17 @@ impl Signers {
         }
     }
 
+    /// [`Signers::describe`], plus who signed the original when the snapshot is a copy.
+    pub fn describe_snapshot(&self, signer: &Id, snapshot: &Snapshot) -> String {
+        let signed = self.describe(signer);
+        match snapshot.copied_signer() {
+            Some((original, label)) => {
+                format!("{signed}, copy of one by {} ({})", crate::format::signer::printable(&label), original.short())
+            }
+            None => signed,
+        }
+    }
+
     /// The key a snapshot must verify with, or why it is not trusted.
     pub fn key_for(&self, signer: &Id, snapshot: &Id) -> Result<&VerifyingKey, String> {
         if let Some(key) = self.active.get(signer) {
@@ -338,9 +349,9 @@ impl Repository {
                         match signers.host_refused(signer, &snapshot.hostname) {
                             None => good.push(SnapshotEntry {
                                 id,
+                                signed_by: signers.describe_snapshot(signer, &snapshot),
                                 snapshot,
                                 signer: *signer,
-                                signed_by: signers.describe(signer),
                             }),
                             Some(reason) => {
                                 log::warn!("ignoring snapshot {}: {reason}", id.short());
@@ -371,7 +382,8 @@ impl Repository {
                 Ok((signer, snapshot)) => match signers.host_refused(&signer, &snapshot.hostname) {
                     None => {
                         verified.push((id, signer, crate::format::to_postcard(&snapshot)));
-                        good.push(SnapshotEntry { id, snapshot, signer, signed_by: signers.describe(&signer) });
+                        let signed_by = signers.describe_snapshot(&signer, &snapshot);
+                        good.push(SnapshotEntry { id, snapshot, signer, signed_by });
                     }
                     Some(reason) => {
                         log::warn!("ignoring snapshot {path}: {reason}");
