@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
     let args = cli::args::Cli::parse();
+    let verbose = args.global.verbose;
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -30,6 +31,11 @@ fn main() -> ExitCode {
         Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("coffer: {error:#}");
+            if verbose > 0 {
+                if let Some(detail) = cli::store_detail(&error) {
+                    eprintln!("coffer: the store's error in full:\n{detail}");
+                }
+            }
             ExitCode::from(cli::exit_code(&error))
         }
     }
