@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     cli::alloc::raise_open_files_limit();
     cli::args::forget_empty_env();
     let args = cli::args::Cli::parse();
+    let verbose = args.global.verbose;
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
         Err(error) => {
             // Errors quote paths, hosts and tags a snapshot (so a store) controls.
             eprintln!("coffer: {}", coffer::safetext::terminal(&format!("{error:#}")));
+            if verbose > 0 {
+                if let Some(detail) = cli::store_detail(&error) {
+                    eprintln!("coffer: the store's error in full:\n{}", coffer::safetext::terminal(&detail));
+                }
+            }
             ExitCode::from(cli::exit_code(&error))
         }
     }

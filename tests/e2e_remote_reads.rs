@@ -204,3 +204,82 @@ fn s3_check_reads_trees_by_region() {
     let reads = requests(&out, "reads");
     assert!(reads <= 12, "check of 60 folders sent {reads} reads:\n{}", out.stderr());
 }
+
+/// Answers every HTTP request on a free port with `status` and an S3 error body, as an S3
+/// endpoint refusing a request signed for another region does. Runs until the test ends.
+fn refusing_s3(status: u16, code: &str, message: &str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                request.push(byte[0]);
+            }
+            let head = if request.starts_with(b"HEAD") { String::new() } else { body.clone() };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} Bad Request\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+fn s3_at(port: u16, region: Option<&str>) -> RemoteRepo {
+    let region = region.map(|r| format!("&region={r}")).unwrap_or_default();
+    RemoteRepo {
+        url: format!("s3://bucket/repo?endpoint=http://127.0.0.1:{port}{region}"),
+        options: vec![format!("access_key_id={}", common::servers::S3_ACCESS_KEY), format!("secret_access_key=env:{S3_SECRET_ENV}")],
+        env: vec![(S3_SECRET_ENV.into(), S3_SECRET.into())],
+    }
+}
+
+/// A store that refuses with 400 (as S3 does for a wrong region) is named with a hint at the
+/// region, in one line, not as "not a Coffer repository" (`-v` adds the store's full error);
+/// a missing region says so.
+#[test]
+fn refusals_and_a_missing_region_say_why() {
+    let port = refusing_s3(400, "AuthorizationHeaderMalformed", "the region 'us-east-1' is wrong; expecting 'eu-west-3'");
+    let c = Coffer { remote: Some(s3_at(port, Some("us-east-1"))), ..Coffer::new() };
+    let out = c.cmd(&["snapshots"]);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("region=") && out.stderr().contains("HTTP 400"), "{out}");
+    assert!(!out.stderr().contains("not a Coffer repository"), "{out}");
+    let verbose = c.cmd(&["-v", "snapshots"]);
+    assert!(verbose.stderr().contains("the store's error in full"), "{verbose}");
+
+    let c = Coffer { remote: Some(s3_at(port, None)), ..Coffer::new() };
+    let mut cmd = c.command();
+    cmd.env_remove("AWS_REGION").env_remove("AWS_DEFAULT_REGION").arg("snapshots");
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("region"), "{out}");
+    assert!(!out.stderr().contains("not a Coffer repository"), "{out}");
+}
+
+/// A dead endpoint: after the retries, one error line says what failed, where, after how many
+/// tries over how long; before it, one warning, not one per retry; no backtrace, no repeated
+/// OpenDAL context.
+#[test]
+fn a_dead_endpoint_says_so_in_one_line() {
+    let port = common::servers::free_port();
+    let c = Coffer { remote: Some(s3_at(port, Some("us-east-1"))), timeout: Duration::from_secs(170), ..Coffer::new() };
+    let out = c.cmd(&["snapshots"]);
+    out.assert_code(1);
+    let stderr = out.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() <= 2, "more than a warning and an error:\n{out}");
+    let error = lines.last().expect("an error line");
+    assert!(error.starts_with("coffer: ") && error.contains("config"), "{out}");
+    assert!(error.contains("gave up after 6 tries over") && error.contains("Connection refused"), "{out}");
+    assert!(error.len() < 300 && !stderr.contains("Backtrace") && !stderr.contains("Context:"), "{out}");
+
+}

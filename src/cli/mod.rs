@@ -52,6 +52,23 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// The exit code for a failure, from the engine error at its root.
+/// The store's full error behind `error`, if a store failed (printed with `-v`).
+pub fn store_detail(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(|cause| {
+        let store = cause.downcast_ref::<coffer::store::StoreError>().or_else(|| {
+            let repo = cause.downcast_ref::<RepoError>().or_else(|| match cause.downcast_ref::<BackupError>() {
+                Some(BackupError::Repo(e)) => Some(e),
+                _ => None,
+            });
+            match repo {
+                Some(RepoError::Store(e)) => Some(e),
+                _ => None,
+            }
+        });
+        store.and_then(|e| e.full_detail())
+    })
+}
+
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         let repo_error = cause.downcast_ref::<RepoError>().or_else(|| match cause.downcast_ref::<BackupError>() {
@@ -114,6 +131,9 @@ fn open_store(global: &GlobalArgs, create: bool) -> Result<Store> {
     match Store::open(&location, create) {
         Ok(store) => Ok(store),
         Err(e) if create => Err(anyhow::Error::new(e).context(format!("creating {location}"))),
+        // A remote store that cannot be set up (a missing region, an unknown option) is
+        // misconfigured, not "not a repository": its own message says what is wrong.
+        Err(e) if !matches!(location, coffer::store::Location::Local(_)) => Err(e.into()),
         Err(e) => Err(RepoError::NotARepository { location: location.to_string(), detail: e.to_string() }.into()),
     }
 }

@@ -31,8 +31,10 @@ const READ_ATTEMPTS: usize = 3;
 pub enum StoreError {
     #[error("{path}: not found in the repository")]
     NotFound { path: String },
-    #[error("repository storage failed on {path}: {source}")]
-    Backend { path: String, source: opendal::Error },
+    /// One line (`describe`); the store's full error, with OpenDAL's context, is kept for `-v`
+    /// (`full_detail`) rather than chained, which repeated that context in every message.
+    #[error("repository storage failed on {path}: {}", describe(error, *waited))]
+    Backend { path: String, error: opendal::Error, waited: Option<Duration> },
     #[error("cannot open storage at {location}: {detail}")]
     Open { location: String, detail: String },
     #[error(
@@ -49,12 +51,96 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
-    fn from_opendal(path: &str, source: opendal::Error) -> StoreError {
-        if source.kind() == ErrorKind::NotFound {
+    fn from_opendal(path: &str, error: opendal::Error) -> StoreError {
+        if error.kind() == ErrorKind::NotFound {
             StoreError::NotFound { path: path.to_string() }
         } else {
-            StoreError::Backend { path: path.to_string(), source }
+            let waited = REQUEST_STARTED.get().map(|t| t.elapsed());
+            StoreError::Backend { path: path.to_string(), error, waited }
         }
+    }
+
+    /// The store's own error in full (OpenDAL's context, the chain of causes), for `-v`.
+    pub fn full_detail(&self) -> Option<String> {
+        match self {
+            StoreError::Backend { error, .. } => Some(format!("{error:?}")),
+            _ => None,
+        }
+    }
+}
+
+thread_local! {
+    // When the current blocking store call began: an error after retries says how long it took.
+    static REQUEST_STARTED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tries per request: the first, and the retry layer's (see `Store::with_operator`).
+const TRIES: usize = 1 + RETRIES;
+const RETRIES: usize = 5;
+
+/// One line for a store's error: what it said (an S3 error's code and message, or the innermost
+/// cause such as "Connection refused"), a hint where the answer is a known misconfiguration,
+/// and after how many tries over how long when the retries ran out.
+fn describe(error: &opendal::Error, waited: Option<Duration>) -> String {
+    let full = error.to_string();
+    let message = error.message();
+    let mut text = match (field(message, "code: \""), field(message, "message: \"")) {
+        (Some(code), Some(said)) if !code.is_empty() => format!("the store refused it: {code}: {said}"),
+        _ => {
+            let mut innermost: Option<String> = None;
+            let mut cause = std::error::Error::source(error);
+            while let Some(c) = cause {
+                innermost = Some(c.to_string());
+                cause = c.source();
+            }
+            let status = full.split("status: ").nth(1).and_then(|t| t.get(..3)).filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
+            match (innermost, status) {
+                (Some(cause), _) => format!("{message}: {}", cause.rsplit(": ").next().unwrap_or(&cause)),
+                (None, Some(status)) if message.trim().is_empty() => format!("the store answered HTTP {status}"),
+                (None, Some(status)) => format!("the store answered HTTP {status}: {}", message.trim()),
+                (None, None) => message.trim().to_string(),
+            }
+        }
+    };
+    if full.contains("AuthorizationHeaderMalformed") || full.contains("region") || full.contains("status: 400") {
+        text.push_str(" (for S3, check the region= option: it must be the bucket's region)");
+    }
+    if error.is_persistent() {
+        match waited {
+            Some(waited) => text.push_str(&format!("; gave up after {TRIES} tries over {:.0} s", waited.as_secs_f64())),
+            None => text.push_str(&format!("; gave up after {TRIES} tries")),
+        }
+    }
+    text
+}
+
+/// The text of `name"…"` in a Rust debug rendering (as OpenDAL formats an S3 error body).
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.find(name)? + name.len();
+    let end = text[start..].find('"')?;
+    Some(&text[start..start + end])
+}
+
+/// Retries are reported once per store at warn level ("not answering, retrying"), each one
+/// at debug: a dead endpoint used to print a warning (with a backtrace) per retry.
+struct RetryNotice {
+    location: String,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl opendal::layers::RetryInterceptor for RetryNotice {
+    fn intercept(&self, event: opendal::layers::RetryEvent<'_>) {
+        let what = describe(event.err, None);
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!("{}: {what}; retrying (up to {RETRIES} times per request; -vv shows each)", self.location);
+        }
+        log::debug!(
+            "{}: retry {} of {:?} in {:.1} s: {what}",
+            self.location,
+            event.attempt,
+            event.op,
+            event.retry_after.as_secs_f64()
+        );
     }
 }
 
@@ -107,7 +193,8 @@ pub mod paths {
 fn short_read(path: &str) -> StoreError {
     StoreError::Backend {
         path: path.to_string(),
-        source: opendal::Error::new(ErrorKind::Unexpected, "short read: object is truncated"),
+        error: opendal::Error::new(ErrorKind::Unexpected, "short read: object is truncated"),
+        waited: None,
     }
 }
 
@@ -205,7 +292,8 @@ fn local_read_error(path: &str, e: std::io::Error) -> StoreError {
         std::io::ErrorKind::UnexpectedEof => short_read(path),
         _ => StoreError::Backend {
             path: path.to_string(),
-            source: opendal::Error::new(ErrorKind::Unexpected, "reading from the local repository").set_source(e),
+            error: opendal::Error::new(ErrorKind::Unexpected, "reading from the local repository").set_source(e),
+            waited: None,
         },
     }
 }
@@ -351,7 +439,12 @@ impl Store {
     pub fn with_operator(op: Operator, location: String) -> Result<Store, StoreError> {
         let op = counting::maybe_count(op)
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
-            .layer(RetryLayer::new().with_max_times(5).with_jitter())
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(RETRIES)
+                    .with_jitter()
+                    .with_notify(RetryNotice { location: location.clone(), warned: false.into() }),
+            )
             .layer(ConcurrentLimitLayer::new(32));
         Ok(Store { op, runtime: runtime()?, location, local_root: None })
     }
@@ -366,6 +459,8 @@ impl Store {
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {
+        // Left set afterwards: the caller turns a failure into a `StoreError` after this returns.
+        REQUEST_STARTED.set(Some(std::time::Instant::now()));
         self.runtime.block_on(future)
     }
 
@@ -457,7 +552,8 @@ impl Store {
             let dest = root.join(path);
             let io_error = |e: std::io::Error| StoreError::Backend {
                 path: path.to_string(),
-                source: opendal::Error::new(ErrorKind::Unexpected, "making a private folder or object").set_source(e),
+                error: opendal::Error::new(ErrorKind::Unexpected, "making a private folder or object").set_source(e),
+                waited: None,
             };
             private_dir(dest.parent().unwrap_or(root)).map_err(io_error)?;
             self.block_on(store_object(&self.op, path, bytes, verify))?;
@@ -488,7 +584,8 @@ impl Store {
             let path = path.clone();
             move |e: std::io::Error| StoreError::Backend {
                 path: path.clone(),
-                source: opendal::Error::new(ErrorKind::Unexpected, "storing a spooled object").set_source(e),
+                error: opendal::Error::new(ErrorKind::Unexpected, "storing a spooled object").set_source(e),
+                waited: None,
             }
         };
         match &self.local_root {
@@ -523,7 +620,8 @@ impl Store {
         self.block_on(handle).unwrap_or_else(|e| {
             Err(StoreError::Backend {
                 path: "upload task".into(),
-                source: opendal::Error::new(ErrorKind::Unexpected, e.to_string()),
+                error: opendal::Error::new(ErrorKind::Unexpected, e.to_string()),
+                waited: None,
             })
         })
     }
