@@ -232,8 +232,8 @@ fn child_may_match(parts: &[Part], path: &[&[u8]]) -> bool {
 /// Reads patterns from a file, one a line; blank lines and lines starting with `#` are skipped
 /// (restic's `--exclude-file`).
 pub fn read_pattern_file(path: &Path) -> Result<Vec<String>, FilterError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| FilterError::PatternFile { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| FilterError::PatternFile { path: path.to_path_buf(), source })?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
 }
 
@@ -276,7 +276,11 @@ impl Excludes {
     }
 
     /// The full rules of a backup of `sources` (absolute paths).
-    pub fn for_backup(patterns: &[String], selection: &Selection, sources: &[PathBuf]) -> Result<Excludes, FilterError> {
+    pub fn for_backup(
+        patterns: &[String],
+        selection: &Selection,
+        sources: &[PathBuf],
+    ) -> Result<Excludes, FilterError> {
         let mut excludes = Excludes::new(patterns)?;
         excludes.patterns.add(&selection.iexcludes, true)?;
         for spec in &selection.exclude_if_present {
@@ -287,9 +291,10 @@ impl Excludes {
             excludes.markers.push(Marker { name: name.as_bytes().to_vec(), header });
         }
         if selection.exclude_caches {
-            excludes
-                .markers
-                .push(Marker { name: b"CACHEDIR.TAG".to_vec(), header: Some(CACHEDIR_TAG_SIGNATURE.as_bytes().to_vec()) });
+            excludes.markers.push(Marker {
+                name: b"CACHEDIR.TAG".to_vec(),
+                header: Some(CACHEDIR_TAG_SIGNATURE.as_bytes().to_vec()),
+            });
         }
         excludes.larger_than = selection.exclude_larger_than;
         if selection.one_file_system {
@@ -331,7 +336,10 @@ impl Excludes {
     pub fn apply_markers<T>(&self, dir: &Path, entries: &mut Vec<T>, name: impl Fn(&T) -> &OsStr) {
         for marker in &self.markers {
             let present = entries.iter().any(|e| name(e).as_bytes() == marker.name.as_slice())
-                && marker.header.as_ref().is_none_or(|header| starts_with(&dir.join(OsStr::from_bytes(&marker.name)), header));
+                && marker
+                    .header
+                    .as_ref()
+                    .is_none_or(|header| starts_with(&dir.join(OsStr::from_bytes(&marker.name)), header));
             if present {
                 entries.retain(|e| name(e).as_bytes() == marker.name.as_slice());
             }

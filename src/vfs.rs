@@ -19,9 +19,9 @@ use coffer_mount::{
     Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
 };
 
+use crate::db::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
-use crate::db::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
 use crate::safetext::mount_name;
 use crate::store::paths;

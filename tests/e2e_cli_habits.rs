@@ -76,8 +76,7 @@ fn the_local_database_folder_is_a_tagged_cache_and_exclude_caches_skips_it() {
     // Backing up the folder holding the database with --exclude-caches leaves the database out.
     let s = c.backup_with(&[&c.cache], &["--exclude-caches"]);
     let db_dir = tags[0].parent().expect("has a parent").to_path_buf();
-    let paths: Vec<String> =
-        c.ls(&string(&s, "snapshot_id"), None).iter().map(|e| string(e, "path")).collect();
+    let paths: Vec<String> = c.ls(&string(&s, "snapshot_id"), None).iter().map(|e| string(e, "path")).collect();
     let db_text = db_dir.to_str().expect("UTF-8").to_string();
     assert!(paths.contains(&format!("{db_text}/CACHEDIR.TAG")), "{paths:?}");
     assert!(!paths.iter().any(|p| p.ends_with("state.db")), "the database was backed up: {paths:?}");

@@ -285,3 +285,60 @@ fn a_revoked_keys_junk_in_its_own_domain_does_not_replace_its_kept_snapshots() {
         assert_trees_equal(&src, &restored_path(&target, &src));
     }
 }
+
+/// Item 16: a snapshot a write-only key wrote restores, as root, without set-id bits and
+/// device nodes unless asked; a copy into another repository still says which key wrote it.
+#[test]
+fn a_write_only_keys_snapshot_grants_no_privileges_and_keeps_its_origin_when_copied() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if !is_root() {
+        skip("a_write_only_keys_snapshot_grants_no_privileges…", "needs root (set-id bits, mknod)");
+        return;
+    }
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("shell"), "#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(src.join("shell"), std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let made = Command::new("mknod").arg(src.join("null")).args(["c", "1", "3"]).status().expect("mknod");
+    assert!(made.success());
+    let key = write_only_key(&c, "thief.key");
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+
+    let target = c.path("confined");
+    let out = c.restore_with("latest", &target, &[]);
+    assert!(out.stderr().contains("--trust-special"), "{out}");
+    let restored = restored_path(&target, &src);
+    let mode = std::fs::metadata(restored.join("shell")).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755, "the set-user-id bit came back");
+    assert!(!restored.join("null").exists(), "a device node was made");
+
+    let target = c.path("trusted");
+    c.restore_with("latest", &target, &["--trust-special"]);
+    let restored = restored_path(&target, &src);
+    let mode = std::fs::metadata(restored.join("shell")).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+    assert!(std::fs::symlink_metadata(restored.join("null")).expect("stat").file_type().is_char_device());
+
+    // Copied into another repository, signed by that one's key, the origin stays visible.
+    let dest = Coffer { password: "another password".into(), ..Coffer::new() };
+    dest.init();
+    let out = dest.ok(&[
+        OsString::from("copy"),
+        "--from".into(),
+        c.repo.clone().into(),
+        "--from-password-file".into(),
+        c.password_file().into(),
+    ]);
+    assert!(out.stdout().contains("thief.key"), "{out}");
+    let copied = dest.snapshots();
+    assert_eq!(copied.len(), 1);
+    let by = copied[0]["signed_by"].as_str().expect("signed_by");
+    assert!(by.starts_with("repository key") && by.contains("thief.key"), "{by}");
+    let target = dest.path("copied");
+    dest.restore_with("latest", &target, &[]);
+    let mode = std::fs::metadata(restored_path(&target, &src).join("shell")).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755, "the copy restored the set-user-id bit");
+}

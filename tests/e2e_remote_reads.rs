@@ -237,7 +237,10 @@ fn s3_at(port: u16, region: Option<&str>) -> RemoteRepo {
     let region = region.map(|r| format!("&region={r}")).unwrap_or_default();
     RemoteRepo {
         url: format!("s3://bucket/repo?endpoint=http://127.0.0.1:{port}{region}"),
-        options: vec![format!("access_key_id={}", common::servers::S3_ACCESS_KEY), format!("secret_access_key=env:{S3_SECRET_ENV}")],
+        options: vec![
+            format!("access_key_id={}", common::servers::S3_ACCESS_KEY),
+            format!("secret_access_key=env:{S3_SECRET_ENV}"),
+        ],
         env: vec![(S3_SECRET_ENV.into(), S3_SECRET.into())],
     }
 }
@@ -247,7 +250,8 @@ fn s3_at(port: u16, region: Option<&str>) -> RemoteRepo {
 /// a missing region says so.
 #[test]
 fn refusals_and_a_missing_region_say_why() {
-    let port = refusing_s3(400, "AuthorizationHeaderMalformed", "the region 'us-east-1' is wrong; expecting 'eu-west-3'");
+    let port =
+        refusing_s3(400, "AuthorizationHeaderMalformed", "the region 'us-east-1' is wrong; expecting 'eu-west-3'");
     let c = Coffer { remote: Some(s3_at(port, Some("us-east-1"))), ..Coffer::new() };
     let out = c.cmd(&["snapshots"]);
     out.assert_one_line_error(1);
@@ -281,5 +285,4 @@ fn a_dead_endpoint_says_so_in_one_line() {
     assert!(error.starts_with("coffer: ") && error.contains("config"), "{out}");
     assert!(error.contains("gave up after 6 tries over") && error.contains("Connection refused"), "{out}");
     assert!(error.len() < 300 && !stderr.contains("Backtrace") && !stderr.contains("Context:"), "{out}");
-
 }

@@ -7,9 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use coffer_mount::memory::{Fault, MemorySource, Meta};
 use common::tree::{write_random, MIB};
 use common::*;
-use coffer_mount::memory::{Fault, MemorySource, Meta};
 use nix::sys::signal::{kill, Signal};
 
 const LARGE: u64 = 48 * MIB;

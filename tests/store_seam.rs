@@ -348,8 +348,7 @@ fn append_only_store_backup_check_restore_adopt() {
     assert_eq!(repo.adopt_orphan_packs(&Default::default()).expect("adopt"), 0);
     let (snapshots, _) = repo.load_snapshots().unwrap();
     let target = dir.path().join("restored");
-    let options_restore =
-        RestoreOptions { target: target.clone(), ..Default::default() };
+    let options_restore = RestoreOptions { target: target.clone(), ..Default::default() };
     let latest = snapshots.iter().find(|e| e.id == second).unwrap();
     restore::restore(&repo, &latest.snapshot.tree, None, &options_restore, &AtomicBool::new(false)).expect("restore");
     assert_trees_equal(&src, &restored_path(&target, &src));

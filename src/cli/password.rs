@@ -38,7 +38,8 @@ fn first_line(bytes: &[u8]) -> Result<Zeroizing<String>> {
 /// Like a write-only key file, a password file must be the user's own and private (no group or
 /// other bits): the passphrase is the stronger secret of the two.
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let bytes = secrets::read_private_file(path).with_context(|| format!("reading password file {}", path.display()))?;
+    let bytes =
+        secrets::read_private_file(path).with_context(|| format!("reading password file {}", path.display()))?;
     first_line(&bytes)
 }
 
@@ -95,10 +96,7 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
     if let Some(reference) = &global.key {
         return key_from_reference(reference, "--key", allow);
     }
-    if global.password_file.is_some()
-        || global.password_command.is_some()
-        || super::env_secrets::password().is_some()
-    {
+    if global.password_file.is_some() || global.password_command.is_some() || super::env_secrets::password().is_some() {
         return Ok(Credential::Password(read(global, false)?));
     }
     if let Some(profile) = profile {
@@ -127,9 +125,8 @@ pub fn for_open(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Creden
 /// (so `coffer secret set home-repo` then `coffer init --profile home` needs no typing), then a
 /// prompt asked twice.
 pub fn for_init(global: &GlobalArgs, profile: Option<&Profile>) -> Result<Zeroizing<String>> {
-    let explicit = global.password_file.is_some()
-        || global.password_command.is_some()
-        || super::env_secrets::password().is_some();
+    let explicit =
+        global.password_file.is_some() || global.password_command.is_some() || super::env_secrets::password().is_some();
     if let Some(reference) = profile.and_then(|p| p.password.as_ref()).filter(|_| !explicit) {
         let reference = SecretRef::parse(reference)
             .ok_or_else(|| anyhow!("the profile's `password` must be a reference such as keychain:NAME"))?;

@@ -69,7 +69,11 @@ impl ReadData {
             if !(percent > 0.0 && percent <= 100.0) {
                 return Err(err());
             }
-            return Ok(if percent == 100.0 { ReadData::All } else { ReadData::Percent { percent, seed: rand::random() } });
+            return Ok(if percent == 100.0 {
+                ReadData::All
+            } else {
+                ReadData::Percent { percent, seed: rand::random() }
+            });
         }
         let (n, m) = trimmed.split_once('/').ok_or_else(err)?;
         let n: u32 = n.trim().parse().map_err(|_| err())?;
@@ -985,10 +989,8 @@ mod tests {
         }
         let ten = ids.iter().filter(|id| ReadData::Percent { percent: 10.0, seed: 0 }.selects(id)).count();
         assert!((100..300).contains(&ten), "{ten}");
-        assert!(ids
-            .iter()
-            .all(|id| !ReadData::Percent { percent: 10.0, seed: 5 }.selects(id)
-                || ReadData::Percent { percent: 20.0, seed: 5 }.selects(id)));
+        assert!(ids.iter().all(|id| !ReadData::Percent { percent: 10.0, seed: 5 }.selects(id)
+            || ReadData::Percent { percent: 20.0, seed: 5 }.selects(id)));
         // Each run (each seed) picks another tenth, of about the same size.
         let picked = |spec: &str| -> std::collections::HashSet<Id> {
             let subset = ReadData::parse_subset(spec).expect("valid");

@@ -128,7 +128,14 @@ impl Visitor for Copier<'_> {
         }
     }
 
-    fn leave(&mut self, _: Option<&mut ()>, _: (), _path: &[u8], source_id: &Id, mut tree: Tree) -> Result<(), CopyError> {
+    fn leave(
+        &mut self,
+        _: Option<&mut ()>,
+        _: (),
+        _path: &[u8],
+        source_id: &Id,
+        mut tree: Tree,
+    ) -> Result<(), CopyError> {
         for node in &mut tree.nodes {
             match &mut node.kind {
                 NodeKind::Dir { subtree } => *subtree = self.mapped_tree(subtree)?,

@@ -165,7 +165,13 @@ impl Differ<'_> {
     }
 
     /// Lists `node` and, for a folder, everything under it.
-    fn emit_all(&self, change: Change, path: &[u8], node: &Node, f: &mut dyn FnMut(DiffEntry)) -> Result<(), RepoError> {
+    fn emit_all(
+        &self,
+        change: Change,
+        path: &[u8],
+        node: &Node,
+        f: &mut dyn FnMut(DiffEntry),
+    ) -> Result<(), RepoError> {
         emit(f, change, path, node);
         let NodeKind::Dir { subtree } = &node.kind else {
             return Ok(());

@@ -20,8 +20,8 @@ use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::filter::Patterns;
 use crate::db::BlobLocation;
+use crate::filter::Patterns;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
@@ -605,6 +605,17 @@ fn write_region(shared: &Shared<'_>, jobs: Vec<ChunkJob>, buffers: &mut (Vec<u8>
 /// is only counted.
 fn deliver(shared: &Shared<'_>, job: &ChunkJob, data: Result<&[u8], String>) {
     if !job.file.failed() {
+        // The offsets of a file's later chunks were planned from this entry's length: a copy of
+        // another length (read after this entry's copy failed) would land in the wrong place.
+        let planned = job.location.as_ref().map_or(0, |l| l.entry.raw_len as usize);
+        let data = data.and_then(|data| match data.len() == planned {
+            true => Ok(data),
+            false => Err(format!(
+                "blob {} is {} bytes where its index entry said {planned}: not written (run `coffer check`)",
+                job.location.as_ref().map(|l| l.entry.id.short()).unwrap_or_default(),
+                data.len()
+            )),
+        });
         let result = data.and_then(|data| {
             write_sparse(&job.file.file, data, job.offset, job.file.prefault).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ENOSPC) {

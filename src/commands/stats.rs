@@ -125,7 +125,14 @@ impl Visitor for Walk<'_> {
         }
     }
 
-    fn leave(&mut self, parent: Option<&mut u64>, done: u64, _path: &[u8], id: &Id, _tree: Tree) -> Result<(), RepoError> {
+    fn leave(
+        &mut self,
+        parent: Option<&mut u64>,
+        done: u64,
+        _path: &[u8],
+        id: &Id,
+        _tree: Tree,
+    ) -> Result<(), RepoError> {
         self.sizes.insert(*id, done);
         if let Some(parent) = parent {
             *parent = parent.saturating_add(done);

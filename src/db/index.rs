@@ -165,6 +165,20 @@ impl Db {
         })
     }
 
+    /// Where `blob` is stored, preferring the copies an index file of `domain` lists (then the
+    /// lowest pack id). Readers pass their own domain: an entry of another domain under the
+    /// same id is most likely junk, and its lengths must not place the blob in a file.
+    pub fn blob_location_preferring(&self, blob: &Id, domain: &Id) -> Result<Option<BlobLocation>, DbError> {
+        self.read("looking up a blob", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT p.id, b.kind, b.pos, b.len, b.raw_len, f.domain FROM blobs b JOIN packs p ON p.n = b.pack
+                 JOIN index_files f ON f.n = b.index_file WHERE b.blob = ?1
+                 ORDER BY f.domain IS NOT ?2, p.id, f.domain LIMIT 1",
+            )?;
+            stmt.query_row((blob, domain), |r| location_from_row(r, *blob)).optional()
+        })
+    }
+
     /// Every pack that an index file of `domain` says holds `blob`.
     pub fn blob_packs(&self, domain: &Id, blob: &Id) -> Result<Vec<Id>, DbError> {
         self.read("looking up a blob", |conn| {

@@ -326,8 +326,11 @@ impl Repository {
             .map_err(RepoError::format(format!("blob {} in {path}", entry.id)))
     }
 
+    /// Where a blob is, preferring this client's own domain: restore and the mount place a
+    /// file's chunks by the lengths an entry gives, so a junk entry of another domain (lowest
+    /// pack id, planted under a real id) must not be the one they get (issue 15).
     pub fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError> {
-        self.db().blob_location(id)?.ok_or(RepoError::MissingBlob(*id))
+        self.db().blob_location_preferring(id, &self.keys.domain)?.ok_or(RepoError::MissingBlob(*id))
     }
 
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
@@ -378,8 +381,11 @@ impl Repository {
             return Err(RepoError::Corrupt { object: object(), detail: "the index lists it as data".into() });
         }
         // Over a network, a folder's neighbours in the pack are fetched (and cached) with it.
-        let bytes =
-            if self.store.is_local() { self.read_blob_relocating(&location)? } else { self.fetch_tree_region(&location)? };
+        let bytes = if self.store.is_local() {
+            self.read_blob_relocating(&location)?
+        } else {
+            self.fetch_tree_region(&location)?
+        };
         let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;
         self.db().store_tree(id, &bytes)?;
         Ok(tree)

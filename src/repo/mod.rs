@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use blobs::PackReconciliation;
-pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
 pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
+pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

@@ -63,7 +63,11 @@ impl Repository {
         out: &mut Vec<u8>,
         mut each: impl FnMut(usize, Result<&[u8], RepoError>),
     ) {
-        let alone = |i: usize, location: &BlobLocation, sealed: &mut Vec<u8>, out: &mut Vec<u8>, each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)| {
+        let alone = |i: usize,
+                     location: &BlobLocation,
+                     sealed: &mut Vec<u8>,
+                     out: &mut Vec<u8>,
+                     each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)| {
             let result = self.read_blob_relocating_into(location, sealed, out);
             each(i, result.map(|()| &out[..]));
         };
@@ -103,7 +107,8 @@ impl Repository {
         while i < locations.len() {
             let location = &locations[i];
             let (a, b) = bounds(location);
-            let opened = self.open_sealed_blob(&key, location, &mut sealed[(a - from) as usize..(b - from) as usize], out);
+            let opened =
+                self.open_sealed_blob(&key, location, &mut sealed[(a - from) as usize..(b - from) as usize], out);
             // The same blob listed twice (two files share it) is opened once: it was decrypted
             // in place, so its bytes in `sealed` are no longer the sealed box.
             let mut last = i;

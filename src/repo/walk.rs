@@ -140,10 +140,15 @@ mod tests {
         let base = backup(fx).snapshot;
         let sink = BlobSink::new(Arc::clone(&fx.repo), 1, &HashSet::new()).unwrap();
         let meta = Metadata { mode: 0o755, ..Metadata::default() };
-        let file = Node { name: ByteBuf::from(b"f".to_vec()), kind: NodeKind::File { size: 0, content: vec![] }, meta: meta.clone() };
+        let file = Node {
+            name: ByteBuf::from(b"f".to_vec()),
+            kind: NodeKind::File { size: 0, content: vec![] },
+            meta: meta.clone(),
+        };
         let mut id = sink.add_tree(Tree { nodes: vec![file] }.encode()).unwrap();
         for _ in 0..depth {
-            let node = Node { name: ByteBuf::from(b"d".to_vec()), kind: NodeKind::Dir { subtree: id }, meta: meta.clone() };
+            let node =
+                Node { name: ByteBuf::from(b"d".to_vec()), kind: NodeKind::Dir { subtree: id }, meta: meta.clone() };
             id = sink.add_tree(Tree { nodes: vec![node] }.encode()).unwrap();
         }
         sink.finish().unwrap();
@@ -226,7 +231,8 @@ mod tests {
         }
 
         let other = fixture();
-        let entries: Vec<_> = fx.repo.load_snapshots().unwrap().0.into_iter().filter(|e| e.snapshot.tree == deep.tree).collect();
+        let entries: Vec<_> =
+            fx.repo.load_snapshots().unwrap().0.into_iter().filter(|e| e.snapshot.tree == deep.tree).collect();
         let e = copy::copy(&fx.repo, &other.repo, &entries, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(&e, copy::CopyError::Repo(e) if too_deep(e)), "{e}");
     }

@@ -192,7 +192,9 @@ impl Location {
                         }
                     }
                     Some("true") => {}
-                    Some(other) => return Err(invalid(&format!("{ALLOW_INSECURE_HTTP}={other:?} is neither true nor false"))),
+                    Some(other) => {
+                        return Err(invalid(&format!("{ALLOW_INSECURE_HTTP}={other:?} is neither true nor false")))
+                    }
                 }
                 options.insert("endpoint".into(), format!("{http}://{host}"));
                 if let Some(user) = userinfo {

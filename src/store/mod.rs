@@ -93,7 +93,11 @@ fn describe(error: &opendal::Error, waited: Option<Duration>) -> String {
                 innermost = Some(c.to_string());
                 cause = c.source();
             }
-            let status = full.split("status: ").nth(1).and_then(|t| t.get(..3)).filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
+            let status = full
+                .split("status: ")
+                .nth(1)
+                .and_then(|t| t.get(..3))
+                .filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
             match (innermost, status) {
                 (Some(cause), _) => format!("{message}: {}", cause.rsplit(": ").next().unwrap_or(&cause)),
                 (None, Some(status)) if message.trim().is_empty() => format!("the store answered HTTP {status}"),

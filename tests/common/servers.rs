@@ -296,9 +296,9 @@ impl DelayProxy {
         let mut process = Process::spawn("delay proxy", command, log.clone());
         let mut port = None;
         process.wait_until(|| {
-            port = std::fs::read_to_string(&log)
-                .ok()
-                .and_then(|text| text.lines().find_map(|l| l.strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok()));
+            port = std::fs::read_to_string(&log).ok().and_then(|text| {
+                text.lines().find_map(|l| l.strip_prefix("listening on ")?.rsplit(':').next()?.parse().ok())
+            });
             port.is_some()
         });
         DelayProxy { port: port.expect("proxy port"), _process: process }
