@@ -70,6 +70,25 @@ fn latest_restores_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &
     assert_trees_equal(src, &restored_path(&target, src));
 }
 
+/// A repository, its source, and a write-only key (bound to [`THIEF_HOST`]) that backed it up.
+fn backed_up_by_a_write_only_key() -> (Coffer, PathBuf, PathBuf) {
+    let c = Coffer::new();
+    c.init();
+    let src = source(&c);
+    let key = write_only_key(&c, "thief.key");
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    (c, src, key)
+}
+
+/// The id of the repository's one write-only key, from `key list`.
+fn write_only_key_id(c: &Coffer) -> String {
+    let listed = c.ok(&["key", "list", "--json"]).json();
+    let key = listed.as_array().expect("array").iter().find(|k| k["kind"] == "write-only").cloned();
+    key.expect("a write-only key")["id"].as_str().expect("id").to_string()
+}
+
 fn owner_backup(c: &Coffer, src: &Path) -> serde_json::Value {
     c.backup_with(&[src], &["--host", OWNER_HOST])
 }
@@ -196,21 +215,11 @@ fn a_thief_cannot_pose_as_another_machine() {
 
 #[test]
 fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
-    let c = Coffer::new();
-    c.init();
-    let src = source(&c);
-    let key = write_only_key(&c, "thief.key");
-    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
-    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
-    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    let (c, src, key) = backed_up_by_a_write_only_key();
     let storage = StorageOwner::of(&c);
     let registrations = storage.objects("signers/");
 
-    let listed = c.ok(&["key", "list", "--json"]).json();
-    let signer = listed.as_array().expect("array").iter().find(|k| k["kind"] == "write-only").expect("key")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let signer = write_only_key_id(&c);
     c.ok(&["key", "remove", &signer[..12]]);
     let revocation: Vec<String> =
         storage.objects("signers/").into_iter().filter(|o| !registrations.contains(o)).collect();
@@ -251,18 +260,8 @@ fn a_deleted_revocation_or_hidden_snapshot_is_detected_with_a_fresh_database() {
 /// real copies when prune chooses which copy to keep.
 #[test]
 fn a_revoked_keys_junk_in_its_own_domain_does_not_replace_its_kept_snapshots() {
-    let c = Coffer::new();
-    c.init();
-    let src = source(&c);
-    let key = write_only_key(&c, "thief.key");
-    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
-    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
-    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
-    let listed = c.ok(&["key", "list", "--json"]).json();
-    let signer = listed.as_array().expect("array").iter().find(|k| k["kind"] == "write-only").expect("key")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let (c, src, key) = backed_up_by_a_write_only_key();
+    let signer = write_only_key_id(&c);
     c.ok(&["key", "remove", &signer[..12]]);
 
     let thief = KeyThief::from_key_file(&c, &key);
