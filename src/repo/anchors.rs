@@ -67,7 +67,7 @@ impl AnchorProblems {
 impl Repository {
     /// The anchoring extensions for a snapshot this client is about to write.
     pub fn anchor_extensions(&self) -> Result<Vec<(String, ByteBuf)>, RepoError> {
-        let mut seen: Vec<Id> = self.signers()?.valid_objects.into_iter().collect();
+        let mut seen: Vec<Id> = self.signers_at_open()?.valid_objects.iter().copied().collect();
         seen.sort();
         // A repository with thousands of keys is not one this check is for: the snapshot stays small.
         seen.truncate(crate::format::snapshot::MAX_SIGNERS_SEEN);

@@ -80,7 +80,7 @@ impl Repository {
     /// Reads every registered write-only key's domain from `signers/` (full key only).
     pub(super) fn load_domains(&mut self) -> Result<(), RepoError> {
         let Some(secret) = self.keys.secret.clone() else { return Ok(()) };
-        for (object, record) in self.signers()?.registrations {
+        for (object, record) in &self.signers_at_open()?.registrations {
             match record.domain_secret(&secret, &self.id()) {
                 Ok(Some(domain_secret)) => {
                     let id = crate::crypto::VerifyingKey(record.verify_key).id();

@@ -89,6 +89,9 @@ pub struct Repository {
     /// The deduplication domains this client can open, by id: the one it writes in, and with
     /// the full key every registered key's (issue 15: a write-only key opens only its own).
     domains: HashMap<Id, DomainKeys>,
+    /// `signers/` as read when the repository was opened: what a backup checks its host
+    /// against and records as seen, without listing and reading `signers/` again.
+    signers_at_open: Mutex<Option<std::sync::Arc<Signers>>>,
     /// The `keys/` file the passphrase opened; `None` for a write-only key.
     pub key_file: Option<Id>,
 }
@@ -112,6 +115,18 @@ impl Repository {
     pub fn domains(&self) -> impl Iterator<Item = &DomainKeys> {
         let own = self.domains.get(&self.keys.domain);
         own.into_iter().chain(self.domains.values().filter(|d| d.id != self.keys.domain))
+    }
+
+    /// [`Repository::signers`] as first read by this process (reads it on the first call).
+    /// Listings that must notice a revocation made since (the mount) call `signers` instead.
+    pub fn signers_at_open(&self) -> Result<std::sync::Arc<Signers>, RepoError> {
+        let mut cached = self.signers_at_open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(signers) = &*cached {
+            return Ok(std::sync::Arc::clone(signers));
+        }
+        let signers = std::sync::Arc::new(self.signers()?);
+        *cached = Some(std::sync::Arc::clone(&signers));
+        Ok(signers)
     }
 
     pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {

@@ -116,6 +116,7 @@ impl Repository {
             db: Mutex::new(db),
             pack_keys: Mutex::new(HashMap::new()),
             domains: HashMap::from([(own.id, own)]),
+            signers_at_open: Mutex::new(None),
             key_file: None,
         };
         if repo.keys.secret.is_some() {
@@ -201,7 +202,7 @@ impl Located {
         }
         let signer = key.signing.verifying_key().id();
         let repo = Repository::with_keys(store, config, key.into(), options)?;
-        let signers = repo.signers()?;
+        let signers = repo.signers_at_open()?;
         if signers.revoked.contains_key(&signer) {
             return Err(RepoError::KeyNotTrusted {
                 detail: format!("{} was removed from the repository (`coffer key remove`)", signer.short()),

@@ -252,7 +252,7 @@ impl Repository {
             return Ok(());
         }
         let signer = self.keys.signer.verifying_key().id();
-        match self.signers()?.host_refused(&signer, host) {
+        match self.signers_at_open()?.host_refused(&signer, host) {
             None => Ok(()),
             Some(reason) => Err(RepoError::BadHost {
                 host: crate::format::signer::printable(host),
