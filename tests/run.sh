@@ -17,6 +17,9 @@ fi
 
 tests/install-deps.sh
 
+# A clean clone gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 # Benchmarks are built (so they keep compiling) but not run: they measure, they don't test.
 cargo build --workspace --benches
 
