@@ -12,6 +12,9 @@
 #   RATE_MBIT    bandwidth cap per direction for the proxy (default none)
 #   BIG_MIB      size of the large file (default 256)
 #   BENCH_TOOLS  default "coffer restic rustic" (rustic only where installed)
+#   COLD_CACHE   1: every tool restores and mounts with an empty cache (a new machine); default 0:
+#                each tool keeps its own cache folder from its backup (Coffer's local database,
+#                restic's/rustic's --cache-dir), as on the machine that made the backup
 #
 # Prints one table: per step and delay, wall time for each tool, and for Coffer the store
 # requests it sent (COFFER_STORE_STATS=1: reads/writes/stats/lists). Every restore and copy is
@@ -22,7 +25,7 @@ QUICK=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -31,6 +34,7 @@ TOOLS=${BENCH_TOOLS:-coffer restic rustic}
 if [ $QUICK = 1 ]; then DELAYS=15 TOOLS=coffer; fi
 BIG_MIB=${BIG_MIB:-256}
 RATE_MBIT=${RATE_MBIT:-0}
+COLD_CACHE=${COLD_CACHE:-0}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-/var/tmp/coffer-bench-remote}
@@ -129,7 +133,7 @@ coffer_run() {
         "${c[@]}" init -q 2>/dev/null || die "coffer init failed"
         local src=$SMALL; [ $kind = big ] && src=$BIG
         timed coffer "backup-$kind" "$d" "${c[@]}" backup -q "$src"
-        rm -rf "$COFFER_CACHE_DIR"
+        [ "$COLD_CACHE" = 1 ] && rm -rf "$COFFER_CACHE_DIR"
         timed coffer "restore-$kind" "$d" "${c[@]}" restore -q latest --target "$WORK/out/coffer-$d-$kind"
         same "$src" "$WORK/out/coffer-$d-$kind$src" "coffer restore $kind"
         rm -rf "$WORK/out/coffer-$d-$kind"
@@ -155,11 +159,14 @@ restic_like_run() {
     local tool=$1 d=$2 repo; local ep="http://127.0.0.1:$PPORT"
     for kind in small big; do
         repo="s3:$ep/bench/$tool-$d-$kind"
-        local c=("$tool" -r "$repo" --no-cache)
-        [ "$tool" = rustic ] && c=(rustic -r "$repo" --no-cache)
+        # A cache of its own per run, kept from backup to restore and mount like Coffer's local
+        # database (restic without one reads every index and tree from the store each time).
+        local cache=$WORK/cache-$tool-$d-$kind
+        local c=("$tool" -r "$repo" --cache-dir "$cache")
         "${c[@]}" init >/dev/null 2>&1 || die "$tool init failed"
         local src=$SMALL; [ $kind = big ] && src=$BIG
         timed "$tool" "backup-$kind" "$d" "${c[@]}" backup "$src"
+        [ "$COLD_CACHE" = 1 ] && rm -rf "$cache"
         timed "$tool" "restore-$kind" "$d" "${c[@]}" restore latest --target "$WORK/out/$tool-$d-$kind"
         same "$src" "$WORK/out/$tool-$d-$kind$src" "$tool restore $kind"
         rm -rf "$WORK/out/$tool-$d-$kind"
