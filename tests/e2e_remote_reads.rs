@@ -286,3 +286,55 @@ fn a_dead_endpoint_says_so_in_one_line() {
     assert!(error.contains("gave up after 6 tries over") && error.contains("Connection refused"), "{out}");
     assert!(error.len() < 300 && !stderr.contains("Backtrace") && !stderr.contains("Context:"), "{out}");
 }
+
+/// Runs `coffer ARGS` with request counting and returns the output (asserting exit 0).
+fn counted(c: &Coffer, args: &[&std::ffi::OsStr]) -> Out {
+    let mut command = c.command();
+    command.env("COFFER_STORE_STATS", "1").args(args);
+    let out = run(command, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    out
+}
+
+/// The requests a command sent, all kinds together.
+fn total_requests(out: &Out) -> u64 {
+    ["reads", "writes", "stats", "lists", "deletes", "other"].iter().map(|kind| requests(out, kind)).sum()
+}
+
+/// A backup to S3 sends requests per pack and per repository object, never per file: 400 new
+/// files, then 10 more backups (one changed file each, so 11 index files), then a machine with
+/// an empty local database reads all 11 index files (several at a time) and restores exactly.
+#[test]
+fn s3_backup_requests_are_per_pack_not_per_file() {
+    let c = Coffer::new();
+    let server = S3Server::start(&c.root);
+    server.bucket("backup");
+    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "backup")), ..c };
+    c.init();
+    let src = c.path("src");
+    small_files(&src, 20, 20);
+    forget_local_cache(&c);
+    let out = counted(&c, &["backup".as_ref(), src.as_os_str()]);
+    // Stated bound: reads of config and key; lists of keys, signers, index (twice), plans and
+    // data; writes of the lock, one data and one tree pack, the index file, the snapshot and the
+    // ended marker, each checked with a stat (plus the config's and key's): 22 requests. At
+    // most 30; a request per file (400) or per folder (20 more) cannot pass.
+    let total = total_requests(&out);
+    assert!(total <= 30, "backup of 400 files sent {total} requests:\n{}", out.stderr());
+    assert!(requests(&out, "writes") <= 8, "backup of 400 files wrote too many objects:\n{}", out.stderr());
+
+    for round in 0..10 {
+        fs::write(src.join("folder-000").join("file-000"), format!("round {round}")).expect("change a file");
+        let out = counted(&c, &["backup".as_ref(), src.as_os_str()]);
+        // Unchanged files come from the files cache: the same objects as above, no more.
+        let total = total_requests(&out);
+        assert!(total <= 30, "backup of one changed file sent {total} requests:\n{}", out.stderr());
+    }
+    forget_local_cache(&c);
+    let target = c.path("restored");
+    let out = counted(&c, &["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    // 11 index files, 11 snapshots, config, key, and the packs' regions: at most 40 reads.
+    let reads = requests(&out, "reads");
+    assert!(reads <= 40, "restore after 11 backups sent {reads} reads:\n{}", out.stderr());
+}

@@ -180,8 +180,12 @@ pub fn backup_scanned(
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
-    repo.sync_index()?;
-    let condemned = repo.condemned_packs()?;
+    // The three folders are listed at once: a round trip each on a remote store.
+    use crate::store::paths;
+    let [index, plans, data] =
+        repo.store.list_ids_together([paths::INDEX, paths::PLANS, paths::DATA]).map_err(crate::repo::RepoError::from)?;
+    repo.sync_index_listed(index)?;
+    let condemned = repo.condemned_packs_listed(plans)?;
     let machine = crate::repo::machine_identity();
     // The scan only used the files cache if this machine owned it already, so this changes
     // nothing it has read.
@@ -195,7 +199,7 @@ pub fn backup_scanned(
     let scanner = scan.pool.scanner();
     let context =
         Context { repo, options, interrupted, sources: &scan.sources, excludes: scanner.excludes(), scanner, cores };
-    archive(context, start, lock, &condemned, &scan.missing)
+    archive(context, start, lock, &condemned, data, &scan.missing)
 }
 
 /// What the stages of one backup share.
@@ -216,6 +220,7 @@ fn archive(
     start: chrono::DateTime<chrono::Utc>,
     lock: crate::repo::locks::BackupLock,
     condemned: &std::collections::HashSet<Id>,
+    data_listing: Vec<(Id, u64)>,
     missing: &[(PathBuf, String)],
 ) -> Result<BackupOutcome, BackupError> {
     let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;
@@ -225,7 +230,7 @@ fn archive(
     // again). A backup that died last time may have left packs without an index; index them
     // now so their data is reused rather than uploaded again.
     let died = repo.db().note(RUNNING_NOTE)?.is_some();
-    let packs = repo.reconcile_packs(died, condemned)?;
+    let packs = repo.reconcile_packs_listed(data_listing, died, condemned)?;
     if packs.adopted > 0 {
         log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }

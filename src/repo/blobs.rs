@@ -25,39 +25,90 @@ pub struct PackReconciliation {
     pub adopted: usize,
 }
 
+/// Index files read at once when syncing: a remote read is a round trip (two before the stat
+/// went out with it), and a machine with an empty local database reads every index file.
+const INDEX_READS_IN_FLIGHT: usize = 8;
+
 /// Pack keys kept for ranged reads; each costs an X25519 operation and a small read to get.
 pub(super) const PACK_KEY_CACHE: usize = 4096;
 
 impl Repository {
     /// Imports index files added since the last run and forgets those that vanished (pruned).
     pub fn sync_index(&self) -> Result<(), RepoError> {
+        self.sync_index_listed(self.store.list_ids(paths::INDEX)?)
+    }
+
+    /// [`sync_index`](Self::sync_index) with `index/` already listed (by a caller that lists
+    /// several folders at once).
+    pub fn sync_index_listed(&self, listing: Vec<(Id, u64)>) -> Result<(), RepoError> {
         self.forget_foreign_files_if_domains_changed()?;
-        let listed: HashSet<Id> = self.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
+        let listed: HashSet<Id> = listing.into_iter().map(|(id, _)| id).collect();
         let known = self.db().index_files()?;
         let vanished: Vec<Id> = known.difference(&listed).copied().collect();
         if !vanished.is_empty() {
             self.db().remove_index_files(&vanished)?;
         }
-        for id in listed.difference(&known) {
-            match self.read_index_file(id) {
-                Ok((domain, file)) => {
-                    let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
-                    self.db().add_index_file(id, Some(&domain), &packs)?;
-                }
-                // Deleted by a prune since the listing: what it listed is indexed anew elsewhere.
-                Err(RepoError::Store(e)) if e.is_not_found() => continue,
-                // Another key's domain (or junk): a write-only key cannot tell them apart and
-                // needs neither. The full key opens every registered domain: for it such a
-                // file is junk (`check` reports it). Either way it is recorded as opened by no
-                // key, so it is not read again until the registered domains change.
-                Err(RepoError::ForeignDomain { object }) => {
-                    if self.keys.secret.is_some() {
-                        log::info!("skipping {object}: no key of this repository opens it; `coffer check` reports it");
+        let new: Vec<Id> = listed.difference(&known).copied().collect();
+        self.each_index_file(&new, |id, read| self.import_index_file(id, read))
+    }
+
+    /// Reads the index files `ids` several at a time (a remote read is a round trip each) and
+    /// hands each result to `import` on the calling thread, in the order they arrive. Stops at
+    /// the first error `import` returns.
+    fn each_index_file(
+        &self,
+        ids: &[Id],
+        mut import: impl FnMut(&Id, Result<(Id, IndexFile), RepoError>) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        let workers = INDEX_READS_IN_FLIGHT.min(ids.len());
+        if workers <= 1 {
+            return ids.iter().try_for_each(|id| import(id, self.read_index_file(id)));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Bounded: each waiting result holds a decoded index file.
+            let (tx, rx) = crossbeam_channel::bounded(workers);
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, stop) = (&next, &stop);
+                scope.spawn(move || {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    while !stop.load(Relaxed) {
+                        let Some(id) = ids.get(next.fetch_add(1, Relaxed)) else { break };
+                        if tx.send((id, self.read_index_file(id))).is_err() {
+                            break;
+                        }
                     }
-                    self.db().add_index_file(id, None, &[])?;
-                }
-                Err(e) => return Err(e),
+                });
             }
+            drop(tx);
+            let outcome = rx.iter().try_for_each(|(id, read)| import(id, read));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(rx);
+            outcome
+        })
+    }
+
+    fn import_index_file(&self, id: &Id, read: Result<(Id, IndexFile), RepoError>) -> Result<(), RepoError> {
+        match read {
+            Ok((domain, file)) => {
+                let packs: Vec<_> = file.packs.into_iter().map(|p| (p.id, p.size, p.blobs)).collect();
+                self.db().add_index_file(id, Some(&domain), &packs)?;
+            }
+            // Deleted by a prune since the listing: what it listed is indexed anew elsewhere.
+            Err(RepoError::Store(e)) if e.is_not_found() => {}
+            // Another key's domain (or junk): a write-only key cannot tell them apart and
+            // needs neither. The full key opens every registered domain: for it such a
+            // file is junk (`check` reports it). Either way it is recorded as opened by no
+            // key, so it is not read again until the registered domains change.
+            Err(RepoError::ForeignDomain { object }) => {
+                if self.keys.secret.is_some() {
+                    log::info!("skipping {object}: no key of this repository opens it; `coffer check` reports it");
+                }
+                self.db().add_index_file(id, None, &[])?;
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -104,7 +155,17 @@ impl Repository {
         adopt_orphans: bool,
         condemned: &HashSet<Id>,
     ) -> Result<PackReconciliation, RepoError> {
-        let stored: HashMap<Id, u64> = self.store.list_ids(paths::DATA)?.into_iter().collect();
+        self.reconcile_packs_listed(self.store.list_ids(paths::DATA)?, adopt_orphans, condemned)
+    }
+
+    /// [`reconcile_packs`](Self::reconcile_packs) with `data/` already listed.
+    pub fn reconcile_packs_listed(
+        &self,
+        listing: Vec<(Id, u64)>,
+        adopt_orphans: bool,
+        condemned: &HashSet<Id>,
+    ) -> Result<PackReconciliation, RepoError> {
+        let stored: HashMap<Id, u64> = listing.into_iter().collect();
         let indexed = self.db().pack_sizes()?;
         let mut gone = Vec::new();
         for (id, size) in &indexed {

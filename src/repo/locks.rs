@@ -148,8 +148,13 @@ impl Drop for BackupLock {
 impl Repository {
     /// Every prune plan record whose signature holds; others are reported and ignored.
     pub fn plan_records(&self) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
+        self.plan_records_listed(self.store.list_ids(paths::PLANS)?)
+    }
+
+    /// [`plan_records`](Self::plan_records) with `plans/` already listed.
+    pub fn plan_records_listed(&self, listing: Vec<(Id, u64)>) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
         let mut records = Vec::new();
-        for (id, _) in self.store.list_ids(paths::PLANS)? {
+        for (id, _) in listing {
             let path = paths::in_dir(paths::PLANS, &id);
             let bytes = match self.store.read(&path) {
                 Ok(bytes) => bytes,
@@ -171,8 +176,13 @@ impl Repository {
     /// Packs some prune plan condemned: a backup must neither deduplicate against them nor
     /// adopt them.
     pub fn condemned_packs(&self) -> Result<HashSet<Id>, RepoError> {
+        self.condemned_packs_listed(self.store.list_ids(paths::PLANS)?)
+    }
+
+    /// [`condemned_packs`](Self::condemned_packs) with `plans/` already listed.
+    pub fn condemned_packs_listed(&self, listing: Vec<(Id, u64)>) -> Result<HashSet<Id>, RepoError> {
         Ok(self
-            .plan_records()?
+            .plan_records_listed(listing)?
             .into_iter()
             .filter_map(|(_, r)| match r {
                 PlanRecord::Condemn { packs, .. } => Some(packs),

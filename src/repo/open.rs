@@ -119,10 +119,15 @@ impl Repository {
             signers_at_open: Mutex::new(None),
             key_file: None,
         };
-        if repo.keys.secret.is_some() {
-            repo.load_domains()?;
-        }
-        repo.sync_index()?;
+        // `index/` is listed while the signers are read: a round trip each on a remote store.
+        let index_store = repo.store.clone();
+        let (domains, index) = std::thread::scope(|scope| {
+            let index = scope.spawn(move || index_store.list_ids(paths::INDEX));
+            let domains = if repo.keys.secret.is_some() { repo.load_domains() } else { Ok(()) };
+            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::INDEX))))
+        });
+        domains?;
+        repo.sync_index_listed(index?)?;
         Ok(repo)
     }
 }
@@ -134,19 +139,27 @@ pub struct Located {
     store: Store,
     config_bytes: Vec<u8>,
     unverified: Config,
+    /// `keys/`, listed while the config was read (a round trip saved on a remote store);
+    /// only a passphrase needs it.
+    keys: Result<Vec<(Id, u64)>, StoreError>,
 }
 
 impl Located {
     /// Reads the config: the first step of opening a repository.
     pub fn read(store: Store) -> Result<Located, RepoError> {
         let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
-        let config_bytes = match store.read(paths::CONFIG) {
+        let (config, keys) = std::thread::scope(|scope| {
+            let keys = scope.spawn(|| store.list_ids(paths::KEYS));
+            let config = store.read(paths::CONFIG);
+            (config, keys.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::KEYS))))
+        });
+        let config_bytes = match config {
             Ok(bytes) => bytes,
             Err(StoreError::NotFound { .. }) => return Err(not_a_repo("it has no config".into())),
             Err(e) => return Err(e.into()),
         };
         let unverified = Config::decode_unverified(&config_bytes).map_err(|e| not_a_repo(e.to_string()))?;
-        Ok(Located { store, config_bytes, unverified })
+        Ok(Located { store, config_bytes, unverified, keys })
     }
 
     /// The repository id as the config claims it, before any key has verified it.
@@ -160,9 +173,9 @@ impl Located {
     }
 
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
-        let Located { store, config_bytes, unverified } = self;
+        let Located { store, config_bytes, unverified, keys } = self;
         let remembered = remembered_key(options, &unverified.repo_id);
-        let (key_file, key) = unlock(&store, &unverified.repo_id, passphrase, remembered)?;
+        let (key_file, key) = unlock(&store, keys?, &unverified.repo_id, passphrase, remembered)?;
         let config =
             Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
         if config.public_key != key.secret.public().0 {
@@ -182,7 +195,7 @@ impl Located {
     /// itself, never from the store; the config must be signed by the repository key the
     /// write-only key names, and the key must be registered and not revoked.
     pub fn open_write_only(self, key: WriteOnlyKey, options: &OpenOptions) -> Result<Repository, RepoError> {
-        let Located { store, config_bytes, unverified } = self;
+        let Located { store, config_bytes, unverified, keys: _ } = self;
         if unverified.repo_id != key.repo_id {
             return Err(RepoError::KeyNotTrusted {
                 detail: format!(
@@ -266,8 +279,13 @@ fn remember_key(options: &OpenOptions, repo_id: &Id, key_file: &Id) {
 /// the one that opened it last on this machine, then the others oldest first (the key made
 /// by `init` is the oldest), at most [`MAX_KEY_ATTEMPTS`] of them, and only those whose
 /// Argon2 cost is [`within_unlock_budget`].
-fn unlock(store: &Store, repo_id: &Id, passphrase: &[u8], remembered: Option<Id>) -> Result<(Id, FullKey), RepoError> {
-    let key_files = store.list_ids(paths::KEYS)?;
+fn unlock(
+    store: &Store,
+    key_files: Vec<(Id, u64)>,
+    repo_id: &Id,
+    passphrase: &[u8],
+    remembered: Option<Id>,
+) -> Result<(Id, FullKey), RepoError> {
     if key_files.is_empty() {
         return Err(RepoError::NotARepository {
             location: store.location().to_string(),

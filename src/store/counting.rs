@@ -6,6 +6,10 @@
 //!
 //! A `read` is one ranged or whole read (one GET on S3), a `write` one object (one PUT for
 //! objects under 5 MiB·parts; packs are single PUTs), `lists` counts listing calls, not pages.
+//!
+//! `COFFER_STORE_STATS=trace` also prints each request as it leaves, with the milliseconds since
+//! the store opened (to see which requests wait for one another across a round trip). Paths
+//! are object names (content hashes), never secrets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,11 +84,16 @@ impl Drop for PrintOnDrop {
 #[derive(Debug)]
 struct Counting {
     counts: Arc<Counts>,
+    /// Set in trace mode: when the store opened.
+    trace: Option<std::time::Instant>,
     _print: PrintOnDrop,
 }
 
 impl Hooks for Counting {
     fn on(&self, request: &Request<'_>) -> Verdict {
+        if let Some(start) = self.trace {
+            eprintln!("coffer: store trace: {:>8.1} ms {request:?}", start.elapsed().as_secs_f64() * 1e3);
+        }
         self.counts.on(request)
     }
 
@@ -98,7 +107,8 @@ pub fn maybe_count(op: Operator) -> Operator {
     match std::env::var(ENV) {
         Ok(value) if !value.is_empty() && value != "0" => {
             let counts = Arc::new(Counts::default());
-            let hooks = Counting { counts: Arc::clone(&counts), _print: PrintOnDrop(counts) };
+            let trace = (value == "trace").then(std::time::Instant::now);
+            let hooks = Counting { counts: Arc::clone(&counts), trace, _print: PrintOnDrop(counts) };
             op.layer(InterceptLayer::new(Arc::new(hooks)))
         }
         _ => op,

@@ -51,6 +51,15 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
+    /// A request made on a helper thread that panicked instead of answering.
+    pub(crate) fn thread_panicked(path: &str) -> StoreError {
+        StoreError::Backend {
+            path: path.to_string(),
+            error: opendal::Error::new(ErrorKind::Unexpected, "the thread making this request panicked"),
+            waited: None,
+        }
+    }
+
     fn from_opendal(path: &str, error: opendal::Error) -> StoreError {
         if error.kind() == ErrorKind::NotFound {
             StoreError::NotFound { path: path.to_string() }
@@ -491,8 +500,7 @@ impl Store {
         }
         let mut attempt = 1;
         loop {
-            let size = checked(self.size(path)?.ok_or_else(|| StoreError::NotFound { path: path.to_string() })?)?;
-            let bytes = read()?;
+            let (size, bytes) = self.stat_and_read(path, &checked)?;
             if bytes.len() as u64 == size {
                 return Ok(bytes);
             }
@@ -502,6 +510,36 @@ impl Store {
             log::info!("{path}: short read ({} of {size} bytes), reading it again", bytes.len());
             attempt += 1;
         }
+    }
+
+    /// A remote object's size and bytes, asked for together so the size check costs no round
+    /// trip of its own (opening a repository, syncing its index and reading snapshots are
+    /// chains of such reads). When the size arrives first and `checked` refuses it, the read is
+    /// dropped unfinished, so an object over its cap is not downloaded.
+    fn stat_and_read(
+        &self,
+        path: &str,
+        checked: &dyn Fn(u64) -> Result<u64, StoreError>,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        let error = |e: opendal::Error| StoreError::from_opendal(path, e);
+        self.block_on(async {
+            let stat = self.op.stat(path);
+            let read = self.op.read(path);
+            tokio::pin!(stat, read);
+            tokio::select! {
+                biased;
+                meta = &mut stat => {
+                    let size = checked(meta.map_err(error)?.content_length())?;
+                    let bytes = read.await.map_err(error)?;
+                    Ok((size, bytes.to_vec()))
+                }
+                bytes = &mut read => {
+                    let bytes = bytes.map_err(error)?;
+                    let size = checked(stat.await.map_err(error)?.content_length())?;
+                    Ok((size, bytes.to_vec()))
+                }
+            }
+        })
     }
 
     /// Reads an object named by the hash of its bytes, reading again while what arrived does
@@ -652,6 +690,21 @@ impl Store {
             .filter(|e| !hidden_by_test(e.path()))
             .map(|e| (e.path().to_string(), e.metadata().content_length()))
             .collect())
+    }
+
+    /// [`list_ids`](Self::list_ids) of several folders, listed at the same time (each listing
+    /// is a round trip or more on a remote store), in the order given.
+    pub fn list_ids_together<const N: usize>(&self, dirs: [&str; N]) -> Result<[Vec<(Id, u64)>; N], StoreError> {
+        let listed: Vec<Result<Vec<(Id, u64)>, StoreError>> = std::thread::scope(|scope| {
+            let running: Vec<_> = dirs.iter().map(|dir| scope.spawn(move || self.list_ids(dir))).collect();
+            running
+                .into_iter()
+                .zip(dirs)
+                .map(|(thread, dir)| thread.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(dir))))
+                .collect()
+        });
+        let listed: Vec<Vec<(Id, u64)>> = listed.into_iter().collect::<Result<_, _>>()?;
+        Ok(listed.try_into().unwrap_or_else(|_| unreachable!("one listing per folder")))
     }
 
     /// Lists ids of the objects in a flat or fanned-out folder; names that are not ids are
