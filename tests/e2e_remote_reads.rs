@@ -303,7 +303,8 @@ fn total_requests(out: &Out) -> u64 {
 
 /// A backup to S3 sends requests per pack and per repository object, never per file: 400 new
 /// files, then 10 more backups (one changed file each, so 11 index files), then a machine with
-/// an empty local database reads all 11 index files (several at a time) and restores exactly.
+/// an empty local database reads all 11 index files (several at a time) and restores exactly,
+/// and `check` (with and without `--read-data`) reads per object and per pack, not per blob.
 #[test]
 fn s3_backup_requests_are_per_pack_not_per_file() {
     let c = Coffer::new();
@@ -337,4 +338,18 @@ fn s3_backup_requests_are_per_pack_not_per_file() {
     // 11 index files, 11 snapshots, config, key, and the packs' regions: at most 40 reads.
     let reads = requests(&out, "reads");
     assert!(reads <= 40, "restore after 11 backups sent {reads} reads:\n{}", out.stderr());
+
+    // check from a machine with an empty database: the index files (read by the sync and by
+    // the check itself), the snapshots, and the trees by region, several at a time.
+    forget_local_cache(&c);
+    let out = counted(&c, &["check".as_ref()]);
+    // Stated bound: 11 index files twice, 11 snapshots, config and key, a region per tree
+    // pack (11): 46. At most 50; a read per folder or per file cannot pass.
+    let reads = requests(&out, "reads");
+    assert!(reads <= 50, "check after 11 backups sent {reads} reads:\n{}", out.stderr());
+    // --read-data (the database now synced): index files, snapshots, config, key and tree
+    // regions once, and every pack (22) once, whole: 58. At most 64.
+    let out = counted(&c, &["check".as_ref(), "--read-data".as_ref()]);
+    let reads = requests(&out, "reads");
+    assert!(reads <= 64, "check --read-data after 11 backups sent {reads} reads:\n{}", out.stderr());
 }

@@ -157,10 +157,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     // Keep the local cache in step for later commands; the check itself reads index files
     // afresh below, so a failure here (a damaged index file) is reported from there.
     progress("refreshing the local index cache");
-    let synced = repo.sync_index();
+    let listing = repo.store.list(paths::INDEX)?;
+    let ids = listing.iter().filter_map(|(path, size)| Some((path.strip_prefix(paths::INDEX).and_then(Id::from_hex)?, *size)));
+    let synced = repo.sync_index_listed(ids.collect());
 
     progress("reading index files");
-    let index = load_index(repo, &mut report)?;
+    let index = load_index(repo, listing, &mut report)?;
     if let Err(e) = synced {
         if !report.errors.iter().any(|p| p.object.starts_with(paths::INDEX)) {
             report.warn(paths::INDEX, format!("the local index cache could not be refreshed: {e}"));
@@ -308,9 +310,9 @@ impl CheckIndex {
     }
 }
 
-fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<CheckIndex, RepoError> {
+fn load_index(repo: &Repository, listing: Vec<(String, u64)>, report: &mut CheckReport) -> Result<CheckIndex, RepoError> {
     let mut files = Vec::new();
-    for (path, size) in repo.store.list(paths::INDEX)? {
+    for (path, size) in listing {
         match path.strip_prefix(paths::INDEX).and_then(Id::from_hex) {
             Some(id) => files.push((id, size)),
             None => report.warn(path, "not an index file (its name is not an id); ignored"),
@@ -318,8 +320,12 @@ fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<CheckIndex,
     }
     files.sort();
     let mut index = CheckIndex::default();
-    for (id, size) in files {
-        match repo.read_index_file(&id) {
+    // Read several at a time (a round trip each on a remote store), added in name order.
+    let read = crate::store::map_in_flight(&files, crate::store::SMALL_READS_IN_FLIGHT, |(id, _)| {
+        repo.read_index_file(id)
+    });
+    for ((id, size), read) in files.into_iter().zip(read) {
+        match read {
             Ok((domain, file)) => {
                 report.index_files_checked += 1;
                 report.bytes_read += size;

@@ -342,7 +342,20 @@ impl Repository {
         let mut verified = Vec::new();
         let listed = self.store.list_ids(paths::SNAPSHOTS)?;
         self.warn_vanished(&listed)?;
+        // Snapshots the cache does not hold are read several at a time (a round trip each on a
+        // remote store), a batch at a time so at most a batch of them is in memory.
+        let mut fetched: HashMap<Id, Result<Vec<u8>, crate::store::StoreError>> = HashMap::new();
+        let uncached: Vec<Id> = listed.iter().map(|(id, _)| *id).filter(|id| !cached.contains_key(id)).collect();
+        let mut batches = uncached.chunks(4 * crate::store::SMALL_READS_IN_FLIGHT);
         for (id, _) in listed {
+            if !cached.contains_key(&id) && !fetched.contains_key(&id) {
+                if let Some(batch) = batches.next() {
+                    let read = crate::store::map_in_flight(batch, crate::store::SMALL_READS_IN_FLIGHT, |id| {
+                        self.store.read_named(&paths::in_dir(paths::SNAPSHOTS, id), id)
+                    });
+                    fetched = batch.iter().copied().zip(read).collect();
+                }
+            }
             if let Some((signer, body)) = cached.get(&id) {
                 if signers.key_for(signer, &id).is_ok() {
                     if let Ok(snapshot) = crate::format::from_postcard::<Snapshot>(body, "cached snapshot") {
@@ -363,7 +376,8 @@ impl Repository {
                 }
             }
             let path = paths::in_dir(paths::SNAPSHOTS, &id);
-            let bytes = match self.store.read_named(&path, &id) {
+            let read = fetched.remove(&id).unwrap_or_else(|| self.store.read_named(&path, &id));
+            let bytes = match read {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue, // removed by a concurrent forget
                 Err(e) => return Err(e.into()),

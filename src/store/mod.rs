@@ -203,6 +203,31 @@ pub mod paths {
     }
 }
 
+/// Requests to a remote store kept in flight by readers of many small objects (index files,
+/// snapshots): each is a round trip, and one at a time they add up to seconds.
+pub const SMALL_READS_IN_FLIGHT: usize = 8;
+
+/// `f` of every item, up to `in_flight` at once on scoped threads (for store requests, which
+/// block), results in the items' order.
+pub fn map_in_flight<T: Sync, R: Send>(items: &[T], in_flight: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if in_flight <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..in_flight.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let result = f(item);
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            });
+        }
+    });
+    slots.into_iter().filter_map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner())).collect()
+}
+
 fn short_read(path: &str) -> StoreError {
     StoreError::Backend {
         path: path.to_string(),
@@ -727,6 +752,20 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn map_in_flight_keeps_the_items_order() {
+        let items: Vec<u64> = (0..100).collect();
+        // Later items finish first: the results must still come back in the items' order.
+        let doubled = map_in_flight(&items, 8, |&n| {
+            std::thread::sleep(std::time::Duration::from_micros(100 - n));
+            n * 2
+        });
+        assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+        assert_eq!(map_in_flight(&items[..1], 8, |&n| n), vec![0]);
+        assert!(map_in_flight(&items[..0], 8, |&n| n).is_empty());
+    }
+
     use super::*;
 
     #[test]
