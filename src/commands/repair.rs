@@ -21,10 +21,11 @@ use serde_bytes::ByteBuf;
 
 use super::ls::join_path;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress, BlobKind, PackWriter};
+use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::repo::packer::Packer;
 use crate::repo::{RepoError, Repository};
 use crate::store::paths;
 
@@ -382,24 +383,19 @@ impl Rewriter<'_> {
         id
     }
 
-    /// Stores the new trees of each domain in one pack and indexes it there.
+    /// Stores the new trees of each domain in packs and indexes them there.
     fn flush(&mut self) -> Result<(), RepoError> {
         let repo = self.repo;
-        let local = |source| RepoError::Local { what: "building a tree pack in memory".into(), source };
         for (domain, trees) in std::mem::take(&mut self.new_trees) {
             let keys = repo
                 .domain(&domain)
                 .cloned()
                 .ok_or_else(|| RepoError::ForeignDomain { object: format!("trees of domain {}", domain.short()) })?;
-            let mut writer =
-                PackWriter::new(&repo.keys.public, &keys.index_key, BlobKind::Tree, Vec::new()).map_err(local)?;
+            let mut packer = Packer::new(repo, keys, "repair-after-tree-pack");
             for (id, bytes) in trees {
-                writer.add(id, &compress(&bytes, repo.config.compression_level), bytes.len() as u32).map_err(local)?;
+                packer.add(BlobKind::Tree, id, &bytes)?;
             }
-            let pack = writer.finish().map_err(local)?;
-            repo.store.write(&paths::pack(&pack.id), pack.out)?;
-            let file = IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] };
-            repo.save_index_in(&keys, &file)?;
+            packer.finish_and_index()?;
         }
         Ok(())
     }
