@@ -71,6 +71,37 @@ fn latest_restores_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &
     assert_trees_equal(src, &restored_path(&target, src));
 }
 
+/// Mounts the repository (when this machine can) and compares `latest` with `src`.
+fn latest_mounts_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &str) {
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        return skip("latest_mounts_exactly", "needs root and /dev/fuse");
+    }
+    let mnt = c.dir(name);
+    let mut cmd = c.command();
+    if let Some(cache) = cache {
+        cmd.env("COFFER_CACHE_DIR", cache);
+    }
+    cmd.arg("mount").arg(&mnt);
+    let mut mount = Running::start(cmd);
+    let latest = mnt.join("latest").join(src.strip_prefix("/").expect("absolute"));
+    let started = std::time::Instant::now();
+    while !latest.join("pin.txt").exists() {
+        assert!(!mount.finished(), "coffer mount exited before the mount was ready");
+        assert!(started.elapsed().as_secs() < 60, "{} never appeared", latest.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let opts = CompareOptions { ownership: false, ..Default::default() };
+    let compared = std::panic::catch_unwind(|| assert_trees_equal_with(src, &latest, &opts));
+    let unmounted = Command::new("fusermount3").arg("-u").arg(&mnt).status().is_ok_and(|s| s.success());
+    if !unmounted {
+        let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
+    }
+    mount.wait(std::time::Duration::from_secs(20)).assert_code(0);
+    if let Err(panic) = compared {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// A repository, its source, and a write-only key (bound to [`THIEF_HOST`]) that backed it up.
 fn backed_up_by_a_write_only_key() -> (Coffer, PathBuf, PathBuf) {
     let c = Coffer::new();
@@ -142,6 +173,35 @@ fn junk_changes_nothing(c: Coffer) {
 
     for (cache, name) in [(None, "old"), (Some(fresh.as_path()), "fresh")] {
         latest_restores_exactly(&c, cache, &src, &format!("before-prune-{name}"));
+        latest_mounts_exactly(&c, cache, &src, &format!("mnt-{name}"));
+        // repair finds nothing to replace: every blob is indexed and its pack stored.
+        let out = owner(&c, cache, &[&"repair", &"snapshots"]);
+        out.assert_code(0);
+        assert!(out.stdout().contains(", 0 repaired") && !out.stdout().contains("replaced"), "{out}");
+        // A copy takes the real bytes.
+        let dest = Coffer { password: "another password".into(), ..Coffer::new() };
+        dest.init();
+        let mut cmd = dest.command();
+        if let Some(cache) = cache {
+            cmd.env("COFFER_CACHE_DIR", cache);
+        }
+        match &c.remote {
+            Some(remote) => {
+                cmd.args(["copy", "--from", &remote.url]);
+                for option in &remote.options {
+                    cmd.args(["--from-option", option]);
+                }
+                cmd.envs(remote.env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                cmd.args(["copy", "--from"]).arg(&c.repo);
+            }
+        }
+        cmd.arg("--from-password-file").arg(c.password_file());
+        run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+        let target = dest.path("copied");
+        dest.restore_with("latest", &target, &["--host", OWNER_HOST]);
+        assert_trees_equal(&src, &restored_path(&target, &src));
     }
     // check --read-data names the junk (it fails verification); prune keeps what verifies.
     let out = owner(&c, Some(&fresh), &[&"check", &"--read-data"]);
