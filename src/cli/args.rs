@@ -67,6 +67,9 @@ pub struct SnapshotFilterArgs {
     /// rule; `--tag ""` means snapshots without tags).
     #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
+    /// Only snapshots made of this absolute source path (repeatable: of all of them).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,7 +100,7 @@ pub enum Command {
     },
     /// List files in a snapshot.
     Ls {
-        /// Snapshot: `latest` or an id prefix.
+        /// Snapshot: `latest`, `latest~N` (N before the newest) or an id prefix.
         snapshot: String,
         /// Only this path (and below).
         path: Option<PathBuf>,
@@ -133,8 +136,13 @@ pub enum Command {
         #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
         read_data_subset: Option<String>,
     },
-    /// Show what changed between two snapshots.
-    Diff { first: String, second: String },
+    /// Show what changed between two snapshots (`latest`, `latest~N` or id prefixes).
+    Diff {
+        first: String,
+        second: String,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
     /// Repository size, deduplication and compression.
     Stats,
     /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).

@@ -155,7 +155,11 @@ fn unlock_repo(global: &GlobalArgs, located: Located) -> Result<Arc<Repository>>
 }
 
 fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
-    SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() }
+    SnapshotFilter {
+        hosts: args.hosts.clone(),
+        tags: args.tags.clone(),
+        paths: args.paths.iter().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).collect(),
+    }
 }
 
 /// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot); a
@@ -373,12 +377,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 bail!("the repository has {} errors (listed above)", report.errors.len())
             }
         }
-        Command::Diff { first, second } => {
+        Command::Diff { first, second, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("diff")?;
             let (snapshots, _) = repo.load_snapshots()?;
-            let a = resolve_snapshot(&snapshots, &first)?;
-            let b = resolve_snapshot(&snapshots, &second)?;
+            let a = resolve_snapshot(&snapshots, &first, &filter(&f))?;
+            let b = resolve_snapshot(&snapshots, &second, &filter(&f))?;
             let entries = diff::diff(&repo, &a.snapshot, &b.snapshot)?;
             output::diff(global, &entries)?;
             Ok(exit::OK)
@@ -417,8 +421,8 @@ fn announce_mount(mountpoint: &std::path::Path) {
     eprintln!("mounted at {}; Ctrl-C or `fusermount3 -u {0}` unmounts", mountpoint.display());
 }
 
-fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str) -> Result<SnapshotEntry> {
-    Ok(coffer::repo::resolve(snapshots.to_vec(), spec, &SnapshotFilter::default())?)
+fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+    Ok(coffer::repo::resolve(snapshots.to_vec(), spec, filter)?)
 }
 
 pub fn is_terminal() -> bool {
