@@ -68,3 +68,115 @@ fn latest_tilde_n_names_older_snapshots_everywhere() {
     let out = c.cmd(&["ls", "latest~x"]);
     out.assert_code(1);
 }
+
+/// Text lines of `coffer find ARGS` (stdout).
+fn find_lines(c: &Coffer, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["find"];
+    argv.extend_from_slice(args);
+    c.ok(&argv).stdout().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn find_names_the_snapshots_holding_a_match() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::create_dir_all(src.join("sub/deep")).expect("mkdir");
+    std::fs::write(src.join("a.txt"), "a").expect("write");
+    std::fs::write(src.join("sub/b.txt"), "bb").expect("write");
+    std::fs::write(src.join("sub/deep/c.TXT"), "ccc").expect("write");
+    let first = string(&c.backup(&[&src]), "short_id");
+    std::fs::write(src.join("new.txt"), "new!").expect("write");
+    let second = string(&c.backup(&[&src]), "short_id");
+    let s = utf8(&src);
+
+    let found = c.ok(&["find", "--json", "new.txt"]).json();
+    let found = found.as_array().expect("an array of snapshots");
+    assert_eq!(found.len(), 1, "only the second snapshot holds new.txt: {found:?}");
+    assert_eq!(found[0]["short_id"], second.as_str());
+    assert_eq!(found[0]["hits"], 1);
+    let hit = &found[0]["matches"][0];
+    assert_eq!(hit["path"], format!("{s}/new.txt"));
+    assert_eq!(num(hit, "size"), 4);
+    assert!(hit["mtime"].as_str().is_some_and(|t| t.ends_with('Z')), "{hit}");
+
+    let txt = find_lines(&c, &["*.txt"]);
+    assert_eq!(txt.len(), 5, "a and b in both, new.txt in the second; not c.TXT: {txt:?}");
+    assert!(txt.iter().any(|l| l.starts_with(&first) && l.ends_with(&format!("{s}/sub/b.txt"))), "{txt:?}");
+    assert!(txt.iter().all(|l| !l.contains("c.TXT")), "{txt:?}");
+    assert_eq!(find_lines(&c, &["-i", "*.txt"]).len(), 7, "with -i c.TXT matches too");
+
+    let sub = find_lines(&c, &["sub"]);
+    assert_eq!(sub.len(), 2, "the folder, not what it holds: {sub:?}");
+    assert!(sub.iter().all(|l| l.ends_with(&format!("{s}/sub"))), "{sub:?}");
+
+    let by_path = find_lines(&c, &["sub/*.txt", "-s", "latest~1"]);
+    assert_eq!(by_path.len(), 1, "{by_path:?}");
+    assert!(by_path[0].starts_with(&first) && by_path[0].contains(" 2 "), "id, then size 2: {by_path:?}");
+    assert!(find_lines(&c, &["/sub"]).is_empty(), "an anchored pattern starts at the root");
+    assert!(find_lines(&c, &["*.txt", "--host", "nobody"]).is_empty());
+    let none = c.ok(&["find", "--json", "nothing*"]).json();
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+}
+
+#[test]
+fn dump_writes_a_file_or_a_folder_as_tar() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    // Several chunks: the dump streams blob after blob.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("sub/big.bin"), &big).expect("write");
+    std::fs::write(src.join("small"), "small").expect("write");
+    std::fs::set_permissions(src.join("small"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options().write(true).open(src.join("small")).expect("open").set_modified(mtime).expect("mtime");
+    std::os::unix::fs::symlink("sub/big.bin", src.join("link")).expect("symlink");
+    c.backup(&[&src]);
+    let s = utf8(&src);
+
+    let out = c.ok(&["dump", "latest", &format!("{s}/sub/big.bin")]);
+    assert!(out.stdout == big, "the file's bytes, exactly ({} of {})", out.stdout.len(), big.len());
+
+    let out = c.ok(&["dump", "latest", s, "--archive", "tar"]);
+    let mut seen = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    for entry in archive.entries().expect("a tar stream") {
+        let mut entry = entry.expect("a tar entry");
+        let header = entry.header().clone();
+        let name = entry.path().expect("name").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read entry");
+        seen.insert(name, (header, data));
+    }
+    let names: Vec<&String> = seen.keys().collect();
+    assert_eq!(names, ["src", "src/link", "src/small", "src/sub", "src/sub/big.bin"], "named from the folder");
+    let (small, data) = &seen["src/small"];
+    assert_eq!((data.as_slice(), small.mode().expect("mode")), (&b"small"[..], 0o640));
+    assert_eq!(small.mtime().expect("mtime"), 1_600_000_000);
+    let (link, _) = &seen["src/link"];
+    assert_eq!(link.entry_type(), tar::EntryType::Symlink);
+    assert_eq!(link.link_name().expect("target").expect("a target").to_str(), Some("sub/big.bin"));
+    assert!(seen["src/sub/big.bin"].1 == big);
+    assert_eq!(seen["src/sub"].0.entry_type(), tar::EntryType::Directory);
+
+    // GNU tar reads it too.
+    let tarball = c.path("dump.tar");
+    std::fs::write(&tarball, &out.stdout).expect("write tarball");
+    let unpacked = c.dir("unpacked");
+    let mut untar = std::process::Command::new("tar");
+    untar.arg("-xf").arg(&tarball).arg("-C").arg(&unpacked);
+    run(untar, DEFAULT_TIMEOUT).assert_code(0);
+    assert!(std::fs::read(unpacked.join("src/sub/big.bin")).expect("unpacked") == big);
+    assert_eq!(std::fs::read_link(unpacked.join("src/link")).expect("link").to_str(), Some("sub/big.bin"));
+
+    let out = c.cmd(&["dump", "latest", &format!("{s}/link")]);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("symlink"), "{out}");
+    let out = c.cmd(&["dump", "latest", &format!("{s}/nope")]);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("not in this snapshot"), "{out}");
+}
+

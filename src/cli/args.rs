@@ -203,6 +203,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Find which snapshots hold files or folders matching a pattern.
+    Find(crate::cli::find::FindArgs),
+    /// Write a file of a snapshot to stdout, or a folder as a tar archive.
+    Dump(crate::cli::dump::DumpArgs),
 }
 
 #[derive(Subcommand, Debug)]

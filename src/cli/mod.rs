@@ -4,7 +4,9 @@
 pub mod alloc;
 pub mod args;
 mod copy;
+mod dump;
 pub mod env_secrets;
+mod find;
 mod interrupt;
 mod keys;
 mod output;
@@ -414,6 +416,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Key { command } => keys::run_key(global, command),
         Command::Secret { command } => keys::run_secret(global, command),
         Command::Profile { command } => profiles::run(global, command),
+        Command::Find(args) => find::run(global, args),
+        Command::Dump(args) => dump::run(global, args),
     }
 }
 
