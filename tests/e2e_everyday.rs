@@ -180,3 +180,89 @@ fn dump_writes_a_file_or_a_folder_as_tar() {
     assert!(out.stderr().contains("not in this snapshot"), "{out}");
 }
 
+/// The tags of each snapshot, sorted, as a sorted list.
+fn tag_sets(c: &Coffer, cache: Option<&Path>) -> Vec<Vec<String>> {
+    let mut cmd = c.command();
+    if let Some(cache) = cache {
+        cmd.env("COFFER_CACHE_DIR", cache);
+    }
+    cmd.args(["snapshots", "--json"]);
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    let mut sets: Vec<Vec<String>> = out
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| {
+            let mut tags: Vec<String> =
+                s["tags"].as_array().expect("tags").iter().map(|t| t.as_str().expect("tag").to_string()).collect();
+            tags.sort();
+            tags
+        })
+        .collect();
+    sets.sort();
+    sets
+}
+
+/// `coffer check` with a new, empty local database passes, and names no hidden snapshot.
+fn check_clean_with_fresh_db(c: &Coffer, name: &str) {
+    let mut cmd = c.command();
+    cmd.env("COFFER_CACHE_DIR", c.dir(name)).arg("check");
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_code(0);
+    assert!(!out.all().contains("missing"), "check with a fresh database\n{out}");
+}
+
+#[test]
+fn tag_rewrites_snapshots_and_retires_the_old_ones() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("f"), "1").expect("write");
+    c.backup_with(&[&src], &["--tag", "daily"]);
+    std::fs::write(src.join("f"), "2").expect("write");
+    c.backup(&[&src]);
+    // A write-only key's snapshot: the owner may retag it, and it stays that key's.
+    let key = c.path("wo.key");
+    c.ok(&["key", "write-only", "--output", utf8(&key), "--label", "laptop"]);
+    let mut cmd = c.command();
+    cmd.env_remove("COFFER_PASSWORD").env("COFFER_CACHE_DIR", c.dir("wo-cache")).arg("--key-file").arg(&key);
+    cmd.args(["backup", "--tag", "wo"]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+
+    c.ok(&["tag", "--add", "keep,extra", "latest", "--tag", "daily"]);
+    c.ok(&["tag", "--remove", "extra", "--tag", "daily"]);
+    c.ok(&["tag", "--set", "monthly", "latest~1"]);
+    let out = c.ok(&["tag", "--json", "--add", "owned", "latest", "--tag", "wo"]);
+    assert_eq!(out.json()["changed"].as_array().map(Vec::len), Some(1), "{out}");
+    let again = c.ok(&["tag", "--json", "--add", "owned", "--tag", "wo"]).json();
+    assert_eq!(again["unchanged"].as_array().map(Vec::len), Some(1), "nothing to change: {again}");
+    let expected = vec![vec!["daily".to_string(), "keep".into()], vec!["monthly".into()], vec!["owned".into(), "wo".into()]];
+    assert_eq!(tag_sets(&c, None), expected);
+    assert_eq!(tag_sets(&c, Some(&c.dir("fresh-list"))), expected, "a new machine sees the same");
+    assert_eq!(c.repo_files("snapshots").len(), 3, "each old snapshot is gone");
+
+    let signed_by = c.snapshots_with(&["--tag", "owned"])[0]["signed_by"].as_str().expect("signed_by").to_string();
+    assert!(signed_by.contains("laptop") && signed_by.contains("retagged"), "{signed_by}");
+
+    check_clean_with_fresh_db(&c, "fresh-check");
+    c.ok(&["check"]);
+
+    // forget --keep-tag sees the new tags (`keep` and `owned` came from `tag`).
+    c.ok(&["forget", "--keep-tag", "keep,daily", "--keep-tag", "owned"]);
+    let after = tag_sets(&c, None);
+    assert_eq!(after, vec![vec!["daily".to_string(), "keep".into()], vec!["owned".into(), "wo".into()]]);
+    check_clean_with_fresh_db(&c, "fresh-check-2");
+
+    // A write-only key cannot.
+    let mut cmd = c.command();
+    cmd.env_remove("COFFER_PASSWORD").env("COFFER_CACHE_DIR", c.dir("wo-cache")).arg("--key-file").arg(&key);
+    cmd.args(["tag", "--add", "x", "latest"]);
+    let out = run(cmd, DEFAULT_TIMEOUT);
+    out.assert_one_line_error(1);
+    assert!(out.stderr().contains("full repository key"), "{out}");
+    let out = c.cmd(&["tag", "latest"]);
+    out.assert_one_line_error(1);
+}
+

@@ -207,6 +207,8 @@ pub enum Command {
     Find(crate::cli::find::FindArgs),
     /// Write a file of a snapshot to stdout, or a folder as a tar archive.
     Dump(crate::cli::dump::DumpArgs),
+    /// Add, remove or set the tags of snapshots (each changed snapshot is rewritten).
+    Tag(crate::cli::tag::TagArgs),
 }
 
 #[derive(Subcommand, Debug)]

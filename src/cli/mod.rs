@@ -15,6 +15,7 @@ mod profiles;
 mod repair;
 mod retention;
 mod select;
+mod tag;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -418,6 +419,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Profile { command } => profiles::run(global, command),
         Command::Find(args) => find::run(global, args),
         Command::Dump(args) => dump::run(global, args),
+        Command::Tag(args) => tag::run(global, args),
     }
 }
 

@@ -12,3 +12,4 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod tag;

@@ -139,7 +139,13 @@ impl Signers {
         let signed = self.describe(signer);
         match snapshot.copied_signer() {
             Some((original, label)) => {
-                format!("{signed}, copy of one by {} ({})", crate::format::signer::printable(&label), original.short())
+                // `tag` rewrites a snapshot in place; `copy` brings one from elsewhere.
+                let what = if snapshot.extensions.iter().any(|(k, _)| k == crate::commands::copy::COPIED_FROM) {
+                    "copy of one"
+                } else {
+                    "retagged, written"
+                };
+                format!("{signed}, {what} by {} ({})", crate::format::signer::printable(&label), original.short())
             }
             None => signed,
         }
