@@ -266,3 +266,43 @@ fn tag_rewrites_snapshots_and_retires_the_old_ones() {
     out.assert_one_line_error(1);
 }
 
+#[test]
+fn completions_and_man_pages_come_from_the_definitions() {
+    let c = Coffer::new();
+    let out = c.ok(&["generate", "--completions", "bash"]);
+    let script = out.stdout();
+    assert!(script.contains("_coffer()") && script.contains("complete"), "a bash completion function");
+    for sub in ["backup", "restore", "find", "dump", "tag", "snapshots"] {
+        assert!(script.contains(sub), "the script names {sub}");
+    }
+    let syntax = run(
+        {
+            let mut bash = std::process::Command::new("bash");
+            bash.arg("-n").arg("-c").arg(&script);
+            bash
+        },
+        DEFAULT_TIMEOUT,
+    );
+    syntax.assert_code(0);
+    for shell in ["zsh", "fish"] {
+        assert!(!c.ok(&["generate", "--completions", shell]).stdout.is_empty(), "{shell}");
+    }
+
+    let man = c.path("man");
+    c.ok(&["generate", "--man", utf8(&man)]);
+    for page in ["coffer.1", "coffer-backup.1", "coffer-find.1", "coffer-key.1"] {
+        assert!(man.join(page).is_file(), "{page} written");
+    }
+    let mut render = std::process::Command::new("man");
+    render.arg("-l").arg(man.join("coffer.1")).env("MANPAGER", "cat").env("MANWIDTH", "100");
+    let rendered = run(render, DEFAULT_TIMEOUT);
+    rendered.assert_code(0);
+    let text = rendered.stdout();
+    assert!(text.contains("NAME") && text.contains("coffer"), "{text}");
+    assert!(text.contains("COFFER_PASSWORD"), "the environment is documented\n{text}");
+
+    let help = c.ok(&["backup", "--help"]).stdout();
+    assert!(help.contains("Examples:") && help.contains("coffer backup"), "{help}");
+    let out = c.cmd(&["generate"]);
+    out.assert_code(2);
+}

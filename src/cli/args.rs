@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "coffer", version, about = "Encrypted, deduplicated backups you can mount and browse")]
+#[command(after_help = crate::cli::help::ENVIRONMENT)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -77,6 +78,7 @@ pub enum Command {
     /// Create a new repository.
     Init,
     /// Back up files and folders into a new snapshot.
+    #[command(after_help = crate::cli::help::BACKUP)]
     Backup {
         /// What to back up (default: the profile's `sources`).
         #[arg(value_name = "PATH")]
@@ -108,7 +110,9 @@ pub enum Command {
         filter: SnapshotFilterArgs,
     },
     /// Restore a snapshot, or a path in it (`SNAP:/path`), into a folder.
+    #[command(after_help = crate::cli::help::RESTORE)]
     Restore {
+        /// `latest`, `latest~N` or an id prefix, with `:/path` for a part of it.
         #[arg(value_name = "SNAP[:PATH]")]
         snapshot: String,
         #[arg(short, long, value_name = "DIR")]
@@ -146,6 +150,7 @@ pub enum Command {
     /// Repository size, deduplication and compression.
     Stats,
     /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).
+    #[command(after_help = crate::cli::help::MOUNT)]
     Mount {
         mountpoint: PathBuf,
         /// Memory for decrypted blocks, cached and in flight, e.g. 512MiB or 2GiB.
@@ -180,6 +185,7 @@ pub enum Command {
         filter: SnapshotFilterArgs,
     },
     /// Remove snapshots by a retention policy (per group); `--prune` also frees their data.
+    #[command(after_help = crate::cli::help::FORGET)]
     Forget(crate::cli::retention::ForgetArgs),
     /// Delete data no snapshot needs; repack partly used packs. Safe beside running backups.
     Prune(crate::cli::retention::PruneArgs),
@@ -189,6 +195,7 @@ pub enum Command {
         what: RepairCommand,
     },
     /// Manage passphrases and write-only keys.
+    #[command(after_help = crate::cli::help::KEY)]
     Key {
         #[command(subcommand)]
         command: KeyCommand,
@@ -209,6 +216,8 @@ pub enum Command {
     Dump(crate::cli::dump::DumpArgs),
     /// Add, remove or set the tags of snapshots (each changed snapshot is rewritten).
     Tag(crate::cli::tag::TagArgs),
+    /// Shell completions and man pages.
+    Generate(crate::cli::generate::GenerateArgs),
 }
 
 #[derive(Subcommand, Debug)]

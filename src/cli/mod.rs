@@ -7,6 +7,8 @@ mod copy;
 mod dump;
 pub mod env_secrets;
 mod find;
+mod generate;
+mod help;
 mod interrupt;
 mod keys;
 mod output;
@@ -420,6 +422,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Find(args) => find::run(global, args),
         Command::Dump(args) => dump::run(global, args),
         Command::Tag(args) => tag::run(global, args),
+        Command::Generate(args) => generate::run(global, args),
     }
 }
 
