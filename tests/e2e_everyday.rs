@@ -306,3 +306,51 @@ fn completions_and_man_pages_come_from_the_definitions() {
     let out = c.cmd(&["generate"]);
     out.assert_code(2);
 }
+
+#[test]
+fn ls_long_stats_of_a_snapshot_and_the_diff_summary() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("keep"), "same").expect("write");
+    std::fs::write(src.join("gone"), "0123456789").expect("write");
+    std::fs::write(src.join("edit"), "v1").expect("write");
+    std::fs::set_permissions(src.join("edit"), std::fs::Permissions::from_mode(0o4750)).expect("chmod");
+    c.backup(&[&src]);
+    std::fs::remove_file(src.join("gone")).expect("rm");
+    std::fs::write(src.join("edit"), "version 2").expect("write");
+    std::fs::write(src.join("new1"), "abc").expect("write");
+    std::fs::write(src.join("new2"), "defgh").expect("write");
+    std::os::unix::fs::symlink("keep", src.join("link")).expect("symlink");
+    c.backup(&[&src]);
+    let s = utf8(&src);
+
+    let listing = c.ok(&["ls", "-l", "latest", s]).stdout();
+    let edit = listing.lines().find(|l| l.ends_with(&format!("{s}/edit"))).expect("edit listed");
+    let fields: Vec<&str> = edit.split_whitespace().collect();
+    assert_eq!(fields[0], "-rwsr-x---", "{edit}");
+    assert_eq!(fields[3], "9", "size: {edit}");
+    assert!(fields[4].len() == 10 && fields[5].len() == 8, "date and time: {edit}");
+    let link = listing.lines().find(|l| l.contains(&format!("{s}/link"))).expect("link listed");
+    assert!(link.starts_with('l') && link.ends_with(&format!("{s}/link -> keep")), "{link}");
+
+    let stats = c.ok(&["stats", "--json", "latest"]).json();
+    assert_eq!((num(&stats, "files"), num(&stats, "other")), (4, 1), "{stats}");
+    assert_eq!(num(&stats, "restore_bytes"), 4 + 9 + 3 + 5, "{stats}");
+    let older = c.ok(&["stats", "--json", "latest~1"]).json();
+    assert_eq!((num(&older, "files"), num(&older, "restore_bytes")), (3, 16), "{older}");
+    assert!(c.ok(&["stats", "latest"]).stdout().contains("restore size"));
+
+    let diff = c.ok(&["diff", "latest~1", "latest"]).stdout();
+    let last = diff.lines().last().expect("a summary line");
+    assert!(
+        last.starts_with("2 files added (8 B), 1 removed (10 B), 1 changed (9 B now); "),
+        "the summary line\n{diff}"
+    );
+    // The link, and the folder's new mtime.
+    let others = diff.lines().filter(|l| l.starts_with("+ ") || l.starts_with("U ")).count() - 2;
+    assert!(last.ends_with(&format!("; {others} other changes")), "{diff}");
+    let json = c.ok(&["diff", "--json", "latest~1", "latest"]).json_lines();
+    assert_eq!(json.len(), diff.lines().count() - 1, "--json prints the entries only: {json:?}");
+}

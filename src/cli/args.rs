@@ -106,6 +106,9 @@ pub enum Command {
         snapshot: String,
         /// Only this path (and below).
         path: Option<PathBuf>,
+        /// Long listing: mode, owner, group, size, mtime and path (restic's `ls -l`).
+        #[arg(short = 'l', long)]
+        long: bool,
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },
@@ -140,15 +143,22 @@ pub enum Command {
         #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
         read_data_subset: Option<String>,
     },
-    /// Show what changed between two snapshots (`latest`, `latest~N` or id prefixes).
+    /// Show what changed between two snapshots (`latest`, `latest~N` or id prefixes), and a
+    /// summary line.
     Diff {
         first: String,
         second: String,
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },
-    /// Repository size, deduplication and compression.
-    Stats,
+    /// Repository size, deduplication and compression; with a snapshot, what it restores.
+    Stats {
+        /// Only this snapshot: its files, folders and restore size (`latest`, `latest~N`, id).
+        #[arg(value_name = "SNAP")]
+        snapshot: Option<String>,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
     /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).
     #[command(after_help = crate::cli::help::MOUNT)]
     Mount {

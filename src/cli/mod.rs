@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod args;
 mod copy;
 mod dump;
+mod everyday;
 pub mod env_secrets;
 mod find;
 mod generate;
@@ -324,7 +325,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("mounting at {}", mountpoint.display()))?;
             Ok(exit::OK)
         }
-        Command::Ls { snapshot, path, filter: f } => {
+        Command::Ls { snapshot, path, long, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("ls")?;
             let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
@@ -343,7 +344,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             let mut write_error = None;
             ls::list(&repo, &entry.snapshot, path.as_deref(), true, |e| {
                 if write_error.is_none() {
-                    write_error = output::ls_entry(global, &mut out, &e).err();
+                    write_error = if long && !global.json {
+                        everyday::ls_long(&mut out, &e).err()
+                    } else {
+                        output::ls_entry(global, &mut out, &e).err()
+                    };
                 }
             })?;
             match write_error {
@@ -390,6 +395,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let b = resolve_snapshot(&snapshots, &second, &filter(&f))?;
             let entries = diff::diff(&repo, &a.snapshot, &b.snapshot)?;
             output::diff(global, &entries)?;
+            everyday::diff_summary(global, &entries)?;
             Ok(exit::OK)
         }
         Command::Forget(args) => {
@@ -405,7 +411,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             retention::prune(global, &open_repo(global)?, args)
         }
         Command::Repair { what } => repair::run(global, what),
-        Command::Stats => {
+        Command::Stats { snapshot: Some(spec), filter: f } => {
+            let repo = open_repo(global)?;
+            repo.require_full_key("stats")?;
+            let entry = repo.find_snapshot(&spec, &filter(&f))?;
+            everyday::snapshot_stats(global, &entry, &stats::snapshot_stats(&repo, &entry.snapshot.tree)?)?;
+            Ok(exit::OK)
+        }
+        Command::Stats { snapshot: None, .. } => {
             let repo = open_repo(global)?;
             repo.require_full_key("stats")?;
             output::stats(global, &stats::stats(&repo)?)?;
