@@ -354,3 +354,28 @@ fn ls_long_stats_of_a_snapshot_and_the_diff_summary() {
     let json = c.ok(&["diff", "--json", "latest~1", "latest"]).json_lines();
     assert_eq!(json.len(), diff.lines().count() - 1, "--json prints the entries only: {json:?}");
 }
+
+#[test]
+fn snapshots_group_by_host_and_tags() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    std::fs::write(src.join("f"), "f").expect("write");
+    c.backup_with(&[&src], &["--host", "alpha", "--tag", "x"]);
+    c.backup_with(&[&src], &["--host", "beta"]);
+    c.backup_with(&[&src], &["--host", "alpha", "--tag", "x"]);
+    c.backup_with(&[&src], &["--host", "alpha"]);
+
+    let text = c.ok(&["snapshots", "--group-by", "host,tags"]).stdout();
+    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("snapshots for ")).collect();
+    assert_eq!(
+        headers,
+        ["snapshots for host [alpha], tags [x]:", "snapshots for host [beta], tags []:", "snapshots for host [alpha], tags []:"],
+        "{text}"
+    );
+    let counts: Vec<&str> = text.lines().filter(|l| l.ends_with("snapshot") || l.ends_with("snapshots")).collect();
+    assert_eq!(counts, ["2 snapshots", "1 snapshot", "1 snapshot"], "{text}");
+    let one = c.ok(&["snapshots", "--group-by", ""]).stdout();
+    assert!(one.starts_with("snapshots for all:") && one.contains("4 snapshots"), "{one}");
+    c.cmd(&["snapshots", "--group-by", "colour"]).assert_code(2);
+}

@@ -99,6 +99,10 @@ pub enum Command {
         /// Only the N newest snapshots of each host and set of paths (restic's --latest).
         #[arg(long, value_name = "N")]
         latest: Option<usize>,
+        /// List in groups of snapshots with the same host, paths, tags and/or signer, e.g.
+        /// `host,paths` (restic's --group-by).
+        #[arg(long, short = 'g', value_name = "FIELDS", value_parser = coffer::commands::retention::GroupBy::parse)]
+        group_by: Option<coffer::commands::retention::GroupBy>,
     },
     /// List files in a snapshot.
     Ls {

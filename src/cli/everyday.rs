@@ -9,6 +9,7 @@ use serde_json::json;
 use super::args::GlobalArgs;
 use super::output::{bytes, plural};
 use coffer::commands::diff::{Change, DiffEntry};
+use coffer::commands::retention::{GroupBy, GroupKey};
 use coffer::commands::ls::LsEntry;
 use coffer::commands::stats::SnapshotStats;
 use coffer::repo::SnapshotEntry;
@@ -129,6 +130,51 @@ pub fn snapshot_stats(global: &GlobalArgs, entry: &SnapshotEntry, stats: &Snapsh
     writeln!(out, "other entries:  {}", stats.other)?;
     writeln!(out, "restore size:   {} ({} bytes)", bytes(stats.restore_bytes), stats.restore_bytes)?;
     Ok(())
+}
+
+/// `snapshots --group-by`: a header line per group (in the order groups first appear, oldest
+/// first), then that group's table.
+pub fn snapshots_grouped(
+    global: &GlobalArgs,
+    snapshots: Vec<SnapshotEntry>,
+    rejected: &[coffer::repo::Rejection],
+    by: GroupBy,
+) -> Result<u8> {
+    if global.json {
+        anyhow::bail!("--group-by has no --json form yet: use `snapshots --json` and group by its fields");
+    }
+    let mut groups: Vec<(GroupKey, Vec<SnapshotEntry>)> = Vec::new();
+    for entry in snapshots {
+        let key = by.key(&entry.snapshot, &entry.signer);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(entry),
+            None => groups.push((key, vec![entry])),
+        }
+    }
+    let mut rejected = Some(rejected);
+    for (i, (key, members)) in groups.iter().enumerate() {
+        let mut label = Vec::new();
+        if let Some(host) = &key.host {
+            label.push(format!("host [{}]", terminal(host)));
+        }
+        if by.paths {
+            label.push(format!("paths [{}]", terminal(&key.paths.join(", "))));
+        }
+        if by.tags {
+            label.push(format!("tags [{}]", terminal(&key.tags.join(", "))));
+        }
+        if let Some(signer) = &key.signer {
+            label.push(format!("signer {}", &signer[..8.min(signer.len())]));
+        }
+        let mut out = std::io::stdout().lock();
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "snapshots for {}:", if label.is_empty() { "all".to_string() } else { label.join(", ") })?;
+        drop(out);
+        super::output::snapshots(global, members, rejected.take().unwrap_or_default())?;
+    }
+    Ok(super::exit::OK)
 }
 
 #[cfg(test)]

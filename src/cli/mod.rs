@@ -242,13 +242,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::backup(global, &outcome)?;
             Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
-        Command::Snapshots { filter: f, latest } => {
+        Command::Snapshots { filter: f, latest, group_by } => {
             let repo = open_repo(global)?;
             repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
             let mut snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
             if let Some(n) = latest {
                 snapshots = select::latest_per_group(snapshots, n);
+            }
+            if let Some(by) = group_by {
+                return everyday::snapshots_grouped(global, snapshots, &rejected, by);
             }
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
