@@ -39,8 +39,8 @@ pub fn run(global: &GlobalArgs, args: DumpArgs) -> Result<u8> {
     let entry = repo.find_snapshot(&args.snapshot, &super::filter(&args.filter))?;
     let path = args.path.as_os_str().as_encoded_bytes();
     let node = coffer::commands::ls::find_node(&repo, &entry.snapshot.tree, path)?;
-    let is_file = matches!(node.map(|n| n.kind), Some(coffer::format::tree::NodeKind::File { .. }));
-    if !is_file && std::io::stdout().is_terminal() {
+    let is_dir = matches!(node.map(|n| n.kind), Some(coffer::format::tree::NodeKind::Dir { .. }));
+    if is_dir && std::io::stdout().is_terminal() {
         bail!("dump of a folder writes a tar archive: redirect it to a file or a pipe, not the terminal");
     }
     let Archive::Tar = args.archive;
