@@ -12,13 +12,12 @@
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
+pub use crate::format::snapshot::RETAGGED_FROM;
 use crate::format::snapshot::{COPIED_SIGNER, PREVIOUS, SIGNERS_SEEN};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
 use crate::store::paths;
 
-/// Extension of a retagged snapshot: the id of the snapshot it replaced (32 bytes).
-pub const RETAGGED_FROM: &str = "coffer.retagged-from";
 
 /// The change asked for: `set` replaces the tags (then `add` and `remove` apply to it).
 #[derive(Clone, Debug, Default)]

@@ -140,10 +140,10 @@ impl Signers {
         match snapshot.copied_signer() {
             Some((original, label)) => {
                 // `tag` rewrites a snapshot in place; `copy` brings one from elsewhere.
-                let what = if snapshot.extensions.iter().any(|(k, _)| k == crate::commands::copy::COPIED_FROM) {
-                    "copy of one"
-                } else {
+                let what = if snapshot.extensions.iter().any(|(k, _)| k == crate::format::snapshot::RETAGGED_FROM) {
                     "retagged, written"
+                } else {
+                    "copy of one"
                 };
                 format!("{signed}, {what} by {} ({})", crate::format::signer::printable(&label), original.short())
             }
