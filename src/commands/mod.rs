@@ -2,6 +2,8 @@
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod keys;
 pub mod ls;
@@ -10,3 +12,4 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod tag;
