@@ -83,6 +83,8 @@ pub enum Command {
         tags: Vec<String>,
         #[command(flatten)]
         select: crate::cli::select::SelectArgs,
+        #[command(flatten)]
+        input: crate::cli::backup_input::BackupInputArgs,
         /// Record this host name instead of the machine's.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,

@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod args;
+mod backup_input;
 mod copy;
 pub mod env_secrets;
 mod interrupt;
@@ -187,15 +188,26 @@ pub fn run(cli: Cli) -> Result<u8> {
             result?;
             Ok(exit::OK)
         }
-        Command::Backup { mut paths, mut tags, select, mut host } => {
+        Command::Backup { mut paths, mut tags, select, input, mut host } => {
+            paths.extend(input.listed_paths()?);
+            if input.stdin {
+                if !paths.is_empty() {
+                    bail!("--stdin backs up standard input only: give no paths (the name is --stdin-filename)");
+                }
+                paths.push(input.stdin_path()?);
+            }
+            let listed = !input.files_from.is_empty() || !input.files_from_verbatim.is_empty() || input.stdin;
             let mut profile_excludes = Vec::new();
             if let Some(profile) = profiles::active(global)? {
-                if paths.is_empty() {
+                if paths.is_empty() && !listed {
                     paths = profile.sources.clone();
                 }
                 profile_excludes.extend(profile.excludes.iter().cloned());
                 tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
                 host = host.or_else(|| profile.host.clone());
+            }
+            if paths.is_empty() && listed {
+                bail!("nothing to back up: the --files-from lists name no path");
             }
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
@@ -210,6 +222,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 hostname: host,
                 scan_total: false,
                 progress: Default::default(),
+                dry_run: input.dry_run,
             };
             options.check_labels()?;
             // The scan needs only the local database, which the config names: it runs while
@@ -220,6 +233,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 &located.unverified_id(),
                 &repo::machine_identity(),
             );
+            if input.stdin {
+                return backup_stdin(global, options, &input, located);
+            }
             let scan = archiver::scan_ahead(&options, files_cache)?;
             let repo = unlock_repo(global, located)?;
             let interrupted = interrupt_flag()?;
@@ -411,6 +427,30 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Secret { command } => keys::run_secret(global, command),
         Command::Profile { command } => profiles::run(global, command),
     }
+}
+
+/// `backup --stdin`: standard input as one file.
+fn backup_stdin(
+    global: &GlobalArgs,
+    options: BackupOptions,
+    input: &backup_input::BackupInputArgs,
+    located: Located,
+) -> Result<u8> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!("--stdin reads the data from a pipe, not a terminal: e.g. `pg_dump db | coffer backup --stdin --stdin-filename db.sql`");
+    }
+    let name = input.stdin_path()?;
+    let repo = unlock_repo(global, located)?;
+    let interrupted = interrupt_flag()?;
+    let progress = output::Progress::start(global, "backing up");
+    let mut options = options;
+    options.progress = Arc::clone(&progress.counters);
+    let outcome = archiver::backup_stdin(&repo, &options, &name, stdin.lock(), &interrupted);
+    progress.finish();
+    let outcome = outcome?;
+    output::backup(global, &outcome)?;
+    Ok(exit::OK)
 }
 
 fn announce_mount(mountpoint: &std::path::Path) {

@@ -101,8 +101,10 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
         outln!(
             "{}",
             json!({
-                "snapshot_id": outcome.id.to_hex(),
-                "short_id": outcome.id.short(),
+                // A dry run stores no snapshot, so it has no id to give.
+                "snapshot_id": (!outcome.dry_run).then(|| outcome.id.to_hex()),
+                "short_id": (!outcome.dry_run).then(|| outcome.id.short()),
+                "dry_run": outcome.dry_run,
                 "files_new": s.files_new,
                 "files_changed": s.files_changed,
                 "files_unmodified": s.files_unmodified,
@@ -118,18 +120,23 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
         );
     } else if !global.quiet {
         outln!(
-            "files: {} new, {} changed, {} unmodified; {} folders",
+            "files: {} new, {} changed, {} unmodified; {}",
             s.files_new,
             s.files_changed,
             s.files_unmodified,
-            s.dirs
+            plural(s.dirs, "folder")
         );
+        let added = if outcome.dry_run { "would add" } else { "added" };
         outln!(
-            "read {}; added {} to the repository ({} before compression)",
+            "read {}; {added} {} to the repository ({} before compression)",
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             bytes(s.raw_added)
         );
+        if outcome.dry_run {
+            outln!("dry run: nothing was written to the repository");
+            return Ok(());
+        }
         let state = if outcome.snapshot.incomplete { " (incomplete: some files could not be read)" } else { "" };
         outln!("snapshot {} saved{state}", outcome.id.short());
     }
