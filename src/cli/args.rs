@@ -124,6 +124,8 @@ pub enum Command {
         #[arg(long)]
         trust_special: bool,
         #[command(flatten)]
+        extra: crate::cli::restore_opts::RestoreExtraArgs,
+        #[command(flatten)]
         filter: SnapshotFilterArgs,
     },
     /// Verify the repository: structure always; with --read-data, every byte.

@@ -12,6 +12,7 @@ mod output;
 mod password;
 mod profiles;
 mod repair;
+mod restore_opts;
 mod retention;
 mod select;
 
@@ -259,7 +260,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }
-        Command::Restore { snapshot, target, includes, excludes, trust_special, filter: f } => {
+        Command::Restore { snapshot, target, includes, excludes, trust_special, extra, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("restore")?;
             let interrupted = interrupt_flag()?;
@@ -272,7 +273,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if subpath.is_none() {
                 progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
             }
-            let selecting = !includes.is_empty();
+            let selecting = !includes.is_empty() || !extra.iincludes.is_empty();
             // A copy keeps how its source named the original's signer ("repository key" for
             // that repository's own).
             let written_by_write_only_key = entry.signer != repo.keys.repo_verify.id()
@@ -283,6 +284,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                 excludes,
                 progress: Arc::clone(&progress.counters),
                 confine_special: written_by_write_only_key && !trust_special,
+                iincludes: extra.iincludes,
+                iexcludes: extra.iexcludes,
+                dry_run: extra.dry_run,
+                overwrite: extra.overwrite,
+                verify: extra.verify,
             };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             let (files_done, bytes_done) =
@@ -302,18 +308,29 @@ pub fn run(cli: Cli) -> Result<u8> {
                 ))
             })?;
             output::restore(global, &entry.id, &report)?;
-            if selecting && report.files + report.dirs + report.other == 0 {
+            if selecting && report.files + report.dirs + report.other + report.skipped == 0 {
+                let patterns: Vec<String> = (options.includes.iter().map(|p| format!("--include {p}")))
+                    .chain(options.iincludes.iter().map(|p| format!("--iinclude {p}")))
+                    .collect();
                 bail!(
-                    "no entry of snapshot {} matches --include {}: nothing was restored; \
+                    "no entry of snapshot {} matches {}: nothing was restored; \
                      patterns follow restic's rules (`coffer ls` shows the paths to match)",
                     entry.id.short(),
-                    options.includes.join(" --include ")
+                    patterns.join(" ")
                 );
             }
-            if report.errors.is_empty() {
-                Ok(exit::OK)
-            } else {
-                bail!("{} entries could not be restored (listed above)", report.errors.len())
+            let unrestored = report.errors.len() as u64 - report.verify_failed;
+            match (unrestored, report.verify_failed) {
+                (0, 0) => Ok(exit::OK),
+                (0, differ) => bail!(
+                    "--verify: {} not as in the snapshot (listed above): restore again with --overwrite always",
+                    files_are(differ)
+                ),
+                (n, 0) => bail!("{n} entries could not be restored (listed above)"),
+                (n, differ) => bail!(
+                    "{n} entries could not be restored and {} not as in the snapshot (listed above)",
+                    files_are(differ)
+                ),
             }
         }
         Command::Mount { mountpoint, cache_size, allow_other } => {
@@ -451,6 +468,15 @@ fn backup_stdin(
     let outcome = outcome?;
     output::backup(global, &outcome)?;
     Ok(exit::OK)
+}
+
+/// "1 file is", "2 files are".
+fn files_are(n: u64) -> String {
+    if n == 1 {
+        "1 file is".to_string()
+    } else {
+        format!("{n} files are")
+    }
 }
 
 fn announce_mount(mountpoint: &std::path::Path) {

@@ -221,9 +221,31 @@ pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<(
     }
     if global.json {
         outln!("{}", serde_json::to_string(report)?);
+    } else if report.dry_run {
+        // The list is the point of a dry run: printed even with --quiet.
+        for path in &report.planned {
+            outln!("would write {}", terminal(path));
+        }
+        if !global.quiet {
+            outln!(
+                "dry run of snapshot {}: would write {}, {}, {} other, {}; {} kept; nothing was written",
+                id.short(),
+                plural(report.files, "file"),
+                plural(report.dirs, "folder"),
+                report.other,
+                bytes(report.bytes),
+                report.skipped
+            );
+        }
     } else if !global.quiet {
+        let kept = if report.skipped > 0 { format!("; {} already there kept", report.skipped) } else { String::new() };
+        let verified = if report.verified > 0 {
+            format!("; {} read back and verified", plural(report.verified, "file"))
+        } else {
+            String::new()
+        };
         outln!(
-            "restored snapshot {}: {}, {}, {} other, {}",
+            "restored snapshot {}: {}, {}, {} other, {}{kept}{verified}",
             id.short(),
             plural(report.files, "file"),
             plural(report.dirs, "folder"),

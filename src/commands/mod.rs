@@ -8,5 +8,6 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod restore_policy;
 pub mod retention;
 pub mod stats;
