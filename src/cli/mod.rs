@@ -46,6 +46,25 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// The failure as one line: each cause once. Our error types say their cause in their own
+/// message (so a logged `{e}` is complete) and also chain it as `source`, and a context often
+/// quotes the error it wraps: `{:#}` would print the OS error two or three times. A cause whose
+/// text the line already holds adds nothing, so it is left out.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// Whether the failure is only that whoever read our output stopped reading.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error
