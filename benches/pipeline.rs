@@ -14,9 +14,9 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use coffer::archiver::{backup, BackupOptions};
-use coffer::chunker::Chunker;
+use coffer::chunker::{Chunker, Gear};
 use coffer::crypto::{IdKey, KdfParams, SymKey};
-use coffer::format::config::ChunkerParams;
+use coffer::format::config::{ChunkerParams, GearKeying};
 use coffer::format::pack::compress;
 use coffer::repo::{OpenOptions, Repository};
 use coffer::store::Store;
@@ -106,9 +106,10 @@ fn chunking(c: &mut Criterion) {
     let mut group = c.benchmark_group("chunking");
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.sample_size(10);
+    let gear = Gear::new(ChunkerParams::DEFAULT, GearKeying::KeyedTable, &IdKey::random());
     group.bench_function("fastcdc_keyed_16MiB", |b| {
         b.iter(|| {
-            let mut chunker = Chunker::new(&data[..], ChunkerParams::DEFAULT, 0x5e_edc0_ffee);
+            let mut chunker = Chunker::new(&data[..], &gear);
             let mut n = 0usize;
             while let Some(chunk) = chunker.next_chunk().unwrap() {
                 n += chunk.len();

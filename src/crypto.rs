@@ -159,6 +159,21 @@ impl IdKey {
         let derived = blake3::derive_key("coffer v1 chunker seed", &self.0[..]);
         u64::from_le_bytes(derived[..8].try_into().expect("8 bytes"))
     }
+
+    /// A whole gear table for the chunker (format v2), every entry drawn from a keyed PRF (the
+    /// BLAKE3 XOF in key-derivation mode): unlike one seed XORed into a public table, it leaves
+    /// no structure for chunk sizes to reveal.
+    pub fn chunker_gear(&self) -> Box<[u64; 256]> {
+        let mut bytes = [0u8; 256 * 8];
+        let mut hasher = blake3::Hasher::new_derive_key("coffer v2 chunker gear table");
+        hasher.update(&self.0[..]);
+        hasher.finalize_xof().fill(&mut bytes);
+        let mut table = Box::new([0u64; 256]);
+        for (entry, chunk) in table.iter_mut().zip(bytes.chunks_exact(8)) {
+            *entry = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        table
+    }
 }
 
 /// X25519 secret key of a repository: only the full key holds it.

@@ -335,3 +335,41 @@ fn a_local_repository_is_private_to_its_owner() {
     }
     assert!(seen >= 5, "{seen} objects");
 }
+
+/// Item 15: a new repository keys the chunker's whole gear table (config format v2); two
+/// repositories cut the same data at different places, so chunk sizes don't fingerprint files.
+#[test]
+fn new_repositories_key_the_whole_gear_table() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..12u32 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut cuts = Vec::new();
+    for _ in 0..2 {
+        let c = Coffer::new();
+        c.init();
+        assert!(std::fs::read(c.repo.join("config")).expect("config").starts_with(b"CFCONF02"));
+        let src = c.dir("src");
+        std::fs::write(src.join("big"), &data).expect("write");
+        c.backup(&[&src]);
+        let repo = open_library(&c);
+        let mut lengths = Vec::new();
+        repo.db()
+            .for_each_blob(None, |_, at| {
+                if at.entry.kind == coffer::format::pack::BlobKind::Data {
+                    lengths.push(at.entry.raw_len)
+                }
+            })
+            .expect("index");
+        lengths.sort();
+        assert!(lengths.len() >= 3, "12 MiB in chunks of ~2 MiB: {lengths:?}");
+        assert_eq!(lengths.iter().map(|&l| u64::from(l)).sum::<u64>(), data.len() as u64);
+        cuts.push(lengths);
+    }
+    assert_ne!(cuts[0], cuts[1], "two repositories cut alike");
+}

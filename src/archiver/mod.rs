@@ -250,6 +250,7 @@ fn archive(
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);
+    let gear = crate::chunker::Gear::new(repo.config.chunker, repo.config.gear, &repo.keys.id_key);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
         if options.scan_total {
@@ -262,8 +263,7 @@ fn archive(
             let jobs = job_rx.clone();
             let ctx = reader::ReaderContext {
                 sink,
-                params: repo.config.chunker,
-                seed: repo.keys.id_key.chunker_seed(),
+                gear: &gear,
                 id_key: &repo.keys.id_key,
                 progress: &options.progress,
                 interrupted,

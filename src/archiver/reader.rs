@@ -14,7 +14,6 @@ use super::meta::{ctime_ns, mtime_ns};
 use super::sink::BlobSink;
 use crate::chunker::Chunker;
 use crate::db::CachedFile;
-use crate::format::config::ChunkerParams;
 use crate::id::Id;
 use crate::repo::RepoError;
 
@@ -148,8 +147,7 @@ fn open_for_backup(path: &Path, size: u64) -> std::io::Result<(File, bool)> {
 
 pub struct ReaderContext<'a> {
     pub sink: &'a BlobSink,
-    pub params: ChunkerParams,
-    pub seed: u64,
+    pub gear: &'a crate::chunker::Gear,
     pub id_key: &'a crate::crypto::IdKey,
     pub progress: &'a crate::progress::Counters,
     pub interrupted: &'a std::sync::atomic::AtomicBool,
@@ -191,10 +189,10 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
     };
     // Sized for the chunks the file should have: the lists of a folder's files wait for the
     // builder together, and a doubled list of one id is four times its size.
-    let mut content = Vec::with_capacity((before.size() / u64::from(ctx.params.avg.max(1))) as usize + 1);
+    let mut content = Vec::with_capacity((before.size() / u64::from(ctx.gear.params().avg.max(1))) as usize + 1);
     let mut size = 0u64;
-    if before.size() < ctx.params.min as u64 {
-        match read_whole_small(&file, ctx.params.min, before.size()) {
+    if before.size() < ctx.gear.params().min as u64 {
+        match read_whole_small(&file, ctx.gear.params().min, before.size()) {
             Ok(Some(data)) => {
                 if !data.is_empty() {
                     if let Err(e) = add_chunk(ctx, data, &mut content, &mut size) {
@@ -215,7 +213,7 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
     // The scope holds the read-ahead thread of a direct read; it ends with the chunker's input.
     let (outcome, window) = std::thread::scope(|scope| {
         let input = DirectReader::new(scope, &file, direct);
-        let mut chunker = Chunker::with_buffer(input, ctx.params, ctx.seed, window, before.size());
+        let mut chunker = Chunker::with_buffer(input, ctx.gear, window, before.size());
         let outcome = loop {
             if ctx.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                 break Some(FileOutcome::Unreadable(interrupted_error()));

@@ -17,6 +17,7 @@ use tempfile::TempPath;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
+use crate::repo::packer::pack_target;
 use crate::repo::{RepoError, Repository};
 use crate::store::{paths, StoreError};
 
@@ -330,7 +331,7 @@ impl BlobSink {
             }
             let pack = slot.as_mut().expect("just filled");
             self.shared.add_to(pack, id, &bytes)?;
-            if pack.writer.len() >= repo.config.pack_target as u64 / 4 {
+            if pack.writer.len() >= pack_target(&repo.config, BlobKind::Tree) {
                 slot.take()
             } else {
                 None
@@ -411,7 +412,7 @@ impl BlobSink {
 
 fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
     let repo = &shared.repo;
-    let target = repo.config.pack_target as u64;
+    let target = pack_target(&repo.config, BlobKind::Data);
     let mut pack: Option<SpooledPack> = None;
     for (id, data) in rx {
         if pack.is_none() {

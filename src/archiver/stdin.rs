@@ -50,7 +50,8 @@ pub fn backup_stdin(
         }
         Err(error)
     };
-    let mut chunker = Chunker::new(input, repo.config.chunker, repo.keys.id_key.chunker_seed());
+    let gear = crate::chunker::Gear::new(repo.config.chunker, repo.config.gear, &repo.keys.id_key);
+    let mut chunker = Chunker::new(input, &gear);
     let (mut content, mut size) = (Vec::new(), 0u64);
     loop {
         if interrupted.load(Ordering::Relaxed) {

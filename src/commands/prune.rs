@@ -21,11 +21,11 @@ use serde::Serialize;
 use crate::crashpoint;
 use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{BlobKind, PackWriter};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::locks::{list_locks, ENDED_SEQ, LOCK_TIMEOUT};
+use crate::repo::packer::Packer;
 use crate::repo::{now_unix, RepoError, Repository, SnapshotEntry};
 use crate::store::paths;
 
@@ -398,7 +398,7 @@ fn condemn_phase(
     progress(&format!("repacking {} packs", repack.len()));
     let repack_set: HashSet<Id> = repack.iter().copied().collect();
     // Live blobs stay in their own domain: new packs and index files per domain.
-    let mut writers: HashMap<Id, Repacker> = HashMap::new();
+    let mut writers: HashMap<Id, Packer> = HashMap::new();
     let mut groups: Vec<&(Id, Id)> = contents.keys().filter(|(pack, _)| repack_set.contains(pack)).collect();
     groups.sort();
     for key @ (pack, domain) in groups {
@@ -407,7 +407,9 @@ fn condemn_phase(
             let plain = repo.read_blob_exactly(&BlobLocation { pack: *pack, entry: *entry, domain: *domain })?;
             let writer = match writers.entry(*domain) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(Repacker::new(repo, domain)?),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Packer::new(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
+                }
             };
             writer.add(entry.kind, entry.id, &plain)?;
         }
@@ -709,60 +711,4 @@ fn remove_old_spool_files(repo: &Repository, older_than: Duration) -> u64 {
     removed
 }
 
-/// Writes repacked blobs of one domain into new packs (data and trees apart), each stored
-/// before it is indexed; their tables are sealed with that domain's index key.
-struct Repacker<'a> {
-    repo: &'a Repository,
-    domain: crate::keys::DomainKeys,
-    open: HashMap<BlobKind, PackWriter<Vec<u8>>>,
-    done: Vec<IndexPack>,
-}
 
-impl<'a> Repacker<'a> {
-    fn new(repo: &'a Repository, domain: &Id) -> Result<Repacker<'a>, PruneError> {
-        Ok(Repacker { repo, domain: domain_keys(repo, domain)?, open: HashMap::new(), done: Vec::new() })
-    }
-
-    fn local(e: std::io::Error) -> RepoError {
-        RepoError::Local { what: "writing a repacked pack".into(), source: e }
-    }
-
-    fn add(&mut self, kind: BlobKind, id: Id, plain: &[u8]) -> Result<(), PruneError> {
-        let (public, index_key) = (&self.repo.keys.public, &self.domain.index_key);
-        let writer = match self.open.entry(kind) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(PackWriter::new(public, index_key, kind, Vec::new()).map_err(Self::local)?)
-            }
-        };
-        writer.add_blob(id, plain, self.repo.config.compression_level).map_err(Self::local)?;
-        let target = match kind {
-            BlobKind::Data => self.repo.config.pack_target as u64,
-            BlobKind::Tree => self.repo.config.pack_target as u64 / 4,
-        };
-        if writer.len() >= target {
-            if let Some(full) = self.open.remove(&kind) {
-                self.store(full)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn store(&mut self, writer: PackWriter<Vec<u8>>) -> Result<(), PruneError> {
-        let finished = writer.finish().map_err(Self::local)?;
-        self.repo.store.write(&paths::pack(&finished.id), finished.out)?;
-        crashpoint::hit("prune-after-new-pack");
-        self.done.push(IndexPack { id: finished.id, size: finished.size, blobs: finished.entries });
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<IndexPack>, PruneError> {
-        let open: Vec<_> = self.open.drain().map(|(_, w)| w).collect();
-        for writer in open {
-            if !writer.is_empty() {
-                self.store(writer)?;
-            }
-        }
-        Ok(self.done)
-    }
-}

@@ -21,10 +21,11 @@ use serde_bytes::ByteBuf;
 
 use super::ls::join_path;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{compress, BlobKind, PackWriter};
+use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::repo::packer::Packer;
 use crate::repo::{RepoError, Repository};
 use crate::store::paths;
 
@@ -216,6 +217,40 @@ struct Rewritten {
     changed: bool,
 }
 
+/// A folder being rewritten: its entries still to see, and those kept so far.
+struct RewriteFrame {
+    id: Id,
+    nodes: std::vec::IntoIter<Node>,
+    out: Vec<Node>,
+    lost: Vec<Vec<u8>>,
+    changed: bool,
+    /// The folder entry whose subtree is being rewritten (or was unreadable) right now.
+    pending: Option<Node>,
+}
+
+impl RewriteFrame {
+    /// Takes in how the pending folder entry's subtree came out (`None`: unreadable; the
+    /// entry already points at an empty folder).
+    fn adopt(&mut self, sub: Option<Rewritten>) {
+        let Some(mut node) = self.pending.take() else { return };
+        let path = node.name.to_vec();
+        match sub {
+            Some(sub) => {
+                self.lost.extend(sub.lost.iter().map(|p| [&path[..], b"/", p].concat()));
+                self.changed |= sub.changed;
+                node.kind = NodeKind::Dir { subtree: sub.id };
+            }
+            None => {
+                let mut shown = path;
+                shown.push(b'/');
+                self.lost.push(shown);
+                self.changed = true;
+            }
+        }
+        self.out.push(node);
+    }
+}
+
 struct Rewriter<'a> {
     repo: &'a Repository,
     /// The domain of the snapshot being rewritten: its trees and blobs all belong to it, and
@@ -230,15 +265,70 @@ struct Rewriter<'a> {
 }
 
 impl Rewriter<'_> {
-    /// `None` when the tree cannot be read at all.
-    fn rewrite(&mut self, tree_id: Id) -> Option<Rewritten> {
-        let key = (self.domain.id, tree_id);
-        if let Some(done) = self.done.get(&key) {
-            return done.clone();
+    /// `None` when the tree cannot be read at all. Walks with an explicit stack, bounded like
+    /// every other walk (`repo::walk::MAX_DEPTH`): a chain of trees a hostile writer made
+    /// without end costs heap and ends in an error, not a stack overflow.
+    fn rewrite(&mut self, root: Id) -> Result<Option<Rewritten>, RepoError> {
+        if let Some(done) = self.done.get(&(self.domain.id, root)) {
+            return Ok(done.clone());
         }
-        let result = self.rewrite_uncached(tree_id);
-        self.done.insert(key, result.clone());
-        result
+        let Some(first) = self.open_frame(root) else {
+            self.done.insert((self.domain.id, root), None);
+            return Ok(None);
+        };
+        let mut stack = vec![first];
+        loop {
+            let depth = stack.len();
+            let top = stack.last_mut().expect("the loop returns when the stack empties");
+            let Some(mut node) = top.nodes.next() else {
+                let frame = stack.pop().expect("top exists");
+                let result = self.close_frame(frame);
+                self.done.insert((self.domain.id, result.0), Some(result.1.clone()));
+                match stack.last_mut() {
+                    Some(parent) => parent.adopt(Some(result.1)),
+                    None => return Ok(Some(result.1)),
+                }
+                continue;
+            };
+            let lost_content = match &node.kind {
+                NodeKind::File { content, .. } => {
+                    !content.iter().all(|id| self.present.contains(&(self.domain.id, *id)))
+                }
+                _ => false,
+            };
+            if lost_content {
+                top.lost.push(node.name.to_vec());
+                top.changed = true;
+                continue;
+            }
+            let NodeKind::Dir { subtree } = node.kind else {
+                top.out.push(node);
+                continue;
+            };
+            let sub = match self.done.get(&(self.domain.id, subtree)).cloned() {
+                Some(done) => done,
+                None => {
+                    crate::repo::walk::check_depth(depth, "the snapshot being repaired", &node.name)?;
+                    match self.open_frame(subtree) {
+                        Some(child) => {
+                            top.pending = Some(node);
+                            stack.push(child);
+                            continue;
+                        }
+                        None => {
+                            self.done.insert((self.domain.id, subtree), None);
+                            None
+                        }
+                    }
+                }
+            };
+            if sub.is_none() {
+                node.kind = NodeKind::Dir { subtree: self.store_tree(Tree::default().encode()) };
+            }
+            let top = stack.last_mut().expect("top exists");
+            top.pending = Some(node);
+            top.adopt(sub);
+        }
     }
 
     /// Sets the domain of the snapshot whose root tree is `root`: the domain its stored or
@@ -254,41 +344,23 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    fn rewrite_uncached(&mut self, tree_id: Id) -> Option<Rewritten> {
+    fn open_frame(&self, tree_id: Id) -> Option<RewriteFrame> {
         // The local cache may still hold a tree whose blob storage lost: it is verified
         // against its id on load, so it can be stored again.
         let tree = self.repo.load_tree(&tree_id).ok()?;
-        let mut lost = Vec::new();
-        let mut nodes = Vec::with_capacity(tree.nodes.len());
-        let mut changed = false;
-        for mut node in tree.nodes {
-            let path = node.name.to_vec();
-            match &mut node.kind {
-                NodeKind::File { content, .. }
-                    if !content.iter().all(|id| self.present.contains(&(self.domain.id, *id))) =>
-                {
-                    lost.push(path);
-                    changed = true;
-                    continue;
-                }
-                NodeKind::Dir { subtree } => match self.rewrite(*subtree) {
-                    Some(sub) => {
-                        lost.extend(sub.lost.iter().map(|p| [&path[..], b"/", p].concat()));
-                        changed |= sub.changed;
-                        *subtree = sub.id;
-                    }
-                    None => {
-                        let mut shown = path.clone();
-                        shown.push(b'/');
-                        lost.push(shown);
-                        changed = true;
-                        *subtree = self.store_tree(Tree::default().encode());
-                    }
-                },
-                _ => {}
-            }
-            nodes.push(node);
-        }
+        Some(RewriteFrame {
+            id: tree_id,
+            nodes: tree.nodes.into_iter(),
+            out: Vec::new(),
+            lost: Vec::new(),
+            changed: false,
+            pending: None,
+        })
+    }
+
+    /// The folder's new id (stored if it changed or its blob is gone), keyed by its old one.
+    fn close_frame(&mut self, frame: RewriteFrame) -> (Id, Rewritten) {
+        let RewriteFrame { id: tree_id, out: nodes, lost, mut changed, .. } = frame;
         let id = if changed {
             self.store_tree(Tree { nodes }.encode())
         } else if !self.present.contains(&(self.domain.id, tree_id)) {
@@ -300,7 +372,7 @@ impl Rewriter<'_> {
         } else {
             tree_id
         };
-        Some(Rewritten { id, lost, changed })
+        (tree_id, Rewritten { id, lost, changed })
     }
 
     fn store_tree(&mut self, bytes: Vec<u8>) -> Id {
@@ -311,24 +383,19 @@ impl Rewriter<'_> {
         id
     }
 
-    /// Stores the new trees of each domain in one pack and indexes it there.
+    /// Stores the new trees of each domain in packs and indexes them there.
     fn flush(&mut self) -> Result<(), RepoError> {
         let repo = self.repo;
-        let local = |source| RepoError::Local { what: "building a tree pack in memory".into(), source };
         for (domain, trees) in std::mem::take(&mut self.new_trees) {
             let keys = repo
                 .domain(&domain)
                 .cloned()
                 .ok_or_else(|| RepoError::ForeignDomain { object: format!("trees of domain {}", domain.short()) })?;
-            let mut writer =
-                PackWriter::new(&repo.keys.public, &keys.index_key, BlobKind::Tree, Vec::new()).map_err(local)?;
+            let mut packer = Packer::new(repo, keys, "repair-after-tree-pack");
             for (id, bytes) in trees {
-                writer.add(id, &compress(&bytes, repo.config.compression_level), bytes.len() as u32).map_err(local)?;
+                packer.add(BlobKind::Tree, id, &bytes)?;
             }
-            let pack = writer.finish().map_err(local)?;
-            repo.store.write(&paths::pack(&pack.id), pack.out)?;
-            let file = IndexFile { packs: vec![IndexPack { id: pack.id, size: pack.size, blobs: pack.entries }] };
-            repo.save_index_in(&keys, &file)?;
+            packer.finish_and_index()?;
         }
         Ok(())
     }
@@ -373,7 +440,7 @@ pub fn repair_snapshots(
     for (i, entry) in snapshots.iter().enumerate() {
         progress(&format!("checking snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
         rewriter.enter_snapshot(&entry.snapshot.tree)?;
-        match rewriter.rewrite(entry.snapshot.tree) {
+        match rewriter.rewrite(entry.snapshot.tree)? {
             Some(done) if !done.changed => {}
             Some(done) if replaced.contains_key(&entry.id) => {
                 replacements.push((entry.id, Replacement::Existing(replaced[&entry.id]), done.lost))

@@ -213,10 +213,12 @@ pub fn config(data: &[u8]) {
     let verifying = k.signing.verifying_key();
     let _ = Config::decode_unverified(data);
     let _ = Config::decode(data, &verifying);
-    let mut bytes = [config::MAGIC.as_slice(), data].concat();
-    let signature = k.signing.sign(&config::signed_message(&bytes));
-    bytes.extend_from_slice(&signature);
-    let _ = Config::decode(&bytes, &verifying);
+    for magic in [config::MAGIC, config::MAGIC_V1] {
+        let mut bytes = [magic.as_slice(), data].concat();
+        let signature = k.signing.sign(&config::signed_message(&bytes));
+        bytes.extend_from_slice(&signature);
+        let _ = Config::decode(&bytes, &verifying);
+    }
 }
 
 /// `signers/<id>`: registrations and revocations. Wrapped: the input is the body of each,
@@ -341,6 +343,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         compression_level: 3,
         public_key: k.secret.public().0,
         verify_key: k.signing.verifying_key().0,
+        gear: super::config::GearKeying::KeyedTable,
     };
     out.push(("config", to_postcard(&conf)));
 

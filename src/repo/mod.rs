@@ -6,6 +6,7 @@ pub mod anchors;
 mod blobs;
 pub mod locks;
 mod open;
+pub mod packer;
 mod ranges;
 mod snapshots;
 pub mod walk;

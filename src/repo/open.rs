@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use super::{RepoError, Repository};
 use crate::crypto::{random_bytes, KdfParams};
 use crate::db::Db;
-use crate::format::config::{ChunkerParams, Config};
+use crate::format::config::{ChunkerParams, Config, GearKeying};
 use crate::format::keyfile::{KeyFile, KeyFileError};
 use crate::id::Id;
 use crate::keys::{FullKey, RepoKeys, WriteOnlyKey};
@@ -71,6 +71,7 @@ impl Repository {
             compression_level: 3,
             public_key: key.secret.public().0,
             verify_key: key.signing.verifying_key().0,
+            gear: GearKeying::KeyedTable,
         };
         let keyfile = KeyFile::seal(
             config.repo_id,

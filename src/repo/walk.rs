@@ -130,19 +130,24 @@ mod tests {
     use super::*;
     use crate::archiver::BlobSink;
     use crate::commands::check::test_support::{backup, fixture, Fixture};
-    use crate::commands::{check, copy, diff, ls, restore, stats};
+    use crate::commands::{check, copy, diff, ls, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
     use crate::format::tree::Metadata;
 
     /// A snapshot whose root holds a chain of `depth` folders named `d`, with one file at the
     /// bottom; stored next to the fixture's one backup, whose snapshot it is based on.
     fn deep_snapshot(fx: &Fixture, depth: usize) -> (Snapshot, Snapshot) {
+        deep_snapshot_holding(fx, depth, vec![])
+    }
+
+    /// Like [`deep_snapshot`], the file at the bottom made of `content`.
+    fn deep_snapshot_holding(fx: &Fixture, depth: usize, content: Vec<Id>) -> (Snapshot, Snapshot) {
         let base = backup(fx).snapshot;
         let sink = BlobSink::new(Arc::clone(&fx.repo), 1, &HashSet::new()).unwrap();
         let meta = Metadata { mode: 0o755, ..Metadata::default() };
         let file = Node {
             name: ByteBuf::from(b"f".to_vec()),
-            kind: NodeKind::File { size: 0, content: vec![] },
+            kind: NodeKind::File { size: content.len() as u64, content },
             meta: meta.clone(),
         };
         let mut id = sink.add_tree(Tree { nodes: vec![file] }.encode()).unwrap();
@@ -205,6 +210,26 @@ mod tests {
     }
 
     #[test]
+    fn repair_rewrites_a_deep_chain_without_recursion() {
+        let fx = fixture();
+        let (_, deep) = deep_snapshot_holding(&fx, 3000, vec![Id([9; 32])]);
+        let report = repair::repair_snapshots(&fx.repo, &Default::default(), |_| {}).unwrap();
+        assert_eq!(report.repaired.len(), 1, "{report:?}");
+        let repaired = &report.repaired[0];
+        let (entries, _) = fx.repo.load_snapshots().unwrap();
+        let broken = entries.iter().find(|e| e.snapshot.tree == deep.tree).expect("deep snapshot");
+        assert_eq!(repaired.broken, broken.id.to_hex());
+        assert_eq!(repaired.lost.len(), 1);
+        assert!(repaired.lost[0].ends_with("/d/d/f") && repaired.lost[0].len() > 6000, "{}", &repaired.lost[0][..50]);
+        let replacement = repaired.replacement.clone().expect("a replacement");
+        let (entries, _) = fx.repo.load_snapshots().unwrap();
+        let new = entries.iter().find(|e| e.id.to_hex() == replacement).expect("stored");
+        let mut listed = 0;
+        ls::list(&fx.repo, &new.snapshot, None, true, |_| listed += 1).unwrap();
+        assert_eq!(listed, 3000, "the folders, without the lost file");
+    }
+
+    #[test]
     fn nesting_beyond_the_bound_is_one_clear_error() {
         let fx = fixture();
         let (base, deep) = deep_snapshot(&fx, MAX_DEPTH + 5);
@@ -235,5 +260,8 @@ mod tests {
             fx.repo.load_snapshots().unwrap().0.into_iter().filter(|e| e.snapshot.tree == deep.tree).collect();
         let e = copy::copy(&fx.repo, &other.repo, &entries, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(&e, copy::CopyError::Repo(e) if too_deep(e)), "{e}");
+
+        let e = repair::repair_snapshots(&fx.repo, &Default::default(), |_| {}).unwrap_err();
+        assert!(too_deep(&e), "{e}");
     }
 }

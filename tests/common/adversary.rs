@@ -111,6 +111,24 @@ impl KeyThief {
         KeyThief { objects: Objects::of(c), key: WriteOnlyKey::from_text(&text).expect("a write-only key") }
     }
 
+    /// A write-only key nobody registered, made from what anyone who can read the store learns
+    /// from `config` (repository id, public key, verifying key) and secrets of its own: the
+    /// strongest key a storage reader can make without the owner.
+    pub fn never_registered(c: &Coffer) -> KeyThief {
+        use coffer::crypto::{PublicKey, SigningKey, SymKey, VerifyingKey};
+        use coffer::format::config::Config;
+        let objects = Objects::of(c);
+        let config = Config::decode_unverified(&objects.read(paths::CONFIG)).expect("config");
+        let key = WriteOnlyKey {
+            repo_id: config.repo_id,
+            public: PublicKey(config.public_key),
+            repo_verify: VerifyingKey(config.verify_key),
+            domain: coffer::keys::WriteDomain::Own(SymKey::random()),
+            signing: SigningKey::random(),
+        };
+        KeyThief { objects, key }
+    }
+
     fn repo_id(&self) -> Id {
         self.key.repo_id
     }
