@@ -286,6 +286,7 @@ fn archive(
             files_unmodified: 0,
             files_changed: 0,
             other_nodes: 0,
+            progress: &options.progress,
         };
         let mut stopped = false;
         for source in sources {

@@ -260,12 +260,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             let repo = unlock_repo(global, located)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
+            if global.verbose > 0 && !global.json {
+                progress.list_changes();
+            }
             options.scan_total = progress.is_shown();
             options.progress = Arc::clone(&progress.counters);
             let outcome = archiver::backup_scanned(&repo, &options, scan, &interrupted);
-            progress.finish();
+            let took = progress.finish();
             let outcome = outcome?;
-            output::backup(global, &outcome)?;
+            output::backup(global, &outcome, took)?;
             Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
         Command::Snapshots { filter: f, latest } => {
@@ -312,7 +315,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             let (files_done, bytes_done) =
                 (progress.counters.files.load(Ordering::Relaxed), progress.counters.bytes.load(Ordering::Relaxed));
-            progress.finish();
+            let took = progress.finish();
             let report = report.map_err(|e| {
                 let stopped = matches!(e, restore::RestoreError::Interrupted);
                 let e = anyhow::Error::new(e);
@@ -326,7 +329,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     output::bytes(bytes_done)
                 ))
             })?;
-            output::restore(global, &entry.id, &report)?;
+            output::restore(global, &entry.id, &report, took)?;
             if selecting && report.files + report.dirs + report.other + report.skipped == 0 {
                 let patterns: Vec<String> = (options.includes.iter().map(|p| format!("--include {p}")))
                     .chain(options.iincludes.iter().map(|p| format!("--iinclude {p}")))
@@ -483,9 +486,9 @@ fn backup_stdin(
     let mut options = options;
     options.progress = Arc::clone(&progress.counters);
     let outcome = archiver::backup_stdin(&repo, &options, &name, stdin.lock(), &interrupted);
-    progress.finish();
+    let took = progress.finish();
     let outcome = outcome?;
-    output::backup(global, &outcome)?;
+    output::backup(global, &outcome, took)?;
     Ok(exit::OK)
 }
 

@@ -710,5 +710,3 @@ fn remove_old_spool_files(repo: &Repository, older_than: Duration) -> u64 {
     }
     removed
 }
-
-

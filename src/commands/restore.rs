@@ -572,6 +572,7 @@ impl RestoreWalk<'_, '_> {
                 self.report.files += 1;
                 self.opened += 1;
                 self.shared.progress.add_file();
+                self.shared.progress.set_current(dest);
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
                     file,
