@@ -128,7 +128,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     let sessions: std::collections::HashSet<Id> = considered
         .iter()
         .filter(|(id, _, _)| report.removed.contains(id))
-        .filter_map(|(_, s, _)| lock_session(s))
+        .filter_map(|(_, s, _)| crate::repo::locks::lock_session(s))
         .collect();
     let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
     for (session, path) in markers {
@@ -140,13 +140,4 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, id)).map_err(RepoError::from)?;
     }
     Ok(report)
-}
-
-/// The lock session a snapshot's backup held (docs/design.md, "Prune protocol").
-pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> {
-    snapshot
-        .extensions
-        .iter()
-        .find(|(name, _)| name == crate::repo::locks::LOCK_EXTENSION)
-        .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
 }

@@ -182,3 +182,12 @@ impl Repository {
             .collect())
     }
 }
+/// The lock session a snapshot's backup held (docs/design.md, "Prune protocol"): prune keeps
+/// the packs of a session still running, forget counts sessions it ends.
+pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> {
+    snapshot
+        .extensions
+        .iter()
+        .find(|(name, _)| name == LOCK_EXTENSION)
+        .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
+}
