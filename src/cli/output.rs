@@ -172,21 +172,28 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    outln!("{:<10} {:<26} {:<16} {:<16} {:<24} Paths", "ID", "Time", "Host", "Tags", "Signed by");
+    // Columns sized by display width, so wide characters and long host names stay aligned.
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header(["ID", "Time", "Host", "Tags", "Signed by", "Paths"]);
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| terminal(&lossy(p)).into_owned()).collect();
         let tags: Vec<String> = s.tags.iter().map(|t| terminal(t).into_owned()).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
-        outln!(
-            "{:<10} {:<26} {:<16} {:<16} {:<24} {}{mark}",
+        table.add_row([
             e.id.short(),
             time(s.time_unix, s.time_nsec),
-            terminal(&s.hostname),
+            terminal(&s.hostname).into_owned(),
             tags.join(","),
-            terminal(&e.signed_by),
-            paths.join(" ")
-        );
+            terminal(&e.signed_by).into_owned(),
+            format!("{}{mark}", paths.join(" ")),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        outln!("{}", line.trim_end());
     }
     if !global.quiet {
         outln!("{}", plural(snapshots.len() as u64, "snapshot"));
