@@ -101,6 +101,25 @@ impl Patterns {
         self.matches_with_children(path).0
     }
 
+    /// Whether a pattern matches `path` itself, ending at its last component, rather than an
+    /// ancestor of it (`find`: a pattern names entries, not everything below them).
+    pub fn matches_entry(&self, path: &Path) -> bool {
+        let components = split(path.as_os_str().as_bytes());
+        let lower: Vec<Vec<u8>> = components.iter().map(|c| c.to_ascii_lowercase()).collect();
+        let lower: Vec<&[u8]> = lower.iter().map(|c| c.as_slice()).collect();
+        let mut matched = false;
+        for pattern in &self.patterns {
+            let components = if pattern.case_insensitive { &lower } else { &components };
+            let m = match_parts_to(&pattern.parts, components, true);
+            if pattern.negated {
+                matched &= !m;
+            } else {
+                matched |= m;
+            }
+        }
+        matched
+    }
+
     /// Whether `path` matches, and whether something below it might (restic's ListWithChild):
     /// a restore walks into a folder only then.
     pub fn matches_with_children(&self, path: &Path) -> (bool, bool) {
@@ -185,6 +204,11 @@ fn parse(text: &str, case_insensitive: bool) -> Result<Option<Pattern>, FilterEr
 /// root for an absolute pattern, else starting at any depth; so it also matches everything
 /// below a matched path.
 fn match_parts(parts: &[Part], path: &[&[u8]]) -> bool {
+    match_parts_to(parts, path, false)
+}
+
+/// [`match_parts`]; with `at_end`, only matches that end at the path's last component count.
+fn match_parts_to(parts: &[Part], path: &[&[u8]], at_end: bool) -> bool {
     if let Some(pos) = parts.iter().position(|p| matches!(p, Part::AnyDepth)) {
         // Expand `**` into 0, 1, 2, … single-component wildcards.
         let (before, after) = (&parts[..pos], &parts[pos + 1..]);
@@ -193,7 +217,7 @@ fn match_parts(parts: &[Part], path: &[&[u8]]) -> bool {
             let mut expanded: Vec<Part> = before.to_vec();
             expanded.extend(std::iter::repeat_n(Part::AnyOne, n));
             expanded.extend(after.iter().cloned());
-            if match_parts(&expanded, path) {
+            if match_parts_to(&expanded, path, at_end) {
                 return true;
             }
         }
@@ -207,7 +231,13 @@ fn match_parts(parts: &[Part], path: &[&[u8]]) -> bool {
     }
     let anchored = matches!(parts[0], Part::Root);
     let max_offset = if anchored { 0 } else { path.len() - parts.len() };
-    let min_offset = if !anchored && path.first() == Some(&b"/".as_slice()) { 1 } else { 0 };
+    let mut min_offset = if !anchored && path.first() == Some(&b"/".as_slice()) { 1 } else { 0 };
+    if at_end {
+        if max_offset != path.len() - parts.len() {
+            return false;
+        }
+        min_offset = max_offset.max(min_offset);
+    }
     (min_offset..=max_offset)
         .rev()
         .any(|offset| parts.iter().zip(&path[offset..]).all(|(part, component)| part.matches(component)))
@@ -384,6 +414,26 @@ mod tests {
     fn m(patterns: &[&str], path: &str) -> bool {
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
         Patterns::new(&patterns).expect("valid").matches(Path::new(path))
+    }
+
+    #[test]
+    fn entry_matches_end_at_the_entry() {
+        let e = |patterns: &[&str], path: &str| {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            Patterns::new(&patterns).expect("valid").matches_entry(Path::new(path))
+        };
+        assert!(e(&["*.txt"], "/a/b.txt"));
+        assert!(!e(&["b.txt"], "/a/b.txt/inner"), "not below a match");
+        assert!(!e(&["sub"], "/a/sub/x"));
+        assert!(e(&["sub"], "/a/sub"));
+        assert!(e(&["a/sub"], "/x/a/sub"));
+        assert!(!e(&["/a"], "/x/a"));
+        assert!(e(&["/x/**/f"], "/x/a/b/f"));
+        assert!(!e(&["/x/**/f"], "/x/a/f/g"));
+        assert!(!e(&["x"], "/"));
+        let mut ci = Patterns::default();
+        ci.add(&["*.TXT".to_string()], true).expect("valid");
+        assert!(ci.matches_entry(Path::new("/A/b.txt")));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "coffer", version, about = "Encrypted, deduplicated backups you can mount and browse")]
+#[command(after_help = crate::cli::help::ENVIRONMENT)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -67,6 +68,9 @@ pub struct SnapshotFilterArgs {
     /// rule; `--tag ""` means snapshots without tags).
     #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
+    /// Only snapshots made of this absolute source path (repeatable: of all of them).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +78,7 @@ pub enum Command {
     /// Create a new repository.
     Init,
     /// Back up files and folders into a new snapshot.
+    #[command(after_help = crate::cli::help::BACKUP)]
     Backup {
         /// What to back up (default: the profile's `sources`).
         #[arg(value_name = "PATH")]
@@ -96,18 +101,27 @@ pub enum Command {
         /// Only the N newest snapshots of each host and set of paths (restic's --latest).
         #[arg(long, value_name = "N")]
         latest: Option<usize>,
+        /// List in groups of snapshots with the same host, paths, tags and/or signer, e.g.
+        /// `host,paths` (restic's --group-by).
+        #[arg(long, short = 'g', value_name = "FIELDS", value_parser = coffer::commands::retention::GroupBy::parse)]
+        group_by: Option<coffer::commands::retention::GroupBy>,
     },
     /// List files in a snapshot.
     Ls {
-        /// Snapshot: `latest` or an id prefix.
+        /// Snapshot: `latest`, `latest~N` (N before the newest) or an id prefix.
         snapshot: String,
         /// Only this path (and below).
         path: Option<PathBuf>,
+        /// Long listing: mode, owner, group, size, mtime and path (restic's `ls -l`).
+        #[arg(short = 'l', long)]
+        long: bool,
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },
     /// Restore a snapshot, or a path in it (`SNAP:/path`), into a folder.
+    #[command(after_help = crate::cli::help::RESTORE)]
     Restore {
+        /// `latest`, `latest~N` or an id prefix, with `:/path` for a part of it.
         #[arg(value_name = "SNAP[:PATH]")]
         snapshot: String,
         #[arg(short, long, value_name = "DIR")]
@@ -137,11 +151,24 @@ pub enum Command {
         #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
         read_data_subset: Option<String>,
     },
-    /// Show what changed between two snapshots.
-    Diff { first: String, second: String },
-    /// Repository size, deduplication and compression.
-    Stats,
+    /// Show what changed between two snapshots (`latest`, `latest~N` or id prefixes), and a
+    /// summary line.
+    Diff {
+        first: String,
+        second: String,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
+    /// Repository size, deduplication and compression; with a snapshot, what it restores.
+    Stats {
+        /// Only this snapshot: its files, folders and restore size (`latest`, `latest~N`, id).
+        #[arg(value_name = "SNAP")]
+        snapshot: Option<String>,
+        #[command(flatten)]
+        filter: SnapshotFilterArgs,
+    },
     /// Show every snapshot as a read-only folder (runs until Ctrl-C or `fusermount3 -u`).
+    #[command(after_help = crate::cli::help::MOUNT)]
     Mount {
         mountpoint: PathBuf,
         /// Memory for decrypted blocks, cached and in flight, e.g. 512MiB or 2GiB.
@@ -176,6 +203,7 @@ pub enum Command {
         filter: SnapshotFilterArgs,
     },
     /// Remove snapshots by a retention policy (per group); `--prune` also frees their data.
+    #[command(after_help = crate::cli::help::FORGET)]
     Forget(crate::cli::retention::ForgetArgs),
     /// Delete data no snapshot needs; repack partly used packs. Safe beside running backups.
     Prune(crate::cli::retention::PruneArgs),
@@ -185,6 +213,7 @@ pub enum Command {
         what: RepairCommand,
     },
     /// Manage passphrases and write-only keys.
+    #[command(after_help = crate::cli::help::KEY)]
     Key {
         #[command(subcommand)]
         command: KeyCommand,
@@ -199,6 +228,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Find which snapshots hold files or folders matching a pattern.
+    Find(crate::cli::find::FindArgs),
+    /// Write a file of a snapshot to stdout, or a folder as a tar archive.
+    Dump(crate::cli::dump::DumpArgs),
+    /// Add, remove or set the tags of snapshots (each changed snapshot is rewritten).
+    Tag(crate::cli::tag::TagArgs),
+    /// Shell completions and man pages.
+    Generate(crate::cli::generate::GenerateArgs),
 }
 
 #[derive(Subcommand, Debug)]

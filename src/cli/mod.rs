@@ -5,7 +5,12 @@ pub mod alloc;
 pub mod args;
 mod backup_input;
 mod copy;
+mod dump;
+mod everyday;
 pub mod env_secrets;
+mod find;
+mod generate;
+mod help;
 mod interrupt;
 mod keys;
 mod output;
@@ -15,6 +20,7 @@ mod repair;
 mod restore_opts;
 mod retention;
 mod select;
+mod tag;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -176,7 +182,11 @@ fn unlock_repo(global: &GlobalArgs, located: Located) -> Result<Arc<Repository>>
 }
 
 fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
-    SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() }
+    SnapshotFilter {
+        hosts: args.hosts.clone(),
+        tags: args.tags.clone(),
+        paths: args.paths.iter().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).collect(),
+    }
 }
 
 /// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot); a
@@ -271,13 +281,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::backup(global, &outcome, took)?;
             Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
-        Command::Snapshots { filter: f, latest } => {
+        Command::Snapshots { filter: f, latest, group_by } => {
             let repo = open_repo(global)?;
             repo.require_full_key("listing snapshots")?;
             let (snapshots, rejected) = repo.load_snapshots()?;
             let mut snapshots: Vec<_> = snapshots.into_iter().filter(|e| filter(&f).matches(&e.snapshot)).collect();
             if let Some(n) = latest {
                 snapshots = select::latest_per_group(snapshots, n);
+            }
+            if let Some(by) = group_by {
+                return everyday::snapshots_grouped(global, snapshots, &rejected, by);
             }
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
@@ -370,7 +383,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("mounting at {}", mountpoint.display()))?;
             Ok(exit::OK)
         }
-        Command::Ls { snapshot, path, filter: f } => {
+        Command::Ls { snapshot, path, long, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("ls")?;
             let entry = repo.find_snapshot(&snapshot, &filter(&f))?;
@@ -389,7 +402,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             let mut write_error = None;
             ls::list(&repo, &entry.snapshot, path.as_deref(), true, |e| {
                 if write_error.is_none() {
-                    write_error = output::ls_entry(global, &mut out, &e).err();
+                    write_error = if long && !global.json {
+                        everyday::ls_long(&mut out, &e).err()
+                    } else {
+                        output::ls_entry(global, &mut out, &e).err()
+                    };
                 }
             })?;
             match write_error {
@@ -428,14 +445,15 @@ pub fn run(cli: Cli) -> Result<u8> {
                 bail!("the repository has {} errors (listed above)", report.errors.len())
             }
         }
-        Command::Diff { first, second } => {
+        Command::Diff { first, second, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("diff")?;
             let (snapshots, _) = repo.load_snapshots()?;
-            let a = resolve_snapshot(&snapshots, &first)?;
-            let b = resolve_snapshot(&snapshots, &second)?;
+            let a = resolve_snapshot(&snapshots, &first, &filter(&f))?;
+            let b = resolve_snapshot(&snapshots, &second, &filter(&f))?;
             let entries = diff::diff(&repo, &a.snapshot, &b.snapshot)?;
             output::diff(global, &entries)?;
+            everyday::diff_summary(global, &entries)?;
             Ok(exit::OK)
         }
         Command::Forget(args) => {
@@ -451,7 +469,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             retention::prune(global, &open_repo(global)?, args)
         }
         Command::Repair { what } => repair::run(global, what),
-        Command::Stats => {
+        Command::Stats { snapshot: Some(spec), filter: f } => {
+            let repo = open_repo(global)?;
+            repo.require_full_key("stats")?;
+            let entry = repo.find_snapshot(&spec, &filter(&f))?;
+            everyday::snapshot_stats(global, &entry, &stats::snapshot_stats(&repo, &entry.snapshot.tree)?)?;
+            Ok(exit::OK)
+        }
+        Command::Stats { snapshot: None, .. } => {
             let repo = open_repo(global)?;
             repo.require_full_key("stats")?;
             output::stats(global, &stats::stats(&repo)?)?;
@@ -465,6 +490,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Key { command } => keys::run_key(global, command),
         Command::Secret { command } => keys::run_secret(global, command),
         Command::Profile { command } => profiles::run(global, command),
+        Command::Find(args) => find::run(global, args),
+        Command::Dump(args) => dump::run(global, args),
+        Command::Tag(args) => tag::run(global, args),
+        Command::Generate(args) => generate::run(global, args),
     }
 }
 
@@ -505,8 +534,8 @@ fn announce_mount(mountpoint: &std::path::Path) {
     eprintln!("mounted at {}; Ctrl-C or `fusermount3 -u {0}` unmounts", mountpoint.display());
 }
 
-fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str) -> Result<SnapshotEntry> {
-    Ok(coffer::repo::resolve(snapshots.to_vec(), spec, &SnapshotFilter::default())?)
+fn resolve_snapshot(snapshots: &[SnapshotEntry], spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+    Ok(coffer::repo::resolve(snapshots.to_vec(), spec, filter)?)
 }
 
 pub fn is_terminal() -> bool {

@@ -106,7 +106,7 @@ pub fn forget(global: &GlobalArgs, repo: &Arc<Repository>, args: ForgetArgs) -> 
     let options = ForgetOptions {
         policy: args.policy(profile),
         group_by: args.group_by,
-        filter: SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone() },
+        filter: SnapshotFilter { hosts: args.hosts.clone(), tags: args.tags.clone(), ..Default::default() },
         dry_run: args.dry_run,
         append_only: append_only(global)?,
         now_unix: now_unix(),

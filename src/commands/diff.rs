@@ -45,6 +45,9 @@ pub struct DiffEntry {
     pub path_bytes: Vec<u8>,
     /// [`NodeKind::type_name`] of the entry (in B, or in A when removed).
     pub kind: &'static str,
+    /// A file's size (in B, or in A when removed); 0 for anything else.
+    #[serde(skip)]
+    pub size: u64,
 }
 
 /// All changes from `a` to `b`, in tree order (parents before their contents). A folder that
@@ -68,6 +71,10 @@ fn emit(f: &mut dyn FnMut(DiffEntry), change: Change, path: &[u8], node: &Node) 
         path: String::from_utf8_lossy(path).into_owned(),
         path_bytes: path.to_vec(),
         kind: node.kind.type_name(),
+        size: match node.kind {
+            NodeKind::File { size, .. } => size,
+            _ => 0,
+        },
     });
 }
 

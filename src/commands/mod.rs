@@ -2,6 +2,8 @@
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod keys;
 pub mod ls;
@@ -11,3 +13,4 @@ pub mod restore;
 pub mod restore_policy;
 pub mod retention;
 pub mod stats;
+pub mod tag;

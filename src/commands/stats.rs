@@ -141,6 +141,46 @@ impl Visitor for Walk<'_> {
     }
 }
 
+/// What one snapshot holds: what restoring it writes (restic's `stats --mode restore-size`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub dirs: u64,
+    /// Symlinks, devices, fifos and sockets.
+    pub other: u64,
+    /// Sum of the file sizes (a hardlinked file counts each time, as it is restored).
+    pub restore_bytes: u64,
+}
+
+/// Counts the entries below a snapshot's root tree.
+pub fn snapshot_stats(repo: &Repository, tree: &Id) -> Result<SnapshotStats, RepoError> {
+    let mut counter = Counter(SnapshotStats::default());
+    walk::walk(repo, &format!("snapshot tree {}", tree.short()), tree, b"/", (), &mut counter)?;
+    Ok(counter.0)
+}
+
+struct Counter(SnapshotStats);
+
+impl Visitor for Counter {
+    type Error = RepoError;
+    type Dir = ();
+
+    fn entry(&mut self, _: &mut (), _path: &[u8], node: &Node) -> Result<Option<()>, RepoError> {
+        match &node.kind {
+            NodeKind::File { size, .. } => {
+                self.0.files += 1;
+                self.0.restore_bytes = self.0.restore_bytes.saturating_add(*size);
+            }
+            NodeKind::Dir { .. } => {
+                self.0.dirs += 1;
+                return Ok(Some(()));
+            }
+            _ => self.0.other += 1,
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +214,13 @@ mod tests {
         assert_eq!(two.unique_bytes, 16);
         assert!((two.dedup_ratio - 42.0 / 16.0).abs() < 1e-9);
         serde_json::to_string(&two).unwrap();
+
+        // One snapshot: the fixture's source folder's path down from /, a.txt, sub, b.txt,
+        // link, copy.txt.
+        let (entries, _) = fx.repo.load_snapshots().unwrap();
+        let one = snapshot_stats(&fx.repo, &entries[0].snapshot.tree).unwrap();
+        assert_eq!((one.files, one.other, one.restore_bytes), (3, 1, 21));
+        let depth = fx.src_path().components().count() as u64 - 1;
+        assert_eq!(one.dirs, depth + 1, "the source's ancestors, the source and sub");
     }
 }

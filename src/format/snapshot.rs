@@ -74,6 +74,8 @@ pub const PREVIOUS: &str = "coffer.previous";
 /// Extension of a copy: the key that signed the original in its repository and how that
 /// repository named it (postcard `(Id, String)`).
 pub const COPIED_SIGNER: &str = "coffer.copied-signer";
+/// Extension of a snapshot `coffer tag` rewrote: the id of the snapshot it replaced (32 bytes).
+pub const RETAGGED_FROM: &str = "coffer.retagged-from";
 /// A snapshot naming more `signers/` objects than this is not believed about any of them.
 pub const MAX_SIGNERS_SEEN: usize = 4096;
 

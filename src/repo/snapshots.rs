@@ -33,6 +33,9 @@ pub struct SnapshotEntry {
 pub struct SnapshotFilter {
     pub hosts: Vec<String>,
     pub tags: Vec<String>,
+    /// Absolute source paths the snapshot must have been made of, all of them (restic's
+    /// `--path`); it may have more.
+    pub paths: Vec<Vec<u8>>,
 }
 
 impl SnapshotFilter {
@@ -42,7 +45,19 @@ impl SnapshotFilter {
     pub fn matches(&self, snapshot: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&snapshot.hostname))
             && (self.tags.is_empty() || self.tags.iter().any(|entry| has_tags(snapshot, entry)))
+            && self.paths.iter().all(|wanted| snapshot.paths.iter().any(|p| same_path(p, wanted)))
     }
+}
+
+/// Source paths compare without a trailing `/` (`--path /home/` names `/home`).
+fn same_path(a: &[u8], b: &[u8]) -> bool {
+    fn trim(p: &[u8]) -> &[u8] {
+        match p.strip_suffix(b"/") {
+            Some(rest) if !rest.is_empty() => trim(rest),
+            _ => p,
+        }
+    }
+    trim(a) == trim(b)
 }
 
 fn has_tags(snapshot: &Snapshot, entry: &str) -> bool {
@@ -124,7 +139,13 @@ impl Signers {
         let signed = self.describe(signer);
         match snapshot.copied_signer() {
             Some((original, label)) => {
-                format!("{signed}, copy of one by {} ({})", crate::format::signer::printable(&label), original.short())
+                // `tag` rewrites a snapshot in place; `copy` brings one from elsewhere.
+                let what = if snapshot.extensions.iter().any(|(k, _)| k == crate::format::snapshot::RETAGGED_FROM) {
+                    "retagged, written"
+                } else {
+                    "copy of one"
+                };
+                format!("{signed}, {what} by {} ({})", crate::format::signer::printable(&label), original.short())
             }
             None => signed,
         }
@@ -445,19 +466,32 @@ impl Repository {
         Ok(id)
     }
 
-    /// Resolves `latest` or an id prefix among the snapshots that pass `filter`.
+    /// Resolves `latest`, `latest~N` or an id prefix among the snapshots that pass `filter`.
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
         let (snapshots, _) = self.load_snapshots()?;
         resolve(snapshots, spec, filter)
     }
 }
 
-pub fn resolve(snapshots: Vec<SnapshotEntry>, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
+/// How many snapshots back `latest~N` goes (`latest` is `latest~0`); `None` for anything else.
+fn latest_offset(spec: &str) -> Option<Result<usize, RepoError>> {
     if spec == "latest" {
+        return Some(Ok(0));
+    }
+    let n = spec.strip_prefix("latest~")?;
+    Some(n.parse().map_err(|_| RepoError::NoSnapshot(spec.into())))
+}
+
+/// Resolves `latest`, `latest~N` (the Nth before the newest) or an id prefix among the
+/// snapshots that pass `filter`; `snapshots` come oldest first.
+pub fn resolve(snapshots: Vec<SnapshotEntry>, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry, RepoError> {
+    if let Some(back) = latest_offset(spec) {
+        let back = back?;
         return snapshots
             .into_iter()
             .rev()
-            .find(|e| filter.matches(&e.snapshot))
+            .filter(|e| filter.matches(&e.snapshot))
+            .nth(back)
             .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
     }
     let candidates = snapshots.into_iter().filter(|e| filter.matches(&e.snapshot));
@@ -467,5 +501,41 @@ pub fn resolve(snapshots: Vec<SnapshotEntry>, spec: &str, filter: &SnapshotFilte
         0 => Err(RepoError::NoSnapshot(spec.into())),
         1 if !prefix.is_empty() => Ok(matching.remove(0)),
         _ => Err(RepoError::AmbiguousSnapshot(spec.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    fn entry(n: u8, host: &str, path: &str) -> SnapshotEntry {
+        let snapshot = Snapshot {
+            time_unix: i64::from(n),
+            hostname: host.into(),
+            paths: vec![ByteBuf::from(path.as_bytes().to_vec())],
+            ..Snapshot::default()
+        };
+        SnapshotEntry { id: Id([n; 32]), snapshot, signer: Id([0; 32]), signed_by: String::new() }
+    }
+
+    #[test]
+    fn latest_tilde_counts_back_among_the_filtered() {
+        let all = vec![entry(1, "a", "/x"), entry(2, "b", "/x"), entry(3, "a", "/y/"), entry(4, "a", "/x")];
+        let pick = |spec: &str, filter: &SnapshotFilter| resolve(all.clone(), spec, filter).map(|e| e.id.0[0]);
+        let any = SnapshotFilter::default();
+        assert_eq!(pick("latest", &any).unwrap(), 4);
+        assert_eq!(pick("latest~0", &any).unwrap(), 4);
+        assert_eq!(pick("latest~2", &any).unwrap(), 2);
+        assert!(matches!(pick("latest~4", &any), Err(RepoError::NoSnapshot(_))));
+        assert!(matches!(pick("latest~x", &any), Err(RepoError::NoSnapshot(_))));
+        let host_a = SnapshotFilter { hosts: vec!["a".into()], ..Default::default() };
+        assert_eq!(pick("latest~1", &host_a).unwrap(), 3);
+        let path_x = SnapshotFilter { paths: vec![b"/x/".to_vec()], ..Default::default() };
+        assert_eq!(pick("latest~1", &path_x).unwrap(), 2);
+        let path_y = SnapshotFilter { paths: vec![b"/y".to_vec()], ..Default::default() };
+        assert_eq!(pick("latest", &path_y).unwrap(), 3);
+        let both = SnapshotFilter { paths: vec![b"/x".to_vec(), b"/y".to_vec()], ..Default::default() };
+        assert!(pick("latest", &both).is_err());
     }
 }
