@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             // Errors quote paths, hosts and tags a snapshot (so a store) controls.
-            eprintln!("coffer: {}", coffer::safetext::terminal(&format!("{error:#}")));
+            eprintln!("coffer: {}", coffer::safetext::terminal(&cli::error_text(&error)));
             if verbose > 0 {
                 if let Some(detail) = cli::store_detail(&error) {
                     eprintln!("coffer: the store's error in full:\n{}", coffer::safetext::terminal(&detail));

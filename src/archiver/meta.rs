@@ -17,7 +17,7 @@ pub struct NameCache {
 }
 
 impl NameCache {
-    fn user(&mut self, uid: u32) -> String {
+    pub(super) fn user(&mut self, uid: u32) -> String {
         self.users
             .entry(uid)
             .or_insert_with(|| {
@@ -26,7 +26,7 @@ impl NameCache {
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> String {
+    pub(super) fn group(&mut self, gid: u32) -> String {
         self.groups
             .entry(gid)
             .or_insert_with(|| {

@@ -16,6 +16,7 @@ mod oneshot;
 mod reader;
 mod scan;
 mod sink;
+mod stdin;
 mod walker;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
 pub use sink::BlobSink;
+pub use stdin::backup_stdin;
 pub use walker::Excludes;
 
 use crate::db::FilesCacheReader;
@@ -78,6 +80,9 @@ pub struct BackupOptions {
     pub progress: Arc<crate::progress::Counters>,
     /// Measure the total size first (in parallel with the backup) so progress can show an ETA.
     pub scan_total: bool,
+    /// Read, chunk and pack as usual but write nothing: no pack, index, lock or snapshot in the
+    /// store, and no change to the local database's caches.
+    pub dry_run: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +92,8 @@ pub struct BackupOutcome {
     /// Files and folders that could not be read: the snapshot lacks them.
     pub errors: Vec<(PathBuf, String)>,
     pub warnings: Vec<(PathBuf, String)>,
+    /// A dry run: `id` is that of the root tree, and nothing was stored.
+    pub dry_run: bool,
 }
 
 /// Absolute, symlink-free source paths, without duplicates or paths inside other sources;
@@ -179,7 +186,8 @@ pub fn backup_scanned(
     repo.check_may_claim(&host)?;
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
-    let lock = crate::repo::locks::BackupLock::acquire(&repo.store)?;
+    // A dry run takes no lock: it writes nothing a prune could lose.
+    let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
     // The three folders are listed at once: a round trip each on a remote store.
     use crate::store::paths;
     let [index, plans, data] =
@@ -189,7 +197,8 @@ pub fn backup_scanned(
     let machine = crate::repo::machine_identity();
     // The scan only used the files cache if this machine owned it already, so this changes
     // nothing it has read.
-    if let Some(previous) = repo.db().claim_files_cache(&machine)? {
+    let claimed = if options.dry_run { None } else { repo.db().claim_files_cache(&machine)? };
+    if let Some(previous) = claimed {
         log::warn!(
             "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
              every file is read again this time"
@@ -218,7 +227,7 @@ struct Context<'a> {
 fn archive(
     ctx: Context<'_>,
     start: chrono::DateTime<chrono::Utc>,
-    lock: crate::repo::locks::BackupLock,
+    lock: Option<crate::repo::locks::BackupLock>,
     condemned: &std::collections::HashSet<Id>,
     data_listing: Vec<(Id, u64)>,
     missing: &[(PathBuf, String)],
@@ -229,14 +238,18 @@ fn archive(
     // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
     // again). A backup that died last time may have left packs without an index; index them
     // now so their data is reused rather than uploaded again.
-    let died = repo.db().note(RUNNING_NOTE)?.is_some();
+    let dry_run = options.dry_run;
+    // Adopting orphan packs writes an index file: not in a dry run.
+    let died = !dry_run && repo.db().note(RUNNING_NOTE)?.is_some();
     let packs = repo.reconcile_packs_listed(data_listing, died, condemned)?;
     if packs.adopted > 0 {
         log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
-    repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
+    if !dry_run {
+        repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
+    }
     phase("packs checked");
-    let sink = sink::BlobSink::new(Arc::clone(repo), cores, condemned)?;
+    let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
     phase("known blobs loaded");
     let (event_tx, event_rx) = bounded(8);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
@@ -278,6 +291,7 @@ fn archive(
             files_unmodified: 0,
             files_changed: 0,
             other_nodes: 0,
+            progress: &options.progress,
         };
         let mut stopped = false;
         for source in sources {
@@ -303,7 +317,9 @@ fn archive(
     if stopped || interrupted.load(Ordering::Relaxed) {
         // Index what was uploaded, so the next backup reuses it; write no snapshot.
         sink.finish()?;
-        repo.db().set_note(RUNNING_NOTE, None)?;
+        if !dry_run {
+            repo.db().set_note(RUNNING_NOTE, None)?;
+        }
         return Err(BackupError::Interrupted);
     }
     let report = build?;
@@ -312,43 +328,82 @@ fn archive(
     let root = store_prefix_trees(&sink, sources, report.roots)?;
     let totals = sink.finish()?;
     phase("packs stored");
-    repo.db().store_files(&report.cache_records)?;
-    phase("files cache stored");
+    if !dry_run {
+        repo.db().store_files(&report.cache_records)?;
+        phase("files cache stored");
+    }
 
     let mut errors = missing.to_vec();
     errors.extend(walk_errors);
     errors.extend(report.errors);
-    let end = chrono::Utc::now();
+    let summary = Summary {
+        files_new: report.files_read.saturating_sub(files_changed),
+        files_changed,
+        files_unmodified,
+        dirs: report.dirs,
+        other_nodes,
+        bytes_read: report.bytes_read,
+        total_bytes: report.total_bytes,
+        raw_added: totals.raw_added,
+        bytes_added: totals.bytes_added,
+        packs_added: totals.packs_added,
+        ..Summary::default()
+    };
+    let outcome = conclude(
+        Concluding { repo, options, interrupted, lock, start, paths: sources, root, summary },
+        errors,
+        report.warnings,
+    )?;
+    phase("snapshot saved");
+    Ok(outcome)
+}
+
+/// What a backup whose data is stored hands over to have its snapshot written.
+struct Concluding<'a> {
+    repo: &'a Arc<Repository>,
+    options: &'a BackupOptions,
+    interrupted: &'a AtomicBool,
+    /// None in a dry run.
+    lock: Option<crate::repo::locks::BackupLock>,
+    start: chrono::DateTime<chrono::Utc>,
+    paths: &'a [PathBuf],
+    root: Id,
+    /// The counts; errors and times are filled in here.
+    summary: Summary,
+}
+
+/// Writes the snapshot (not in a dry run) once every pack and index it needs is stored.
+fn conclude(
+    c: Concluding<'_>,
+    errors: Vec<(PathBuf, String)>,
+    warnings: Vec<(PathBuf, String)>,
+) -> Result<BackupOutcome, BackupError> {
+    let Concluding { repo, options, interrupted, lock, start, paths, root, mut summary } = c;
+    summary.errors = errors.len() as u64;
+    summary.start_unix = start.timestamp();
+    summary.end_unix = chrono::Utc::now().timestamp();
     let snapshot = Snapshot {
         time_unix: start.timestamp(),
         time_nsec: start.timestamp_subsec_nanos(),
         hostname: options.hostname.clone().unwrap_or_else(crate::repo::hostname),
         username: crate::repo::username(),
-        paths: sources.iter().map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec())).collect(),
+        paths: paths.iter().map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec())).collect(),
         tags: options.tags.clone(),
         excludes: options.excludes.clone(),
         tree: root,
         incomplete: !errors.is_empty(),
         program: format!("coffer {}", env!("CARGO_PKG_VERSION")),
-        summary: Summary {
-            files_new: report.files_read.saturating_sub(files_changed),
-            files_changed,
-            files_unmodified,
-            dirs: report.dirs,
-            other_nodes,
-            bytes_read: report.bytes_read,
-            total_bytes: report.total_bytes,
-            raw_added: totals.raw_added,
-            bytes_added: totals.bytes_added,
-            packs_added: totals.packs_added,
-            errors: errors.len() as u64,
-            start_unix: start.timestamp(),
-            end_unix: end.timestamp(),
-        },
-        extensions: [(crate::repo::locks::LOCK_EXTENSION.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec()))]
-            .into_iter()
+        summary,
+        extensions: lock
+            .iter()
+            .map(|lock| {
+                (crate::repo::locks::LOCK_EXTENSION.to_string(), ByteBuf::from(lock.session.as_bytes().to_vec()))
+            })
             .chain(repo.anchor_extensions()?)
             .collect(),
+    };
+    let Some(lock) = lock else {
+        return Ok(BackupOutcome { id: root, snapshot, errors, warnings, dry_run: true });
     };
     // A signal while the last packs were stored still means no snapshot: what was uploaded
     // is indexed and the next backup reuses it.
@@ -362,8 +417,7 @@ fn archive(
     crate::crashpoint::hit("backup-after-snapshot-write");
     drop(lock);
     repo.db().set_note(RUNNING_NOTE, None)?;
-    phase("snapshot saved");
-    Ok(BackupOutcome { id, snapshot, errors, warnings: report.warnings })
+    Ok(BackupOutcome { id, snapshot, errors, warnings, dry_run: false })
 }
 
 /// Adds up the sizes of the files to back up, for the progress display's ETA. Metadata only,

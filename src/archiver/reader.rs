@@ -183,6 +183,7 @@ pub fn read_file(ctx: &ReaderContext<'_>, path: &Path, before: &FsMetadata) -> F
     let large = before.size() > KEPT_WINDOW as u64;
     let mut permit = large.then(|| ctx.large_files.enter());
     let started = now_ns();
+    ctx.progress.set_current(path);
     let (mut file, direct) = match open_for_backup(path, before.size()) {
         Ok(opened) => opened,
         Err(e) => return FileOutcome::Unreadable(e),

@@ -70,6 +70,9 @@ struct Shared {
     uploads: Mutex<Uploads>,
     failure: Mutex<Option<RepoError>>,
     stats: SinkStats,
+    /// Packs are built (so sizes are real) and then dropped: nothing reaches the store or the
+    /// local tree cache (`backup --dry-run`).
+    dry_run: bool,
 }
 
 pub struct BlobSink {
@@ -163,6 +166,12 @@ impl Shared {
             Ok(file) => file,
             Err(e) => return self.fail(e),
         };
+        if self.dry_run {
+            self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
+            // Dropping the TempPath removes the spool file.
+            drop((file, path));
+            return;
+        }
         let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
         let handle = self.repo.store.spawn_publish(file, path.keep_path(), paths::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +216,16 @@ impl Shared {
 impl BlobSink {
     /// `condemned`: packs a prune plan will delete; blobs found only there count as absent.
     pub fn new(repo: Arc<Repository>, workers: usize, condemned: &HashSet<Id>) -> Result<BlobSink, RepoError> {
+        BlobSink::with_dry_run(repo, workers, condemned, false)
+    }
+
+    /// Like [`new`](Self::new); with `dry_run`, blobs are packed and counted but never stored.
+    pub fn with_dry_run(
+        repo: Arc<Repository>,
+        workers: usize,
+        condemned: &HashSet<Id>,
+        dry_run: bool,
+    ) -> Result<BlobSink, RepoError> {
         let mut known = HashSet::new();
         let mut doubtful = Vec::new();
         // Only this client's own domain: another key's index can neither be read nor trusted
@@ -234,6 +253,7 @@ impl BlobSink {
             failure: Mutex::new(None),
             stats: SinkStats::default(),
             spare: bounded(SPARE_BUFFERS),
+            dry_run,
         });
         let (data_tx, data_rx) = bounded::<(Id, Vec<u8>)>(workers);
         let workers = (0..workers)
@@ -320,6 +340,10 @@ impl BlobSink {
         if let Some(pack) = full {
             self.shared.upload(pack);
         }
+        if self.shared.dry_run {
+            // The cache would then claim trees the repository does not hold.
+            return Ok(id);
+        }
         // Cache the plaintext tree, so the next `ls` or mount needs no storage read; in
         // batches, since one transaction per folder would cost more than the folder.
         let batch = {
@@ -362,7 +386,9 @@ impl BlobSink {
             }
         }
         let (trees, _) = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
-        self.shared.repo.db().store_trees(&trees)?;
+        if !self.shared.dry_run {
+            self.shared.repo.db().store_trees(&trees)?;
+        }
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
             self.shared.upload(pack);

@@ -39,6 +39,7 @@ pub struct Walker<'a> {
     /// Files the cache knew but that changed; the rest of those read are new.
     pub files_changed: u64,
     pub other_nodes: u64,
+    pub progress: &'a crate::progress::Counters,
 }
 
 const EVENT_BATCH: usize = 256;
@@ -135,6 +136,9 @@ impl Walker<'_> {
                 return self.emit(Event::Node(Node { name, kind, meta }));
             }
             self.files_changed += 1;
+            self.progress.file_changed(crate::progress::FileChange::Changed, &path);
+        } else {
+            self.progress.file_changed(crate::progress::FileChange::New, &path);
         }
         let (reply, outcome) = super::oneshot::pair();
         let job = FileJob { path: path.clone(), meta: fs_meta, reply };

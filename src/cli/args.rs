@@ -88,6 +88,8 @@ pub enum Command {
         tags: Vec<String>,
         #[command(flatten)]
         select: crate::cli::select::SelectArgs,
+        #[command(flatten)]
+        input: crate::cli::backup_input::BackupInputArgs,
         /// Record this host name instead of the machine's.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
@@ -135,6 +137,8 @@ pub enum Command {
         /// that a write-only key wrote (left out by default: that key's holder chose them).
         #[arg(long)]
         trust_special: bool,
+        #[command(flatten)]
+        extra: crate::cli::restore_opts::RestoreExtraArgs,
         #[command(flatten)]
         filter: SnapshotFilterArgs,
     },

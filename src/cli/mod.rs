@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod args;
+mod backup_input;
 mod copy;
 mod dump;
 mod everyday;
@@ -16,6 +17,7 @@ mod output;
 mod password;
 mod profiles;
 mod repair;
+mod restore_opts;
 mod retention;
 mod select;
 mod tag;
@@ -48,6 +50,25 @@ pub mod exit {
     pub const NOT_A_REPOSITORY: u8 = 10;
     pub const WRONG_PASSWORD: u8 = 12;
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// The failure as one line: each cause once. Our error types say their cause in their own
+/// message (so a logged `{e}` is complete) and also chain it as `source`, and a context often
+/// quotes the error it wraps: `{:#}` would print the OS error two or three times. A cause whose
+/// text the line already holds adds nothing, so it is left out.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 /// Whether the failure is only that whoever read our output stopped reading.
@@ -197,15 +218,26 @@ pub fn run(cli: Cli) -> Result<u8> {
             result?;
             Ok(exit::OK)
         }
-        Command::Backup { mut paths, mut tags, select, mut host } => {
+        Command::Backup { mut paths, mut tags, select, input, mut host } => {
+            paths.extend(input.listed_paths()?);
+            if input.stdin {
+                if !paths.is_empty() {
+                    bail!("--stdin backs up standard input only: give no paths (the name is --stdin-filename)");
+                }
+                paths.push(input.stdin_path()?);
+            }
+            let listed = !input.files_from.is_empty() || !input.files_from_verbatim.is_empty() || input.stdin;
             let mut profile_excludes = Vec::new();
             if let Some(profile) = profiles::active(global)? {
-                if paths.is_empty() {
+                if paths.is_empty() && !listed {
                     paths = profile.sources.clone();
                 }
                 profile_excludes.extend(profile.excludes.iter().cloned());
                 tags.extend(profile.tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
                 host = host.or_else(|| profile.host.clone());
+            }
+            if paths.is_empty() && listed {
+                bail!("nothing to back up: the --files-from lists name no path");
             }
             if paths.is_empty() {
                 bail!("nothing to back up: give paths, or a profile with `sources`");
@@ -220,6 +252,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 hostname: host,
                 scan_total: false,
                 progress: Default::default(),
+                dry_run: input.dry_run,
             };
             options.check_labels()?;
             // The scan needs only the local database, which the config names: it runs while
@@ -230,16 +263,22 @@ pub fn run(cli: Cli) -> Result<u8> {
                 &located.unverified_id(),
                 &repo::machine_identity(),
             );
+            if input.stdin {
+                return backup_stdin(global, options, &input, located);
+            }
             let scan = archiver::scan_ahead(&options, files_cache)?;
             let repo = unlock_repo(global, located)?;
             let interrupted = interrupt_flag()?;
             let progress = output::Progress::start(global, "backing up");
+            if global.verbose > 0 && !global.json {
+                progress.list_changes();
+            }
             options.scan_total = progress.is_shown();
             options.progress = Arc::clone(&progress.counters);
             let outcome = archiver::backup_scanned(&repo, &options, scan, &interrupted);
-            progress.finish();
+            let took = progress.finish();
             let outcome = outcome?;
-            output::backup(global, &outcome)?;
+            output::backup(global, &outcome, took)?;
             Ok(if outcome.errors.is_empty() { exit::OK } else { exit::INCOMPLETE })
         }
         Command::Snapshots { filter: f, latest, group_by } => {
@@ -256,7 +295,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             output::snapshots(global, &snapshots, &rejected)?;
             Ok(exit::OK)
         }
-        Command::Restore { snapshot, target, includes, excludes, trust_special, filter: f } => {
+        Command::Restore { snapshot, target, includes, excludes, trust_special, extra, filter: f } => {
             let repo = open_repo(global)?;
             repo.require_full_key("restore")?;
             let interrupted = interrupt_flag()?;
@@ -269,7 +308,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if subpath.is_none() {
                 progress.counters.total_bytes.store(entry.snapshot.summary.total_bytes, Ordering::Relaxed);
             }
-            let selecting = !includes.is_empty();
+            let selecting = !includes.is_empty() || !extra.iincludes.is_empty();
             // A copy keeps how its source named the original's signer ("repository key" for
             // that repository's own).
             let written_by_write_only_key = entry.signer != repo.keys.repo_verify.id()
@@ -280,11 +319,16 @@ pub fn run(cli: Cli) -> Result<u8> {
                 excludes,
                 progress: Arc::clone(&progress.counters),
                 confine_special: written_by_write_only_key && !trust_special,
+                iincludes: extra.iincludes,
+                iexcludes: extra.iexcludes,
+                dry_run: extra.dry_run,
+                overwrite: extra.overwrite,
+                verify: extra.verify,
             };
             let report = restore::restore(&repo, &entry.snapshot.tree, subpath.as_deref(), &options, &interrupted);
             let (files_done, bytes_done) =
                 (progress.counters.files.load(Ordering::Relaxed), progress.counters.bytes.load(Ordering::Relaxed));
-            progress.finish();
+            let took = progress.finish();
             let report = report.map_err(|e| {
                 let stopped = matches!(e, restore::RestoreError::Interrupted);
                 let e = anyhow::Error::new(e);
@@ -298,19 +342,30 @@ pub fn run(cli: Cli) -> Result<u8> {
                     output::bytes(bytes_done)
                 ))
             })?;
-            output::restore(global, &entry.id, &report)?;
-            if selecting && report.files + report.dirs + report.other == 0 {
+            output::restore(global, &entry.id, &report, took)?;
+            if selecting && report.files + report.dirs + report.other + report.skipped == 0 {
+                let patterns: Vec<String> = (options.includes.iter().map(|p| format!("--include {p}")))
+                    .chain(options.iincludes.iter().map(|p| format!("--iinclude {p}")))
+                    .collect();
                 bail!(
-                    "no entry of snapshot {} matches --include {}: nothing was restored; \
+                    "no entry of snapshot {} matches {}: nothing was restored; \
                      patterns follow restic's rules (`coffer ls` shows the paths to match)",
                     entry.id.short(),
-                    options.includes.join(" --include ")
+                    patterns.join(" ")
                 );
             }
-            if report.errors.is_empty() {
-                Ok(exit::OK)
-            } else {
-                bail!("{} entries could not be restored (listed above)", report.errors.len())
+            let unrestored = report.errors.len() as u64 - report.verify_failed;
+            match (unrestored, report.verify_failed) {
+                (0, 0) => Ok(exit::OK),
+                (0, differ) => bail!(
+                    "--verify: {} not as in the snapshot (listed above): restore again with --overwrite always",
+                    files_are(differ)
+                ),
+                (n, 0) => bail!("{n} entries could not be restored (listed above)"),
+                (n, differ) => bail!(
+                    "{n} entries could not be restored and {} not as in the snapshot (listed above)",
+                    files_are(differ)
+                ),
             }
         }
         Command::Mount { mountpoint, cache_size, allow_other } => {
@@ -439,6 +494,39 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Dump(args) => dump::run(global, args),
         Command::Tag(args) => tag::run(global, args),
         Command::Generate(args) => generate::run(global, args),
+    }
+}
+
+/// `backup --stdin`: standard input as one file.
+fn backup_stdin(
+    global: &GlobalArgs,
+    options: BackupOptions,
+    input: &backup_input::BackupInputArgs,
+    located: Located,
+) -> Result<u8> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!("--stdin reads the data from a pipe, not a terminal: e.g. `pg_dump db | coffer backup --stdin --stdin-filename db.sql`");
+    }
+    let name = input.stdin_path()?;
+    let repo = unlock_repo(global, located)?;
+    let interrupted = interrupt_flag()?;
+    let progress = output::Progress::start(global, "backing up");
+    let mut options = options;
+    options.progress = Arc::clone(&progress.counters);
+    let outcome = archiver::backup_stdin(&repo, &options, &name, stdin.lock(), &interrupted);
+    let took = progress.finish();
+    let outcome = outcome?;
+    output::backup(global, &outcome, took)?;
+    Ok(exit::OK)
+}
+
+/// "1 file is", "2 files are".
+fn files_are(n: u64) -> String {
+    if n == 1 {
+        "1 file is".to_string()
+    } else {
+        format!("{n} files are")
     }
 }
 

@@ -87,7 +87,7 @@ pub fn init(global: &GlobalArgs, location: &str, repo: &Repository) -> Result<()
     Ok(())
 }
 
-pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
+pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome, took: Duration) -> Result<()> {
     for (path, message) in &outcome.warnings {
         eprintln!("warning: {}: {}", terminal(&path.display().to_string()), terminal(message));
     }
@@ -101,8 +101,10 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
         outln!(
             "{}",
             json!({
-                "snapshot_id": outcome.id.to_hex(),
-                "short_id": outcome.id.short(),
+                // A dry run stores no snapshot, so it has no id to give.
+                "snapshot_id": (!outcome.dry_run).then(|| outcome.id.to_hex()),
+                "short_id": (!outcome.dry_run).then(|| outcome.id.short()),
+                "dry_run": outcome.dry_run,
                 "files_new": s.files_new,
                 "files_changed": s.files_changed,
                 "files_unmodified": s.files_unmodified,
@@ -114,24 +116,30 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome) -> Result<()> {
                 "packs_added": s.packs_added,
                 "errors": errors,
                 "incomplete": outcome.snapshot.incomplete,
+                "elapsed_seconds": took.as_secs_f64(),
             })
         );
     } else if !global.quiet {
         outln!(
-            "files: {} new, {} changed, {} unmodified; {} folders",
+            "files: {} new, {} changed, {} unmodified; {}",
             s.files_new,
             s.files_changed,
             s.files_unmodified,
-            s.dirs
+            plural(s.dirs, "folder")
         );
+        let added = if outcome.dry_run { "would add" } else { "added" };
         outln!(
-            "read {}; added {} to the repository ({} before compression)",
+            "read {}; {added} {} to the repository ({} before compression)",
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             bytes(s.raw_added)
         );
+        if outcome.dry_run {
+            outln!("dry run: nothing was written to the repository ({})", elapsed(took));
+            return Ok(());
+        }
         let state = if outcome.snapshot.incomplete { " (incomplete: some files could not be read)" } else { "" };
-        outln!("snapshot {} saved{state}", outcome.id.short());
+        outln!("snapshot {} saved in {}{state}", outcome.id.short(), elapsed(took));
     }
     Ok(())
 }
@@ -164,21 +172,28 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    outln!("{:<10} {:<26} {:<16} {:<16} {:<24} Paths", "ID", "Time", "Host", "Tags", "Signed by");
+    // Columns sized by display width, so wide characters and long host names stay aligned.
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header(["ID", "Time", "Host", "Tags", "Signed by", "Paths"]);
     for e in snapshots {
         let s = &e.snapshot;
         let paths: Vec<String> = s.paths.iter().map(|p| terminal(&lossy(p)).into_owned()).collect();
         let tags: Vec<String> = s.tags.iter().map(|t| terminal(t).into_owned()).collect();
         let mark = if s.incomplete { " (incomplete)" } else { "" };
-        outln!(
-            "{:<10} {:<26} {:<16} {:<16} {:<24} {}{mark}",
+        table.add_row([
             e.id.short(),
             time(s.time_unix, s.time_nsec),
-            terminal(&s.hostname),
+            terminal(&s.hostname).into_owned(),
             tags.join(","),
-            terminal(&e.signed_by),
-            paths.join(" ")
-        );
+            terminal(&e.signed_by).into_owned(),
+            format!("{}{mark}", paths.join(" ")),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        outln!("{}", line.trim_end());
     }
     if !global.quiet {
         outln!("{}", plural(snapshots.len() as u64, "snapshot"));
@@ -201,7 +216,7 @@ impl SummaryJson for coffer::format::snapshot::Snapshot {
     }
 }
 
-pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<()> {
+pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport, took: Duration) -> Result<()> {
     if report.special_left_out > 0 {
         eprintln!(
             "note: {} entries restored without set-id bits, device nodes or security xattrs: a write-only key wrote \
@@ -214,71 +229,151 @@ pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport) -> Result<(
     }
     if global.json {
         outln!("{}", serde_json::to_string(report)?);
+    } else if report.dry_run {
+        // The list is the point of a dry run: printed even with --quiet.
+        for path in &report.planned {
+            outln!("would write {}", terminal(path));
+        }
+        if !global.quiet {
+            outln!(
+                "dry run of snapshot {}: would write {}, {}, {} other, {}; {} kept; nothing was written",
+                id.short(),
+                plural(report.files, "file"),
+                plural(report.dirs, "folder"),
+                report.other,
+                bytes(report.bytes),
+                report.skipped
+            );
+        }
     } else if !global.quiet {
+        let kept = if report.skipped > 0 { format!("; {} already there kept", report.skipped) } else { String::new() };
+        let verified = if report.verified > 0 {
+            format!("; {} read back and verified", plural(report.verified, "file"))
+        } else {
+            String::new()
+        };
         outln!(
-            "restored snapshot {}: {}, {}, {} other, {}",
+            "restored snapshot {}: {}, {}, {} other, {}{kept}{verified} in {}",
             id.short(),
             plural(report.files, "file"),
             plural(report.dirs, "folder"),
             report.other,
-            bytes(report.bytes)
+            bytes(report.bytes),
+            elapsed(took)
         );
     }
     Ok(())
 }
 
-/// A live line on stderr (files, bytes, rate) while an operation runs on a terminal.
+/// A progress bar on stderr while an operation runs on a terminal (not with --quiet or
+/// --json): percentage and ETA once a total is known, rate, files, the current file.
 pub struct Progress {
     pub counters: Arc<Counters>,
+    bar: Option<indicatif::ProgressBar>,
     stop: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
+    started: std::time::Instant,
 }
+
+/// The bar's refresh interval: often enough to look live, rarely enough to cost nothing.
+const TICK: Duration = Duration::from_millis(150);
 
 impl Progress {
     pub fn start(global: &GlobalArgs, verb: &'static str) -> Progress {
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker = (!global.quiet && !global.json && super::is_terminal()).then(|| {
+        let shown = !global.quiet && !global.json && super::is_terminal();
+        let bar = shown.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+                .with_style(indicatif::ProgressStyle::default_spinner());
+            bar.set_prefix(verb);
+            bar
+        });
+        let ticker = bar.clone().map(|bar| {
             let counters = Arc::clone(&counters);
             let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let bar = indicatif::ProgressBar::new_spinner();
-                let started = std::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let done = counters.bytes.load(Ordering::Relaxed);
-                    let total = counters.total_bytes.load(Ordering::Relaxed);
-                    let secs = started.elapsed().as_secs_f64().max(0.001);
-                    let rate = done as f64 / secs;
-                    let eta = if total > done && rate > 0.0 {
-                        format!(", ETA {:.0} s", (total - done) as f64 / rate)
-                    } else {
-                        String::new()
-                    };
-                    bar.set_message(format!(
-                        "{verb}: {} files, {} ({}/s){eta}",
-                        counters.files.load(Ordering::Relaxed),
-                        bytes(done),
-                        bytes(rate as u64)
-                    ));
-                    bar.tick();
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                bar.finish_and_clear();
-            })
+            std::thread::spawn(move || tick(&bar, &counters, &stop))
         });
-        Progress { counters, stop, ticker }
+        Progress { counters, bar, stop, ticker, started: std::time::Instant::now() }
     }
 
     /// Whether a live display is on screen (only on a terminal, without --json/--quiet).
     pub fn is_shown(&self) -> bool {
-        self.ticker.is_some()
+        self.bar.is_some()
     }
 
-    pub fn finish(mut self) {
+    /// `backup -v`: lists each new and changed file on stdout as it is read (above the bar).
+    pub fn list_changes(&self) {
+        let bar = self.bar.clone();
+        self.counters.listen_for_changes(move |change, path| {
+            let word = match change {
+                coffer::progress::FileChange::New => "new",
+                coffer::progress::FileChange::Changed => "changed",
+            };
+            let line = format!("{word:<8}{}", terminal(&path.display().to_string()));
+            let print = || {
+                // A closed stdout (`| head`) ends the listing, not the backup.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            };
+            match &bar {
+                Some(bar) => bar.suspend(print),
+                None => print(),
+            }
+        });
+    }
+
+    /// Stops the display; returns how long the operation took, for its summary line.
+    pub fn finish(mut self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.join();
         }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.started.elapsed()
+    }
+}
+
+fn tick(bar: &indicatif::ProgressBar, counters: &Counters, stop: &AtomicBool) {
+    let with_total = indicatif::ProgressStyle::with_template(
+        "{prefix} {percent:>3}% [{bar:20}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}",
+    );
+    let without_total =
+        indicatif::ProgressStyle::with_template("{prefix} {spinner} {binary_bytes} {binary_bytes_per_sec} {wide_msg}");
+    let (Ok(with_total), Ok(without_total)) = (with_total, without_total) else { return };
+    let with_total = with_total.progress_chars("=> ");
+    let mut had_total = None;
+    loop {
+        let done = counters.bytes.load(Ordering::Relaxed);
+        let total = counters.total_bytes.load(Ordering::Relaxed);
+        // A pre-scan still counting can be behind what is done: never over 100 %.
+        let has_total = total > 0;
+        if had_total != Some(has_total) {
+            bar.set_style(if has_total { with_total.clone() } else { without_total.clone() });
+            had_total = Some(has_total);
+        }
+        if has_total {
+            bar.set_length(total.max(done));
+        }
+        bar.set_position(done);
+        let files = counters.files.load(Ordering::Relaxed);
+        let current = counters.current().map(|p| terminal(&p.display().to_string()).into_owned()).unwrap_or_default();
+        bar.set_message(format!("{}  {current}", plural(files, "file")));
+        bar.tick();
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// "0.4 s", "12.0 s", "3 minutes": the elapsed time of a summary line.
+pub fn elapsed(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        indicatif::HumanDuration(d).to_string()
     }
 }
 

@@ -38,8 +38,8 @@ fn first_line(bytes: &[u8]) -> Result<Zeroizing<String>> {
 /// Like a write-only key file, a password file must be the user's own and private (no group or
 /// other bits): the passphrase is the stronger secret of the two.
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let bytes =
-        secrets::read_private_file(path).with_context(|| format!("reading password file {}", path.display()))?;
+    // The secret's own error names the file.
+    let bytes = secrets::read_private_file(path).context("reading the password file")?;
     first_line(&bytes)
 }
 

@@ -10,6 +10,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod restore_policy;
 pub mod retention;
 pub mod stats;
 pub mod tag;

@@ -53,6 +53,15 @@ pub struct RestoreOptions {
     /// device nodes, and `security.*` / `trusted.*` xattrs (file capabilities). For snapshots
     /// a write-only key wrote: its holder (a thief, perhaps) chose those bytes (issue 15).
     pub confine_special: bool,
+    /// Like `includes`/`excludes`, ignoring case (restic's `--iinclude`, `--iexclude`).
+    pub iincludes: Vec<String>,
+    pub iexcludes: Vec<String>,
+    /// Walk and decide, count and list what would be written; write nothing.
+    pub dry_run: bool,
+    /// What to do with an entry already at the target.
+    pub overwrite: super::restore_policy::Overwrite,
+    /// Read every file of the selection back afterwards and compare with the snapshot.
+    pub verify: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -65,6 +74,16 @@ pub struct RestoreReport {
     pub errors: Vec<(String, String)>,
     /// Set-id bits, device nodes and privileged xattrs left out (`confine_special`).
     pub special_left_out: u64,
+    /// Entries already at the target and kept (`--overwrite`).
+    pub skipped: u64,
+    /// Files read back and found equal to the snapshot (`--verify`).
+    pub verified: u64,
+    /// Files whose content differs from the snapshot's (`--verify`); also in `errors`.
+    pub verify_failed: u64,
+    /// A dry run: nothing was written; `planned` lists what would have been.
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
 }
 
 struct PendingFile {
@@ -119,10 +138,19 @@ pub fn restore(
     interrupted: &AtomicBool,
 ) -> Result<RestoreReport, RestoreError> {
     repo.require_full_key("restore")?;
-    let excludes = Patterns::new(&options.excludes)?;
-    let includes = if options.includes.is_empty() { None } else { Some(Patterns::new(&options.includes)?) };
-    std::fs::create_dir_all(&options.target)
-        .map_err(|source| RestoreError::Target { path: options.target.clone(), source })?;
+    let mut excludes = Patterns::new(&options.excludes)?;
+    excludes.add(&options.iexcludes, true)?;
+    let includes = if options.includes.is_empty() && options.iincludes.is_empty() {
+        None
+    } else {
+        let mut includes = Patterns::new(&options.includes)?;
+        includes.add(&options.iincludes, true)?;
+        Some(includes)
+    };
+    if !options.dry_run {
+        std::fs::create_dir_all(&options.target)
+            .map_err(|source| RestoreError::Target { path: options.target.clone(), source })?;
+    }
 
     let shared = Shared {
         repo,
@@ -180,6 +208,9 @@ pub fn restore(
             batch,
             opened: 0,
             root: *root_tree,
+            dry_run: options.dry_run,
+            overwrite: options.overwrite,
+            to_verify: (options.verify && !options.dry_run).then(Vec::new),
         };
         let result = match walker.start(root_tree, subpath, &options.target) {
             Ok(()) => walker.flush(),
@@ -189,10 +220,11 @@ pub fn restore(
             }
         };
         let dirs = std::mem::take(&mut walker.dirs);
+        let to_verify = walker.to_verify.take().unwrap_or_default();
         drop(walker);
-        result.map(|()| dirs)
+        result.map(|()| (dirs, to_verify))
     });
-    let dirs = walk_result?;
+    let (dirs, to_verify) = walk_result?;
     // The walk may have queued a file's last chunks before the signal, which the workers then
     // dropped: stopped is stopped, even when no folder was left to walk.
     if interrupted.load(Ordering::Relaxed) {
@@ -201,14 +233,47 @@ pub fn restore(
     if let Some(path) = shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(RestoreError::DiskFull { path });
     }
-    for (path, meta) in dirs.iter().rev() {
+    // A dry run created no folder (the target's own may be listed, from a `SNAP:/folder`).
+    for (path, meta) in dirs.iter().rev().filter(|_| !options.dry_run) {
         if let Err(e) = apply_metadata(path, meta, shared.as_root, false) {
             shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((path.display().to_string(), e.to_string()));
         }
     }
-    report.bytes = shared.bytes.load(Ordering::Relaxed);
+    if !options.dry_run {
+        report.bytes = shared.bytes.load(Ordering::Relaxed);
+    }
     report.errors = shared.errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.dry_run = options.dry_run;
+    verify(repo, to_verify, &mut report, interrupted)?;
     Ok(report)
+}
+
+/// `--verify`: reads back each file of the selection (restored or kept) that did not already
+/// fail, and records those that differ from the snapshot as errors.
+fn verify(
+    repo: &Repository,
+    files: Vec<(PathBuf, Vec<Id>)>,
+    report: &mut RestoreReport,
+    interrupted: &AtomicBool,
+) -> Result<(), RestoreError> {
+    let failed: std::collections::HashSet<String> = report.errors.iter().map(|(path, _)| path.clone()).collect();
+    for (path, content) in files {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(RestoreError::Interrupted);
+        }
+        let shown = path.display().to_string();
+        if failed.contains(&shown) {
+            continue;
+        }
+        match super::restore_policy::verify_file(repo, &path, &content) {
+            Ok(()) => report.verified += 1,
+            Err(message) => {
+                report.verify_failed += 1;
+                report.errors.push((shown, message));
+            }
+        }
+    }
+    Ok(())
 }
 
 struct RestoreWalk<'a, 'r> {
@@ -227,6 +292,10 @@ struct RestoreWalk<'a, 'r> {
     opened: usize,
     /// The snapshot's root tree, to name it in errors.
     root: Id,
+    dry_run: bool,
+    overwrite: super::restore_policy::Overwrite,
+    /// Files to read back afterwards (`--verify`), with their content.
+    to_verify: Option<Vec<(PathBuf, Vec<Id>)>>,
 }
 
 /// A folder being restored: where its entries go, and whether `--include` selected it.
@@ -405,6 +474,13 @@ impl RestoreWalk<'_, '_> {
             node
         };
         if let NodeKind::Dir { .. } = &node.kind {
+            if included && self.dry_run {
+                if !dest.is_dir() {
+                    self.report.dirs += 1;
+                    self.report.planned.push(format!("{}/", dest.display()));
+                }
+                return Ok(Some(RestoreDir { dest: dest.to_path_buf(), included }));
+            }
             if included {
                 self.make_parent(dest)?;
                 match std::fs::create_dir(dest) {
@@ -425,6 +501,25 @@ impl RestoreWalk<'_, '_> {
             return Ok(Some(RestoreDir { dest: dest.to_path_buf(), included }));
         }
         if !included {
+            return Ok(None);
+        }
+        if let (Some(to_verify), NodeKind::File { content, .. }) = (self.to_verify.as_mut(), &node.kind) {
+            to_verify.push((dest.to_path_buf(), content.clone()));
+        }
+        if !super::restore_policy::should_write(self.overwrite, dest, node) {
+            self.report.skipped += 1;
+            return Ok(None);
+        }
+        if self.dry_run {
+            match &node.kind {
+                NodeKind::File { size, .. } => {
+                    self.report.files += 1;
+                    self.report.bytes += size;
+                }
+                NodeKind::Socket => return Ok(None),
+                _ => self.report.other += 1,
+            }
+            self.report.planned.push(dest.display().to_string());
             return Ok(None);
         }
         self.make_parent(dest)?;
@@ -477,6 +572,7 @@ impl RestoreWalk<'_, '_> {
                 self.report.files += 1;
                 self.opened += 1;
                 self.shared.progress.add_file();
+                self.shared.progress.set_current(dest);
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
                     file,

@@ -50,7 +50,8 @@ pub enum RepoError {
     Format { object: String, source: FormatError },
     #[error("{object} is damaged: {detail}; run `coffer check` for a full report")]
     Corrupt { object: String, detail: String },
-    #[error("local database: {0}")]
+    // Every DbError message starts with "local database" already.
+    #[error(transparent)]
     Db(#[from] DbError),
     #[error("no snapshot matches {0:?}; `coffer snapshots` lists them")]
     NoSnapshot(String),
