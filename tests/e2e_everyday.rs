@@ -238,7 +238,8 @@ fn tag_rewrites_snapshots_and_retires_the_old_ones() {
     assert_eq!(out.json()["changed"].as_array().map(Vec::len), Some(1), "{out}");
     let again = c.ok(&["tag", "--json", "--add", "owned", "--tag", "wo"]).json();
     assert_eq!(again["unchanged"].as_array().map(Vec::len), Some(1), "nothing to change: {again}");
-    let expected = vec![vec!["daily".to_string(), "keep".into()], vec!["monthly".into()], vec!["owned".into(), "wo".into()]];
+    let expected =
+        vec![vec!["daily".to_string(), "keep".into()], vec!["monthly".into()], vec!["owned".into(), "wo".into()]];
     assert_eq!(tag_sets(&c, None), expected);
     assert_eq!(tag_sets(&c, Some(&c.dir("fresh-list"))), expected, "a new machine sees the same");
     assert_eq!(c.repo_files("snapshots").len(), 3, "each old snapshot is gone");
@@ -370,7 +371,11 @@ fn snapshots_group_by_host_and_tags() {
     let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("snapshots for ")).collect();
     assert_eq!(
         headers,
-        ["snapshots for host [alpha], tags [x]:", "snapshots for host [beta], tags []:", "snapshots for host [alpha], tags []:"],
+        [
+            "snapshots for host [alpha], tags [x]:",
+            "snapshots for host [beta], tags []:",
+            "snapshots for host [alpha], tags []:"
+        ],
         "{text}"
     );
     let counts: Vec<&str> = text.lines().filter(|l| l.ends_with("snapshot") || l.ends_with("snapshots")).collect();

@@ -190,8 +190,10 @@ pub fn backup_scanned(
     let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
     // The three folders are listed at once: a round trip each on a remote store.
     use crate::store::paths;
-    let [index, plans, data] =
-        repo.store.list_ids_together([paths::INDEX, paths::PLANS, paths::DATA]).map_err(crate::repo::RepoError::from)?;
+    let [index, plans, data] = repo
+        .store
+        .list_ids_together([paths::INDEX, paths::PLANS, paths::DATA])
+        .map_err(crate::repo::RepoError::from)?;
     repo.sync_index_listed(index)?;
     let condemned = repo.condemned_packs_listed(plans)?;
     let machine = crate::repo::machine_identity();

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::args::GlobalArgs;
 use super::output::{bytes, plural};
 use coffer::commands::diff::{Change, DiffEntry};
-use coffer::commands::retention::{GroupBy, GroupKey};
 use coffer::commands::ls::LsEntry;
+use coffer::commands::retention::{GroupBy, GroupKey};
 use coffer::commands::stats::SnapshotStats;
 use coffer::repo::SnapshotEntry;
 use coffer::safetext::terminal;
@@ -29,7 +29,8 @@ pub fn mode_string(kind: &str, mode: u32) -> String {
     let mut out = String::with_capacity(10);
     out.push(first);
     // (read, write, execute bit, special bit, special letter) for user, group, other.
-    let triads = [(0o400, 0o200, 0o100, 0o4000, 's'), (0o040, 0o020, 0o010, 0o2000, 's'), (0o004, 0o002, 0o001, 0o1000, 't')];
+    let triads =
+        [(0o400, 0o200, 0o100, 0o4000, 's'), (0o040, 0o020, 0o010, 0o2000, 's'), (0o004, 0o002, 0o001, 0o1000, 't')];
     for (r, w, x, special, letter) in triads {
         out.push(if mode & r != 0 { 'r' } else { '-' });
         out.push(if mode & w != 0 { 'w' } else { '-' });

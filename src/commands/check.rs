@@ -158,7 +158,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     // afresh below, so a failure here (a damaged index file) is reported from there.
     progress("refreshing the local index cache");
     let listing = repo.store.list(paths::INDEX)?;
-    let ids = listing.iter().filter_map(|(path, size)| Some((path.strip_prefix(paths::INDEX).and_then(Id::from_hex)?, *size)));
+    let ids = listing
+        .iter()
+        .filter_map(|(path, size)| Some((path.strip_prefix(paths::INDEX).and_then(Id::from_hex)?, *size)));
     let synced = repo.sync_index_listed(ids.collect());
 
     progress("reading index files");
@@ -310,7 +312,11 @@ impl CheckIndex {
     }
 }
 
-fn load_index(repo: &Repository, listing: Vec<(String, u64)>, report: &mut CheckReport) -> Result<CheckIndex, RepoError> {
+fn load_index(
+    repo: &Repository,
+    listing: Vec<(String, u64)>,
+    report: &mut CheckReport,
+) -> Result<CheckIndex, RepoError> {
     let mut files = Vec::new();
     for (path, size) in listing {
         match path.strip_prefix(paths::INDEX).and_then(Id::from_hex) {
@@ -321,9 +327,8 @@ fn load_index(repo: &Repository, listing: Vec<(String, u64)>, report: &mut Check
     files.sort();
     let mut index = CheckIndex::default();
     // Read several at a time (a round trip each on a remote store), added in name order.
-    let read = crate::store::map_in_flight(&files, crate::store::SMALL_READS_IN_FLIGHT, |(id, _)| {
-        repo.read_index_file(id)
-    });
+    let read =
+        crate::store::map_in_flight(&files, crate::store::SMALL_READS_IN_FLIGHT, |(id, _)| repo.read_index_file(id));
     for ((id, size), read) in files.into_iter().zip(read) {
         match read {
             Ok((domain, file)) => {

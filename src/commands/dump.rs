@@ -70,7 +70,13 @@ pub fn dump(
 }
 
 /// Writes a file's blobs in order, checking they add up to `size`.
-fn copy_content(repo: &Repository, path: &str, size: u64, content: &[Id], out: &mut dyn Write) -> Result<u64, DumpError> {
+fn copy_content(
+    repo: &Repository,
+    path: &str,
+    size: u64,
+    content: &[Id],
+    out: &mut dyn Write,
+) -> Result<u64, DumpError> {
     let mut reader = ContentReader::new(repo, path, size, content);
     std::io::copy(&mut reader, out).map_err(|e| reader.error.take().unwrap_or(DumpError::Write(e)))
 }
@@ -223,7 +229,8 @@ mod tests {
         let out = backup(&fx);
         let s = fx.src_path().to_str().unwrap().to_string();
         let mut bytes = Vec::new();
-        let report = dump(&fx.repo, &out.snapshot.tree, format!("{s}/sub/b.txt").as_bytes(), false, &mut bytes).unwrap();
+        let report =
+            dump(&fx.repo, &out.snapshot.tree, format!("{s}/sub/b.txt").as_bytes(), false, &mut bytes).unwrap();
         assert_eq!(report.bytes, 11);
         assert_eq!(bytes.len(), 11);
         assert!(matches!(

@@ -18,7 +18,6 @@ use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
 use crate::store::paths;
 
-
 /// The change asked for: `set` replaces the tags (then `add` and `remove` apply to it).
 #[derive(Clone, Debug, Default)]
 pub struct TagChange {
