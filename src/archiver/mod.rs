@@ -312,7 +312,7 @@ fn archive(
         drop((events, jobs));
         let build = builder
             .join()
-            .unwrap_or_else(|_| Err(RepoError::Corrupt { object: "tree builder".into(), detail: "panicked".into() }));
+            .unwrap_or_else(|_| Err(RepoError::Internal { worker: "tree builder thread", detail: "panicked".into() }));
         ((stopped, errors, files_unmodified, files_changed, other_nodes), build)
     });
     let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;

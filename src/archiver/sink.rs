@@ -263,7 +263,10 @@ impl BlobSink {
                 std::thread::Builder::new()
                     .name(format!("coffer-pack-{i}"))
                     .spawn(move || pack_worker(&shared, rx))
-                    .map_err(|e| RepoError::Corrupt { object: "thread".into(), detail: e.to_string() })
+                    .map_err(|e| RepoError::Internal {
+                        worker: "pack writer thread",
+                        detail: format!("could not start: {e}"),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(BlobSink {
@@ -370,8 +373,8 @@ impl BlobSink {
     }
 
     fn take_failure(&self) -> RepoError {
-        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Corrupt {
-            object: "pack worker".into(),
+        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Internal {
+            worker: "pack writer thread",
             detail: "stopped unexpectedly".into(),
         })
     }
@@ -382,7 +385,7 @@ impl BlobSink {
         drop(self.data_tx.take());
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
-                self.shared.fail(RepoError::Corrupt { object: "pack worker".into(), detail: "panicked".into() });
+                self.shared.fail(RepoError::Internal { worker: "pack writer thread", detail: "panicked".into() });
             }
         }
         let (trees, _) = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));

@@ -50,6 +50,10 @@ pub enum RepoError {
     Format { object: String, source: FormatError },
     #[error("{object} is damaged: {detail}; run `coffer check` for a full report")]
     Corrupt { object: String, detail: String },
+    /// A worker of this process failed (a thread that could not start or panicked): nothing
+    /// is wrong with the repository, so the message must not send the user to `check`.
+    #[error("internal error: the {worker} {detail} (a bug in Coffer, not damage to the repository); please report it")]
+    Internal { worker: &'static str, detail: String },
     // Every DbError message starts with "local database" already.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -134,5 +138,18 @@ impl Repository {
     pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         // A panic while holding the lock leaves a cache that is still a valid SQLite file.
         self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RepoError;
+
+    /// A dead thread is our bug, not damage: its message must not send the user to `check`.
+    #[test]
+    fn internal_errors_do_not_blame_the_repository() {
+        let text = RepoError::Internal { worker: "pack writer thread", detail: "panicked".into() }.to_string();
+        assert!(text.contains("pack writer thread panicked") && text.contains("report"), "{text}");
+        assert!(!text.contains("check") && !text.contains("damaged:"), "{text}");
     }
 }
