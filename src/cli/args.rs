@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 
 #[derive(Parser, Debug)]
 #[command(name = "coffer", version, about = "Encrypted, deduplicated backups you can mount and browse")]
@@ -12,65 +14,6 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct GlobalArgs {
-    /// Repository location: a local folder, or s3://bucket/prefix, sftp://user@host:port/path,
-    /// webdav://host/path (webdav+http:// for plain http), or SCHEME://… of another OpenDAL service.
-    #[arg(short = 'r', long, global = true, env = "COFFER_REPOSITORY", value_name = "REPO")]
-    pub repo: Option<PathBuf>,
-    /// Storage option for a remote repository, e.g. region=eu-west-1 (repeatable). Secret values
-    /// must be references: secret_access_key=env:VAR, password=keychain:NAME, file:PATH, command:CMD.
-    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
-    pub options: Vec<String>,
-    /// Read the repository password from this file (first line).
-    #[arg(long, global = true, value_name = "FILE", env = "COFFER_PASSWORD_FILE")]
-    pub password_file: Option<PathBuf>,
-    /// Run this command and read the password from its output.
-    #[arg(long, global = true, value_name = "CMD", env = "COFFER_PASSWORD_COMMAND")]
-    pub password_command: Option<String>,
-    /// Open the repository with the write-only key this reference names: keychain:NAME,
-    /// credential:NAME (systemd), file:PATH, command:CMD (never the key itself).
-    #[arg(long, global = true, value_name = "REF", env = "COFFER_KEY")]
-    pub key: Option<String>,
-    /// Open the repository with the write-only key in this file (mode 0600).
-    #[arg(long, global = true, value_name = "FILE", env = "COFFER_KEY_FILE")]
-    pub key_file: Option<PathBuf>,
-    /// Accept a repository password where a write-only key is expected (--key, --key-file,
-    /// systemd credential): whoever can read that file can then read and delete every backup.
-    #[arg(long, global = true)]
-    pub allow_full_key_file: bool,
-    /// Take the repository, sources, excludes, tags and secret references from this profile
-    /// ($XDG_CONFIG_HOME/coffer/profiles/NAME.toml).
-    #[arg(long, global = true, value_name = "NAME", env = "COFFER_PROFILE")]
-    pub profile: Option<String>,
-    /// Folder for the local database (a cache; safe to delete).
-    #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Print only errors.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// More detail; repeat for debug logs.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct SnapshotFilterArgs {
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Only snapshots with these tags: `a,b` needs both; repeated, any one suffices (restic's
-    /// rule; `--tag ""` means snapshots without tags).
-    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
-    pub tags: Vec<String>,
-    /// Only snapshots made of this absolute source path (repeatable: of all of them).
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

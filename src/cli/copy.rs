@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::args::{GlobalArgs, SnapshotFilterArgs};
+use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 use coffer::commands::copy;
 use coffer::repo::{RepoError, Repository};
 use coffer::secrets::{self, SecretRef};

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::args::{GlobalArgs, SnapshotFilterArgs};
 use super::exit;
+use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 use coffer::commands::dump;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -6,8 +6,8 @@ use std::io::Write;
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::GlobalArgs;
 use super::output::{bytes, plural};
+use super::shared_args::GlobalArgs;
 use coffer::commands::diff::{Change, DiffEntry};
 use coffer::commands::ls::LsEntry;
 use coffer::commands::retention::{GroupBy, GroupKey};

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::args::{GlobalArgs, SnapshotFilterArgs};
 use super::exit;
+use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 use coffer::commands::find;
 use coffer::filter::Patterns;
 use coffer::safetext::terminal;

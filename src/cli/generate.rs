@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use super::args::{Cli, GlobalArgs};
+use super::args::Cli;
 use super::exit;
+use super::shared_args::GlobalArgs;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  coffer generate --completions bash > /etc/bash_completion.d/coffer\n  \

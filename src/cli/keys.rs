@@ -8,7 +8,8 @@ use coffer::commands::keys::{self, KeyKind, Removed};
 use coffer::secrets;
 use serde_json::json;
 
-use super::args::{GlobalArgs, KeyCommand, SecretCommand};
+use super::args::{KeyCommand, SecretCommand};
+use super::shared_args::GlobalArgs;
 use super::{exit, open_options, open_repo, output, password};
 
 fn say(global: &GlobalArgs, text: std::fmt::Arguments<'_>) {

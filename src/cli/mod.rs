@@ -20,6 +20,7 @@ mod repair;
 mod restore_opts;
 mod retention;
 mod select;
+mod shared_args;
 mod tag;
 
 use std::io::IsTerminal;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use args::{Cli, Command, GlobalArgs, SnapshotFilterArgs};
+use args::{Cli, Command};
 use coffer::archiver::{self, BackupError, BackupOptions};
 use coffer::commands::check::{self, CheckOptions, ReadData};
 use coffer::commands::copy::CopyError;
@@ -41,6 +42,7 @@ use coffer::repo::{
     self, default_cache_dir, Located, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
 };
 use coffer::store::{Location, Store};
+use shared_args::{GlobalArgs, SnapshotFilterArgs};
 
 /// Exit codes, as documented in README.md.
 pub mod exit {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::GlobalArgs;
+use super::shared_args::GlobalArgs;
 use coffer::archiver::BackupOutcome;
 use coffer::commands::check::CheckReport;
 use coffer::commands::diff::DiffEntry;

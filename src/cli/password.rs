@@ -22,7 +22,7 @@ use coffer::profile::Profile;
 use coffer::secrets::{self, SecretRef};
 use zeroize::Zeroizing;
 
-use super::args::GlobalArgs;
+use super::shared_args::GlobalArgs;
 
 /// What opens the repository.
 pub enum Credential {

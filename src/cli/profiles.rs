@@ -5,8 +5,9 @@ use std::sync::OnceLock;
 use anyhow::Result;
 use coffer::profile::{profile_path, Profile};
 
-use super::args::{GlobalArgs, ProfileCommand};
+use super::args::ProfileCommand;
 use super::exit;
+use super::shared_args::GlobalArgs;
 
 /// The profile `--profile` names, if any (loaded and checked on first use).
 pub fn active(global: &GlobalArgs) -> Result<Option<&'static Profile>> {

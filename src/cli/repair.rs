@@ -4,7 +4,8 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::args::{GlobalArgs, RepairCommand};
+use super::args::RepairCommand;
+use super::shared_args::GlobalArgs;
 use super::{exit, open_repo};
 use coffer::commands::repair::{self, IndexRepairReport, SnapshotRepairOptions, SnapshotRepairReport};
 

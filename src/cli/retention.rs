@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::args::GlobalArgs;
 use super::exit;
 use super::output::bytes;
+use super::shared_args::GlobalArgs;
 use coffer::commands::forget::{self, ForgetOptions, ForgetReport};
 use coffer::commands::prune::{self, PruneOptions, PruneReport};
 use coffer::commands::retention::{GroupBy, RetentionPolicy};

@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::args::{GlobalArgs, SnapshotFilterArgs};
 use super::exit;
+use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 use coffer::commands::tag::{self, TagChange};
 
 #[derive(Args, Debug)]
