@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
+use super::shared_args::{parse_size, GlobalArgs, SnapshotFilterArgs};
 
 #[derive(Parser, Debug)]
 #[command(name = "coffer", version, about = "Encrypted, deduplicated backups you can mount and browse")]
@@ -178,7 +178,7 @@ pub enum Command {
     /// Add, remove or set the tags of snapshots (each changed snapshot is rewritten).
     Tag(crate::cli::tag::TagArgs),
     /// Shell completions and man pages.
-    Generate(crate::cli::generate::GenerateArgs),
+    Generate(GenerateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,36 +263,17 @@ fn parse_subset(text: &str) -> Result<String, String> {
     coffer::commands::check::ReadData::parse_subset(text).map(|_| text.to_string()).map_err(|e| e.0)
 }
 
-/// Parses sizes like `512MiB`, `2GiB`, `1G`, `300k` or plain bytes (binary units either way).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("unknown unit in {text:?}: use KiB, MiB, GiB or TiB")),
-    };
-    Ok((number * (1u64 << shift) as f64) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("300k"), Ok(300 << 10));
-        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
-        assert_eq!(parse_size("42"), Ok(42));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("3 parsecs").is_err());
-    }
+/// `coffer generate`: here rather than beside its code, which needs the whole [`Cli`].
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  coffer generate --completions bash > /etc/bash_completion.d/coffer\n  \
+                        coffer generate --completions zsh > \"${fpath[1]}/_coffer\"\n  \
+                        coffer generate --man /usr/local/share/man/man1")]
+#[group(required = true, multiple = true)]
+pub struct GenerateArgs {
+    /// Print the completion script for this shell to stdout.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// Write man pages (coffer.1 and one per subcommand, coffer-backup.1 …) into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub man: Option<PathBuf>,
 }

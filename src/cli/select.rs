@@ -32,7 +32,7 @@ pub struct SelectArgs {
     #[arg(long)]
     pub exclude_caches: bool,
     /// Skip files larger than this size, e.g. 2GiB or 500M.
-    #[arg(long, value_name = "SIZE", value_parser = crate::cli::args::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli::shared_args::parse_size)]
     pub exclude_larger_than: Option<u64>,
     /// Stay on the filesystems of the sources: folders where another one is mounted are kept
     /// empty.
