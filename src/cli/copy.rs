@@ -64,19 +64,7 @@ pub fn run(global: &GlobalArgs, args: CopyArgs) -> Result<u8> {
         bail!("--from and the destination are the same repository");
     }
     let filter = super::filter(&args.filter);
-    let (all, _) = source.load_snapshots()?;
-    let selected = if args.snapshots.is_empty() {
-        all.into_iter().filter(|e| filter.matches(&e.snapshot)).collect::<Vec<_>>()
-    } else {
-        let mut picked = Vec::new();
-        for spec in &args.snapshots {
-            let entry = coffer::repo::resolve(all.clone(), spec, &filter)?;
-            if !picked.iter().any(|e: &coffer::repo::SnapshotEntry| e.id == entry.id) {
-                picked.push(entry);
-            }
-        }
-        picked
-    };
+    let selected = super::select_snapshots(&source, &args.snapshots, &filter)?;
     let interrupted = super::interrupt_flag()?;
     let report = copy::copy(&source, &Arc::clone(&dest), &selected, &interrupted)?;
     if global.json {

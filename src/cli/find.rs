@@ -37,18 +37,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> Result<u8> {
     let repo = super::open_repo(global)?;
     repo.require_full_key("find")?;
     let filter = super::filter(&args.filter);
-    let (all, _) = repo.load_snapshots()?;
-    let mut selected = Vec::new();
-    if args.snapshots.is_empty() {
-        selected.extend(all.into_iter().filter(|e| filter.matches(&e.snapshot)));
-    } else {
-        for spec in &args.snapshots {
-            let entry = coffer::repo::resolve(all.clone(), spec, &filter)?;
-            if !selected.iter().any(|e: &coffer::repo::SnapshotEntry| e.id == entry.id) {
-                selected.push(entry);
-            }
-        }
-    }
+    let selected = super::select_snapshots(&repo, &args.snapshots, &filter)?;
     let mut out = std::io::stdout().lock();
     let mut results = Vec::new();
     let (mut matches, mut snapshots) = (0u64, 0u64);

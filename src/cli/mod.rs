@@ -191,6 +191,23 @@ fn filter(args: &SnapshotFilterArgs) -> SnapshotFilter {
     }
 }
 
+/// The snapshots a command names (`latest`, `latest~N`, id prefixes; each once), or every one
+/// the filter matches when none is named.
+fn select_snapshots(repo: &Repository, specs: &[String], filter: &SnapshotFilter) -> Result<Vec<SnapshotEntry>> {
+    let (all, _) = repo.load_snapshots()?;
+    if specs.is_empty() {
+        return Ok(all.into_iter().filter(|e| filter.matches(&e.snapshot)).collect());
+    }
+    let mut picked: Vec<SnapshotEntry> = Vec::new();
+    for spec in specs {
+        let entry = coffer::repo::resolve(all.clone(), spec, filter)?;
+        if !picked.iter().any(|e| e.id == entry.id) {
+            picked.push(entry);
+        }
+    }
+    Ok(picked)
+}
+
 /// Sets a flag on SIGINT/SIGTERM so long operations stop cleanly (no partial snapshot); a
 /// second signal exits at once (see `interrupt`).
 fn interrupt_flag() -> Result<Arc<AtomicBool>> {

@@ -46,18 +46,7 @@ pub fn run(global: &GlobalArgs, args: TagArgs) -> Result<u8> {
     let repo = super::open_repo(global)?;
     repo.require_full_key("changing tags")?;
     let filter = super::filter(&args.filter);
-    let (all, _) = repo.load_snapshots()?;
-    let mut selected = Vec::new();
-    if args.snapshots.is_empty() {
-        selected.extend(all.into_iter().filter(|e| filter.matches(&e.snapshot)));
-    } else {
-        for spec in &args.snapshots {
-            let entry = coffer::repo::resolve(all.clone(), spec, &filter)?;
-            if !selected.iter().any(|e: &coffer::repo::SnapshotEntry| e.id == entry.id) {
-                selected.push(entry);
-            }
-        }
-    }
+    let selected = super::select_snapshots(&repo, &args.snapshots, &filter)?;
     let report = tag::tag(&repo, &selected, &change)?;
     let mut out = std::io::stdout().lock();
     if global.json {
