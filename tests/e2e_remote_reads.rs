@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 use common::servers::{DelayProxy, S3Server, S3_SECRET, S3_SECRET_ENV};
 use common::*;
 
+/// A Coffer on a fresh bucket of its own moto server (kept alive by the returned handle).
+fn on_s3(bucket: &str) -> (Coffer, S3Server) {
+    let c = Coffer::new();
+    let server = S3Server::start(&c.root);
+    server.bucket(bucket);
+    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, bucket)), ..c };
+    (c, server)
+}
+
 fn s3_remote(endpoint: &str, server: &S3Server, bucket: &str) -> RemoteRepo {
     let (url, options) = server.repo(bucket, "repo");
     let url = url.replace(&server.endpoint(), endpoint);
@@ -53,10 +62,7 @@ fn forget_local_cache(c: &Coffer) {
 /// and per folder (as before, 420 reads) would fail this.
 #[test]
 fn s3_restore_reads_by_pack_not_by_file() {
-    let c = Coffer::new();
-    let server = S3Server::start(&c.root);
-    server.bucket("reads");
-    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "reads")), ..c };
+    let (c, _server) = on_s3("reads");
     c.init();
     let src = c.path("src");
     small_files(&src, 20, 20);
@@ -160,10 +166,7 @@ fn s3_folder_copy_out_of_the_mount_reads_by_region() {
         eprintln!("skipping: mounting needs root and /dev/fuse");
         return;
     }
-    let c = Coffer::new();
-    let server = S3Server::start(&c.root);
-    server.bucket("browse");
-    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "browse")), ..c };
+    let (c, _server) = on_s3("browse");
     c.init();
     let src = c.path("src");
     small_files(&src, 20, 20);
@@ -187,10 +190,7 @@ fn s3_folder_copy_out_of_the_mount_reads_by_region() {
 /// instead of a round trip per folder (the 60 folders here were 60+ sequential reads).
 #[test]
 fn s3_check_reads_trees_by_region() {
-    let c = Coffer::new();
-    let server = S3Server::start(&c.root);
-    server.bucket("check");
-    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "check")), ..c };
+    let (c, _server) = on_s3("check");
     c.init();
     let src = c.path("src");
     small_files(&src, 60, 2);
@@ -307,10 +307,7 @@ fn total_requests(out: &Out) -> u64 {
 /// and `check` (with and without `--read-data`) reads per object and per pack, not per blob.
 #[test]
 fn s3_backup_requests_are_per_pack_not_per_file() {
-    let c = Coffer::new();
-    let server = S3Server::start(&c.root);
-    server.bucket("backup");
-    let c = Coffer { remote: Some(s3_remote(&server.endpoint(), &server, "backup")), ..c };
+    let (c, _server) = on_s3("backup");
     c.init();
     let src = c.path("src");
     small_files(&src, 20, 20);
