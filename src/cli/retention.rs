@@ -171,11 +171,12 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
             .iter()
             .map(|g| {
                 json!({
-                    "group": { "host": g.group.host, "paths": g.group.paths, "tags": g.group.tags, "signer": g.group.signer },
+                    "group_key": super::json::group_key(&g.group),
                     "snapshots": g.snapshots.iter().map(|s| json!({
                         "id": s.id.to_hex(),
-                        "time": s.time,
-                        "host": s.host,
+                        "short_id": s.id.short(),
+                        "time": super::json::time(s.time_unix, s.time_nsec),
+                        "hostname": s.host,
                         "tags": s.tags,
                         "signed_by": s.signed_by,
                         "keep": s.keep,
@@ -191,8 +192,7 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
             "future": report.future.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "untrusted": report.untrusted.iter().map(|(id, r)| json!({"id": id.to_hex(), "reason": r})).collect::<Vec<_>>(),
         });
-        writeln!(out, "{value}")?;
-        return Ok(());
+        return super::json::line(&value);
     }
     if global.quiet {
         return Ok(());
