@@ -172,6 +172,14 @@ fn report(global: &GlobalArgs, what: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The keychain as `COFFER_KEYCHAIN` names it (the JSON value; people read `kind`'s Display).
+fn keychain_name(kind: secrets::KeychainKind) -> &'static str {
+    match kind {
+        secrets::KeychainKind::SecretService => "secret-service",
+        secrets::KeychainKind::Keyutils => "keyutils",
+    }
+}
+
 pub fn run_secret(global: &GlobalArgs, command: SecretCommand) -> Result<u8> {
     let kind = secrets::keychain_kind()?;
     match command {
@@ -180,14 +188,14 @@ pub fn run_secret(global: &GlobalArgs, command: SecretCommand) -> Result<u8> {
             secrets::write_keychain(&name, secret.as_bytes())?;
             say(global, format_args!("stored keychain:{name} in {kind}"));
             if global.json {
-                super::json::line(&json!({ "action": "stored", "name": name, "keychain": kind.to_string() }))?;
+                super::json::line(&json!({ "action": "stored", "name": name, "keychain": keychain_name(kind) }))?;
             }
         }
         SecretCommand::Delete { name } => {
             secrets::delete_keychain(&name)?;
             say(global, format_args!("deleted keychain:{name} from {kind}"));
             if global.json {
-                super::json::line(&json!({ "action": "deleted", "name": name, "keychain": kind.to_string() }))?;
+                super::json::line(&json!({ "action": "deleted", "name": name, "keychain": keychain_name(kind) }))?;
             }
         }
     }
