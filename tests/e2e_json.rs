@@ -261,7 +261,7 @@ fn every_command_writes_the_documented_json_shape() {
     array(&copied["copied"], "copied").iter().for_each(|t| has(t, &["source", "copy", "signed_by"], "copied"));
 
     // forget and prune, planned then done.
-    let forget_keys = ["dry_run", "groups", "removed", "future", "untrusted"];
+    let forget_keys = ["dry_run", "groups", "removed", "future", "untrusted", "prune"];
     let plan = one(&c.ok(&["forget", "--json", "--keep-last", "1", "--dry-run"]));
     has(&plan, &forget_keys, "forget --dry-run");
     for g in array(&plan["groups"], "forget groups") {
@@ -271,9 +271,12 @@ fn every_command_writes_the_documented_json_shape() {
             has(&s, &["id", "short_id", "time", "hostname", "tags", "signed_by", "keep", "reasons"], "forget snapshot");
         }
     }
-    let forgot = one(&c.ok(&["forget", "--json", "--keep-last", "1"]));
-    assert!(!array(&forgot["removed"], "removed").is_empty(), "{forgot}");
+    assert!(plan["prune"].is_null(), "{plan}");
     let prune_keys = ["dry_run", "packs_unused", "bytes_freed", "packs_deleted", "waiting_for"];
+    // --prune: still one line, the prune's report inside.
+    let forgot = one(&c.ok(&["forget", "--json", "--keep-last", "1", "--prune"]));
+    assert!(!array(&forgot["removed"], "removed").is_empty(), "{forgot}");
+    has(&forgot["prune"], &prune_keys, "forget --prune");
     has(&one(&c.ok(&["prune", "--json", "--dry-run"])), &prune_keys, "prune --dry-run");
     has(&one(&c.ok(&["prune", "--json"])), &prune_keys, "prune");
 
