@@ -113,10 +113,11 @@ pub fn forget(global: &GlobalArgs, repo: &Arc<Repository>, args: ForgetArgs) -> 
     };
     let report = forget::forget(repo, &options)?;
     if global.json && args.prune && !args.dry_run {
-        // One JSON line: the prune's report inside forget's.
-        let pruned = prune_report(global, repo, args.max_unused, false)?;
-        print_forget(global, &report, Some(&pruned))?;
-        return Ok(prune_exit(&pruned));
+        // One JSON line: the prune's report inside forget's. A prune that fails leaves it null:
+        // what forget removed is still said before the error.
+        let pruned = prune_report(global, repo, args.max_unused, false);
+        print_forget(global, &report, pruned.as_ref().ok())?;
+        return Ok(prune_exit(&pruned?));
     }
     print_forget(global, &report, None)?;
     if args.prune && !args.dry_run {

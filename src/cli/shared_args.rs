@@ -40,7 +40,8 @@ pub struct GlobalArgs {
     /// Folder for the local database (a cache; safe to delete).
     #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Machine-readable output.
+    /// Machine-readable output: JSON Lines on stdout (one value a line, UTC RFC 3339 times,
+    /// sizes in bytes); messages stay on stderr. See README "JSON output".
     #[arg(long, global = true)]
     pub json: bool,
     /// Print only errors.
