@@ -190,7 +190,7 @@ fn every_command_writes_the_documented_json_shape() {
     assert_eq!(long, entries, "ls -l --json is ls --json");
     let changes = lines(&c.ok(&["diff", "--json", &first_id, &second_id]));
     assert!(changes.len() >= 2, "{changes:?}");
-    changes.iter().for_each(|e| has(e, &["change", "path", "kind"], "diff entry"));
+    changes.iter().for_each(|e| has(e, &["change", "path", "type"], "diff entry"));
 
     // Restores, real and planned.
     let target = c.path("restored");
