@@ -12,6 +12,7 @@ pub mod filter;
 pub mod format;
 pub mod id;
 pub mod keys;
+pub mod layout;
 pub mod profile;
 pub mod progress;
 pub mod repo;

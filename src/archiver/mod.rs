@@ -189,10 +189,10 @@ pub fn backup_scanned(
     // A dry run takes no lock: it writes nothing a prune could lose.
     let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
     // The three folders are listed at once: a round trip each on a remote store.
-    use crate::store::paths;
+    use crate::layout;
     let [index, plans, data] = repo
         .store
-        .list_ids_together([paths::INDEX, paths::PLANS, paths::DATA])
+        .list_ids_together([layout::INDEX, layout::PLANS, layout::DATA])
         .map_err(crate::repo::RepoError::from)?;
     repo.sync_index_listed(index)?;
     let condemned = repo.condemned_packs_listed(plans)?;

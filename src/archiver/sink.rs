@@ -17,9 +17,10 @@ use tempfile::TempPath;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::packer::pack_target;
 use crate::repo::{RepoError, Repository};
-use crate::store::{paths, StoreError};
+use crate::store::StoreError;
 
 /// Packs being stored at once (their bytes are in spool files, not memory): enough to overlap
 /// fsync or network latency with packing.
@@ -173,7 +174,7 @@ impl Shared {
             return;
         }
         let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
-        let handle = self.repo.store.spawn_publish(file, path.keep_path(), paths::pack(&finished.id));
+        let handle = self.repo.store.spawn_publish(file, path.keep_path(), layout::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));

@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::prune::PruneError;
 use super::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::{RepoError, Repository, SnapshotFilter};
-use crate::store::paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
@@ -137,7 +137,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         }
     }
     for id in &report.removed {
-        repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, id)).map_err(RepoError::from)?;
+        repo.store.delete(&layout::in_dir(layout::SNAPSHOTS, id)).map_err(RepoError::from)?;
     }
     Ok(report)
 }

@@ -14,8 +14,8 @@ use crate::crypto::{KdfParams, VerifyingKey};
 use crate::format::keyfile::KeyFile;
 use crate::id::Id;
 use crate::keys::WriteOnlyKey;
+use crate::layout;
 use crate::repo::{hostname, now_unix, username, RepoError, Repository};
-use crate::store::paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,8 +55,8 @@ fn full_key(repo: &Repository, what: &'static str) -> Result<crate::keys::FullKe
 /// Every passphrase key and write-only key, passphrases first, each oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
     let mut out = Vec::new();
-    for (id, _) in repo.store.list_ids(paths::KEYS)? {
-        let path = paths::in_dir(paths::KEYS, &id);
+    for (id, _) in repo.store.list_ids(layout::KEYS)? {
+        let path = layout::in_dir(layout::KEYS, &id);
         let file = match KeyFile::decode(&repo.store.read(&path)?) {
             Ok(file) if file.repo_id == repo.id() => file,
             Ok(_) => continue,
@@ -96,7 +96,7 @@ fn write_key_file(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Resul
         .map_err(|e| RepoError::Format { object: "new key file".into(), source: e })?
         .encode();
     let id = Id::of_bytes(&bytes);
-    repo.store.write(&paths::in_dir(paths::KEYS, &id), bytes)?;
+    repo.store.write(&layout::in_dir(layout::KEYS, &id), bytes)?;
     Ok(id)
 }
 
@@ -110,7 +110,7 @@ pub fn add_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> R
 pub fn change_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Result<Id, RepoError> {
     let old = repo.key_file.ok_or(RepoError::WriteOnly { what: "changing a passphrase" })?;
     let new = write_key_file(repo, passphrase, kdf)?;
-    repo.store.delete(&paths::in_dir(paths::KEYS, &old))?;
+    repo.store.delete(&layout::in_dir(layout::KEYS, &old))?;
     Ok(new)
 }
 
@@ -138,7 +138,7 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<Removed, RepoError> {
             if keys.iter().filter(|k| k.kind == KeyKind::Passphrase).count() < 2 {
                 return Err(RepoError::KeyInUse { detail: "it is the last passphrase".into() });
             }
-            repo.store.delete(&paths::in_dir(paths::KEYS, &key.id))?;
+            repo.store.delete(&layout::in_dir(layout::KEYS, &key.id))?;
             Ok(Removed::Passphrase(key.id))
         }
         KeyKind::WriteOnly if key.revoked => Err(RepoError::NoKey(format!("{prefix} (already removed)"))),
@@ -256,8 +256,8 @@ mod tests {
         assert!(matches!(open_write_only(&fx, &key, &fresh), Err(RepoError::KeyNotTrusted { .. })));
 
         // The storage owner deletes the revocation: this machine remembers it.
-        for (id, _) in fx.repo.store.list_ids(paths::SIGNERS).unwrap() {
-            let path = paths::in_dir(paths::SIGNERS, &id);
+        for (id, _) in fx.repo.store.list_ids(layout::SIGNERS).unwrap() {
+            let path = layout::in_dir(layout::SIGNERS, &id);
             if fx.repo.store.read(&path).unwrap().starts_with(crate::format::signer::REVOCATION_MAGIC) {
                 fx.repo.store.delete(&path).unwrap();
             }
@@ -279,15 +279,15 @@ mod tests {
         let mut planted = Vec::new();
         for bytes in [forged, replayed] {
             let id = Id::of_bytes(&bytes);
-            fx.repo.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes).unwrap();
+            fx.repo.store.write(&layout::in_dir(layout::SNAPSHOTS, &id), bytes).unwrap();
             planted.push(id);
         }
         // A signer record copied from another repository registers nothing here.
         let other = fixture();
         let other_key = new_write_only(&other.repo).unwrap();
         register_write_only(&other.repo, &other_key, "elsewhere", &[crate::repo::hostname()]).unwrap();
-        for (id, _) in other.repo.store.list_ids(paths::SIGNERS).unwrap() {
-            let path = paths::in_dir(paths::SIGNERS, &id);
+        for (id, _) in other.repo.store.list_ids(layout::SIGNERS).unwrap() {
+            let path = layout::in_dir(layout::SIGNERS, &id);
             fx.repo.store.write(&path, other.repo.store.read(&path).unwrap()).unwrap();
         }
         let (trusted, rejected) = ids(&fx.repo);
@@ -301,7 +301,7 @@ mod tests {
         for id in &planted {
             assert!(report.errors.iter().any(|p| p.object.ends_with(&id.to_hex())), "{id:?} not reported");
         }
-        assert!(report.errors.iter().any(|p| p.object.starts_with(paths::SIGNERS)), "{:?}", report.errors);
+        assert!(report.errors.iter().any(|p| p.object.starts_with(layout::SIGNERS)), "{:?}", report.errors);
     }
 
     #[test]
@@ -317,7 +317,7 @@ mod tests {
         assert!(matches!(Repository::open(fx.repo.store.clone(), b"pw", &options), Err(RepoError::WrongPassword)));
         let third = change_passphrase(&by_second, b"third", kdf()).unwrap();
         assert_eq!(
-            fx.repo.store.list_ids(paths::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(),
+            fx.repo.store.list_ids(layout::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(),
             vec![third]
         );
         assert!(Repository::open(fx.repo.store.clone(), b"second", &options).is_err());

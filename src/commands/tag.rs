@@ -15,8 +15,8 @@ use serde_bytes::ByteBuf;
 pub use crate::format::snapshot::RETAGGED_FROM;
 use crate::format::snapshot::{COPIED_SIGNER, PREVIOUS, SIGNERS_SEEN};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
-use crate::store::paths;
 
 /// The change asked for: `set` replaces the tags (then `add` and `remove` apply to it).
 #[derive(Clone, Debug, Default)]
@@ -73,7 +73,7 @@ pub fn tag(repo: &Repository, snapshots: &[SnapshotEntry], change: &TagChange) -
         // same data twice, tagged two ways), never neither.
         repo.record_forgotten(&[entry.id])?;
         repo.db().forget_snapshots(&[entry.id])?;
-        repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, &entry.id))?;
+        repo.store.delete(&layout::in_dir(layout::SNAPSHOTS, &entry.id))?;
         report.changed.push((entry.id, id));
     }
     Ok(report)

@@ -90,7 +90,7 @@ impl Repository {
         let record = PlanRecord::Forgotten { nonce: crate::crypto::random_bytes(), snapshots: snapshots.to_vec() };
         let full = self.keys.full_key().ok_or(RepoError::WriteOnly { what: "removing snapshots" })?;
         let bytes = record.encode(&self.id(), &full.signing);
-        self.store.write(&crate::store::paths::in_dir(crate::store::paths::PLANS, &Id::of_bytes(&bytes)), bytes)?;
+        self.store.write(&crate::layout::in_dir(crate::layout::PLANS, &Id::of_bytes(&bytes)), bytes)?;
         Ok(())
     }
 
@@ -98,9 +98,9 @@ impl Repository {
     pub fn check_anchors(&self, snapshots: &[SnapshotEntry]) -> Result<AnchorProblems, RepoError> {
         let mut problems = AnchorProblems::default();
         let listed_signers: HashSet<Id> =
-            self.store.list_ids(crate::store::paths::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
+            self.store.list_ids(crate::layout::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
         let listed_snapshots: HashSet<Id> =
-            self.store.list_ids(crate::store::paths::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+            self.store.list_ids(crate::layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
         let mut forgotten: Option<HashSet<Id>> = None;
         let mut reported = HashSet::new();
         for entry in snapshots {

@@ -14,7 +14,8 @@ use crossbeam_channel::{bounded, Sender};
 use super::{RepoError, Repository};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::store::{paths, Store};
+use crate::layout;
+use crate::store::Store;
 
 /// How often a running backup writes a fresh lock marker.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -49,7 +50,7 @@ fn write_ended(store: &Store, session: &Id) {
 }
 
 pub fn lock_path(session: &Id, seq: u32) -> String {
-    format!("{}{}-{seq:08}", paths::LOCKS, session.to_hex())
+    format!("{}{}-{seq:08}", layout::LOCKS, session.to_hex())
 }
 
 fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
@@ -65,7 +66,7 @@ pub type LockListing = (HashMap<Id, u32>, Vec<(Id, String)>);
 pub fn list_locks(store: &Store) -> Result<LockListing, RepoError> {
     let mut newest: HashMap<Id, u32> = HashMap::new();
     let mut markers = Vec::new();
-    for (path, _) in store.list(paths::LOCKS)? {
+    for (path, _) in store.list(layout::LOCKS)? {
         match parse_lock_name(&path) {
             Some((session, seq)) => {
                 let slot = newest.entry(session).or_insert(seq);
@@ -148,14 +149,14 @@ impl Drop for BackupLock {
 impl Repository {
     /// Every prune plan record whose signature holds; others are reported and ignored.
     pub fn plan_records(&self) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
-        self.plan_records_listed(self.store.list_ids(paths::PLANS)?)
+        self.plan_records_listed(self.store.list_ids(layout::PLANS)?)
     }
 
     /// [`plan_records`](Self::plan_records) with `plans/` already listed.
     pub fn plan_records_listed(&self, listing: Vec<(Id, u64)>) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
         let mut records = Vec::new();
         for (id, _) in listing {
-            let path = paths::in_dir(paths::PLANS, &id);
+            let path = layout::in_dir(layout::PLANS, &id);
             let bytes = match self.store.read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue, // finished by a concurrent prune
@@ -176,7 +177,7 @@ impl Repository {
     /// Packs some prune plan condemned: a backup must neither deduplicate against them nor
     /// adopt them.
     pub fn condemned_packs(&self) -> Result<HashSet<Id>, RepoError> {
-        self.condemned_packs_listed(self.store.list_ids(paths::PLANS)?)
+        self.condemned_packs_listed(self.store.list_ids(layout::PLANS)?)
     }
 
     /// [`condemned_packs`](Self::condemned_packs) with `plans/` already listed.

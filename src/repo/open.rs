@@ -11,7 +11,8 @@ use crate::format::config::{ChunkerParams, Config, GearKeying};
 use crate::format::keyfile::{KeyFile, KeyFileError};
 use crate::id::Id;
 use crate::keys::{FullKey, RepoKeys, WriteOnlyKey};
-use crate::store::{paths, Store, StoreError};
+use crate::layout;
+use crate::store::{Store, StoreError};
 
 pub struct OpenOptions {
     /// Folder holding one SQLite database per repository.
@@ -58,7 +59,7 @@ pub fn now_unix() -> i64 {
 
 impl Repository {
     pub fn init(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
-        if store.size(paths::CONFIG)?.is_some() || !store.list(paths::KEYS)?.is_empty() {
+        if store.size(layout::CONFIG)?.is_some() || !store.list(layout::KEYS)?.is_empty() {
             return Err(RepoError::AlreadyExists { location: store.location().to_string() });
         }
         let key = FullKey::generate();
@@ -87,8 +88,8 @@ impl Repository {
         // The key first, the config last: a repository exists once its config does, and by
         // then it can be opened.
         let key_file = Id::of_bytes(&keyfile);
-        store.write(&paths::in_dir(paths::KEYS, &key_file), keyfile)?;
-        store.write(paths::CONFIG, config.encode(&key.signing))?;
+        store.write(&layout::in_dir(layout::KEYS, &key_file), keyfile)?;
+        store.write(layout::CONFIG, config.encode(&key.signing))?;
         let mut repo = Repository::with_keys(store, config, key.into(), options)?;
         repo.key_file = Some(key_file);
         Ok(repo)
@@ -123,9 +124,9 @@ impl Repository {
         // `index/` is listed while the signers are read: a round trip each on a remote store.
         let index_store = repo.store.clone();
         let (domains, index) = std::thread::scope(|scope| {
-            let index = scope.spawn(move || index_store.list_ids(paths::INDEX));
+            let index = scope.spawn(move || index_store.list_ids(layout::INDEX));
             let domains = if repo.keys.secret.is_some() { repo.load_domains() } else { Ok(()) };
-            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::INDEX))))
+            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::INDEX))))
         });
         domains?;
         repo.sync_index_listed(index?)?;
@@ -150,9 +151,9 @@ impl Located {
     pub fn read(store: Store) -> Result<Located, RepoError> {
         let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
         let (config, keys) = std::thread::scope(|scope| {
-            let keys = scope.spawn(|| store.list_ids(paths::KEYS));
-            let config = store.read(paths::CONFIG);
-            (config, keys.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::KEYS))))
+            let keys = scope.spawn(|| store.list_ids(layout::KEYS));
+            let config = store.read(layout::CONFIG);
+            (config, keys.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::KEYS))))
         });
         let config_bytes = match config {
             Ok(bytes) => bytes,
@@ -297,7 +298,7 @@ fn unlock(
     let mut any_readable = false;
     let mut candidates = Vec::new();
     for (id, size) in key_files {
-        let path = paths::in_dir(paths::KEYS, &id);
+        let path = layout::in_dir(layout::KEYS, &id);
         if size > MAX_KEY_FILE_SIZE {
             log::warn!("skipping key file {path}: {size} bytes is too large for a key file");
             continue;
@@ -323,7 +324,7 @@ fn unlock(
     if any_readable && candidates.is_empty() {
         // Not a password problem: no key belongs to the repository the config names.
         return Err(RepoError::Corrupt {
-            object: paths::CONFIG.into(),
+            object: layout::CONFIG.into(),
             detail: "its repository id matches no usable key file: it was damaged or replaced".into(),
         });
     }

@@ -14,7 +14,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
 use crate::keys::DomainKeys;
-use crate::store::paths;
+use crate::layout;
 
 /// The size at which a pack of `kind` is closed. Tree packs close at a quarter: trees are read
 /// on every listing, so smaller packs keep a cold `ls` from fetching megabytes of neighbours.
@@ -72,7 +72,7 @@ impl<'a> Packer<'a> {
 
     fn store(&mut self, writer: PackWriter<Vec<u8>>) -> Result<(), RepoError> {
         let finished = writer.finish().map_err(Self::local)?;
-        self.repo.store.write(&paths::pack(&finished.id), finished.out)?;
+        self.repo.store.write(&layout::pack(&finished.id), finished.out)?;
         crashpoint::hit(self.crash_point);
         self.done.push(IndexPack { id: finished.id, size: finished.size, blobs: finished.entries });
         Ok(())

@@ -17,7 +17,7 @@ use crate::crypto::VerifyingKey;
 use crate::format::signer::{Revocation, SignerObject, SignerRecord};
 use crate::format::snapshot::Snapshot;
 use crate::id::Id;
-use crate::store::paths;
+use crate::layout;
 
 #[derive(Clone, Debug)]
 pub struct SnapshotEntry {
@@ -194,8 +194,8 @@ impl Repository {
         let mut signers = Signers { repository: self.keys.repo_verify.id(), ..Signers::default() };
         signers.active.insert(self.keys.repo_verify.id(), self.keys.repo_verify);
         let mut revocations: Vec<Revocation> = Vec::new();
-        for (id, _) in self.store.list_ids(paths::SIGNERS)? {
-            let path = paths::in_dir(paths::SIGNERS, &id);
+        for (id, _) in self.store.list_ids(layout::SIGNERS)? {
+            let path = layout::in_dir(layout::SIGNERS, &id);
             let bytes = match self.store.read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue,
@@ -307,7 +307,7 @@ impl Repository {
         );
         let bytes = record.encode(&self.id(), &full.signing);
         let id = Id::of_bytes(&bytes);
-        self.store.write(&paths::in_dir(paths::SIGNERS, &id), bytes)?;
+        self.store.write(&layout::in_dir(layout::SIGNERS, &id), bytes)?;
         Ok(id)
     }
 
@@ -322,8 +322,8 @@ impl Repository {
             .filter(|k| **k != self.keys.repo_verify)
             .ok_or_else(|| RepoError::NoKey(signer.to_hex()))?;
         let mut kept = Vec::new();
-        for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
-            let bytes = match self.store.read(&paths::in_dir(paths::SNAPSHOTS, &id)) {
+        for (id, _) in self.store.list_ids(layout::SNAPSHOTS)? {
+            let bytes = match self.store.read(&layout::in_dir(layout::SNAPSHOTS, &id)) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -335,7 +335,7 @@ impl Repository {
         kept.sort();
         let revocation = Revocation { verify_key: key.0, revoked_unix: super::now_unix(), kept_snapshots: kept };
         let bytes = revocation.encode(&self.id(), &full.signing);
-        self.store.write(&paths::in_dir(paths::SIGNERS, &Id::of_bytes(&bytes)), bytes)?;
+        self.store.write(&layout::in_dir(layout::SIGNERS, &Id::of_bytes(&bytes)), bytes)?;
         // Remember it at once, so this machine keeps it even if the store loses it.
         self.signers()?;
         Ok(revocation.kept_snapshots.len())
@@ -361,7 +361,7 @@ impl Repository {
         let mut good = Vec::new();
         let mut rejected = Vec::new();
         let mut verified = Vec::new();
-        let listed = self.store.list_ids(paths::SNAPSHOTS)?;
+        let listed = self.store.list_ids(layout::SNAPSHOTS)?;
         self.warn_vanished(&listed)?;
         // Snapshots the cache does not hold are read several at a time (a round trip each on a
         // remote store), a batch at a time so at most a batch of them is in memory.
@@ -372,7 +372,7 @@ impl Repository {
             if !cached.contains_key(&id) && !fetched.contains_key(&id) {
                 if let Some(batch) = batches.next() {
                     let read = crate::store::map_in_flight(batch, crate::store::SMALL_READS_IN_FLIGHT, |id| {
-                        self.store.read_named(&paths::in_dir(paths::SNAPSHOTS, id), id)
+                        self.store.read_named(&layout::in_dir(layout::SNAPSHOTS, id), id)
                     });
                     fetched = batch.iter().copied().zip(read).collect();
                 }
@@ -396,7 +396,7 @@ impl Repository {
                     }
                 }
             }
-            let path = paths::in_dir(paths::SNAPSHOTS, &id);
+            let path = layout::in_dir(layout::SNAPSHOTS, &id);
             let read = fetched.remove(&id).unwrap_or_else(|| self.store.read_named(&path, &id));
             let bytes = match read {
                 Ok(bytes) => bytes,
@@ -469,7 +469,7 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id, RepoError> {
         let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
         let id = Id::of_bytes(&bytes);
-        self.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
+        self.store.write(&layout::in_dir(layout::SNAPSHOTS, &id), bytes)?;
         // Remembered so that `check` notices if it later vanishes from the store, and kept
         // so that listing and mounting need not read it back.
         let mut db = self.db();

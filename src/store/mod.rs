@@ -157,51 +157,10 @@ impl opendal::layers::RetryInterceptor for RetryNotice {
     }
 }
 
-/// Object names in the repository layout (DESIGN §3).
-pub mod paths {
-    use crate::id::Id;
-
-    pub const CONFIG: &str = "config";
-    pub const KEYS: &str = "keys/";
-    pub const INDEX: &str = "index/";
-    pub const SNAPSHOTS: &str = "snapshots/";
-    pub const SIGNERS: &str = "signers/";
-    pub const DATA: &str = "data/";
-    /// Backup lock markers (`<session>-<seq>`) and prune plans: see docs/design.md, "Prune protocol".
-    pub const LOCKS: &str = "locks/";
-    pub const PLANS: &str = "plans/";
-
-    pub fn pack(id: &Id) -> String {
-        let hex = id.to_hex();
-        format!("data/{}/{}", &hex[..2], hex)
-    }
-
-    pub fn in_dir(dir: &str, id: &Id) -> String {
-        format!("{dir}{}", id.to_hex())
-    }
-
-    /// The largest whole object of the kind `path` names that a reader accepts; `None` for
-    /// packs (read in ranges) and anything else. Each is far above what Coffer writes: a key
-    /// file or signer record is under 1 KiB, a snapshot under 1 KiB plus its paths and tags,
-    /// an index file lists at most a few thousand packs (about 8 MiB at most), a plan lists
-    /// packs to delete.
-    pub fn size_cap(path: &str) -> Option<u64> {
-        const KIB: u64 = 1024;
-        const MIB: u64 = 1024 * KIB;
-        let cap = if path == CONFIG {
-            64 * KIB
-        } else if path.starts_with(KEYS) || path.starts_with(SIGNERS) || path.starts_with(LOCKS) {
-            64 * KIB
-        } else if path.starts_with(SNAPSHOTS) {
-            16 * MIB
-        } else if path.starts_with(INDEX) || path.starts_with(PLANS) {
-            256 * MIB
-        } else {
-            return None;
-        };
-        Some(cap)
-    }
-}
+/// The repository layout, under its old name: `vfs.rs` and `commands/restore.rs` still import
+/// it from here until they move to [`crate::layout`] (issue 16 is changing them; the door
+/// test, `tests/door.rs`, lists them as pending). Remove once they have moved.
+pub use crate::layout as paths;
 
 /// Requests to a remote store kept in flight by readers of many small objects (index files,
 /// snapshots): each is a round trip, and one at a time they add up to seconds.
@@ -405,7 +364,7 @@ impl Store {
         }
         // Building the operator creates its spool folder (`.tmp`): only in a repository, or
         // in a folder `init` may take, never in an ordinary folder named by mistake.
-        let holds_repo = path.join(crate::store::paths::CONFIG).is_file();
+        let holds_repo = path.join(crate::layout::CONFIG).is_file();
         if !holds_repo {
             if !create {
                 return Err(StoreError::Open { location, detail: "no config file in this folder".into() });
@@ -505,12 +464,12 @@ impl Store {
     /// Reads a whole object. Remote reads are checked against the object's size (one small
     /// extra request; whole reads are only of small objects: config, keys, index files,
     /// snapshots), and read again when they come back short. Objects of the kinds
-    /// [`paths::size_cap`] bounds are refused, unread, when larger: a hostile store must not
-    /// make a reader allocate what it likes.
+    /// [`crate::layout::size_cap`] bounds are refused, unread, when larger: a hostile store
+    /// must not make a reader allocate what it likes.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
         let read =
             || self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e));
-        let cap = paths::size_cap(path);
+        let cap = crate::layout::size_cap(path);
         let checked = |size: u64| match cap {
             Some(max) if size > max => Err(StoreError::TooLarge { path: path.to_string(), size, max }),
             _ => Ok(size),

@@ -8,9 +8,9 @@ use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
+use crate::layout;
 use crate::repo::packer::Packer;
 use crate::repo::{now_unix, Repository};
-use crate::store::paths;
 
 use super::delete::delete_phase;
 use super::live::{all_snapshots, choose_copies, listed_packs, referenced_blobs};
@@ -156,7 +156,7 @@ pub(super) fn condemn_phase(
         .filter(|(id, r)| *id != plan_id && matches!(r, PlanRecord::Condemn { .. }))
         .count();
     if rivals > 0 {
-        repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+        repo.store.delete(&layout::in_dir(layout::PLANS, &plan_id))?;
         return Err(PruneError::ConcurrentPrune);
     }
     delete_phase(repo, options, plan_id, &record, None, report, progress)

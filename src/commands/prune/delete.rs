@@ -9,9 +9,9 @@ use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::locks::{list_locks, ENDED_SEQ};
 use crate::repo::{now_unix, RepoError, Repository};
-use crate::store::paths;
 
 use super::live::{all_snapshots, listed_packs, referenced_blobs, DomainBlob};
 use super::{domain_keys, write_record, PruneError, PruneOptions, PruneReport};
@@ -80,7 +80,7 @@ pub(super) fn delete_phase(
     let superseded: HashSet<Id> = superseded_index.iter().copied().collect();
     let mut surviving: HashMap<Id, IndexPack> = HashMap::new();
     let mut surviving_blobs: HashSet<DomainBlob> = HashSet::new();
-    for (id, _) in repo.store.list_ids(paths::INDEX)? {
+    for (id, _) in repo.store.list_ids(layout::INDEX)? {
         if !superseded.contains(&id) {
             let (domain, file) = match repo.read_index_file(&id) {
                 Ok(read) => read,
@@ -152,7 +152,7 @@ pub(super) fn delete_phase(
     progress(&format!("deleting {} index files and {} packs", superseded.len(), delete.len()));
     let mut removed_index = Vec::new();
     for id in superseded_index {
-        repo.store.delete(&paths::in_dir(paths::INDEX, id))?;
+        repo.store.delete(&layout::in_dir(layout::INDEX, id))?;
         removed_index.push(*id);
         report.index_files_removed += 1;
         crashpoint::hit("prune-mid-index-delete");
@@ -160,7 +160,7 @@ pub(super) fn delete_phase(
     repo.db().remove_index_files(&removed_index)?;
     crashpoint::hit("prune-after-index-delete");
     for pack in &delete {
-        repo.store.delete(&paths::pack(pack))?;
+        repo.store.delete(&layout::pack(pack))?;
         report.packs_deleted += 1;
         crashpoint::hit("prune-mid-pack-delete");
     }
@@ -172,9 +172,9 @@ pub(super) fn delete_phase(
         }
     }
     report.spool_files_removed += remove_old_spool_files(repo, options.lock_timeout);
-    repo.store.delete(&paths::in_dir(paths::PLANS, &wait_id))?;
+    repo.store.delete(&layout::in_dir(layout::PLANS, &wait_id))?;
     crashpoint::hit("prune-after-wait-delete");
-    repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+    repo.store.delete(&layout::in_dir(layout::PLANS, &plan_id))?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@ use crate::db::BlobLocation;
 use crate::format::plan::PlanRecord;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
-use crate::store::paths;
 
 use super::PruneError;
 
@@ -27,7 +27,7 @@ pub(super) fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Ha
     if let Some(first) = damaged.first() {
         return Err(PruneError::UntrustedSnapshots {
             count: damaged.len(),
-            first: paths::in_dir(paths::SNAPSHOTS, &first.id),
+            first: layout::in_dir(layout::SNAPSHOTS, &first.id),
             reason: first.reason.clone(),
         });
     }
@@ -50,7 +50,7 @@ pub(super) fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Ha
             .flatten()
             .collect();
         if let Some(lost) = vanished.iter().find(|id| !forgotten.contains(id)) {
-            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, lost)));
+            return Err(PruneError::VanishedSnapshot(layout::in_dir(layout::SNAPSHOTS, lost)));
         }
         repo.db().forget_snapshots(&vanished)?;
     }
@@ -140,15 +140,15 @@ fn load_tree_in(
 
 /// The storage listing of `data/`, cross-checked against what the index says is stored.
 pub(super) fn listed_packs(repo: &Repository, indexed: &HashMap<Id, u64>) -> Result<HashMap<Id, u64>, PruneError> {
-    let listed: HashMap<Id, u64> = repo.store.list_ids(paths::DATA)?.into_iter().collect();
+    let listed: HashMap<Id, u64> = repo.store.list_ids(layout::DATA)?.into_iter().collect();
     for (pack, size) in indexed {
         match listed.get(pack) {
             None => {
-                return Err(PruneError::ListingShort { pack: paths::pack(pack), problem: "missing".into() });
+                return Err(PruneError::ListingShort { pack: layout::pack(pack), problem: "missing".into() });
             }
             Some(listed_size) if listed_size != size => {
                 return Err(PruneError::ListingShort {
-                    pack: paths::pack(pack),
+                    pack: layout::pack(pack),
                     problem: format!("{listed_size} bytes instead of {size}"),
                 });
             }

@@ -20,9 +20,9 @@ use serde::Serialize;
 
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
+use crate::layout;
 use crate::repo::locks::LOCK_TIMEOUT;
 use crate::repo::{RepoError, Repository};
-use crate::store::paths;
 
 mod condemn;
 mod delete;
@@ -175,7 +175,7 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
     for (id, record) in &records {
         if let PlanRecord::Wait { plan, .. } = record {
             if !plans.contains(plan) {
-                repo.store.delete(&paths::in_dir(paths::PLANS, id))?;
+                repo.store.delete(&layout::in_dir(layout::PLANS, id))?;
             }
         }
     }
@@ -191,6 +191,6 @@ fn domain_keys(repo: &Repository, domain: &Id) -> Result<crate::keys::DomainKeys
 fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError> {
     let bytes = record.encode(&repo.id(), &repo.keys.signer);
     let id = Id::of_bytes(&bytes);
-    repo.store.write(&paths::in_dir(paths::PLANS, &id), bytes)?;
+    repo.store.write(&layout::in_dir(layout::PLANS, &id), bytes)?;
     Ok(id)
 }
