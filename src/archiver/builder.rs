@@ -12,9 +12,8 @@ use serde_bytes::ByteBuf;
 
 use super::reader::FileOutcome;
 use super::sink::BlobSink;
-use crate::db::CachedFile;
 use crate::format::tree::{Metadata, Node, NodeKind, Tree};
-use crate::repo::{RepoError, Repository};
+use crate::repo::{CachedFile, RepoError, Repository};
 
 pub enum Event {
     EnterDir {
@@ -123,7 +122,7 @@ fn resolve(blocks: Vec<Vec<Pending>>, repo: &Repository, report: &mut BuildRepor
     let mut nodes = Vec::with_capacity(blocks.iter().map(Vec::len).sum());
     for entry in blocks.into_iter().flatten() {
         if report.cache_records.len() >= CACHE_BATCH {
-            repo.db().store_files(&std::mem::take(&mut report.cache_records))?;
+            repo.cache_files(&std::mem::take(&mut report.cache_records))?;
         }
         match entry {
             Pending::Ready(node) => {

@@ -33,11 +33,10 @@ pub use sink::BlobSink;
 pub use stdin::backup_stdin;
 pub use walker::Excludes;
 
-use crate::db::FilesCacheReader;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{FilesCacheReader, RepoError, Repository};
 
 /// Readers chunking a large file at once. One keeps both cores compressing (chunking and
 /// hashing run at several times zstd's speed), and each more holds a window of the largest
@@ -63,8 +62,8 @@ pub enum BackupError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for BackupError {
-    fn from(e: crate::db::DbError) -> BackupError {
+impl From<crate::repo::DbError> for BackupError {
+    fn from(e: crate::repo::DbError) -> BackupError {
         BackupError::Repo(e.into())
     }
 }
@@ -157,7 +156,7 @@ pub fn backup(
     options: &BackupOptions,
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
-    let files_cache = FilesCacheReader::open(repo.db().path(), &repo.config.repo_id, &crate::repo::machine_identity());
+    let files_cache = repo.files_cache_reader();
     let scan = scan_ahead(options, files_cache)?;
     backup_scanned(repo, options, scan, interrupted)
 }
@@ -187,19 +186,18 @@ pub fn backup_scanned(
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     // A dry run takes no lock: it writes nothing a prune could lose.
-    let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
+    let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(repo)?) };
     // The three folders are listed at once: a round trip each on a remote store.
     use crate::layout;
     let [index, plans, data] = repo
-        .store
-        .list_ids_together([layout::INDEX, layout::PLANS, layout::DATA])
+        .list_object_ids_together([layout::INDEX, layout::PLANS, layout::DATA])
         .map_err(crate::repo::RepoError::from)?;
     repo.sync_index_listed(index)?;
     let condemned = repo.condemned_packs_listed(plans)?;
     let machine = crate::repo::machine_identity();
     // The scan only used the files cache if this machine owned it already, so this changes
     // nothing it has read.
-    let claimed = if options.dry_run { None } else { repo.db().claim_files_cache(&machine)? };
+    let claimed = if options.dry_run { None } else { repo.claim_files_cache(&machine)? };
     if let Some(previous) = claimed {
         log::warn!(
             "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
@@ -242,13 +240,13 @@ fn archive(
     // now so their data is reused rather than uploaded again.
     let dry_run = options.dry_run;
     // Adopting orphan packs writes an index file: not in a dry run.
-    let died = !dry_run && repo.db().note(RUNNING_NOTE)?.is_some();
+    let died = !dry_run && repo.local_note(RUNNING_NOTE)?.is_some();
     let packs = repo.reconcile_packs_listed(data_listing, died, condemned)?;
     if packs.adopted > 0 {
         log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
     if !dry_run {
-        repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
+        repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     phase("packs checked");
     let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
@@ -257,7 +255,7 @@ fn archive(
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);
-    let gear = crate::chunker::Gear::new(repo.config.chunker, repo.config.gear, &repo.keys.id_key);
+    let gear = crate::chunker::Gear::new(repo.config().chunker, repo.config().gear, &repo.keys().id_key);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
         if options.scan_total {
@@ -271,7 +269,7 @@ fn archive(
             let ctx = reader::ReaderContext {
                 sink,
                 gear: &gear,
-                id_key: &repo.keys.id_key,
+                id_key: &repo.keys().id_key,
                 progress: &options.progress,
                 interrupted,
                 large_files: &large_files,
@@ -320,7 +318,7 @@ fn archive(
         // Index what was uploaded, so the next backup reuses it; write no snapshot.
         sink.finish()?;
         if !dry_run {
-            repo.db().set_note(RUNNING_NOTE, None)?;
+            repo.set_local_note(RUNNING_NOTE, None)?;
         }
         return Err(BackupError::Interrupted);
     }
@@ -331,7 +329,7 @@ fn archive(
     let totals = sink.finish()?;
     phase("packs stored");
     if !dry_run {
-        repo.db().store_files(&report.cache_records)?;
+        repo.cache_files(&report.cache_records)?;
         phase("files cache stored");
     }
 
@@ -410,7 +408,7 @@ fn conclude(
     // A signal while the last packs were stored still means no snapshot: what was uploaded
     // is indexed and the next backup reuses it.
     if interrupted.load(Ordering::Relaxed) {
-        repo.db().set_note(RUNNING_NOTE, None)?;
+        repo.set_local_note(RUNNING_NOTE, None)?;
         return Err(BackupError::Interrupted);
     }
     lock.check_fresh()?;
@@ -418,7 +416,7 @@ fn conclude(
     let id = repo.save_snapshot(&snapshot)?;
     crate::crashpoint::hit("backup-after-snapshot-write");
     drop(lock);
-    repo.db().set_note(RUNNING_NOTE, None)?;
+    repo.set_local_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings, dry_run: false })
 }
 

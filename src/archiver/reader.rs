@@ -13,9 +13,8 @@ use super::direct::DirectReader;
 use super::meta::{ctime_ns, mtime_ns};
 use super::sink::BlobSink;
 use crate::chunker::Chunker;
-use crate::db::CachedFile;
 use crate::id::Id;
-use crate::repo::RepoError;
+use crate::repo::{CachedFile, RepoError};
 
 /// Largest chunking window kept between large files.
 const KEPT_WINDOW: usize = 512 << 10;

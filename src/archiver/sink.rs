@@ -19,8 +19,7 @@ use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
 use crate::layout;
 use crate::repo::packer::pack_target;
-use crate::repo::{RepoError, Repository};
-use crate::store::StoreError;
+use crate::repo::{Publishing, RepoError, Repository};
 
 /// Packs being stored at once (their bytes are in spool files, not memory): enough to overlap
 /// fsync or network latency with packing.
@@ -59,7 +58,7 @@ pub struct SinkTotals {
 }
 
 struct Uploads {
-    in_flight: VecDeque<(IndexPack, tokio::task::JoinHandle<Result<(), StoreError>>)>,
+    in_flight: VecDeque<(IndexPack, Publishing)>,
     done: Vec<IndexPack>,
     last_index: std::time::Instant,
 }
@@ -131,7 +130,7 @@ impl Shared {
 
     /// Starts a pack in a spool file: packs never sit whole in memory.
     fn open_pack(&self, kind: BlobKind) -> Result<SpooledPack, RepoError> {
-        let dir = self.repo.store.spool_dir();
+        let dir = self.repo.spool_dir();
         let local = |what: String| move |source| RepoError::Local { what, source };
         std::fs::create_dir_all(&dir).map_err(local(format!("creating spool folder {}", dir.display())))?;
         let (file, path) = tempfile::Builder::new()
@@ -139,7 +138,7 @@ impl Shared {
             .tempfile_in(&dir)
             .map_err(local(format!("creating a pack in {}", dir.display())))?
             .into_parts();
-        let keys = &self.repo.keys;
+        let keys = self.repo.keys();
         let writer =
             PackWriter::new(&keys.public, &keys.index_key, kind, BufWriter::with_capacity(PACK_WRITE_BUFFER, file))
                 .map_err(local(format!("writing a pack in {}", dir.display())))?;
@@ -148,7 +147,7 @@ impl Shared {
 
     /// Compresses, seals and adds a blob to `pack`, counting the bytes it takes there.
     fn add_to(&self, pack: &mut SpooledPack, id: Id, plaintext: &[u8]) -> Result<(), RepoError> {
-        let stored = pack.writer.add_blob(id, plaintext, self.repo.config.compression_level).map_err(|source| {
+        let stored = pack.writer.add_blob(id, plaintext, self.repo.config().compression_level).map_err(|source| {
             RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source }
         })?;
         self.stats.bytes_added.fetch_add(stored.into(), Ordering::Relaxed);
@@ -174,7 +173,7 @@ impl Shared {
             return;
         }
         let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
-        let handle = self.repo.store.spawn_publish(file, path.keep_path(), layout::pack(&finished.id));
+        let handle = self.repo.publish_spooled(file, path.keep_path(), layout::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));
@@ -190,7 +189,7 @@ impl Shared {
 
     fn complete_oldest(&self, uploads: &mut Uploads) {
         if let Some((entry, handle)) = uploads.in_flight.pop_front() {
-            match self.repo.store.wait(handle) {
+            match self.repo.wait_published(handle) {
                 Ok(()) => {
                     crate::crashpoint::hit("backup-after-pack-upload");
                     uploads.done.push(entry);
@@ -231,8 +230,8 @@ impl BlobSink {
         let mut doubtful = Vec::new();
         // Only this client's own domain: another key's index can neither be read nor trusted
         // to hold what its ids claim (issue 15).
-        let domain = repo.keys.domain;
-        repo.db().for_each_blob(Some(&domain), |id, location| {
+        let domain = repo.keys().domain;
+        repo.for_each_blob(Some(&domain), |id, location| {
             if condemned.contains(&location.pack) {
                 doubtful.push(*id);
             } else {
@@ -240,7 +239,7 @@ impl BlobSink {
             }
         })?;
         for id in doubtful {
-            if repo.db().blob_packs(&domain, &id)?.iter().any(|pack| !condemned.contains(pack)) {
+            if repo.blob_packs(&domain, &id)?.iter().any(|pack| !condemned.contains(pack)) {
                 known.insert(id);
             }
         }
@@ -323,7 +322,7 @@ impl BlobSink {
     pub fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
         self.check_failure()?;
         let repo = &self.shared.repo;
-        let id = repo.keys.id_key.blob_id(&bytes);
+        let id = repo.keys().id_key.blob_id(&bytes);
         if !self.claim(id) {
             return Ok(id);
         }
@@ -335,7 +334,7 @@ impl BlobSink {
             }
             let pack = slot.as_mut().expect("just filled");
             self.shared.add_to(pack, id, &bytes)?;
-            if pack.writer.len() >= pack_target(&repo.config, BlobKind::Tree) {
+            if pack.writer.len() >= pack_target(repo.config(), BlobKind::Tree) {
                 slot.take()
             } else {
                 None
@@ -361,7 +360,7 @@ impl BlobSink {
             })
         };
         if let Some(batch) = batch {
-            repo.db().store_trees(&batch)?;
+            repo.cache_trees(&batch)?;
         }
         Ok(id)
     }
@@ -391,7 +390,7 @@ impl BlobSink {
         }
         let (trees, _) = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
         if !self.shared.dry_run {
-            self.shared.repo.db().store_trees(&trees)?;
+            self.shared.repo.cache_trees(&trees)?;
         }
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
@@ -416,7 +415,7 @@ impl BlobSink {
 
 fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
     let repo = &shared.repo;
-    let target = pack_target(&repo.config, BlobKind::Data);
+    let target = pack_target(repo.config(), BlobKind::Data);
     let mut pack: Option<SpooledPack> = None;
     for (id, data) in rx {
         if pack.is_none() {

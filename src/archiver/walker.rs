@@ -15,9 +15,8 @@ use super::meta::{metadata, NameCache};
 use super::reader::{unchanged, FileJob};
 use super::scan::{describe, ScannedEntry, Scanner};
 use super::sink::BlobSink;
-use crate::db::CachedFile;
 use crate::format::tree::{Node, NodeKind};
-use crate::repo::Repository;
+use crate::repo::{CachedFile, Repository};
 
 /// The exclusion rules live in `crate::filter` (restic's pattern semantics).
 pub use crate::filter::Excludes;
@@ -74,7 +73,7 @@ impl Walker<'_> {
         let mut entry = ScannedEntry { name: name.to_os_string(), path: path.to_path_buf(), found };
         if let Ok(found) = &mut entry.found {
             if found.meta.is_file() {
-                found.cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
+                found.cached = self.repo.cached_file(path.as_os_str().as_bytes()).ok().flatten();
             }
             found.read_xattrs(path);
         }

@@ -23,14 +23,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 
 use crate::crypto::SecretKey;
-use crate::db::BlobLocation;
 use crate::format::index::IndexFile;
 use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
 use crate::layout;
-use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
+use crate::repo::{plan_regions, BlobLocation, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
 
 use super::ls::join_path;
 
@@ -148,7 +147,7 @@ impl CheckReport {
 /// an `Err` means the check itself could not run (storage unreachable, a write-only key asked
 /// to read data).
 pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) -> Result<CheckReport, RepoError> {
-    let full_key = repo.keys.secret.is_some();
+    let full_key = repo.keys().secret.is_some();
     if opts.read_data != ReadData::None && !full_key {
         return Err(RepoError::WriteOnly { what: "check --read-data" });
     }
@@ -157,7 +156,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     // Keep the local cache in step for later commands; the check itself reads index files
     // afresh below, so a failure here (a damaged index file) is reported from there.
     progress("refreshing the local index cache");
-    let listing = repo.store.list(layout::INDEX)?;
+    let listing = repo.list_objects(layout::INDEX)?;
     let ids = listing
         .iter()
         .filter_map(|(path, size)| Some((path.strip_prefix(layout::INDEX).and_then(Id::from_hex)?, *size)));
@@ -208,8 +207,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
 /// (a `forget` here clears them from the list).
 fn check_vanished_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
     let present: std::collections::HashSet<Id> =
-        repo.store.list_ids(layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
-    for (id, time) in repo.db().seen_snapshots()? {
+        repo.list_object_ids(layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+    for (id, time) in repo.seen_snapshots()? {
         if !present.contains(&id) {
             let when = chrono::DateTime::from_timestamp(time, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
             report.error(
@@ -327,8 +326,7 @@ fn load_index(
     files.sort();
     let mut index = CheckIndex::default();
     // Read several at a time (a round trip each on a remote store), added in name order.
-    let read =
-        crate::store::map_in_flight(&files, crate::store::SMALL_READS_IN_FLIGHT, |(id, _)| repo.read_index_file(id));
+    let read = repo.read_index_files(&files);
     for ((id, size), read) in files.into_iter().zip(read) {
         match read {
             Ok((domain, file)) => {
@@ -350,7 +348,7 @@ fn load_index(
 /// Compares the index with the packs in storage. Returns the packs that are missing.
 fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) -> Result<HashSet<Id>, RepoError> {
     let mut stored: HashMap<Id, (String, u64)> = HashMap::new();
-    for (path, size) in repo.store.list(layout::DATA)? {
+    for (path, size) in repo.list_objects(layout::DATA)? {
         let name = path.rsplit('/').next().unwrap_or_default();
         match Id::from_hex(name) {
             Some(id) if path == layout::pack(&id) => {
@@ -370,7 +368,7 @@ fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) 
         // Some stores list without sizes (or lag behind): ask the object itself before blaming it.
         let size = match stored.remove(&pack.id) {
             Some((_, size)) if size == pack.size => Some(size),
-            _ => repo.store.size(&path)?,
+            _ => repo.object_size(&path)?,
         };
         match size {
             None => {
@@ -437,9 +435,9 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
 /// verified.
 fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
     let signers = repo.signers()?;
-    for (id, _) in repo.store.list_ids(layout::SNAPSHOTS)? {
+    for (id, _) in repo.list_object_ids(layout::SNAPSHOTS)? {
         let path = layout::in_dir(layout::SNAPSHOTS, &id);
-        let bytes = match repo.store.read_named(&path, &id) {
+        let bytes = match repo.read_object_named(&path, &id) {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
@@ -517,7 +515,7 @@ fn check_trees(
     progress: &dyn Fn(&str),
 ) {
     let mut seen: HashSet<Id> = HashSet::new();
-    let mut prefetched = if repo.store.is_local() || snapshots.is_empty() {
+    let mut prefetched = if repo.is_local() || snapshots.is_empty() {
         HashMap::new()
     } else {
         progress("reading trees");
@@ -651,7 +649,7 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
     let mut out = PackResult::default();
     let path = layout::pack(&pack.id);
     let mut error = |message: String| out.errors.push(CheckProblem { object: path.clone(), message });
-    let bytes = match repo.store.read_named(&path, &pack.id) {
+    let bytes = match repo.read_object_named(&path, &pack.id) {
         Ok(bytes) => bytes,
         Err(e) => {
             error(format!("cannot be read: {e}"));
@@ -731,8 +729,7 @@ pub(crate) mod test_support {
 
     use crate::archiver::{backup as run_backup, BackupOptions, BackupOutcome};
     use crate::crypto::KdfParams;
-    use crate::repo::{OpenOptions, Repository};
-    use crate::store::Store;
+    use crate::repo::{OpenOptions, Repository, Store};
 
     pub struct Fixture {
         pub repo: Arc<Repository>,
@@ -795,7 +792,7 @@ mod tests {
     /// (pack id, its entries) of every pack holding blobs of `kind`, from the index files.
     fn packs_of(fx: &Fixture, kind: BlobKind) -> Vec<(Id, Vec<PackEntry>)> {
         let mut out = Vec::new();
-        for (id, _) in fx.repo.store.list_ids(layout::INDEX).unwrap() {
+        for (id, _) in fx.repo.list_object_ids(layout::INDEX).unwrap() {
             for pack in fx.repo.read_index_file(&id).unwrap().1.packs {
                 if pack.blobs.iter().any(|b| b.kind == kind) {
                     out.push((pack.id, pack.blobs));
@@ -828,10 +825,10 @@ mod tests {
         backup(&fx);
         let (pack_id, entries) = packs_of(&fx, BlobKind::Data).remove(0);
         let path = layout::pack(&pack_id);
-        let mut bytes = fx.repo.store.read(&path).unwrap();
+        let mut bytes = fx.repo.read_object(&path).unwrap();
         let victim = entries[0];
         bytes[victim.offset as usize + 20] ^= 1;
-        fx.repo.store.write(&path, bytes).unwrap();
+        fx.repo.write_object(&path, bytes).unwrap();
 
         // Same size, trees elsewhere: only reading the data notices.
         assert!(run(&fx, ReadData::None).is_ok());
@@ -855,10 +852,10 @@ mod tests {
         let (data_pack, _) = packs_of(&fx, BlobKind::Data).remove(0);
         let tree_path = layout::pack(&tree_pack);
         let data_path = layout::pack(&data_pack);
-        fx.repo.store.delete(&tree_path).unwrap();
-        let mut bytes = fx.repo.store.read(&data_path).unwrap();
+        fx.repo.delete_object(&tree_path).unwrap();
+        let mut bytes = fx.repo.read_object(&data_path).unwrap();
         bytes.truncate(bytes.len() - 5);
-        fx.repo.store.write(&data_path, bytes).unwrap();
+        fx.repo.write_object(&data_path, bytes).unwrap();
 
         let report = run(&fx, ReadData::All);
         let missing = report.errors.iter().find(|p| p.object == tree_path).unwrap();
@@ -877,30 +874,30 @@ mod tests {
         let out = backup(&fx);
         // Damage every index file, keeping its name.
         let mut index_paths = Vec::new();
-        for (id, _) in fx.repo.store.list_ids(layout::INDEX).unwrap() {
+        for (id, _) in fx.repo.list_object_ids(layout::INDEX).unwrap() {
             let path = layout::in_dir(layout::INDEX, &id);
-            let mut bytes = fx.repo.store.read(&path).unwrap();
+            let mut bytes = fx.repo.read_object(&path).unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 1;
-            fx.repo.store.write(&path, bytes).unwrap();
+            fx.repo.write_object(&path, bytes).unwrap();
             index_paths.push(path);
         }
 
         // An index file whose name matches but whose content is not an index.
         let junk = b"CFINDX01 not really".to_vec();
         let junk_path = layout::in_dir(layout::INDEX, &Id::of_bytes(&junk));
-        fx.repo.store.write(&junk_path, junk).unwrap();
+        fx.repo.write_object(&junk_path, junk).unwrap();
 
         let orphan = b"left behind by an interrupted backup".to_vec();
         let orphan_path = layout::pack(&Id::of_bytes(&orphan));
-        fx.repo.store.write(&orphan_path, orphan).unwrap();
-        fx.repo.store.write("data/zz/stray", b"x".to_vec()).unwrap();
+        fx.repo.write_object(&orphan_path, orphan).unwrap();
+        fx.repo.write_object("data/zz/stray", b"x".to_vec()).unwrap();
 
         let snapshot_path = layout::in_dir(layout::SNAPSHOTS, &out.id);
-        let mut bytes = fx.repo.store.read(&snapshot_path).unwrap();
+        let mut bytes = fx.repo.read_object(&snapshot_path).unwrap();
         bytes[60] ^= 1;
         let forged = Id::of_bytes(&bytes);
-        fx.repo.store.write(&layout::in_dir(layout::SNAPSHOTS, &forged), bytes).unwrap();
+        fx.repo.write_object(&layout::in_dir(layout::SNAPSHOTS, &forged), bytes).unwrap();
 
         let report = run(&fx, ReadData::None);
         let errors = objects(&report.errors);
@@ -934,12 +931,13 @@ mod tests {
             }],
         };
         let bytes = tree.encode();
-        let tree_id = repo.keys.id_key.blob_id(&bytes);
-        let mut writer = PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, Vec::new()).unwrap();
+        let tree_id = repo.keys().id_key.blob_id(&bytes);
+        let mut writer =
+            PackWriter::new(&repo.keys().public, &repo.keys().index_key, BlobKind::Tree, Vec::new()).unwrap();
         writer.add(tree_id, &pack::compress(&bytes, 3), bytes.len() as u32).unwrap();
         let finished = writer.finish().unwrap();
         let size = finished.size;
-        repo.store.write(&layout::pack(&finished.id), finished.out).unwrap();
+        repo.write_object(&layout::pack(&finished.id), finished.out).unwrap();
         repo.save_index(&IndexFile { packs: vec![IndexPack { id: finished.id, size, blobs: finished.entries }] })
             .unwrap();
         let snapshot_id = repo.save_snapshot(&Snapshot { tree: tree_id, time_unix: 1, ..Snapshot::default() }).unwrap();
@@ -956,12 +954,12 @@ mod tests {
     fn write_only_key_checks_structure_only() {
         let fx = fixture();
         let out = backup(&fx);
-        let mut keys: RepoKeys = fx.repo.keys.clone();
+        let mut keys: RepoKeys = fx.repo.keys().clone();
         keys.secret = None;
-        let store = fx.repo.store.clone();
+        let store = fx.repo.store_for_tests();
         let cache = tempfile::tempdir().unwrap();
         let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_support::kdf() };
-        let write_only = Repository::with_keys(store, fx.repo.config.clone(), keys, &options).unwrap();
+        let write_only = Repository::with_keys(store, fx.repo.config().clone(), keys, &options).unwrap();
         let full = CheckOptions { read_data: ReadData::All };
         assert!(matches!(check(&write_only, &full, |_| {}), Err(RepoError::WriteOnly { .. })));
 
@@ -973,10 +971,10 @@ mod tests {
 
         // Signatures are still checked: a snapshot damaged under a matching name is caught.
         let path = layout::in_dir(layout::SNAPSHOTS, &out.id);
-        let mut bytes = fx.repo.store.read(&path).unwrap();
+        let mut bytes = fx.repo.read_object(&path).unwrap();
         bytes[100] ^= 1;
         let damaged = layout::in_dir(layout::SNAPSHOTS, &Id::of_bytes(&bytes));
-        fx.repo.store.write(&damaged, bytes).unwrap();
+        fx.repo.write_object(&damaged, bytes).unwrap();
         let report = check(&write_only, &CheckOptions::default(), |_| {}).unwrap();
         assert_eq!(objects(&report.errors), vec![damaged.as_str()]);
     }

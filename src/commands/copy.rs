@@ -97,7 +97,7 @@ impl Copier<'_> {
         }
         let plain = self.source.load_blob(source_id)?;
         self.blobs_read += 1;
-        let id = self.dest.keys.id_key.blob_id(&plain);
+        let id = self.dest.keys().id_key.blob_id(&plain);
         self.sink.add_data(id, plain)?;
         self.mapped.insert(*source_id, id);
         Ok(id)
@@ -179,7 +179,7 @@ pub fn copy(
     }
     // Copying into `dest` is a backup as far as a concurrent prune is concerned: the same lock
     // handshake keeps prune from deleting what this copy deduplicates against.
-    let lock = crate::repo::locks::BackupLock::acquire(&dest.store)?;
+    let lock = crate::repo::locks::BackupLock::acquire(dest)?;
     dest.sync_index()?;
     let condemned = dest.condemned_packs()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());

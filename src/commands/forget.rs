@@ -23,8 +23,8 @@ pub enum ForgetError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for ForgetError {
-    fn from(e: crate::db::DbError) -> ForgetError {
+impl From<crate::repo::DbError> for ForgetError {
+    fn from(e: crate::repo::DbError) -> ForgetError {
         ForgetError::Repo(e.into())
     }
 }
@@ -121,7 +121,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     // The local record first: killed before the deletes, the snapshots are simply still
     // there; killed after, none is taken for a snapshot someone else removed.
     repo.record_forgotten(&report.removed)?;
-    repo.db().forget_snapshots(&report.removed)?;
+    repo.forget_local_snapshots(&report.removed)?;
     // Their backups are finished; once the snapshots are gone nothing else would say so, and
     // a prune would wait for them. Markers go before the snapshots, so a kill in between
     // leaves the snapshot to vouch for its session.
@@ -130,14 +130,14 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .filter(|(id, _, _)| report.removed.contains(id))
         .filter_map(|(_, s, _)| crate::repo::locks::lock_session(s))
         .collect();
-    let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
+    let (_, markers) = crate::repo::locks::list_locks(repo)?;
     for (session, path) in markers {
         if sessions.contains(&session) {
-            repo.store.delete(&path).map_err(RepoError::from)?;
+            repo.delete_object(&path).map_err(RepoError::from)?;
         }
     }
     for id in &report.removed {
-        repo.store.delete(&layout::in_dir(layout::SNAPSHOTS, id)).map_err(RepoError::from)?;
+        repo.delete_object(&layout::in_dir(layout::SNAPSHOTS, id)).map_err(RepoError::from)?;
     }
     Ok(report)
 }

@@ -74,7 +74,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     // Index files first, then packs: a pack an index file lists was stored before that file,
     // so it is in the later listing of data/ (a concurrent backup cannot slip between).
     progress("reading index files");
-    let old_files: Vec<Id> = repo.store.list_ids(layout::INDEX)?.into_iter().map(|(id, _)| id).collect();
+    let old_files: Vec<Id> = repo.list_object_ids(layout::INDEX)?.into_iter().map(|(id, _)| id).collect();
     let mut old: HashMap<Id, (Id, IndexPack)> = HashMap::new();
     for id in &old_files {
         match repo.read_index_file(id) {
@@ -91,7 +91,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     }
 
     progress("reading the blob tables of the packs in storage");
-    let mut stored = repo.store.list_ids(layout::DATA)?;
+    let mut stored = repo.list_object_ids(layout::DATA)?;
     stored.sort();
     let stored_ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
     let mut new_packs = Vec::with_capacity(stored.len());
@@ -161,11 +161,11 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     progress("removing the old index files");
     let mut removed = Vec::new();
     for id in old_files.iter().filter(|id| !written.contains(id)) {
-        repo.store.delete(&layout::in_dir(layout::INDEX, id))?;
+        repo.delete_object(&layout::in_dir(layout::INDEX, id))?;
         removed.push(*id);
     }
     report.index_files_removed = removed.len() as u64;
-    repo.db().remove_index_files(&removed)?;
+    repo.forget_local_index_files(&removed)?;
     repo.sync_index()?;
     Ok(report)
 }
@@ -334,13 +334,13 @@ impl Rewriter<'_> {
     /// Sets the domain of the snapshot whose root tree is `root`: the domain its stored or
     /// cached copy verifies in, else this client's own.
     fn enter_snapshot(&mut self, root: &Id) -> Result<(), RepoError> {
-        let cached = self.repo.db().cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
+        let cached = self.repo.cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
         let domain = match cached {
             Some(domain) => Some(domain),
-            None => self.repo.db().blob_location(root)?.map(|l| l.domain),
+            None => self.repo.blob_location(root)?.map(|l| l.domain),
         };
         self.domain =
-            domain.and_then(|d| self.repo.domain(&d).cloned()).unwrap_or_else(|| self.repo.keys.write_domain());
+            domain.and_then(|d| self.repo.domain(&d).cloned()).unwrap_or_else(|| self.repo.keys().write_domain());
         Ok(())
     }
 
@@ -412,7 +412,7 @@ pub fn repair_snapshots(
     repo.sync_index()?;
     repo.reconcile_packs(false, &Default::default())?;
     let mut present = HashSet::new();
-    repo.db().for_each_blob(None, |id, location| {
+    repo.for_each_blob(None, |id, location| {
         present.insert((location.domain, *id));
     })?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
@@ -421,7 +421,7 @@ pub fn repair_snapshots(
     }
     let mut rewriter = Rewriter {
         repo,
-        domain: repo.keys.write_domain(),
+        domain: repo.keys().write_domain(),
         done: HashMap::new(),
         present,
         new_trees: HashMap::new(),
@@ -471,8 +471,8 @@ pub fn repair_snapshots(
         let removed = options.forget_broken;
         if removed {
             repo.record_forgotten(&[broken])?;
-            repo.store.delete(&layout::in_dir(layout::SNAPSHOTS, &broken))?;
-            repo.db().forget_snapshots(&[broken])?;
+            repo.delete_object(&layout::in_dir(layout::SNAPSHOTS, &broken))?;
+            repo.forget_local_snapshots(&[broken])?;
         }
         report.repaired.push(RepairedSnapshot {
             broken: broken.to_hex(),

@@ -62,11 +62,11 @@ fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
 /// Lock sessions with their newest marker's seq, and every marker as (session, path).
 pub type LockListing = (HashMap<Id, u32>, Vec<(Id, String)>);
 
-/// Every lock session in the store with its newest marker, and every marker's path.
-pub fn list_locks(store: &Store) -> Result<LockListing, RepoError> {
+/// Every lock session in the repository with its newest marker, and every marker's path.
+pub fn list_locks(repo: &Repository) -> Result<LockListing, RepoError> {
     let mut newest: HashMap<Id, u32> = HashMap::new();
     let mut markers = Vec::new();
-    for (path, _) in store.list(layout::LOCKS)? {
+    for (path, _) in repo.store.list(layout::LOCKS)? {
         match parse_lock_name(&path) {
             Some((session, seq)) => {
                 let slot = newest.entry(session).or_insert(seq);
@@ -88,7 +88,8 @@ pub struct BackupLock {
 }
 
 impl BackupLock {
-    pub fn acquire(store: &Store) -> Result<BackupLock, RepoError> {
+    pub fn acquire(repo: &Repository) -> Result<BackupLock, RepoError> {
+        let store = &repo.store;
         let session = Id(crate::crypto::random_bytes());
         store.write(&lock_path(&session, 0), b"coffer backup lock v1".to_vec())?;
         RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push((store.clone(), session));

@@ -174,6 +174,12 @@ impl Located {
         db_path(options, &self.unverified.repo_id)
     }
 
+    /// A reader of this machine's files cache in the local database the repository will use,
+    /// if there is one: a backup scans its sources with it while the key is derived.
+    pub fn files_cache_reader(&self, options: &OpenOptions) -> Option<crate::db::FilesCacheReader> {
+        crate::db::FilesCacheReader::open(&self.db_path(options), &self.unverified_id(), &machine_identity())
+    }
+
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         let Located { store, config_bytes, unverified, keys } = self;
         let remembered = remembered_key(options, &unverified.repo_id);

@@ -1,7 +1,7 @@
 //! The storage seam: every byte Coffer reads from or writes to a repository goes through
 //! [`Store`], a thin wrapper over an OpenDAL `Operator`. It is the only owner of the tokio
 //! runtime; the rest of the engine is synchronous threads that call the blocking methods here,
-//! or hand uploads to [`Store::spawn_write`] to overlap them with work.
+//! or hand uploads to [`Store::spawn_publish`] to overlap them with work.
 //!
 //! Objects are immutable and content-named, so a write never replaces anything (DESIGN §3).
 //! On a local folder, writes go to `<repo>/.tmp` first and are renamed into place after an
@@ -334,6 +334,10 @@ fn hidden_by_test(path: &str) -> bool {
     false
 }
 
+/// An object [`Store::spawn_publish`] is storing, to hand back to [`Store::wait`]. Opaque, so
+/// that the tokio task behind it stays inside `store/`: its holders are plain threads.
+pub struct Publishing(tokio::task::JoinHandle<Result<(), StoreError>>);
+
 /// Shared handle to a repository's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -600,12 +604,7 @@ impl Store {
     /// Stores a spooled file under `path` and removes the spool file, on the runtime. On a
     /// local repository: fsync, then rename into place (never a partial object under its
     /// final name). Elsewhere: upload its bytes.
-    pub fn spawn_publish(
-        &self,
-        file: std::fs::File,
-        spooled: PathBuf,
-        path: String,
-    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    pub fn spawn_publish(&self, file: std::fs::File, spooled: PathBuf, path: String) -> Publishing {
         let io_error = {
             let path = path.clone();
             move |e: std::io::Error| StoreError::Backend {
@@ -614,7 +613,7 @@ impl Store {
                 waited: None,
             }
         };
-        match &self.local_root {
+        Publishing(match &self.local_root {
             Some(root) => {
                 let dest = root.join(&path);
                 self.runtime.spawn_blocking(move || {
@@ -638,12 +637,13 @@ impl Store {
                     store_object(&op, &path, bytes.map_err(io_error)?, true).await
                 })
             }
-        }
+        })
     }
 
-    /// Waits for a spawned task from a plain (non-runtime) thread.
-    pub fn wait<T>(&self, handle: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.block_on(handle).unwrap_or_else(|e| {
+    /// Waits, from a plain (non-runtime) thread, for an object that
+    /// [`spawn_publish`](Self::spawn_publish) is storing.
+    pub fn wait(&self, publishing: Publishing) -> Result<(), StoreError> {
+        self.block_on(publishing.0).unwrap_or_else(|e| {
             Err(StoreError::Backend {
                 path: "upload task".into(),
                 error: opendal::Error::new(ErrorKind::Unexpected, e.to_string()),

@@ -60,14 +60,14 @@ pub enum PruneError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for PruneError {
-    fn from(e: crate::db::DbError) -> PruneError {
+impl From<crate::repo::DbError> for PruneError {
+    fn from(e: crate::repo::DbError) -> PruneError {
         PruneError::Repo(e.into())
     }
 }
 
-impl From<crate::store::StoreError> for PruneError {
-    fn from(e: crate::store::StoreError) -> PruneError {
+impl From<crate::repo::StoreError> for PruneError {
+    fn from(e: crate::repo::StoreError) -> PruneError {
         PruneError::Repo(e.into())
     }
 }
@@ -175,7 +175,7 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
     for (id, record) in &records {
         if let PlanRecord::Wait { plan, .. } = record {
             if !plans.contains(plan) {
-                repo.store.delete(&layout::in_dir(layout::PLANS, id))?;
+                repo.delete_object(&layout::in_dir(layout::PLANS, id))?;
             }
         }
     }
@@ -189,8 +189,8 @@ fn domain_keys(repo: &Repository, domain: &Id) -> Result<crate::keys::DomainKeys
 }
 
 fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError> {
-    let bytes = record.encode(&repo.id(), &repo.keys.signer);
+    let bytes = record.encode(&repo.id(), &repo.keys().signer);
     let id = Id::of_bytes(&bytes);
-    repo.store.write(&layout::in_dir(layout::PLANS, &id), bytes)?;
+    repo.write_object(&layout::in_dir(layout::PLANS, &id), bytes)?;
     Ok(id)
 }
