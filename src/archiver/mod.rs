@@ -14,6 +14,7 @@ mod direct;
 mod meta;
 mod oneshot;
 mod reader;
+mod save;
 mod scan;
 mod sink;
 mod stdin;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
+pub use save::{FilesCache, SaveBlobs};
 pub use sink::BlobSink;
 pub use stdin::backup_stdin;
 pub use walker::Excludes;
@@ -277,9 +279,9 @@ fn archive(
             scope.spawn(move || reader::reader_loop(ctx, jobs));
         }
         drop(job_rx);
-        let builder = scope.spawn(move || builder::build(sink, repo, event_rx));
+        let builder = scope.spawn(move || builder::build(sink, &**repo, event_rx));
         let mut walker = walker::Walker {
-            repo,
+            files: &**repo,
             sink,
             scanner,
             events: event_tx,
@@ -452,7 +454,7 @@ enum PrefixEntry {
 
 /// Stores the trees of the folders above the sources (with their real metadata), so the
 /// snapshot's root is `/` and each source sits at its absolute path.
-fn store_prefix_trees(sink: &sink::BlobSink, sources: &[PathBuf], roots: Vec<Node>) -> Result<Id, RepoError> {
+fn store_prefix_trees(sink: &dyn SaveBlobs, sources: &[PathBuf], roots: Vec<Node>) -> Result<Id, RepoError> {
     let mut top = PrefixDir::default();
     let by_name: Vec<(&PathBuf, Node)> = sources.iter().zip(roots).collect();
     for (source, node) in by_name {
@@ -483,7 +485,7 @@ fn store_prefix_trees(sink: &sink::BlobSink, sources: &[PathBuf], roots: Vec<Nod
     store_prefix_dir(sink, top)
 }
 
-fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoError> {
+fn store_prefix_dir(sink: &dyn SaveBlobs, dir: PrefixDir) -> Result<Id, RepoError> {
     let mut names = meta::NameCache::default();
     let mut nodes = Vec::with_capacity(dir.children.len());
     for (name, entry) in dir.children {
@@ -502,4 +504,82 @@ fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoErr
         }
     }
     sink.add_tree(Tree { nodes }.encode())
+}
+
+/// The archiver's own steps against an in-memory saver (`save::fakes`): no repository.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archiver::save::fakes::MemoryBlobs;
+    use crate::format::pack::BlobKind;
+    use crate::format::tree::Metadata;
+
+    fn tree(blobs: &MemoryBlobs, id: &Id) -> Tree {
+        let (kind, bytes) = blobs.get(id).expect("tree saved");
+        assert_eq!(kind, BlobKind::Tree);
+        Tree::decode(&bytes).expect("tree decodes")
+    }
+
+    fn node(name: &[u8], kind: NodeKind) -> Node {
+        Node { name: ByteBuf::from(name.to_vec()), kind, meta: Metadata::default() }
+    }
+
+    #[test]
+    fn sources_sit_at_their_absolute_paths_below_prefix_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for sub in ["x/a", "x/b", "y"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        let blobs = MemoryBlobs::default();
+        let inner = Id::of_bytes(b"a's tree");
+        let sources = [base.join("x/a"), base.join("x/b"), base.join("y")];
+        let roots = vec![
+            node(b"a", NodeKind::Dir { subtree: inner }),
+            node(b"b", NodeKind::File { size: 0, content: Vec::new() }),
+            node(b"y", NodeKind::Dir { subtree: inner }),
+        ];
+        let root = store_prefix_trees(&blobs, &sources, roots).expect("stored");
+
+        // From `/` down to the base folder, one folder a level, with its real metadata.
+        let mut at = tree(&blobs, &root);
+        for component in base.components().skip(1) {
+            let name = component.as_os_str().as_bytes();
+            assert_eq!(at.nodes.len(), 1, "only the way to the sources at {}", String::from_utf8_lossy(name));
+            assert_eq!(at.nodes[0].name.as_slice(), name);
+            assert_ne!(at.nodes[0].meta.mode, 0, "the folder's own metadata");
+            let NodeKind::Dir { subtree } = &at.nodes[0].kind else { panic!("a folder") };
+            at = tree(&blobs, subtree);
+        }
+        let names: Vec<&[u8]> = at.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"x"[..], b"y"]);
+        assert!(matches!(at.nodes[1].kind, NodeKind::Dir { subtree } if subtree == inner), "a source keeps its node");
+        let NodeKind::Dir { subtree: x } = &at.nodes[0].kind else { panic!("a folder") };
+        let x = tree(&blobs, x);
+        let names: Vec<&[u8]> = x.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"a"[..], b"b"]);
+    }
+
+    #[test]
+    fn backing_up_the_root_folder_makes_its_tree_the_root() {
+        let blobs = MemoryBlobs::default();
+        let inner = Id::of_bytes(b"the root's tree");
+        let root =
+            store_prefix_trees(&blobs, &[PathBuf::from("/")], vec![node(b"/", NodeKind::Dir { subtree: inner })]);
+        assert_eq!(root.expect("stored"), inner);
+        assert_eq!(blobs.len(), 0, "nothing above `/` to store");
+    }
+
+    #[test]
+    fn sources_are_made_absolute_and_nested_ones_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(base.join("a/inner")).unwrap();
+        let (sources, missing) =
+            prepare_sources(&[base.join("a/inner"), base.join("a"), base.join("a/../a"), base.join("gone")]).unwrap();
+        assert_eq!(sources, [base.join("a")]);
+        assert_eq!(missing.len(), 1);
+        assert!(matches!(prepare_sources(&[base.join("gone")]), Err(BackupError::Source { .. })));
+        assert!(matches!(prepare_sources(&[]), Err(BackupError::NoPaths)));
+    }
 }

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 use tempfile::TempPath;
 
+use super::save::SaveBlobs;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
@@ -279,34 +280,36 @@ impl BlobSink {
         })
     }
 
-    /// Whether the repository (or this run) already has the blob.
-    pub fn contains_all(&self, ids: &[Id]) -> bool {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter().all(|id| known.contains(id))
-    }
-
     /// Claims `id` for this run; true when the caller must store the blob.
     fn claim(&self, id: Id) -> bool {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
     }
 
-    /// A buffer for the next chunk of a file of `file_size` bytes, reused when one is spare.
-    /// (Small files allocate exactly what they need: a spare would hold far more.)
-    pub fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
-        if file_size < SPARE_MIN_CAPACITY as u64 {
-            return Vec::new();
+    fn check_failure(&self) -> Result<(), RepoError> {
+        if self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Err(self.take_failure());
         }
-        self.shared.spare.1.try_recv().unwrap_or_default()
+        Ok(())
     }
 
-    /// Takes back a chunk buffer that was not handed to [`add_data`](Self::add_data).
-    pub fn recycle(&self, buffer: Vec<u8>) {
-        self.shared.recycle(buffer);
+    fn take_failure(&self) -> RepoError {
+        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Internal {
+            worker: "pack writer thread",
+            detail: "stopped unexpectedly".into(),
+        })
+    }
+}
+
+impl SaveBlobs for BlobSink {
+    /// Whether the repository (or this run) already has the blob.
+    fn contains_all(&self, ids: &[Id]) -> bool {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().all(|id| known.contains(id))
     }
 
     /// Queues a data blob unless it is already stored. Blocks while the workers are busy,
     /// which is what bounds the memory of the whole pipeline.
-    pub fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
+    fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
         self.check_failure()?;
         if self.claim(id) {
             self.shared.stats.raw_added.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -319,7 +322,7 @@ impl BlobSink {
     }
 
     /// Stores a tree blob (deduplicated) and returns its id.
-    pub fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
+    fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
         self.check_failure()?;
         let repo = &self.shared.repo;
         let id = repo.keys().id_key.blob_id(&bytes);
@@ -365,23 +368,23 @@ impl BlobSink {
         Ok(id)
     }
 
-    fn check_failure(&self) -> Result<(), RepoError> {
-        if self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            return Err(self.take_failure());
+    /// A buffer for the next chunk of a file of `file_size` bytes, reused when one is spare.
+    /// (Small files allocate exactly what they need: a spare would hold far more.)
+    fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
+        if file_size < SPARE_MIN_CAPACITY as u64 {
+            return Vec::new();
         }
-        Ok(())
+        self.shared.spare.1.try_recv().unwrap_or_default()
     }
 
-    fn take_failure(&self) -> RepoError {
-        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Internal {
-            worker: "pack writer thread",
-            detail: "stopped unexpectedly".into(),
-        })
+    /// Takes back a chunk buffer that was not handed to [`add_data`](Self::add_data).
+    fn recycle(&self, buffer: Vec<u8>) {
+        self.shared.recycle(buffer);
     }
 
     /// Flushes every open pack, waits for all uploads and writes the last index file. Only
     /// after this returns Ok may a snapshot reference the blobs added.
-    pub fn finish(mut self) -> Result<SinkTotals, RepoError> {
+    fn finish(mut self) -> Result<SinkTotals, RepoError> {
         drop(self.data_tx.take());
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde_bytes::ByteBuf;
 
 use super::RUNNING_NOTE;
-use super::{conclude, meta, sink, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding};
+use super::{
+    conclude, meta, sink, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding, SaveBlobs,
+};
 use crate::chunker::Chunker;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Metadata, Node, NodeKind};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_bytes::ByteBuf;
 
-use crate::archiver::BlobSink;
+use crate::archiver::{BlobSink, SaveBlobs};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};

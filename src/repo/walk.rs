@@ -128,7 +128,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::archiver::BlobSink;
+    use crate::archiver::{BlobSink, SaveBlobs};
     use crate::commands::check::test_support::{backup, fixture, Fixture};
     use crate::commands::{check, copy, diff, ls, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
