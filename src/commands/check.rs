@@ -728,8 +728,8 @@ pub(crate) mod test_support {
     use std::sync::Arc;
 
     use crate::archiver::{backup as run_backup, BackupOptions, BackupOutcome};
-    use crate::crypto::KdfParams;
-    use crate::repo::{OpenOptions, Repository, Store};
+    pub use crate::repo::test_kit::kdf;
+    use crate::repo::Repository;
 
     pub struct Fixture {
         pub repo: Arc<Repository>,
@@ -745,10 +745,6 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn kdf() -> KdfParams {
-        KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }
-    }
-
     /// `a.txt` (5 bytes), `sub/b.txt` (11 bytes), `link -> a.txt`.
     pub fn fixture() -> Fixture {
         let src = tempfile::tempdir().unwrap();
@@ -756,10 +752,8 @@ pub(crate) mod test_support {
         std::fs::create_dir(src.path().join("sub")).unwrap();
         std::fs::write(src.path().join("sub/b.txt"), b"hello world").unwrap();
         std::os::unix::fs::symlink("a.txt", src.path().join("link")).unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let options = OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: kdf() };
-        let repo = Repository::init(Store::memory().unwrap(), b"pw", &options).unwrap();
-        Fixture { repo: Arc::new(repo), src, _cache: cache }
+        let (repo, cache) = crate::repo::test_kit::memory_repo();
+        Fixture { repo, src, _cache: cache }
     }
 
     pub fn backup(fx: &Fixture) -> BackupOutcome {

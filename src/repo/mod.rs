@@ -10,6 +10,8 @@ mod open;
 pub mod packer;
 mod ranges;
 mod snapshots;
+#[cfg(test)]
+pub(crate) mod test_kit;
 pub mod walk;
 
 use std::collections::HashMap;
