@@ -16,7 +16,6 @@ mod oneshot;
 mod reader;
 mod save;
 mod scan;
-mod sink;
 mod stdin;
 mod walker;
 
@@ -31,14 +30,13 @@ use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
 pub use save::{FilesCache, SaveBlobs};
-pub use sink::BlobSink;
 pub use stdin::backup_stdin;
 pub use walker::Excludes;
 
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{FilesCacheReader, RepoError, Repository};
+use crate::repo::{BlobSink, FilesCacheReader, RepoError, Repository};
 
 /// Readers chunking a large file at once. One keeps both cores compressing (chunking and
 /// hashing run at several times zstd's speed), and each more holds a window of the largest
@@ -251,7 +249,7 @@ fn archive(
         repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     phase("packs checked");
-    let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
+    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
     phase("known blobs loaded");
     let (event_tx, event_rx) = bounded(8);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);

@@ -3,11 +3,13 @@
 //! the tree builder and the prefix trees see only these two traits, so they run in unit tests
 //! against a `HashMap` (see `tests` below) with no repository, store or database behind them.
 //!
-//! [`SaveBlobs`] is implemented by the backup sink ([`super::BlobSink`]: deduplication against
-//! the index, packs, uploads, index files); [`FilesCache`] by [`Repository`].
+//! Both are implemented here, for the repository's own types: [`SaveBlobs`] by its streaming
+//! pack writer ([`BlobSink`]: deduplication against the index, packs, uploads, index files),
+//! [`FilesCache`] by [`Repository`]. (Here rather than in `repo/`, so that `repo/` does not
+//! import the archiver.)
 
 use crate::id::Id;
-use crate::repo::{CachedFile, RepoError, Repository};
+use crate::repo::{BlobSink, CachedFile, RepoError, Repository, SinkTotals};
 
 /// Where new blobs go: is this blob known, save this blob, flush.
 pub trait SaveBlobs: Sync {
@@ -35,7 +37,7 @@ pub trait SaveBlobs: Sync {
     }
 
     /// Flushes everything saved: only after this returns Ok may a snapshot name the blobs.
-    fn finish(self) -> Result<super::sink::SinkTotals, RepoError>
+    fn finish(self) -> Result<SinkTotals, RepoError>
     where
         Self: Sized;
 }
@@ -48,6 +50,32 @@ pub trait FilesCache: Sync {
 
     /// Records files read by this backup.
     fn cache_files(&self, records: &[(Vec<u8>, CachedFile)]) -> Result<(), RepoError>;
+}
+
+impl SaveBlobs for BlobSink {
+    fn contains_all(&self, ids: &[Id]) -> bool {
+        BlobSink::contains_all(self, ids)
+    }
+
+    fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
+        BlobSink::add_data(self, id, data)
+    }
+
+    fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
+        BlobSink::add_tree(self, bytes)
+    }
+
+    fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
+        BlobSink::chunk_buffer(self, file_size)
+    }
+
+    fn recycle(&self, buffer: Vec<u8>) {
+        BlobSink::recycle(self, buffer);
+    }
+
+    fn finish(self) -> Result<SinkTotals, RepoError> {
+        BlobSink::finish(self)
+    }
 }
 
 impl FilesCache for Repository {
@@ -67,10 +95,9 @@ pub(crate) mod fakes {
     use std::sync::Mutex;
 
     use super::{FilesCache, SaveBlobs};
-    use crate::archiver::sink::SinkTotals;
     use crate::format::pack::BlobKind;
     use crate::id::Id;
-    use crate::repo::{CachedFile, RepoError};
+    use crate::repo::{CachedFile, RepoError, SinkTotals};
 
     /// Blobs by id, with their kind; ids of trees are their plain hash.
     #[derive(Default)]

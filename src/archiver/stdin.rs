@@ -9,13 +9,11 @@ use std::sync::Arc;
 use serde_bytes::ByteBuf;
 
 use super::RUNNING_NOTE;
-use super::{
-    conclude, meta, sink, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding, SaveBlobs,
-};
+use super::{conclude, meta, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding};
 use crate::chunker::Chunker;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Metadata, Node, NodeKind};
-use crate::repo::Repository;
+use crate::repo::{BlobSink, Repository};
 
 /// The mode the file gets: a dump often holds what only its owner should read.
 const STDIN_MODE: u32 = 0o600;
@@ -43,8 +41,8 @@ pub fn backup_stdin(
         repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
-    let stop = |sink: sink::BlobSink, error: BackupError| -> Result<BackupOutcome, BackupError> {
+    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
+    let stop = |sink: BlobSink, error: BackupError| -> Result<BackupOutcome, BackupError> {
         // What was uploaded is indexed, so the next run reuses it.
         sink.finish()?;
         if !dry_run {

@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 use serde_bytes::ByteBuf;
 
-use crate::archiver::{BlobSink, SaveBlobs};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
-use crate::repo::{RepoError, Repository, SnapshotEntry};
+use crate::repo::{BlobSink, RepoError, Repository, SnapshotEntry};
 
 /// The `extensions` key a copied snapshot carries: the source snapshot's id (32 bytes).
 pub const COPIED_FROM: &str = "copied-from";

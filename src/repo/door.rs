@@ -26,7 +26,7 @@ use crate::format::index::IndexFile;
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::keys::RepoKeys;
-use crate::store::{Publishing, StoreError};
+use crate::store::StoreError;
 
 impl Repository {
     // --- Settings, keys, whereabouts ---
@@ -99,16 +99,6 @@ impl Repository {
     /// [`list_object_ids`](Self::list_object_ids) of several folders at once, in that order.
     pub fn list_object_ids_together<const N: usize>(&self, dirs: [&str; N]) -> Result<[Vec<(Id, u64)>; N], StoreError> {
         self.store.list_ids_together(dirs)
-    }
-
-    /// Stores a spooled file as `path` in the background (moved into place on a local
-    /// repository, uploaded elsewhere); [`wait_published`](Self::wait_published) waits for it.
-    pub fn publish_spooled(&self, file: std::fs::File, spooled: PathBuf, path: String) -> Publishing {
-        self.store.spawn_publish(file, spooled, path)
-    }
-
-    pub fn wait_published(&self, publishing: Publishing) -> Result<(), StoreError> {
-        self.store.wait(publishing)
     }
 
     /// Reads the index files `files` (id, size) several at a time (a round trip each on a

@@ -9,6 +9,7 @@ pub mod locks;
 mod open;
 pub mod packer;
 mod ranges;
+mod sink;
 mod snapshots;
 #[cfg(test)]
 pub(crate) mod test_kit;
@@ -21,9 +22,10 @@ pub use blobs::PackReconciliation;
 // The storage and database types that cross the door: what its operations return or take.
 // Callers name them through `repo`, never `store::` or `db::` (see `door.rs`).
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};
-pub use crate::store::{Location, Publishing, Store, StoreError};
+pub use crate::store::{Location, Store, StoreError};
 pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
 pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
+pub use sink::{BlobSink, SinkTotals};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

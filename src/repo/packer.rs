@@ -2,8 +2,8 @@
 //! A [`Packer`] keeps one open pack per blob kind in memory for one deduplication domain,
 //! uploads each as it fills, and indexes what it wrote in that domain — packs first, index
 //! after, the order every writer keeps so that an index never names a pack storage lacks.
-//! (The backup sink, which copy also uses, streams through spooled packs on worker threads,
-//! but closes packs by the same [`pack_target`].)
+//! (The backup sink next door, [`super::sink::BlobSink`], which copy also uses, streams
+//! through spooled packs on worker threads, but closes packs by the same [`pack_target`].)
 
 use std::collections::HashMap;
 

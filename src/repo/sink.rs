@@ -1,7 +1,11 @@
-//! Where new blobs go: deduplicated against the repository index and this run, compressed and
-//! encrypted by a pool of workers (one open data pack each), uploaded with a bounded number of
-//! packs in flight, and indexed once their packs are stored (packs before index, DESIGN §3).
-//! Trees go to their own packs so listings and mounts read few, small packs.
+//! Where a backup's (and a copy's) new blobs go: deduplicated against the repository index
+//! and this run, compressed and encrypted by a pool of workers (one open data pack each),
+//! uploaded with a bounded number of packs in flight, and indexed once their packs are stored
+//! (packs before index, DESIGN §3). Trees go to their own packs so listings and mounts read
+//! few, small packs. The streaming twin of [`super::packer::Packer`] (which builds packs in
+//! memory for prune and repair): both close packs at [`pack_target`], and both live in `repo/`,
+//! so every blob the repository gains is written from here or there. The archiver sees this
+//! type only through the `SaveBlobs` trait it declares.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -14,13 +18,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 use tempfile::TempPath;
 
-use super::save::SaveBlobs;
+use super::packer::pack_target;
+use super::{RepoError, Repository};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
 use crate::layout;
-use crate::repo::packer::pack_target;
-use crate::repo::{Publishing, RepoError, Repository};
+use crate::store::Publishing;
 
 /// Packs being stored at once (their bytes are in spool files, not memory): enough to overlap
 /// fsync or network latency with packing.
@@ -174,7 +178,7 @@ impl Shared {
             return;
         }
         let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
-        let handle = self.repo.publish_spooled(file, path.keep_path(), layout::pack(&finished.id));
+        let handle = self.repo.store.spawn_publish(file, path.keep_path(), layout::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));
@@ -190,7 +194,7 @@ impl Shared {
 
     fn complete_oldest(&self, uploads: &mut Uploads) {
         if let Some((entry, handle)) = uploads.in_flight.pop_front() {
-            match self.repo.wait_published(handle) {
+            match self.repo.store.wait(handle) {
                 Ok(()) => {
                     crate::crashpoint::hit("backup-after-pack-upload");
                     uploads.done.push(entry);
@@ -280,36 +284,34 @@ impl BlobSink {
         })
     }
 
+    /// Whether the repository (or this run) already has the blob.
+    pub fn contains_all(&self, ids: &[Id]) -> bool {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().all(|id| known.contains(id))
+    }
+
     /// Claims `id` for this run; true when the caller must store the blob.
     fn claim(&self, id: Id) -> bool {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
     }
 
-    fn check_failure(&self) -> Result<(), RepoError> {
-        if self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            return Err(self.take_failure());
+    /// A buffer for the next chunk of a file of `file_size` bytes, reused when one is spare.
+    /// (Small files allocate exactly what they need: a spare would hold far more.)
+    pub fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
+        if file_size < SPARE_MIN_CAPACITY as u64 {
+            return Vec::new();
         }
-        Ok(())
+        self.shared.spare.1.try_recv().unwrap_or_default()
     }
 
-    fn take_failure(&self) -> RepoError {
-        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Internal {
-            worker: "pack writer thread",
-            detail: "stopped unexpectedly".into(),
-        })
-    }
-}
-
-impl SaveBlobs for BlobSink {
-    /// Whether the repository (or this run) already has the blob.
-    fn contains_all(&self, ids: &[Id]) -> bool {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter().all(|id| known.contains(id))
+    /// Takes back a chunk buffer that was not handed to [`add_data`](Self::add_data).
+    pub fn recycle(&self, buffer: Vec<u8>) {
+        self.shared.recycle(buffer);
     }
 
     /// Queues a data blob unless it is already stored. Blocks while the workers are busy,
     /// which is what bounds the memory of the whole pipeline.
-    fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
+    pub fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
         self.check_failure()?;
         if self.claim(id) {
             self.shared.stats.raw_added.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -322,7 +324,7 @@ impl SaveBlobs for BlobSink {
     }
 
     /// Stores a tree blob (deduplicated) and returns its id.
-    fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
+    pub fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
         self.check_failure()?;
         let repo = &self.shared.repo;
         let id = repo.keys().id_key.blob_id(&bytes);
@@ -368,23 +370,23 @@ impl SaveBlobs for BlobSink {
         Ok(id)
     }
 
-    /// A buffer for the next chunk of a file of `file_size` bytes, reused when one is spare.
-    /// (Small files allocate exactly what they need: a spare would hold far more.)
-    fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
-        if file_size < SPARE_MIN_CAPACITY as u64 {
-            return Vec::new();
+    fn check_failure(&self) -> Result<(), RepoError> {
+        if self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Err(self.take_failure());
         }
-        self.shared.spare.1.try_recv().unwrap_or_default()
+        Ok(())
     }
 
-    /// Takes back a chunk buffer that was not handed to [`add_data`](Self::add_data).
-    fn recycle(&self, buffer: Vec<u8>) {
-        self.shared.recycle(buffer);
+    fn take_failure(&self) -> RepoError {
+        self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| RepoError::Internal {
+            worker: "pack writer thread",
+            detail: "stopped unexpectedly".into(),
+        })
     }
 
     /// Flushes every open pack, waits for all uploads and writes the last index file. Only
     /// after this returns Ok may a snapshot reference the blobs added.
-    fn finish(mut self) -> Result<SinkTotals, RepoError> {
+    pub fn finish(mut self) -> Result<SinkTotals, RepoError> {
         drop(self.data_tx.take());
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
