@@ -231,3 +231,38 @@ pub fn copy(
     }
     Ok(report)
 }
+
+/// Copy between two repositories in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::check::test_support::{backup, fixture};
+    use crate::commands::check::{check, CheckOptions, ReadData};
+    use crate::repo::test_kit::memory_repo;
+
+    #[test]
+    fn a_snapshot_is_copied_once_and_reads_back_whole() {
+        let fx = fixture();
+        backup(&fx);
+        let (dest, _cache) = memory_repo();
+        let (snapshots, _) = fx.repo.load_snapshots().unwrap();
+        let running = AtomicBool::new(false);
+        let report = copy(&fx.repo, &dest, &snapshots, &running).unwrap();
+        assert_eq!(report.copied.len(), 1);
+        assert!(report.bytes_added > 0 && report.blobs_read > 0);
+
+        let (copied, _) = dest.load_snapshots().unwrap();
+        assert_eq!(copied.len(), 1);
+        assert_eq!(copied[0].id, report.copied[0].1);
+        assert_eq!(copied[0].snapshot.paths, snapshots[0].snapshot.paths);
+        assert_eq!(copied_sources(&copied), HashSet::from([snapshots[0].id]));
+        // Every tree and blob the copy names is in the destination, and reads back.
+        let checked = check(&dest, &CheckOptions { read_data: ReadData::All }, |_| {}).unwrap();
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+
+        let again = copy(&fx.repo, &dest, &snapshots, &running).unwrap();
+        assert!(again.copied.is_empty());
+        assert_eq!(again.skipped, vec![snapshots[0].id]);
+        assert_eq!(dest.load_snapshots().unwrap().0.len(), 1);
+    }
+}

@@ -203,3 +203,49 @@ pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> 
         .find(|(name, _)| name == LOCK_EXTENSION)
         .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::format::snapshot::Snapshot;
+    use crate::repo::test_kit::memory_repo;
+
+    #[test]
+    fn a_backup_lock_is_listed_while_held_and_marked_ended_when_dropped() {
+        let (repo, _cache) = memory_repo();
+        assert!(list_locks(&repo).unwrap().0.is_empty());
+        let lock = BackupLock::acquire(&repo).unwrap();
+        let session = lock.session;
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert_eq!(newest.get(&session), Some(&0));
+        assert_eq!(markers, vec![(session, lock_path(&session, 0))]);
+        lock.check_fresh().expect("just written");
+        drop(lock);
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert_eq!(newest.get(&session), Some(&ENDED_SEQ), "a prune knows at once that it ended");
+        assert_eq!(markers.len(), 2, "markers are never deleted by the backup (append-only stores)");
+    }
+
+    #[test]
+    fn names_under_locks_that_are_not_markers_are_ignored() {
+        let (repo, _cache) = memory_repo();
+        repo.write_object(&format!("{}not-a-lock", layout::LOCKS), b"x".to_vec()).unwrap();
+        repo.write_object(&format!("{}{}-x", layout::LOCKS, Id([1; 32]).to_hex()), b"x".to_vec()).unwrap();
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert!(newest.is_empty() && markers.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_names_the_session_of_its_backup() {
+        let session = Id([7; 32]);
+        let with = |value: Vec<u8>| Snapshot {
+            extensions: vec![(LOCK_EXTENSION.to_string(), ByteBuf::from(value))],
+            ..Snapshot::default()
+        };
+        assert_eq!(lock_session(&with(session.0.to_vec())), Some(session));
+        assert_eq!(lock_session(&with(vec![7; 31])), None, "not an id");
+        assert_eq!(lock_session(&Snapshot::default()), None);
+    }
+}
