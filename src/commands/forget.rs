@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::prune::PruneError;
 use super::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 use crate::id::Id;
-use crate::layout;
 use crate::repo::{RepoError, Repository, SnapshotFilter};
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +136,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         }
     }
     for id in &report.removed {
-        repo.delete_object(&layout::in_dir(layout::SNAPSHOTS, id)).map_err(RepoError::from)?;
+        repo.delete_snapshot_object(id).map_err(RepoError::from)?;
     }
     Ok(report)
 }

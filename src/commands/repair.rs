@@ -161,7 +161,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     progress("removing the old index files");
     let mut removed = Vec::new();
     for id in old_files.iter().filter(|id| !written.contains(id)) {
-        repo.delete_object(&layout::in_dir(layout::INDEX, id))?;
+        repo.delete_index_file(id)?;
         removed.push(*id);
     }
     report.index_files_removed = removed.len() as u64;
@@ -471,7 +471,7 @@ pub fn repair_snapshots(
         let removed = options.forget_broken;
         if removed {
             repo.record_forgotten(&[broken])?;
-            repo.delete_object(&layout::in_dir(layout::SNAPSHOTS, &broken))?;
+            repo.delete_snapshot_object(&broken)?;
             repo.forget_local_snapshots(&[broken])?;
         }
         report.repaired.push(RepairedSnapshot {

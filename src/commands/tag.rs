@@ -15,7 +15,6 @@ use serde_bytes::ByteBuf;
 pub use crate::format::snapshot::RETAGGED_FROM;
 use crate::format::snapshot::{COPIED_SIGNER, PREVIOUS, SIGNERS_SEEN};
 use crate::id::Id;
-use crate::layout;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
 
 /// The change asked for: `set` replaces the tags (then `add` and `remove` apply to it).
@@ -73,7 +72,7 @@ pub fn tag(repo: &Repository, snapshots: &[SnapshotEntry], change: &TagChange) -
         // same data twice, tagged two ways), never neither.
         repo.record_forgotten(&[entry.id])?;
         repo.forget_local_snapshots(&[entry.id])?;
-        repo.delete_object(&layout::in_dir(layout::SNAPSHOTS, &entry.id))?;
+        repo.delete_snapshot_object(&entry.id)?;
         report.changed.push((entry.id, id));
     }
     Ok(report)

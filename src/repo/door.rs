@@ -26,6 +26,7 @@ use crate::format::index::IndexFile;
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::keys::RepoKeys;
+use crate::layout;
 use crate::store::StoreError;
 
 impl Repository {
@@ -99,6 +100,26 @@ impl Repository {
     /// [`list_object_ids`](Self::list_object_ids) of several folders at once, in that order.
     pub fn list_object_ids_together<const N: usize>(&self, dirs: [&str; N]) -> Result<[Vec<(Id, u64)>; N], StoreError> {
         self.store.list_ids_together(dirs)
+    }
+
+    /// Deletes a snapshot object only: the caller records why and updates the local database
+    /// (`forget`, `tag`, `repair snapshots` each do it in their own order).
+    pub fn delete_snapshot_object(&self, id: &Id) -> Result<(), StoreError> {
+        self.store.delete(&layout::in_dir(layout::SNAPSHOTS, id))
+    }
+
+    pub fn delete_pack(&self, id: &Id) -> Result<(), StoreError> {
+        self.store.delete(&layout::pack(id))
+    }
+
+    /// Deletes an index file from storage (the local database forgets it separately:
+    /// [`forget_local_index_files`](Self::forget_local_index_files)).
+    pub fn delete_index_file(&self, id: &Id) -> Result<(), StoreError> {
+        self.store.delete(&layout::in_dir(layout::INDEX, id))
+    }
+
+    pub fn delete_plan_record(&self, id: &Id) -> Result<(), StoreError> {
+        self.store.delete(&layout::in_dir(layout::PLANS, id))
     }
 
     /// Reads the index files `files` (id, size) several at a time (a round trip each on a

@@ -15,7 +15,7 @@ use super::{RepoError, Repository};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
 use crate::layout;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How often a running backup writes a fresh lock marker.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -148,6 +148,14 @@ impl Drop for BackupLock {
 }
 
 impl Repository {
+    /// Signs and stores a prune plan record; its id (the hash of its bytes) names it.
+    pub fn save_plan_record(&self, record: &PlanRecord) -> Result<Id, StoreError> {
+        let bytes = record.encode(&self.id(), &self.keys.signer);
+        let id = Id::of_bytes(&bytes);
+        self.store.write(&layout::in_dir(layout::PLANS, &id), bytes)?;
+        Ok(id)
+    }
+
     /// Every prune plan record whose signature holds; others are reported and ignored.
     pub fn plan_records(&self) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
         self.plan_records_listed(self.store.list_ids(layout::PLANS)?)

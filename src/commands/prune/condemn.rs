@@ -7,7 +7,6 @@ use crate::crashpoint;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::layout;
 use crate::repo::packer::Packer;
 use crate::repo::{now_unix, BlobLocation, Repository};
 
@@ -155,7 +154,7 @@ pub(super) fn condemn_phase(
         .filter(|(id, r)| *id != plan_id && matches!(r, PlanRecord::Condemn { .. }))
         .count();
     if rivals > 0 {
-        repo.delete_object(&layout::in_dir(layout::PLANS, &plan_id))?;
+        repo.delete_plan_record(&plan_id)?;
         return Err(PruneError::ConcurrentPrune);
     }
     delete_phase(repo, options, plan_id, &record, None, report, progress)

@@ -151,7 +151,7 @@ pub(super) fn delete_phase(
     progress(&format!("deleting {} index files and {} packs", superseded.len(), delete.len()));
     let mut removed_index = Vec::new();
     for id in superseded_index {
-        repo.delete_object(&layout::in_dir(layout::INDEX, id))?;
+        repo.delete_index_file(id)?;
         removed_index.push(*id);
         report.index_files_removed += 1;
         crashpoint::hit("prune-mid-index-delete");
@@ -159,7 +159,7 @@ pub(super) fn delete_phase(
     repo.forget_local_index_files(&removed_index)?;
     crashpoint::hit("prune-after-index-delete");
     for pack in &delete {
-        repo.delete_object(&layout::pack(pack))?;
+        repo.delete_pack(pack)?;
         report.packs_deleted += 1;
         crashpoint::hit("prune-mid-pack-delete");
     }
@@ -171,9 +171,9 @@ pub(super) fn delete_phase(
         }
     }
     report.spool_files_removed += remove_old_spool_files(repo, options.lock_timeout);
-    repo.delete_object(&layout::in_dir(layout::PLANS, &wait_id))?;
+    repo.delete_plan_record(&wait_id)?;
     crashpoint::hit("prune-after-wait-delete");
-    repo.delete_object(&layout::in_dir(layout::PLANS, &plan_id))?;
+    repo.delete_plan_record(&plan_id)?;
     Ok(())
 }
 

@@ -20,7 +20,6 @@ use serde::Serialize;
 
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::layout;
 use crate::repo::locks::LOCK_TIMEOUT;
 use crate::repo::{RepoError, Repository};
 
@@ -175,7 +174,7 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
     for (id, record) in &records {
         if let PlanRecord::Wait { plan, .. } = record {
             if !plans.contains(plan) {
-                repo.delete_object(&layout::in_dir(layout::PLANS, id))?;
+                repo.delete_plan_record(id)?;
             }
         }
     }
@@ -189,10 +188,7 @@ fn domain_keys(repo: &Repository, domain: &Id) -> Result<crate::keys::DomainKeys
 }
 
 fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError> {
-    let bytes = record.encode(&repo.id(), &repo.keys().signer);
-    let id = Id::of_bytes(&bytes);
-    repo.write_object(&layout::in_dir(layout::PLANS, &id), bytes)?;
-    Ok(id)
+    Ok(repo.save_plan_record(record)?)
 }
 
 /// Prune on a repository in memory.
