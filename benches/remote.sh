@@ -68,6 +68,10 @@ cleanup() {
     [ -n "$MOUNT_PID" ] && kill "$MOUNT_PID" 2>/dev/null
     [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null
     kill "$MOTO" 2>/dev/null; wait "$MOTO" 2>/dev/null
+    # Restored copies are removed only now: thousands of files deleted between steps made
+    # ext4 slow to allocate inodes for the next restore (seconds of `recently_deleted` in the
+    # kernel), which timed the disk instead of the tools.
+    rm -rf "$WORK/out"
 }
 trap cleanup EXIT
 for _ in $(seq 100); do
@@ -136,7 +140,6 @@ coffer_run() {
         [ "$COLD_CACHE" = 1 ] && rm -rf "$COFFER_CACHE_DIR"
         timed coffer "restore-$kind" "$d" "${c[@]}" restore -q latest --target "$WORK/out/coffer-$d-$kind"
         same "$src" "$WORK/out/coffer-$d-$kind$src" "coffer restore $kind"
-        rm -rf "$WORK/out/coffer-$d-$kind"
         if [ $CAN_MOUNT = 1 ]; then
             mkdir -p "$MNT"
             "${c[@]}" mount "$MNT" 2>"$WORK/logs/coffer-mount-$d-$kind.err" &
@@ -144,11 +147,10 @@ coffer_run() {
             wait_mounted "$MNT/latest$src"
             local start end
             start=$(now)
-            if [ $kind = small ]; then cp -r "$MNT/latest$src" "$WORK/out/cp"; else cat "$MNT/latest$src/big.bin" >"$WORK/out/cp"; fi
+            if [ $kind = small ]; then cp -r "$MNT/latest$src" "$WORK/out/cp-coffer-$d-$kind"; else cat "$MNT/latest$src/big.bin" >"$WORK/out/cp-coffer-$d-$kind"; fi
             end=$(now)
             unmount
-            if [ $kind = small ]; then same "$src" "$WORK/out/cp" "coffer mount copy"; else cmp -s "$src/big.bin" "$WORK/out/cp" || die "coffer mount read differs"; fi
-            rm -rf "$WORK/out/cp"
+            if [ $kind = small ]; then same "$src" "$WORK/out/cp-coffer-$d-$kind" "coffer mount copy"; else cmp -s "$src/big.bin" "$WORK/out/cp-coffer-$d-$kind" || die "coffer mount read differs"; fi
             printf '%s\t%s\tcoffer\t%.2f\t%s\n' "mount-$kind" "$d" "$(awk "BEGIN{print $end - $start}")" \
                 "$(grep -h 'store requests' "$WORK/logs/coffer-mount-$d-$kind.err" | tail -1 | grep -o ' reads=[0-9]*' | sed 's/^ /whole mount: /')" >>"$RESULTS"
         fi
@@ -169,7 +171,6 @@ restic_like_run() {
         [ "$COLD_CACHE" = 1 ] && rm -rf "$cache"
         timed "$tool" "restore-$kind" "$d" "${c[@]}" restore latest --target "$WORK/out/$tool-$d-$kind"
         same "$src" "$WORK/out/$tool-$d-$kind$src" "$tool restore $kind"
-        rm -rf "$WORK/out/$tool-$d-$kind"
         if [ $CAN_MOUNT = 1 ] && [ "$tool" = restic ]; then
             mkdir -p "$MNT"
             "${c[@]}" mount "$MNT" >"$WORK/logs/$tool-mount-$d-$kind.log" 2>&1 &
@@ -177,10 +178,9 @@ restic_like_run() {
             wait_mounted "$MNT/snapshots/latest$src"
             local start end
             start=$(now)
-            if [ $kind = small ]; then cp -r "$MNT/snapshots/latest$src" "$WORK/out/cp"; else cat "$MNT/snapshots/latest$src/big.bin" >"$WORK/out/cp"; fi
+            if [ $kind = small ]; then cp -r "$MNT/snapshots/latest$src" "$WORK/out/cp-$tool-$d-$kind"; else cat "$MNT/snapshots/latest$src/big.bin" >"$WORK/out/cp-$tool-$d-$kind"; fi
             end=$(now)
             unmount
-            rm -rf "$WORK/out/cp"
             printf '%s\t%s\t%s\t%.2f\t\n' "mount-$kind" "$d" "$tool" "$(awk "BEGIN{print $end - $start}")" >>"$RESULTS"
         fi
     done

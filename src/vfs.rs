@@ -280,7 +280,18 @@ impl Source for RepoSource {
     }
 
     fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError> {
-        self.repo.load_blob(&Id(*key)).map(Arc::new).map_err(to_source_error)
+        // The sealed bytes are dropped once opened: each fetch thread keeps one buffer for them.
+        // A fresh one per block (~0.5 MiB, mapped and unmapped each time, see `cli::alloc`)
+        // cost a sixth of a cold read's CPU in page faults.
+        thread_local! {
+            static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let location = self.repo.locate(&Id(*key)).map_err(to_source_error)?;
+        let mut plain = Vec::new();
+        SEALED
+            .with_borrow_mut(|sealed| self.repo.read_blob_relocating_into(&location, sealed, &mut plain))
+            .map_err(to_source_error)?;
+        Ok(Arc::new(plain))
     }
 
     /// Over a network a miss reads the run of the pack around the block: the files next to a

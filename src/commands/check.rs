@@ -400,11 +400,13 @@ fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) 
 
 /// `signers/` objects that do not verify, and revocations this machine saw that are gone.
 fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
-    let signers = repo.signers()?;
-    for (id, reason) in signers.invalid {
-        report.error(layout::in_dir(layout::SIGNERS, &id), format!("signer record ignored: {reason}"));
+    // As read when the repository was opened, a moment ago: listing `signers/` again would
+    // cost a round trip per check for nothing.
+    let signers = repo.signers_at_open()?;
+    for (id, reason) in &signers.invalid {
+        report.error(layout::in_dir(layout::SIGNERS, id), format!("signer record ignored: {reason}"));
     }
-    for signer in signers.vanished_revocations {
+    for signer in &signers.vanished_revocations {
         report.error(
             layout::SIGNERS,
             format!(

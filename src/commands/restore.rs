@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
@@ -86,9 +86,16 @@ pub struct RestoreReport {
     pub planned: Vec<String>,
 }
 
+/// A file being restored. It is created (sized, so zero chunks stay holes) by the first worker
+/// with a chunk for it, not by the walk: the walk created a batch's thousands of small files
+/// one after another before any of them was read, and ext4's inode allocation can cost a
+/// millisecond per file (after many deletions). The workers create them side by side, as
+/// their bytes arrive. /usr/share/doc from S3 at 15 ms each way: 1.2-4.9 s before, 0.8-1.3 s
+/// after, interleaved runs. A file that fails before it was created is never created.
 struct PendingFile {
     path: PathBuf,
-    file: File,
+    size: u64,
+    file: OnceLock<std::io::Result<File>>,
     meta: Metadata,
     remaining: AtomicUsize,
     failure: Mutex<Option<String>>,
@@ -99,6 +106,17 @@ struct PendingFile {
 impl PendingFile {
     fn failed(&self) -> bool {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The file, created on first use (replacing what is in the way, as the walk decided).
+    fn created(&self) -> std::io::Result<&File> {
+        let created = self.file.get_or_init(|| {
+            let file =
+                replacing(&self.path, || std::fs::OpenOptions::new().write(true).create_new(true).open(&self.path))?;
+            file.set_len(self.size)?;
+            Ok(file)
+        });
+        created.as_ref().map_err(copy_of)
     }
 }
 
@@ -566,21 +584,24 @@ impl RestoreWalk<'_, '_> {
         match &node.kind {
             NodeKind::File { size, content } => {
                 self.wait_for_file_room().map_err(std::io::Error::other)?;
-                let file = replacing(dest, || std::fs::OpenOptions::new().write(true).create_new(true).open(dest))?;
-                // Sized first: chunks of zeros are then skipped and stay holes.
-                file.set_len(*size)?;
-                self.report.files += 1;
-                self.opened += 1;
-                self.shared.progress.add_file();
-                self.shared.progress.set_current(dest);
                 let pending = Arc::new(PendingFile {
                     path: dest.to_path_buf(),
-                    file,
+                    size: *size,
+                    file: OnceLock::new(),
                     meta: meta.clone(),
                     remaining: AtomicUsize::new(content.len()),
                     failure: Mutex::new(None),
                     prefault: self.shared.target_local && content.len() > 1,
                 });
+                // Created here when nothing else would create it in time: an empty file, or
+                // one whose other names are linked to it right after this.
+                if content.is_empty() || meta.nlink > 1 {
+                    pending.created()?;
+                }
+                self.report.files += 1;
+                self.opened += 1;
+                self.shared.progress.add_file();
+                self.shared.progress.set_current(dest);
                 if content.is_empty() {
                     return finish_file(self.shared, &pending);
                 }
@@ -713,7 +734,8 @@ fn deliver(shared: &Shared<'_>, job: &ChunkJob, data: Result<&[u8], String>) {
             )),
         });
         let result = data.and_then(|data| {
-            write_sparse(&job.file.file, data, job.offset, job.file.prefault).map_err(|e| {
+            let file = job.file.created();
+            file.and_then(|file| write_sparse(file, data, job.offset, job.file.prefault)).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ENOSPC) {
                     shared.disk_full.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(job.file.path.clone());
                 }
@@ -807,15 +829,29 @@ fn on_local_disk(path: &Path) -> bool {
     })
 }
 
+/// An I/O error again (they are not `Clone`), keeping the OS error code that disk-full
+/// detection looks at.
+fn copy_of(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// Applies metadata once the last chunk is written, or removes a file that failed.
 fn finish_file(shared: &Shared<'_>, file: &PendingFile) -> std::io::Result<()> {
     let failure = file.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let result = match failure {
-        Some(reason) => {
-            let _ = std::fs::remove_file(&file.path);
+    let result = match (failure, file.file.get()) {
+        (Some(reason), created) => {
+            // Only what this restore created is removed: a file it never got to stays as it was.
+            if matches!(created, Some(Ok(_))) {
+                let _ = std::fs::remove_file(&file.path);
+            }
             Err(std::io::Error::other(format!("not restored: {reason}")))
         }
-        None => apply_file_metadata(&file.file, &file.meta, shared.as_root),
+        (None, Some(Ok(created))) => apply_file_metadata(created, &file.meta, shared.as_root),
+        (None, Some(Err(e))) => Err(copy_of(e)),
+        (None, None) => Err(std::io::Error::other("not restored: none of its content was read")),
     };
     if let Err(e) = &result {
         shared.errors.lock().unwrap_or_else(|p| p.into_inner()).push((file.path.display().to_string(), e.to_string()));

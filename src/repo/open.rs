@@ -109,6 +109,18 @@ impl Repository {
         keys: RepoKeys,
         options: &OpenOptions,
     ) -> Result<Repository, RepoError> {
+        Repository::with_keys_prefetched(store, config, keys, options, None)
+    }
+
+    /// Like [`Repository::with_keys`], with `index/` listed and `signers/` read beforehand
+    /// (while the passphrase was derived) when `prefetched` holds them.
+    fn with_keys_prefetched(
+        store: Store,
+        config: Config,
+        keys: RepoKeys,
+        options: &OpenOptions,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Repository, RepoError> {
         let db = Db::open(&db_path(options, &config.repo_id), &config.repo_id)?;
         let own = keys.write_domain();
         let mut repo = Repository {
@@ -121,6 +133,13 @@ impl Repository {
             signers_at_open: Mutex::new(None),
             key_file: None,
         };
+        if let Some(Prefetched { index, signers }) = prefetched {
+            let signers = repo.signers_from(signers?)?;
+            *repo.signers_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(signers));
+            repo.load_domains()?;
+            repo.sync_index_listed(index?)?;
+            return Ok(repo);
+        }
         // `index/` is listed while the signers are read: a round trip each on a remote store.
         let index_store = repo.store.clone();
         let (domains, index) = std::thread::scope(|scope| {
@@ -132,6 +151,12 @@ impl Repository {
         repo.sync_index_listed(index?)?;
         Ok(repo)
     }
+}
+
+/// Read while a passphrase is derived (see [`Located::open`]).
+struct Prefetched {
+    index: Result<Vec<(Id, u64)>, StoreError>,
+    signers: Result<Vec<(Id, Vec<u8>)>, RepoError>,
 }
 
 /// A repository whose config has been read but not yet verified by a key. It already names
@@ -183,7 +208,24 @@ impl Located {
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         let Located { store, config_bytes, unverified, keys } = self;
         let remembered = remembered_key(options, &unverified.repo_id);
-        let (key_file, key) = unlock(&store, keys?, &unverified.repo_id, passphrase, remembered)?;
+        // What opening reads next needs no key: it goes out while Argon2 runs (two or three
+        // round trips in a row on a remote store, against a derivation of ~0.4 s).
+        let (unlocked, prefetched) = std::thread::scope(|scope| {
+            let prefetch = scope.spawn(|| {
+                let signers = scope.spawn(|| super::snapshots::fetch_signer_objects(&store));
+                let index = store.list_ids(layout::INDEX);
+                let signers =
+                    signers.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SIGNERS).into()));
+                Prefetched { index, signers }
+            });
+            let unlocked = unlock(&store, keys?, &unverified.repo_id, passphrase, remembered);
+            let prefetched = prefetch.join().map_err(|_| RepoError::Internal {
+                worker: "repository open",
+                detail: "a listing thread panicked".into(),
+            });
+            Ok::<_, RepoError>((unlocked, prefetched))
+        })?;
+        let (key_file, key) = unlocked?;
         let config =
             Config::decode(&config_bytes, &key.signing.verifying_key()).map_err(RepoError::format("config"))?;
         if config.public_key != key.secret.public().0 {
@@ -192,7 +234,7 @@ impl Located {
                 detail: "its public key does not match the repository key".into(),
             });
         }
-        let mut repo = Repository::with_keys(store, config, key.into(), options)?;
+        let mut repo = Repository::with_keys_prefetched(store, config, key.into(), options, Some(prefetched?))?;
         remember_key(options, &repo.config.repo_id, &key_file);
         repo.key_file = Some(key_file);
         Ok(repo)

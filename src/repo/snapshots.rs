@@ -18,6 +18,7 @@ use crate::format::signer::{Revocation, SignerObject, SignerRecord};
 use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 use crate::layout;
+use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct SnapshotEntry {
@@ -191,16 +192,16 @@ fn format_revocations_note(revoked: &HashMap<Id, HashSet<Id>>) -> String {
 impl Repository {
     /// Reads `signers/`: registrations and revocations, each verified with the repository key.
     pub fn signers(&self) -> Result<Signers, RepoError> {
+        self.signers_from(fetch_signer_objects(&self.store)?)
+    }
+
+    /// Verifies `signers/`'s objects as [`fetch_signer_objects`] read them.
+    pub(super) fn signers_from(&self, objects: Vec<(Id, Vec<u8>)>) -> Result<Signers, RepoError> {
         let mut signers = Signers { repository: self.keys.repo_verify.id(), ..Signers::default() };
         signers.active.insert(self.keys.repo_verify.id(), self.keys.repo_verify);
         let mut revocations: Vec<Revocation> = Vec::new();
-        for (id, _) in self.store.list_ids(layout::SIGNERS)? {
+        for (id, bytes) in objects {
             let path = layout::in_dir(layout::SIGNERS, &id);
-            let bytes = match self.store.read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
             match SignerObject::decode(&bytes, &self.id(), &self.keys.repo_verify) {
                 Ok(SignerObject::Registration(record)) => {
                     signers.valid_objects.insert(id);
@@ -356,12 +357,19 @@ impl Repository {
 
     fn read_snapshots(&self, trust_cache: bool) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
         let secret = self.require_full_key("listing snapshots")?;
-        let signers = self.signers()?;
+        // `snapshots/` is listed while `signers/` is read: a round trip each on a remote store.
+        let (signers, listed) = std::thread::scope(|scope| {
+            let listed = scope.spawn(|| self.store.list_ids(layout::SNAPSHOTS));
+            let signers = self.signers();
+            let listed = listed.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SNAPSHOTS)));
+            (signers, listed)
+        });
+        let signers = signers?;
+        let listed = listed?;
         let cached = if trust_cache { self.db().cached_snapshots()? } else { Default::default() };
         let mut good = Vec::new();
         let mut rejected = Vec::new();
         let mut verified = Vec::new();
-        let listed = self.store.list_ids(layout::SNAPSHOTS)?;
         self.warn_vanished(&listed)?;
         // Snapshots the cache does not hold are read several at a time (a round trip each on a
         // remote store), a batch at a time so at most a batch of them is in memory.
@@ -552,4 +560,23 @@ mod tests {
         let both = SnapshotFilter { paths: vec![b"/x".to_vec(), b"/y".to_vec()], ..Default::default() };
         assert!(pick("latest", &both).is_err());
     }
+}
+
+/// `signers/` as stored, each object read (8 at a time) but not yet verified: needs no key, so
+/// opening with a passphrase reads it while Argon2 runs. An object gone between the listing
+/// and its read is left out, as if listed a moment later.
+pub(super) fn fetch_signer_objects(store: &Store) -> Result<Vec<(Id, Vec<u8>)>, RepoError> {
+    let listed: Vec<Id> = store.list_ids(layout::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
+    let read = crate::store::map_in_flight(&listed, crate::store::SMALL_READS_IN_FLIGHT, |id| {
+        store.read(&layout::in_dir(layout::SIGNERS, id))
+    });
+    let mut objects = Vec::with_capacity(listed.len());
+    for (id, bytes) in listed.into_iter().zip(read) {
+        match bytes {
+            Ok(bytes) => objects.push((id, bytes)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(objects)
 }
