@@ -209,6 +209,13 @@ mod tests {
         Repository::open_write_only(fx.repo.store_for_tests(), key.clone(), &options).map(Arc::new)
     }
 
+    /// The fixture's repository opened again, as the next command would: `check` reads
+    /// `signers/` as it was at open, and `fx.repo` was opened before the test changed it.
+    fn reopened(fx: &Fixture) -> Repository {
+        let options = OpenOptions { cache_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
+        Repository::open(fx.repo.store_for_tests(), b"pw", &options).unwrap()
+    }
+
     fn back_up_with(repo: &Arc<Repository>, fx: &Fixture) -> Id {
         let options = BackupOptions { paths: vec![fx.src.path().to_path_buf()], ..Default::default() };
         run_backup(repo, &options, &AtomicBool::new(false)).unwrap().id
@@ -263,7 +270,7 @@ mod tests {
             }
         }
         assert_eq!(ids(&fx.repo).0, vec![first]);
-        let report = check(&fx.repo, &CheckOptions::default(), |_| {}).unwrap();
+        let report = check(&reopened(&fx), &CheckOptions::default(), |_| {}).unwrap();
         assert!(report.errors.iter().any(|p| p.message.contains("revocation")), "{:?}", report.errors);
     }
 
@@ -297,7 +304,7 @@ mod tests {
         planted.sort();
         assert_eq!(rejected_ids, planted);
         assert!(!fx.repo.signers().unwrap().active.contains_key(&other_key.signing.verifying_key().id()));
-        let report = check(&fx.repo, &CheckOptions::default(), |_| {}).unwrap();
+        let report = check(&reopened(&fx), &CheckOptions::default(), |_| {}).unwrap();
         for id in &planted {
             assert!(report.errors.iter().any(|p| p.object.ends_with(&id.to_hex())), "{id:?} not reported");
         }
