@@ -19,4 +19,6 @@ pub mod repo;
 pub mod safetext;
 pub mod secrets;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_kit;
 pub mod vfs;

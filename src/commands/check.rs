@@ -722,60 +722,16 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
     out
 }
 
-/// A repository on an in-memory store and a small source folder, for the commands' tests.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::path::PathBuf;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    use crate::archiver::{backup as run_backup, BackupOptions, BackupOutcome};
-    pub use crate::repo::test_kit::kdf;
-    use crate::repo::Repository;
-
-    pub struct Fixture {
-        pub repo: Arc<Repository>,
-        pub src: tempfile::TempDir,
-        /// Holds the local database.
-        pub _cache: tempfile::TempDir,
-    }
-
-    impl Fixture {
-        /// The source folder as the snapshot records it (symlinks resolved).
-        pub fn src_path(&self) -> PathBuf {
-            std::fs::canonicalize(self.src.path()).unwrap()
-        }
-    }
-
-    /// `a.txt` (5 bytes), `sub/b.txt` (11 bytes), `link -> a.txt`.
-    pub fn fixture() -> Fixture {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("a.txt"), b"hello").unwrap();
-        std::fs::create_dir(src.path().join("sub")).unwrap();
-        std::fs::write(src.path().join("sub/b.txt"), b"hello world").unwrap();
-        std::os::unix::fs::symlink("a.txt", src.path().join("link")).unwrap();
-        let (repo, cache) = crate::repo::test_kit::memory_repo();
-        Fixture { repo, src, _cache: cache }
-    }
-
-    pub fn backup(fx: &Fixture) -> BackupOutcome {
-        let options = BackupOptions { paths: vec![fx.src.path().to_path_buf()], ..Default::default() };
-        let outcome = run_backup(&fx.repo, &options, &AtomicBool::new(false)).unwrap();
-        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        outcome
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_bytes::ByteBuf;
 
-    use super::test_support::{self, backup, fixture, Fixture};
     use super::*;
     use crate::format::index::IndexPack;
     use crate::format::pack::PackWriter;
     use crate::format::tree::{Metadata, Node};
     use crate::keys::RepoKeys;
+    use crate::test_kit::{self, backup, fixture, Fixture};
 
     fn run(fx: &Fixture, read_data: ReadData) -> CheckReport {
         check(&fx.repo, &CheckOptions { read_data }, |_| {}).unwrap()
@@ -954,7 +910,7 @@ mod tests {
         keys.secret = None;
         let store = fx.repo.store_for_tests();
         let cache = tempfile::tempdir().unwrap();
-        let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_support::kdf() };
+        let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_kit::kdf() };
         let write_only = Repository::with_keys(store, fx.repo.config().clone(), keys, &options).unwrap();
         let full = CheckOptions { read_data: ReadData::All };
         assert!(matches!(check(&write_only, &full, |_| {}), Err(RepoError::WriteOnly { .. })));

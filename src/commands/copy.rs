@@ -236,9 +236,8 @@ pub fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
     use crate::commands::check::{check, CheckOptions, ReadData};
-    use crate::repo::test_kit::memory_repo;
+    use crate::test_kit::{backup, fixture, memory_repo};
 
     #[test]
     fn a_snapshot_is_copied_once_and_reads_back_whole() {

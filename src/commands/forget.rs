@@ -147,10 +147,10 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
     use crate::format::plan::PlanRecord;
     use crate::layout;
     use crate::repo::locks::{list_locks, lock_session};
+    use crate::test_kit::{backup, fixture};
 
     fn keep_last(n: u32, dry_run: bool) -> ForgetOptions {
         ForgetOptions {

@@ -194,11 +194,11 @@ mod tests {
 
     use super::*;
     use crate::archiver::{backup as run_backup, BackupOptions};
-    use crate::commands::check::test_support::{fixture, kdf, Fixture};
     use crate::commands::check::{check, CheckOptions};
     use crate::crypto::SigningKey;
     use crate::format::snapshot::Snapshot;
     use crate::repo::OpenOptions;
+    use crate::test_kit::{fixture, kdf, Fixture};
 
     fn open_write_only(
         fx: &Fixture,
@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn forged_replayed_and_foreign_snapshots_are_ignored_and_reported() {
         let fx = fixture();
-        let good = crate::commands::check::test_support::backup(&fx).id;
+        let good = crate::test_kit::backup(&fx).id;
         let snapshot = Snapshot { tree: Id([9; 32]), time_unix: 2, ..Snapshot::default() };
         // Someone with storage access only: signs with a key of their own.
         let forged = snapshot.encode(&fx.repo.id(), &fx.repo.keys().public, &SigningKey::random());

@@ -182,7 +182,7 @@ impl Visitor for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn counts_are_sane() {

@@ -195,10 +195,10 @@ fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
     use crate::commands::check::{check, CheckOptions, ReadData};
     use crate::commands::forget::{forget, ForgetOptions};
     use crate::commands::retention::RetentionPolicy;
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn data_only_a_forgotten_snapshot_used_is_deleted_and_the_rest_still_checks() {
