@@ -140,13 +140,12 @@ fn check_name(name: &str) -> Result<(), ProfileError> {
     }
 }
 
-/// `$XDG_CONFIG_HOME/coffer`, else `~/.config/coffer`.
+/// The user's config folder for Coffer (`directories`): `$XDG_CONFIG_HOME/coffer`, else
+/// `~/.config/coffer` on Linux; `/.config/coffer` when no home folder is known.
 pub fn config_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("coffer");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
-    home.join(".config/coffer")
+    directories::ProjectDirs::from("", "", "coffer")
+        .map(|dirs| dirs.config_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("/.config/coffer"))
 }
 
 pub fn profile_path(name: &str) -> Result<PathBuf, ProfileError> {

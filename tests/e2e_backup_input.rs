@@ -114,6 +114,35 @@ fn files_from_reads_paths_comments_and_stdin() {
     assert!(out.stderr().contains("--files-from lists name no path"), "{out}");
 }
 
+/// restic reads `--files-from` lines as globs (Go's `filepath.Glob`); `-verbatim` never does.
+#[test]
+fn files_from_expands_glob_lines() {
+    let c = Coffer::new();
+    c.init();
+    let src = c.dir("src");
+    for name in ["a/x.txt", "a/y.log", "b/x.txt", "b/deep/x.txt", "c/x.txt", "lit[1]"] {
+        std::fs::create_dir_all(src.join(name).parent().expect("parent")).expect("mkdir");
+        std::fs::write(src.join(name), name).expect("write");
+    }
+    let s = src.display();
+    let list = c.path("list.txt");
+    std::fs::write(&list, format!("{s}/[ab]/*.txt\n{s}/*/nothing*\n{s}/lit\\[1]\n")).expect("write");
+    let out = c.backup_out(&[], &["--files-from", list.to_str().expect("utf-8")]);
+    out.assert_code(0);
+    // `*` stays within one folder: b/deep/x.txt is not matched, nor c/ by [ab].
+    let base = src.display().to_string();
+    let want: Vec<String> = ["a/x.txt", "b/x.txt", "lit[1]"].iter().map(|n| format!("{base}/{n}")).collect();
+    assert_eq!(snapshot_names(&c, &src), want);
+    assert!(out.stderr().contains("matches no file, skipped"), "no warning for the empty pattern\n{out}");
+
+    // Verbatim: the same line is a path (here a missing one: the snapshot's error).
+    let verbatim = c.path("verbatim.txt");
+    std::fs::write(&verbatim, format!("{s}/[ab]/*.txt\n{s}/c/x.txt\n")).expect("write");
+    let out = c.backup_out(&[], &["--files-from-verbatim", verbatim.to_str().expect("utf-8")]);
+    out.assert_code(3);
+    assert_eq!(snapshot_names(&c, &src), [format!("{base}/c/x.txt")]);
+}
+
 /// Runs `coffer ARGS` with `input` on its standard input.
 fn with_stdin(c: &Coffer, args: &[&str], input: &[u8]) -> std::process::Output {
     let mut cmd = c.command();

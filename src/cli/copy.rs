@@ -74,10 +74,9 @@ pub fn run(global: &GlobalArgs, args: CopyArgs) -> Result<u8> {
             .map(|((from, to), signed_by)| json!({ "source": from.to_hex(), "copy": to.to_hex(), "signed_by": signed_by }))
             .collect();
         let skipped: Vec<_> = report.skipped.iter().map(|id| id.to_hex()).collect();
-        println!(
-            "{}",
-            json!({ "copied": copied, "skipped": skipped, "blobs_read": report.blobs_read, "bytes_added": report.bytes_added })
-        );
+        super::json::line(
+            &json!({ "copied": copied, "skipped": skipped, "blobs_read": report.blobs_read, "bytes_added": report.bytes_added }),
+        )?;
     } else if !global.quiet {
         for ((from, to), signed_by) in report.copied.iter().zip(&report.signed_by) {
             println!("copied snapshot {} (signed by {signed_by}) as {}", from.short(), to.short());

@@ -34,6 +34,10 @@ pub struct DumpArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: DumpArgs) -> Result<u8> {
+    if global.json {
+        // stdout carries the file or archive itself: a JSON report there would corrupt it.
+        bail!("dump writes the file itself to stdout and has no --json form");
+    }
     let repo = super::open_repo(global)?;
     repo.require_full_key("dump")?;
     let entry = repo.find_snapshot(&args.snapshot, &super::filter(&args.filter))?;

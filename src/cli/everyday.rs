@@ -112,19 +112,18 @@ pub fn diff_summary(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
 }
 
 pub fn snapshot_stats(global: &GlobalArgs, entry: &SnapshotEntry, stats: &SnapshotStats) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     if global.json {
-        let value = json!({
-            "snapshot": entry.id.to_hex(),
+        return super::json::line(&json!({
+            "snapshot_id": entry.id.to_hex(),
             "short_id": entry.id.short(),
+            "time": super::json::time(entry.snapshot.time_unix, entry.snapshot.time_nsec),
             "files": stats.files,
             "dirs": stats.dirs,
             "other": stats.other,
             "restore_bytes": stats.restore_bytes,
-        });
-        writeln!(out, "{value}")?;
-        return Ok(());
+        }));
     }
+    let mut out = std::io::stdout().lock();
     writeln!(out, "snapshot:       {}", entry.id.short())?;
     writeln!(out, "files:          {}", stats.files)?;
     writeln!(out, "folders:        {}", stats.dirs)?;
@@ -141,9 +140,6 @@ pub fn snapshots_grouped(
     rejected: &[coffer::repo::Rejection],
     by: GroupBy,
 ) -> Result<u8> {
-    if global.json {
-        anyhow::bail!("--group-by has no --json form yet: use `snapshots --json` and group by its fields");
-    }
     let mut groups: Vec<(GroupKey, Vec<SnapshotEntry>)> = Vec::new();
     for entry in snapshots {
         let key = by.key(&entry.snapshot, &entry.signer);
@@ -151,6 +147,23 @@ pub fn snapshots_grouped(
             Some((_, members)) => members.push(entry),
             None => groups.push((key, vec![entry])),
         }
+    }
+    if global.json {
+        for r in rejected {
+            eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), terminal(&r.reason));
+        }
+        // restic's shape: [{group_key, snapshots}], each snapshot the usual object.
+        let groups: Vec<_> = groups
+            .iter()
+            .map(|(key, members)| {
+                json!({
+                    "group_key": super::json::group_key(key),
+                    "snapshots": members.iter().map(super::json::snapshot).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        super::json::line(&groups)?;
+        return Ok(super::exit::OK);
     }
     let mut rejected = Some(rejected);
     for (i, (key, members)) in groups.iter().enumerate() {

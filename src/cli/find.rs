@@ -49,18 +49,18 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> Result<u8> {
         }
         snapshots += 1;
         matches += found.len() as u64;
-        let time = super::output::time(entry.snapshot.time_unix, entry.snapshot.time_nsec);
         if global.json {
             results.push(json!({
-                "snapshot": entry.id.to_hex(),
+                "snapshot_id": entry.id.to_hex(),
                 "short_id": entry.id.short(),
-                "time": time,
+                "time": super::json::time(entry.snapshot.time_unix, entry.snapshot.time_nsec),
                 "hostname": entry.snapshot.hostname,
                 "hits": found.len(),
                 "matches": found,
             }));
             continue;
         }
+        let time = super::output::time(entry.snapshot.time_unix, entry.snapshot.time_nsec);
         for e in &found {
             let name = match &e.target {
                 Some(target) => format!("{} -> {}", terminal(&e.path), terminal(target)),
@@ -70,7 +70,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> Result<u8> {
         }
     }
     if global.json {
-        writeln!(out, "{}", serde_json::to_string(&results)?)?;
+        super::json::line(&results)?;
     } else if !global.quiet {
         // On stderr: stdout stays one match per line for scripts.
         eprintln!(

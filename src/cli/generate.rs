@@ -8,7 +8,11 @@ use super::args::{Cli, GenerateArgs};
 use super::exit;
 use super::shared_args::GlobalArgs;
 
-pub fn run(_global: &GlobalArgs, args: GenerateArgs) -> Result<u8> {
+pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<u8> {
+    if global.json {
+        // The completion script is the output; a JSON report beside it would break it.
+        anyhow::bail!("generate writes completion scripts and man pages, and has no --json form");
+    }
     if let Some(shell) = args.completions {
         let mut out = std::io::stdout().lock();
         clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut out);

@@ -33,13 +33,13 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
                             "id": k.id.to_hex(),
                             "kind": k.kind,
                             "label": k.label,
-                            "created": output::time(k.created_unix, 0),
+                            "created": super::json::time(k.created_unix, 0),
                             "current": k.current,
                             "revoked": k.revoked,
                         })
                     })
                     .collect();
-                writeln!(out, "{}", serde_json::Value::Array(list))?;
+                super::json::line(&list)?;
             } else {
                 for key in list {
                     let kind = match key.kind {
@@ -77,7 +77,12 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
             Removed::Passphrase(id) => report(global, "removed", &id.to_hex())?,
             Removed::WriteOnly { id, kept_snapshots } => {
                 if global.json {
-                    println!("{}", json!({ "revoked": id.to_hex(), "kept_snapshots": kept_snapshots }));
+                    super::json::line(&json!({
+                        "action": "revoked",
+                        "id": id.to_hex(),
+                        "kind": KeyKind::WriteOnly,
+                        "kept_snapshots": kept_snapshots,
+                    }))?;
                 } else {
                     say(
                         global,
@@ -91,6 +96,9 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
             }
         },
         KeyCommand::WriteOnly { save_to_keychain, output, label, hosts } => {
+            if global.json && save_to_keychain.is_none() && output.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+                anyhow::bail!("--output - writes the key to stdout, where --json writes its report: give a file");
+            }
             let hosts = if hosts.is_empty() { vec![coffer::repo::hostname()] } else { hosts };
             keys::check_bound_hosts(&hosts)?;
             let key = keys::new_write_only(&repo)?;
@@ -127,7 +135,13 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
             };
             let id = keys::register_write_only(&repo, &key, &label, &hosts)?;
             if global.json {
-                println!("{}", json!({ "write_only_key": id.to_hex(), "label": label, "hosts": hosts }));
+                super::json::line(&json!({
+                    "action": "created",
+                    "id": id.to_hex(),
+                    "kind": KeyKind::WriteOnly,
+                    "label": label,
+                    "hosts": hosts,
+                }))?;
             } else {
                 let place = match (&save_to_keychain, &output) {
                     (Some(name), _) => format!("--key keychain:{name}"),
@@ -148,13 +162,22 @@ pub fn run_key(global: &GlobalArgs, command: KeyCommand) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A passphrase key added, changed or removed: `{action, id, kind}` with `--json`.
 fn report(global: &GlobalArgs, what: &str, id: &str) -> Result<()> {
     if global.json {
-        println!("{}", json!({ what: id }));
+        super::json::line(&json!({ "action": what, "id": id, "kind": KeyKind::Passphrase }))?;
     } else {
         say(global, format_args!("{what} key {}", &id[..8.min(id.len())]));
     }
     Ok(())
+}
+
+/// The keychain as `COFFER_KEYCHAIN` names it (the JSON value; people read `kind`'s Display).
+fn keychain_name(kind: secrets::KeychainKind) -> &'static str {
+    match kind {
+        secrets::KeychainKind::SecretService => "secret-service",
+        secrets::KeychainKind::Keyutils => "keyutils",
+    }
 }
 
 pub fn run_secret(global: &GlobalArgs, command: SecretCommand) -> Result<u8> {
@@ -164,10 +187,16 @@ pub fn run_secret(global: &GlobalArgs, command: SecretCommand) -> Result<u8> {
             let secret = password::read_secret_input(&name)?;
             secrets::write_keychain(&name, secret.as_bytes())?;
             say(global, format_args!("stored keychain:{name} in {kind}"));
+            if global.json {
+                super::json::line(&json!({ "action": "stored", "name": name, "keychain": keychain_name(kind) }))?;
+            }
         }
         SecretCommand::Delete { name } => {
             secrets::delete_keychain(&name)?;
             say(global, format_args!("deleted keychain:{name} from {kind}"));
+            if global.json {
+                super::json::line(&json!({ "action": "deleted", "name": name, "keychain": keychain_name(kind) }))?;
+            }
         }
     }
     Ok(exit::OK)

@@ -12,6 +12,7 @@ mod find;
 mod generate;
 mod help;
 mod interrupt;
+mod json;
 mod keys;
 mod output;
 mod password;

@@ -35,12 +35,11 @@ pub fn json_or_text(
     global: &GlobalArgs,
     report: &impl serde::Serialize,
 ) -> Result<Option<std::io::StdoutLock<'static>>> {
-    let mut out = std::io::stdout().lock();
     if global.json {
-        writeln!(out, "{}", serde_json::to_string(report)?)?;
+        super::json::line(report)?;
         return Ok(None);
     }
-    Ok((!global.quiet).then_some(out))
+    Ok((!global.quiet).then(|| std::io::stdout().lock()))
 }
 
 /// "1 snapshot", "2 snapshots" (every noun we count takes an s).
@@ -52,19 +51,9 @@ pub fn plural(n: u64, noun: &str) -> String {
     }
 }
 
+/// "512 B", "1.5 MiB": binary units, one decimal (bytesize's IEC form, which ours was).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    bytesize::ByteSize::b(n).to_string()
 }
 
 pub fn time(unix: i64, nsec: u32) -> String {
@@ -79,7 +68,7 @@ fn lossy(bytes: &[u8]) -> String {
 
 pub fn init(global: &GlobalArgs, location: &str, repo: &Repository) -> Result<()> {
     if global.json {
-        outln!("{}", json!({ "repository": location, "id": repo.id().to_hex() }));
+        super::json::line(&json!({ "repository": location, "id": repo.id().to_hex() }))?;
     } else if !global.quiet {
         outln!("created repository {} at {location}", repo.id().short());
         outln!("keep the password safe: without it the backups cannot be read");
@@ -97,28 +86,30 @@ pub fn backup(global: &GlobalArgs, outcome: &BackupOutcome, took: Duration) -> R
     let s = &outcome.snapshot.summary;
     if global.json {
         let errors: Vec<_> =
-            outcome.errors.iter().map(|(p, m)| json!({ "path": p.display().to_string(), "message": m })).collect();
-        outln!(
-            "{}",
-            json!({
-                // A dry run stores no snapshot, so it has no id to give.
-                "snapshot_id": (!outcome.dry_run).then(|| outcome.id.to_hex()),
-                "short_id": (!outcome.dry_run).then(|| outcome.id.short()),
-                "dry_run": outcome.dry_run,
-                "files_new": s.files_new,
-                "files_changed": s.files_changed,
-                "files_unmodified": s.files_unmodified,
-                "dirs": s.dirs,
-                "bytes_read": s.bytes_read,
-                "bytes_added": s.bytes_added,
-                "raw_added": s.raw_added,
-                "total_bytes": s.total_bytes,
-                "packs_added": s.packs_added,
-                "errors": errors,
-                "incomplete": outcome.snapshot.incomplete,
-                "elapsed_seconds": took.as_secs_f64(),
-            })
-        );
+            outcome.errors.iter().map(|(p, m)| super::json::problem(&p.display().to_string(), m)).collect();
+        let summary = super::json::summary(&outcome.snapshot);
+        let snapshot = &outcome.snapshot;
+        super::json::line(&json!({
+            // A dry run stores no snapshot, so it has no id to give.
+            "snapshot_id": (!outcome.dry_run).then(|| outcome.id.to_hex()),
+            "short_id": (!outcome.dry_run).then(|| outcome.id.short()),
+            "dry_run": outcome.dry_run,
+            "time": super::json::time(snapshot.time_unix, snapshot.time_nsec),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "raw_added": s.raw_added,
+            "total_bytes": s.total_bytes,
+            "packs_added": s.packs_added,
+            "errors": errors,
+            "incomplete": outcome.snapshot.incomplete,
+            "backup_start": summary["backup_start"],
+            "backup_end": summary["backup_end"],
+            "elapsed_seconds": took.as_secs_f64(),
+        }))?;
     } else if !global.quiet {
         outln!(
             "files: {} new, {} changed, {} unmodified; {}",
@@ -149,27 +140,8 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
         eprintln!("warning: ignoring snapshot {}: {}", r.id.short(), terminal(&r.reason));
     }
     if global.json {
-        let list: Vec<_> = snapshots
-            .iter()
-            .map(|e| {
-                let s = &e.snapshot;
-                json!({
-                    "id": e.id.to_hex(),
-                    "short_id": e.id.short(),
-                    "time": time(s.time_unix, s.time_nsec),
-                    "hostname": s.hostname,
-                    "username": s.username,
-                    "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-                    "tags": s.tags,
-                    "tree": s.tree.to_hex(),
-                    "incomplete": s.incomplete,
-                    "signer": e.signer.to_hex(),
-                    "signed_by": e.signed_by,
-                    "summary": s.summary_json(),
-                })
-            })
-            .collect();
-        outln!("{}", serde_json::to_string_pretty(&list)?);
+        let list: Vec<_> = snapshots.iter().map(super::json::snapshot).collect();
+        super::json::line(&list)?;
         return Ok(());
     }
     // Columns sized by display width, so wide characters and long host names stay aligned.
@@ -201,21 +173,6 @@ pub fn snapshots(global: &GlobalArgs, snapshots: &[SnapshotEntry], rejected: &[R
     Ok(())
 }
 
-trait SummaryJson {
-    fn summary_json(&self) -> serde_json::Value;
-}
-
-impl SummaryJson for coffer::format::snapshot::Snapshot {
-    fn summary_json(&self) -> serde_json::Value {
-        let s = &self.summary;
-        json!({
-            "files_new": s.files_new, "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified, "dirs": s.dirs,
-            "bytes_read": s.bytes_read, "bytes_added": s.bytes_added, "errors": s.errors,
-        })
-    }
-}
-
 pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport, took: Duration) -> Result<()> {
     if report.special_left_out > 0 {
         eprintln!(
@@ -228,7 +185,12 @@ pub fn restore(global: &GlobalArgs, id: &Id, report: &RestoreReport, took: Durat
         eprintln!("error: {}: {}", terminal(path), terminal(message));
     }
     if global.json {
-        outln!("{}", serde_json::to_string(report)?);
+        let mut value = serde_json::to_value(report)?;
+        value["errors"] = report.errors.iter().map(|(path, message)| super::json::problem(path, message)).collect();
+        value["snapshot_id"] = json!(id.to_hex());
+        value["short_id"] = json!(id.short());
+        value["elapsed_seconds"] = json!(took.as_secs_f64());
+        super::json::line(&value)?;
     } else if report.dry_run {
         // The list is the point of a dry run: printed even with --quiet.
         for path in &report.planned {
@@ -368,12 +330,30 @@ fn tick(bar: &indicatif::ProgressBar, counters: &Counters, stop: &AtomicBool) {
     }
 }
 
-/// "0.4 s", "12.0 s", "3 minutes": the elapsed time of a summary line.
+/// "0.4 s", "12.0 s", "3m 5s", "1h 2m 3s": the elapsed time of a summary line (to the
+/// second past a minute, jiff's friendly format).
 pub fn elapsed(d: Duration) -> String {
     if d < Duration::from_secs(60) {
         format!("{:.1} s", d.as_secs_f64())
     } else {
-        indicatif::HumanDuration(d).to_string()
+        let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        format!("{:#}", jiff::SignedDuration::from_secs(seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_for_people() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(elapsed(Duration::from_millis(400)), "0.4 s");
+        assert_eq!(elapsed(Duration::from_secs(185)), "3m 5s");
+        assert_eq!(elapsed(Duration::from_secs(3723)), "1h 2m 3s");
     }
 }
 
@@ -390,7 +370,7 @@ pub fn ls_entry(global: &GlobalArgs, out: &mut impl Write, entry: &LsEntry) -> s
 
 pub fn check(global: &GlobalArgs, report: &CheckReport) -> Result<()> {
     if global.json {
-        outln!("{}", serde_json::to_string_pretty(report)?);
+        super::json::line(report)?;
         return Ok(());
     }
     for w in &report.warnings {
@@ -432,7 +412,7 @@ pub fn diff(global: &GlobalArgs, entries: &[DiffEntry]) -> Result<()> {
 
 pub fn stats(global: &GlobalArgs, stats: &Stats) -> Result<()> {
     if global.json {
-        outln!("{}", serde_json::to_string_pretty(stats)?);
+        super::json::line(stats)?;
         return Ok(());
     }
     outln!("snapshots:          {}", stats.snapshots);

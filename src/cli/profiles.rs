@@ -34,7 +34,7 @@ pub fn run(global: &GlobalArgs, command: ProfileCommand) -> Result<u8> {
                 let mut value = serde_json::to_value(&shown)?;
                 value["path"] = serde_json::Value::String(path.display().to_string());
                 value["problem"] = problem.clone().map(serde_json::Value::String).unwrap_or_default();
-                println!("{value}");
+                super::json::line(&value)?;
             } else {
                 println!("# {}", path.display());
                 print!("{}", shown.to_toml());

@@ -112,7 +112,14 @@ pub fn forget(global: &GlobalArgs, repo: &Arc<Repository>, args: ForgetArgs) -> 
         now_unix: now_unix(),
     };
     let report = forget::forget(repo, &options)?;
-    print_forget(global, &report)?;
+    if global.json && args.prune && !args.dry_run {
+        // One JSON line: the prune's report inside forget's. A prune that fails leaves it null:
+        // what forget removed is still said before the error.
+        let pruned = prune_report(global, repo, args.max_unused, false);
+        print_forget(global, &report, pruned.as_ref().ok())?;
+        return Ok(prune_exit(&pruned?));
+    }
+    print_forget(global, &report, None)?;
     if args.prune && !args.dry_run {
         return run_prune(global, repo, args.max_unused, false);
     }
@@ -140,6 +147,21 @@ pub fn refuse_if_append_only(global: &GlobalArgs, command: &str) -> Result<()> {
 }
 
 fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: bool) -> Result<u8> {
+    let report = prune_report(global, repo, max_unused, dry_run)?;
+    print_prune(global, &report)?;
+    Ok(prune_exit(&report))
+}
+
+/// Waiting for backups means the prune is not done: scripts must not take it for success.
+fn prune_exit(report: &PruneReport) -> u8 {
+    if report.waiting_for.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    }
+}
+
+fn prune_report(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: bool) -> Result<PruneReport> {
     let options = PruneOptions {
         max_unused_percent: max_unused,
         dry_run,
@@ -147,17 +169,15 @@ fn run_prune(global: &GlobalArgs, repo: &Repository, max_unused: f64, dry_run: b
         ..Default::default()
     };
     let quiet = global.quiet || global.json;
-    let report = prune::prune(repo, &options, |step| {
+    Ok(prune::prune(repo, &options, |step| {
         if !quiet {
             eprintln!("{step}");
         }
-    })?;
-    print_prune(global, &report)?;
-    // Waiting for backups means the prune is not done: scripts must not take it for success.
-    Ok(if report.waiting_for.is_empty() { exit::OK } else { exit::INCOMPLETE })
+    })?)
 }
 
-fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
+/// Forget's report; with `--json`, `prune` holds the report of `--prune` (null without it).
+fn print_forget(global: &GlobalArgs, report: &ForgetReport, pruned: Option<&PruneReport>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (id, reason) in &report.untrusted {
         eprintln!("warning: snapshot {} is not considered (and not removed): {reason}", id.short());
@@ -171,11 +191,12 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
             .iter()
             .map(|g| {
                 json!({
-                    "group": { "host": g.group.host, "paths": g.group.paths, "tags": g.group.tags, "signer": g.group.signer },
+                    "group_key": super::json::group_key(&g.group),
                     "snapshots": g.snapshots.iter().map(|s| json!({
                         "id": s.id.to_hex(),
-                        "time": s.time,
-                        "host": s.host,
+                        "short_id": s.id.short(),
+                        "time": super::json::time(s.time_unix, s.time_nsec),
+                        "hostname": s.host,
                         "tags": s.tags,
                         "signed_by": s.signed_by,
                         "keep": s.keep,
@@ -190,9 +211,9 @@ fn print_forget(global: &GlobalArgs, report: &ForgetReport) -> Result<()> {
             "removed": report.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "future": report.future.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "untrusted": report.untrusted.iter().map(|(id, r)| json!({"id": id.to_hex(), "reason": r})).collect::<Vec<_>>(),
+            "prune": pruned,
         });
-        writeln!(out, "{value}")?;
-        return Ok(());
+        return super::json::line(&value);
     }
     if global.quiet {
         return Ok(());

@@ -40,7 +40,8 @@ pub struct GlobalArgs {
     /// Folder for the local database (a cache; safe to delete).
     #[arg(long, global = true, env = "COFFER_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Machine-readable output.
+    /// Machine-readable output: JSON Lines on stdout (one value a line, UTC RFC 3339 times,
+    /// sizes in bytes); messages stay on stderr. See README "JSON output".
     #[arg(long, global = true)]
     pub json: bool,
     /// Print only errors.
@@ -65,21 +66,26 @@ pub struct SnapshotFilterArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Parses sizes like `512MiB`, `2GiB`, `1G`, `300k` or plain bytes (binary units either way).
+/// Parses sizes like `512MiB`, `2GiB`, `1G`, `300k` or plain bytes (binary units either way,
+/// as restic reads `--exclude-larger-than 1M`). bytesize does the arithmetic; its own reading
+/// of `1M`/`1MB` is decimal, so the unit is first spelled in its binary form.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
+    let binary = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => "B",
+        "k" => "KiB",
+        "m" => "MiB",
+        "g" => "GiB",
+        "t" => "TiB",
         _ => return Err(format!("unknown unit in {text:?}: use KiB, MiB, GiB or TiB")),
     };
-    Ok((number * (1u64 << shift) as f64) as u64)
+    let not_a_size = || format!("{text:?} is not a size like 512MiB or 2GiB");
+    if number.parse::<f64>().is_err() {
+        return Err(not_a_size());
+    }
+    format!("{number} {binary}").parse::<bytesize::ByteSize>().map(|size| size.as_u64()).map_err(|_| not_a_size())
 }
 
 #[cfg(test)]
@@ -94,6 +100,12 @@ mod tests {
         assert_eq!(parse_size("300k"), Ok(300 << 10));
         assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
         assert_eq!(parse_size("42"), Ok(42));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("9007199254740993"), Ok(9007199254740993));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1.2.3M").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3 parsecs").is_err());
     }

@@ -53,7 +53,7 @@ pub fn run(global: &GlobalArgs, args: TagArgs) -> Result<u8> {
         let changed: Vec<_> =
             report.changed.iter().map(|(old, new)| json!({ "old": old.to_hex(), "new": new.to_hex() })).collect();
         let unchanged: Vec<_> = report.unchanged.iter().map(|id| id.to_hex()).collect();
-        writeln!(out, "{}", json!({ "changed": changed, "unchanged": unchanged }))?;
+        super::json::line(&json!({ "changed": changed, "unchanged": unchanged }))?;
     } else if !global.quiet {
         for (old, new) in &report.changed {
             writeln!(out, "snapshot {} is now {}", old.short(), new.short())?;

@@ -43,7 +43,9 @@ pub struct DiffEntry {
     pub path: String,
     #[serde(skip)]
     pub path_bytes: Vec<u8>,
-    /// [`NodeKind::type_name`] of the entry (in B, or in A when removed).
+    /// [`NodeKind::type_name`] of the entry (in B, or in A when removed); `type` in JSON, as
+    /// in `ls`'s entries.
+    #[serde(rename = "type")]
     pub kind: &'static str,
     /// A file's size (in B, or in A when removed); 0 for anything else.
     #[serde(skip)]

@@ -43,7 +43,11 @@ pub struct ForgetOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct SnapshotDecision {
     pub id: Id,
+    /// The snapshot's time for people: local, to the second.
     pub time: String,
+    /// The snapshot's time as stored (for machine output).
+    pub time_unix: i64,
+    pub time_nsec: u32,
     pub host: String,
     pub tags: Vec<String>,
     /// The key that signed it, as listings name it.
@@ -105,6 +109,8 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
             rows.push(SnapshotDecision {
                 id: d.id,
                 time,
+                time_unix: s.time_unix,
+                time_nsec: s.time_nsec,
                 host: s.hostname.clone(),
                 tags: s.tags.clone(),
                 signed_by: signed_by.get(&d.id).cloned().unwrap_or_default(),

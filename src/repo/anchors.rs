@@ -97,10 +97,11 @@ impl Repository {
     /// Compares what the trusted snapshots vouch for with what the store lists.
     pub fn check_anchors(&self, snapshots: &[SnapshotEntry]) -> Result<AnchorProblems, RepoError> {
         let mut problems = AnchorProblems::default();
-        let listed_signers: HashSet<Id> =
-            self.store.list_ids(crate::layout::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
-        let listed_snapshots: HashSet<Id> =
-            self.store.list_ids(crate::layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+        use crate::layout::{SIGNERS, SNAPSHOTS};
+        // Listed together: a round trip each on a remote store.
+        let [signer_objects, snapshot_objects] = self.store.list_ids_together([SIGNERS, SNAPSHOTS])?;
+        let listed_signers: HashSet<Id> = signer_objects.into_iter().map(|(id, _)| id).collect();
+        let listed_snapshots: HashSet<Id> = snapshot_objects.into_iter().map(|(id, _)| id).collect();
         let mut forgotten: Option<HashSet<Id>> = None;
         let mut reported = HashSet::new();
         for entry in snapshots {

@@ -20,13 +20,12 @@ pub struct OpenOptions {
     pub kdf: KdfParams,
 }
 
-/// `$XDG_DATA_HOME/coffer`, else `~/.local/share/coffer`.
+/// The user's data folder for Coffer (`directories`): `$XDG_DATA_HOME/coffer`, else
+/// `~/.local/share/coffer` on Linux; `/.local/share/coffer` when no home folder is known.
 pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("coffer");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
-    home.join(".local/share/coffer")
+    directories::ProjectDirs::from("", "", "coffer")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("/.local/share/coffer"))
 }
 
 pub fn hostname() -> String {
