@@ -12,10 +12,13 @@ pub mod filter;
 pub mod format;
 pub mod id;
 pub mod keys;
+pub mod layout;
 pub mod profile;
 pub mod progress;
 pub mod repo;
 pub mod safetext;
 pub mod secrets;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_kit;
 pub mod vfs;

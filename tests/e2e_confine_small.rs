@@ -359,13 +359,12 @@ fn new_repositories_key_the_whole_gear_table() {
         c.backup(&[&src]);
         let repo = open_library(&c);
         let mut lengths = Vec::new();
-        repo.db()
-            .for_each_blob(None, |_, at| {
-                if at.entry.kind == coffer::format::pack::BlobKind::Data {
-                    lengths.push(at.entry.raw_len)
-                }
-            })
-            .expect("index");
+        repo.for_each_blob(None, |_, at| {
+            if at.entry.kind == coffer::format::pack::BlobKind::Data {
+                lengths.push(at.entry.raw_len)
+            }
+        })
+        .expect("index");
         lengths.sort();
         assert!(lengths.len() >= 3, "12 MiB in chunks of ~2 MiB: {lengths:?}");
         assert_eq!(lengths.iter().map(|&l| u64::from(l)).sum::<u64>(), data.len() as u64);

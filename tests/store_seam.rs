@@ -1,7 +1,7 @@
 //! The storage seam, in-process through the library API:
 //!
-//! - one conformance suite run against the local folder, S3 (moto_server), SFTP (sshd) and
-//!   WebDAV (rclone), each server started by the test on 127.0.0.1;
+//! - one conformance suite run against the local folder, the in-memory store, S3 (moto_server),
+//!   SFTP (sshd) and WebDAV (rclone), each server started by the test on 127.0.0.1;
 //! - append-only by construction: backup, check, restore, orphan-pack adoption and snapshot
 //!   listing through an OpenDAL layer that fails every delete and every overwrite;
 //! - storage faults: a layer that fails a fraction of writes, reads and lists, truncates
@@ -116,6 +116,13 @@ fn conformance_local_folder() {
     conformance(&store);
     let url = format!("file://{}", dir.path().join("repo2").display());
     conformance(&Store::open(&Location::parse(&url, &[]).unwrap(), true).expect("open file://"));
+}
+
+/// The in-memory store, on which the library's unit tests build their repositories, keeps
+/// the same contract (issue 18).
+#[test]
+fn conformance_memory() {
+    conformance(&Store::memory().expect("memory store"));
 }
 
 fn open_url(url: &str, options: &[String]) -> Store {

@@ -14,8 +14,8 @@ mod direct;
 mod meta;
 mod oneshot;
 mod reader;
+mod save;
 mod scan;
-mod sink;
 mod stdin;
 mod walker;
 
@@ -29,15 +29,14 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
-pub use sink::BlobSink;
+pub use save::{FilesCache, SaveBlobs};
 pub use stdin::backup_stdin;
 pub use walker::Excludes;
 
-use crate::db::FilesCacheReader;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{BlobSink, FilesCacheReader, RepoError, Repository};
 
 /// Readers chunking a large file at once. One keeps both cores compressing (chunking and
 /// hashing run at several times zstd's speed), and each more holds a window of the largest
@@ -63,8 +62,8 @@ pub enum BackupError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for BackupError {
-    fn from(e: crate::db::DbError) -> BackupError {
+impl From<crate::repo::DbError> for BackupError {
+    fn from(e: crate::repo::DbError) -> BackupError {
         BackupError::Repo(e.into())
     }
 }
@@ -157,7 +156,7 @@ pub fn backup(
     options: &BackupOptions,
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome, BackupError> {
-    let files_cache = FilesCacheReader::open(repo.db().path(), &repo.config.repo_id, &crate::repo::machine_identity());
+    let files_cache = repo.files_cache_reader();
     let scan = scan_ahead(options, files_cache)?;
     backup_scanned(repo, options, scan, interrupted)
 }
@@ -187,19 +186,18 @@ pub fn backup_scanned(
     // The lock first, then the index and plans as they are after it (docs/design.md, "Prune
     // protocol"): either a prune sees this lock, or this backup sees the prune's plan.
     // A dry run takes no lock: it writes nothing a prune could lose.
-    let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
+    let lock = if options.dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(repo)?) };
     // The three folders are listed at once: a round trip each on a remote store.
-    use crate::store::paths;
+    use crate::layout;
     let [index, plans, data] = repo
-        .store
-        .list_ids_together([paths::INDEX, paths::PLANS, paths::DATA])
+        .list_object_ids_together([layout::INDEX, layout::PLANS, layout::DATA])
         .map_err(crate::repo::RepoError::from)?;
     repo.sync_index_listed(index)?;
     let condemned = repo.condemned_packs_listed(plans)?;
     let machine = crate::repo::machine_identity();
     // The scan only used the files cache if this machine owned it already, so this changes
     // nothing it has read.
-    let claimed = if options.dry_run { None } else { repo.db().claim_files_cache(&machine)? };
+    let claimed = if options.dry_run { None } else { repo.claim_files_cache(&machine)? };
     if let Some(previous) = claimed {
         log::warn!(
             "the local database was last used for backups on {previous}, not {machine} (copied or restored?): \
@@ -242,22 +240,22 @@ fn archive(
     // now so their data is reused rather than uploaded again.
     let dry_run = options.dry_run;
     // Adopting orphan packs writes an index file: not in a dry run.
-    let died = !dry_run && repo.db().note(RUNNING_NOTE)?.is_some();
+    let died = !dry_run && repo.local_note(RUNNING_NOTE)?.is_some();
     let packs = repo.reconcile_packs_listed(data_listing, died, condemned)?;
     if packs.adopted > 0 {
         log::info!("indexed {} packs left by an interrupted backup", packs.adopted);
     }
     if !dry_run {
-        repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
+        repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     phase("packs checked");
-    let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
+    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
     phase("known blobs loaded");
     let (event_tx, event_rx) = bounded(8);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);
-    let gear = crate::chunker::Gear::new(repo.config.chunker, repo.config.gear, &repo.keys.id_key);
+    let gear = crate::chunker::Gear::new(repo.config().chunker, repo.config().gear, &repo.keys().id_key);
     let (walk, build) = std::thread::scope(|scope| {
         let sink = &sink;
         if options.scan_total {
@@ -271,7 +269,7 @@ fn archive(
             let ctx = reader::ReaderContext {
                 sink,
                 gear: &gear,
-                id_key: &repo.keys.id_key,
+                id_key: &repo.keys().id_key,
                 progress: &options.progress,
                 interrupted,
                 large_files: &large_files,
@@ -279,9 +277,9 @@ fn archive(
             scope.spawn(move || reader::reader_loop(ctx, jobs));
         }
         drop(job_rx);
-        let builder = scope.spawn(move || builder::build(sink, repo, event_rx));
+        let builder = scope.spawn(move || builder::build(sink, &**repo, event_rx));
         let mut walker = walker::Walker {
-            repo,
+            files: &**repo,
             sink,
             scanner,
             events: event_tx,
@@ -320,7 +318,7 @@ fn archive(
         // Index what was uploaded, so the next backup reuses it; write no snapshot.
         sink.finish()?;
         if !dry_run {
-            repo.db().set_note(RUNNING_NOTE, None)?;
+            repo.set_local_note(RUNNING_NOTE, None)?;
         }
         return Err(BackupError::Interrupted);
     }
@@ -331,7 +329,7 @@ fn archive(
     let totals = sink.finish()?;
     phase("packs stored");
     if !dry_run {
-        repo.db().store_files(&report.cache_records)?;
+        repo.cache_files(&report.cache_records)?;
         phase("files cache stored");
     }
 
@@ -410,7 +408,7 @@ fn conclude(
     // A signal while the last packs were stored still means no snapshot: what was uploaded
     // is indexed and the next backup reuses it.
     if interrupted.load(Ordering::Relaxed) {
-        repo.db().set_note(RUNNING_NOTE, None)?;
+        repo.set_local_note(RUNNING_NOTE, None)?;
         return Err(BackupError::Interrupted);
     }
     lock.check_fresh()?;
@@ -418,7 +416,7 @@ fn conclude(
     let id = repo.save_snapshot(&snapshot)?;
     crate::crashpoint::hit("backup-after-snapshot-write");
     drop(lock);
-    repo.db().set_note(RUNNING_NOTE, None)?;
+    repo.set_local_note(RUNNING_NOTE, None)?;
     Ok(BackupOutcome { id, snapshot, errors, warnings, dry_run: false })
 }
 
@@ -454,7 +452,7 @@ enum PrefixEntry {
 
 /// Stores the trees of the folders above the sources (with their real metadata), so the
 /// snapshot's root is `/` and each source sits at its absolute path.
-fn store_prefix_trees(sink: &sink::BlobSink, sources: &[PathBuf], roots: Vec<Node>) -> Result<Id, RepoError> {
+fn store_prefix_trees(sink: &dyn SaveBlobs, sources: &[PathBuf], roots: Vec<Node>) -> Result<Id, RepoError> {
     let mut top = PrefixDir::default();
     let by_name: Vec<(&PathBuf, Node)> = sources.iter().zip(roots).collect();
     for (source, node) in by_name {
@@ -485,7 +483,7 @@ fn store_prefix_trees(sink: &sink::BlobSink, sources: &[PathBuf], roots: Vec<Nod
     store_prefix_dir(sink, top)
 }
 
-fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoError> {
+fn store_prefix_dir(sink: &dyn SaveBlobs, dir: PrefixDir) -> Result<Id, RepoError> {
     let mut names = meta::NameCache::default();
     let mut nodes = Vec::with_capacity(dir.children.len());
     for (name, entry) in dir.children {
@@ -504,4 +502,82 @@ fn store_prefix_dir(sink: &sink::BlobSink, dir: PrefixDir) -> Result<Id, RepoErr
         }
     }
     sink.add_tree(Tree { nodes }.encode())
+}
+
+/// The archiver's own steps against an in-memory saver (`save::fakes`): no repository.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archiver::save::fakes::MemoryBlobs;
+    use crate::format::pack::BlobKind;
+    use crate::format::tree::Metadata;
+
+    fn tree(blobs: &MemoryBlobs, id: &Id) -> Tree {
+        let (kind, bytes) = blobs.get(id).expect("tree saved");
+        assert_eq!(kind, BlobKind::Tree);
+        Tree::decode(&bytes).expect("tree decodes")
+    }
+
+    fn node(name: &[u8], kind: NodeKind) -> Node {
+        Node { name: ByteBuf::from(name.to_vec()), kind, meta: Metadata::default() }
+    }
+
+    #[test]
+    fn sources_sit_at_their_absolute_paths_below_prefix_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for sub in ["x/a", "x/b", "y"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        let blobs = MemoryBlobs::default();
+        let inner = Id::of_bytes(b"a's tree");
+        let sources = [base.join("x/a"), base.join("x/b"), base.join("y")];
+        let roots = vec![
+            node(b"a", NodeKind::Dir { subtree: inner }),
+            node(b"b", NodeKind::File { size: 0, content: Vec::new() }),
+            node(b"y", NodeKind::Dir { subtree: inner }),
+        ];
+        let root = store_prefix_trees(&blobs, &sources, roots).expect("stored");
+
+        // From `/` down to the base folder, one folder a level, with its real metadata.
+        let mut at = tree(&blobs, &root);
+        for component in base.components().skip(1) {
+            let name = component.as_os_str().as_bytes();
+            assert_eq!(at.nodes.len(), 1, "only the way to the sources at {}", String::from_utf8_lossy(name));
+            assert_eq!(at.nodes[0].name.as_slice(), name);
+            assert_ne!(at.nodes[0].meta.mode, 0, "the folder's own metadata");
+            let NodeKind::Dir { subtree } = &at.nodes[0].kind else { panic!("a folder") };
+            at = tree(&blobs, subtree);
+        }
+        let names: Vec<&[u8]> = at.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"x"[..], b"y"]);
+        assert!(matches!(at.nodes[1].kind, NodeKind::Dir { subtree } if subtree == inner), "a source keeps its node");
+        let NodeKind::Dir { subtree: x } = &at.nodes[0].kind else { panic!("a folder") };
+        let x = tree(&blobs, x);
+        let names: Vec<&[u8]> = x.nodes.iter().map(|n| n.name.as_slice()).collect();
+        assert_eq!(names, [&b"a"[..], b"b"]);
+    }
+
+    #[test]
+    fn backing_up_the_root_folder_makes_its_tree_the_root() {
+        let blobs = MemoryBlobs::default();
+        let inner = Id::of_bytes(b"the root's tree");
+        let root =
+            store_prefix_trees(&blobs, &[PathBuf::from("/")], vec![node(b"/", NodeKind::Dir { subtree: inner })]);
+        assert_eq!(root.expect("stored"), inner);
+        assert_eq!(blobs.len(), 0, "nothing above `/` to store");
+    }
+
+    #[test]
+    fn sources_are_made_absolute_and_nested_ones_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(base.join("a/inner")).unwrap();
+        let (sources, missing) =
+            prepare_sources(&[base.join("a/inner"), base.join("a"), base.join("a/../a"), base.join("gone")]).unwrap();
+        assert_eq!(sources, [base.join("a")]);
+        assert_eq!(missing.len(), 1);
+        assert!(matches!(prepare_sources(&[base.join("gone")]), Err(BackupError::Source { .. })));
+        assert!(matches!(prepare_sources(&[]), Err(BackupError::NoPaths)));
+    }
 }

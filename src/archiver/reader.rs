@@ -11,11 +11,10 @@ use crossbeam_channel::Receiver;
 
 use super::direct::DirectReader;
 use super::meta::{ctime_ns, mtime_ns};
-use super::sink::BlobSink;
+use super::save::SaveBlobs;
 use crate::chunker::Chunker;
-use crate::db::CachedFile;
 use crate::id::Id;
-use crate::repo::RepoError;
+use crate::repo::{CachedFile, RepoError};
 
 /// Largest chunking window kept between large files.
 const KEPT_WINDOW: usize = 512 << 10;
@@ -146,7 +145,7 @@ fn open_for_backup(path: &Path, size: u64) -> std::io::Result<(File, bool)> {
 }
 
 pub struct ReaderContext<'a> {
-    pub sink: &'a BlobSink,
+    pub sink: &'a dyn SaveBlobs,
     pub gear: &'a crate::chunker::Gear,
     pub id_key: &'a crate::crypto::IdKey,
     pub progress: &'a crate::progress::Counters,
@@ -287,5 +286,144 @@ pub fn reader_loop(ctx: ReaderContext<'_>, jobs: Receiver<FileJob>) {
         };
         // The builder may have stopped after a fatal error; then nobody hears it.
         job.reply.send(outcome);
+    }
+}
+
+/// Reading files into an in-memory saver: chunks, ids and deduplication with no repository.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::archiver::save::fakes::MemoryBlobs;
+    use crate::chunker::Gear;
+    use crate::crypto::IdKey;
+    use crate::format::config::ChunkerParams;
+    use crate::format::pack::BlobKind;
+
+    const PARAMS: ChunkerParams = ChunkerParams { min: 4 << 10, avg: 16 << 10, max: 64 << 10 };
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect()
+    }
+
+    struct Bench {
+        blobs: MemoryBlobs,
+        gear: Gear,
+        id_key: IdKey,
+        progress: crate::progress::Counters,
+        interrupted: AtomicBool,
+        gate: LargeFileGate,
+        dir: tempfile::TempDir,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let id_key = IdKey::random();
+            Bench {
+                blobs: MemoryBlobs::default(),
+                gear: Gear::seeded(PARAMS, 7),
+                id_key,
+                progress: Default::default(),
+                interrupted: AtomicBool::new(false),
+                gate: LargeFileGate::new(1),
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn read(&self, name: &str, data: &[u8]) -> FileOutcome {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, data).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let ctx = ReaderContext {
+                sink: &self.blobs,
+                gear: &self.gear,
+                id_key: &self.id_key,
+                progress: &self.progress,
+                interrupted: &self.interrupted,
+                large_files: &self.gate,
+            };
+            read_file(&ctx, &path, &meta)
+        }
+
+        /// The file's content, put back together from the saver.
+        fn reassemble(&self, content: &[Id]) -> Vec<u8> {
+            content
+                .iter()
+                .flat_map(|id| {
+                    let (kind, bytes) = self.blobs.get(id).expect("every chunk saved");
+                    assert_eq!(kind, BlobKind::Data);
+                    assert_eq!(self.id_key.blob_id(&bytes), *id, "a chunk is named by its keyed hash");
+                    bytes
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_file_is_cut_into_chunks_named_by_their_keyed_hash() {
+        let bench = Bench::new();
+        let data = noise(1 << 20, 1);
+        let FileOutcome::Read { content, size, changed_while_reading, .. } = bench.read("big", &data) else {
+            panic!("read")
+        };
+        assert_eq!(size, data.len() as u64);
+        assert!(!changed_while_reading);
+        assert!(content.len() > 4, "1 MiB in chunks of ~16 KiB: {}", content.len());
+        assert_eq!(bench.reassemble(&content), data);
+    }
+
+    #[test]
+    fn small_and_empty_files() {
+        let bench = Bench::new();
+        let small = noise(1000, 2);
+        let FileOutcome::Read { content, size, .. } = bench.read("small", &small) else { panic!("read") };
+        assert_eq!((content.len(), size), (1, 1000), "smaller than the smallest chunk: one chunk");
+        assert_eq!(bench.reassemble(&content), small);
+        let FileOutcome::Read { content, size, .. } = bench.read("empty", b"") else { panic!("read") };
+        assert!(content.is_empty() && size == 0, "an empty file has no chunk");
+    }
+
+    #[test]
+    fn the_same_content_is_named_the_same_and_saved_once() {
+        let bench = Bench::new();
+        let data = noise(300 << 10, 3);
+        let FileOutcome::Read { content: first, .. } = bench.read("one", &data) else { panic!("read") };
+        let held = bench.blobs.len();
+        let FileOutcome::Read { content: second, .. } = bench.read("two", &data) else { panic!("read") };
+        assert_eq!(first, second);
+        assert_eq!(bench.blobs.len(), held, "no new blob for a copy");
+    }
+
+    #[test]
+    fn an_interrupted_read_leaves_the_file_unreadable() {
+        let bench = Bench::new();
+        bench.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcome = bench.read("big", &noise(1 << 20, 4));
+        assert!(matches!(outcome, FileOutcome::Unreadable(e) if e.kind() == std::io::ErrorKind::Interrupted));
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_not_fatal() {
+        let bench = Bench::new();
+        let path = bench.dir.path().join("vanishing");
+        std::fs::write(&path, b"soon gone").unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let ctx = ReaderContext {
+            sink: &bench.blobs,
+            gear: &bench.gear,
+            id_key: &bench.id_key,
+            progress: &bench.progress,
+            interrupted: &bench.interrupted,
+            large_files: &bench.gate,
+        };
+        assert!(matches!(read_file(&ctx, &path, &meta), FileOutcome::Unreadable(_)));
     }
 }

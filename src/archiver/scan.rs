@@ -25,8 +25,8 @@ use std::thread::JoinHandle;
 use super::meta::{read_xattrs, special_kind};
 use super::reader::unchanged;
 use super::walker::Excludes;
-use crate::db::{CachedFile, FilesCacheReader};
 use crate::format::tree::{NodeKind, Xattr};
+use crate::repo::{CachedFile, FilesCacheReader};
 
 /// Described entries waiting for the walker, at most: many while the walker keeps up (an
 /// unchanged tree, where looking far ahead keeps every worker busy), few once it waits for

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde_bytes::ByteBuf;
 
 use super::RUNNING_NOTE;
-use super::{conclude, meta, sink, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding};
+use super::{conclude, meta, store_prefix_trees, BackupError, BackupOptions, BackupOutcome, Concluding};
 use crate::chunker::Chunker;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Metadata, Node, NodeKind};
-use crate::repo::Repository;
+use crate::repo::{BlobSink, Repository};
 
 /// The mode the file gets: a dump often holds what only its owner should read.
 const STDIN_MODE: u32 = 0o600;
@@ -34,23 +34,23 @@ pub fn backup_stdin(
     let host = options.hostname.clone().unwrap_or_else(crate::repo::hostname);
     repo.check_may_claim(&host)?;
     let dry_run = options.dry_run;
-    let lock = if dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(&repo.store)?) };
+    let lock = if dry_run { None } else { Some(crate::repo::locks::BackupLock::acquire(repo)?) };
     repo.sync_index()?;
     let condemned = repo.condemned_packs()?;
     if !dry_run {
-        repo.db().set_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
+        repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = sink::BlobSink::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
-    let stop = |sink: sink::BlobSink, error: BackupError| -> Result<BackupOutcome, BackupError> {
+    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
+    let stop = |sink: BlobSink, error: BackupError| -> Result<BackupOutcome, BackupError> {
         // What was uploaded is indexed, so the next run reuses it.
         sink.finish()?;
         if !dry_run {
-            repo.db().set_note(RUNNING_NOTE, None)?;
+            repo.set_local_note(RUNNING_NOTE, None)?;
         }
         Err(error)
     };
-    let gear = crate::chunker::Gear::new(repo.config.chunker, repo.config.gear, &repo.keys.id_key);
+    let gear = crate::chunker::Gear::new(repo.config().chunker, repo.config().gear, &repo.keys().id_key);
     let mut chunker = Chunker::new(input, &gear);
     let (mut content, mut size) = (Vec::new(), 0u64);
     loop {
@@ -62,7 +62,7 @@ pub fn backup_stdin(
             Ok(true) => {
                 size += chunk.len() as u64;
                 options.progress.add_bytes(chunk.len() as u64);
-                let id = repo.keys.id_key.blob_id(&chunk);
+                let id = repo.keys().id_key.blob_id(&chunk);
                 sink.add_data(id, chunk)?;
                 content.push(id);
             }

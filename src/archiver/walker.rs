@@ -13,18 +13,17 @@ use serde_bytes::ByteBuf;
 use super::builder::Event;
 use super::meta::{metadata, NameCache};
 use super::reader::{unchanged, FileJob};
+use super::save::{FilesCache, SaveBlobs};
 use super::scan::{describe, ScannedEntry, Scanner};
-use super::sink::BlobSink;
-use crate::db::CachedFile;
 use crate::format::tree::{Node, NodeKind};
-use crate::repo::Repository;
+use crate::repo::CachedFile;
 
 /// The exclusion rules live in `crate::filter` (restic's pattern semantics).
 pub use crate::filter::Excludes;
 
 pub struct Walker<'a> {
-    pub repo: &'a Repository,
-    pub sink: &'a BlobSink,
+    pub files: &'a dyn FilesCache,
+    pub sink: &'a dyn SaveBlobs,
     pub scanner: &'a Scanner,
     pub events: Sender<Vec<Event>>,
     /// Events not yet sent: they go in batches, since waking the builder for every file
@@ -74,7 +73,7 @@ impl Walker<'_> {
         let mut entry = ScannedEntry { name: name.to_os_string(), path: path.to_path_buf(), found };
         if let Ok(found) = &mut entry.found {
             if found.meta.is_file() {
-                found.cached = self.repo.db().cached_file(path.as_os_str().as_bytes()).ok().flatten();
+                found.cached = self.files.cached_file(path.as_os_str().as_bytes());
             }
             found.read_xattrs(path);
         }

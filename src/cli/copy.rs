@@ -12,9 +12,8 @@ use zeroize::Zeroizing;
 
 use super::shared_args::{GlobalArgs, SnapshotFilterArgs};
 use coffer::commands::copy;
-use coffer::repo::{RepoError, Repository};
+use coffer::repo::{Location, RepoError, Repository, Store};
 use coffer::secrets::{self, SecretRef};
-use coffer::store::{Location, Store};
 
 pub struct CopyArgs {
     pub from: PathBuf,

@@ -38,11 +38,10 @@ use coffer::commands::copy::CopyError;
 use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
-use coffer::db::FilesCacheReader;
 use coffer::repo::{
-    self, default_cache_dir, Located, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
+    self, default_cache_dir, Located, Location, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
+    Store,
 };
-use coffer::store::{Location, Store};
 use shared_args::{GlobalArgs, SnapshotFilterArgs};
 
 /// Exit codes, as documented in README.md.
@@ -85,7 +84,7 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// The store's full error behind `error`, if a store failed (printed with `-v`).
 pub fn store_detail(error: &anyhow::Error) -> Option<String> {
     error.chain().find_map(|cause| {
-        let store = cause.downcast_ref::<coffer::store::StoreError>().or_else(|| {
+        let store = cause.downcast_ref::<repo::StoreError>().or_else(|| {
             let repo = cause.downcast_ref::<RepoError>().or_else(|| match cause.downcast_ref::<BackupError>() {
                 Some(BackupError::Repo(e)) => Some(e),
                 _ => None,
@@ -163,7 +162,7 @@ fn open_store(global: &GlobalArgs, create: bool) -> Result<Store> {
         Err(e) if create => Err(anyhow::Error::new(e).context(format!("creating {location}"))),
         // A remote store that cannot be set up (a missing region, an unknown option) is
         // misconfigured, not "not a repository": its own message says what is wrong.
-        Err(e) if !matches!(location, coffer::store::Location::Local(_)) => Err(e.into()),
+        Err(e) if !matches!(location, Location::Local(_)) => Err(e.into()),
         Err(e) => Err(RepoError::NotARepository { location: location.to_string(), detail: e.to_string() }.into()),
     }
 }
@@ -228,7 +227,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 let store = open_store(global, true)?;
                 let password = password::for_init(global, profiles::active(global)?)?;
                 let repo = Repository::init(store, password.as_bytes(), &open_options(global))?;
-                output::init(global, repo.store.location(), &repo)
+                output::init(global, repo.location(), &repo)
             })();
             if let (Err(_), Some(path)) = (&result, &created) {
                 if let Err(e) = std::fs::remove_dir_all(path) {
@@ -278,11 +277,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             // The scan needs only the local database, which the config names: it runs while
             // the passphrase is read and the key derived.
             let located = locate_repo(global)?;
-            let files_cache = FilesCacheReader::open(
-                &located.db_path(&open_options(global)),
-                &located.unverified_id(),
-                &repo::machine_identity(),
-            );
+            let files_cache = located.files_cache_reader(&open_options(global));
             if input.stdin {
                 return backup_stdin(global, options, &input, located);
             }
@@ -331,7 +326,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let selecting = !includes.is_empty() || !extra.iincludes.is_empty();
             // A copy keeps how its source named the original's signer ("repository key" for
             // that repository's own).
-            let written_by_write_only_key = entry.signer != repo.keys.repo_verify.id()
+            let written_by_write_only_key = entry.signer != repo.keys().repo_verify.id()
                 || entry.snapshot.copied_signer().is_some_and(|(_, by)| by != "repository key");
             let options = RestoreOptions {
                 target,

@@ -23,14 +23,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 
 use crate::crypto::SecretKey;
-use crate::db::BlobLocation;
 use crate::format::index::IndexFile;
 use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
-use crate::store::paths;
+use crate::layout;
+use crate::repo::{plan_regions, BlobLocation, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
 
 use super::ls::join_path;
 
@@ -148,7 +147,7 @@ impl CheckReport {
 /// an `Err` means the check itself could not run (storage unreachable, a write-only key asked
 /// to read data).
 pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) -> Result<CheckReport, RepoError> {
-    let full_key = repo.keys.secret.is_some();
+    let full_key = repo.keys().secret.is_some();
     if opts.read_data != ReadData::None && !full_key {
         return Err(RepoError::WriteOnly { what: "check --read-data" });
     }
@@ -157,17 +156,17 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     // Keep the local cache in step for later commands; the check itself reads index files
     // afresh below, so a failure here (a damaged index file) is reported from there.
     progress("refreshing the local index cache");
-    let listing = repo.store.list(paths::INDEX)?;
+    let listing = repo.list_objects(layout::INDEX)?;
     let ids = listing
         .iter()
-        .filter_map(|(path, size)| Some((path.strip_prefix(paths::INDEX).and_then(Id::from_hex)?, *size)));
+        .filter_map(|(path, size)| Some((path.strip_prefix(layout::INDEX).and_then(Id::from_hex)?, *size)));
     let synced = repo.sync_index_listed(ids.collect());
 
     progress("reading index files");
     let index = load_index(repo, listing, &mut report)?;
     if let Err(e) = synced {
-        if !report.errors.iter().any(|p| p.object.starts_with(paths::INDEX)) {
-            report.warn(paths::INDEX, format!("the local index cache could not be refreshed: {e}"));
+        if !report.errors.iter().any(|p| p.object.starts_with(layout::INDEX)) {
+            report.warn(layout::INDEX, format!("the local index cache could not be refreshed: {e}"));
         }
     }
 
@@ -181,7 +180,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
         let (snapshots, rejected) = repo.load_snapshots_from_store()?;
         report.snapshots_checked = (snapshots.len() + rejected.len()) as u64;
         for r in rejected {
-            report.error(paths::in_dir(paths::SNAPSHOTS, &r.id), format!("snapshot ignored: {}", r.reason));
+            report.error(layout::in_dir(layout::SNAPSHOTS, &r.id), format!("snapshot ignored: {}", r.reason));
         }
         for problem in repo.check_anchors(&snapshots)?.describe() {
             report.error("trust anchors", problem);
@@ -191,7 +190,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
     } else {
         check_snapshot_signatures(repo, &mut report)?;
         report.warn(
-            paths::SNAPSHOTS,
+            layout::SNAPSHOTS,
             "trees and file contents were not checked: this key can only write; check with the full key",
         );
     }
@@ -208,12 +207,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: impl Fn(&str)) ->
 /// (a `forget` here clears them from the list).
 fn check_vanished_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
     let present: std::collections::HashSet<Id> =
-        repo.store.list_ids(paths::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
-    for (id, time) in repo.db().seen_snapshots()? {
+        repo.list_object_ids(layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+    for (id, time) in repo.seen_snapshots()? {
         if !present.contains(&id) {
             let when = chrono::DateTime::from_timestamp(time, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
             report.error(
-                paths::in_dir(paths::SNAPSHOTS, &id),
+                layout::in_dir(layout::SNAPSHOTS, &id),
                 format!("snapshot of {when} was seen here before and is now missing from the repository"),
             );
         }
@@ -261,9 +260,9 @@ impl CheckIndex {
     }
 
     fn add(&mut self, file_id: Id, domain: Id, file: IndexFile, report: &mut CheckReport) {
-        let file_path = paths::in_dir(paths::INDEX, &file_id);
+        let file_path = layout::in_dir(layout::INDEX, &file_id);
         for listed in file.packs {
-            let pack_path = paths::pack(&listed.id);
+            let pack_path = layout::pack(&listed.id);
             for entry in &listed.blobs {
                 let end = u64::from(entry.offset) + u64::from(entry.length);
                 if (entry.offset as usize) < HEADER_LEN || end + TRAILER_FIXED_LEN as u64 > listed.size {
@@ -280,7 +279,7 @@ impl CheckIndex {
                         pack_path,
                         format!(
                             "index files disagree on its size: {} says {} bytes, {file_path} says {}",
-                            paths::in_dir(paths::INDEX, &known.index_file),
+                            layout::in_dir(layout::INDEX, &known.index_file),
                             known.size,
                             listed.size
                         ),
@@ -319,7 +318,7 @@ fn load_index(
 ) -> Result<CheckIndex, RepoError> {
     let mut files = Vec::new();
     for (path, size) in listing {
-        match path.strip_prefix(paths::INDEX).and_then(Id::from_hex) {
+        match path.strip_prefix(layout::INDEX).and_then(Id::from_hex) {
             Some(id) => files.push((id, size)),
             None => report.warn(path, "not an index file (its name is not an id); ignored"),
         }
@@ -327,8 +326,7 @@ fn load_index(
     files.sort();
     let mut index = CheckIndex::default();
     // Read several at a time (a round trip each on a remote store), added in name order.
-    let read =
-        crate::store::map_in_flight(&files, crate::store::SMALL_READS_IN_FLIGHT, |(id, _)| repo.read_index_file(id));
+    let read = repo.read_index_files(&files);
     for ((id, size), read) in files.into_iter().zip(read) {
         match read {
             Ok((domain, file)) => {
@@ -340,7 +338,7 @@ fn load_index(
             Err(RepoError::Store(e)) if e.is_not_found() => {}
             Err(e) => {
                 report.index_files_checked += 1;
-                report.error(paths::in_dir(paths::INDEX, &id), format!("unreadable index file: {}", describe(&e)));
+                report.error(layout::in_dir(layout::INDEX, &id), format!("unreadable index file: {}", describe(&e)));
             }
         }
     }
@@ -350,14 +348,14 @@ fn load_index(
 /// Compares the index with the packs in storage. Returns the packs that are missing.
 fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) -> Result<HashSet<Id>, RepoError> {
     let mut stored: HashMap<Id, (String, u64)> = HashMap::new();
-    for (path, size) in repo.store.list(paths::DATA)? {
+    for (path, size) in repo.list_objects(layout::DATA)? {
         let name = path.rsplit('/').next().unwrap_or_default();
         match Id::from_hex(name) {
-            Some(id) if path == paths::pack(&id) => {
+            Some(id) if path == layout::pack(&id) => {
                 stored.insert(id, (path, size));
             }
             Some(id) => report
-                .warn(path, format!("pack stored outside its folder (expected {}); it is not used", paths::pack(&id))),
+                .warn(path, format!("pack stored outside its folder (expected {}); it is not used", layout::pack(&id))),
             None => report.warn(path, "not a pack (its name is not an id); ignored"),
         }
     }
@@ -365,12 +363,12 @@ fn check_packs(repo: &Repository, index: &CheckIndex, report: &mut CheckReport) 
     let mut missing = HashSet::new();
     for pack in &index.packs {
         report.packs_checked += 1;
-        let path = paths::pack(&pack.id);
-        let listed_by = paths::in_dir(paths::INDEX, &pack.index_file);
+        let path = layout::pack(&pack.id);
+        let listed_by = layout::in_dir(layout::INDEX, &pack.index_file);
         // Some stores list without sizes (or lag behind): ask the object itself before blaming it.
         let size = match stored.remove(&pack.id) {
             Some((_, size)) if size == pack.size => Some(size),
-            _ => repo.store.size(&path)?,
+            _ => repo.object_size(&path)?,
         };
         match size {
             None => {
@@ -406,11 +404,11 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
     // cost a round trip per check for nothing.
     let signers = repo.signers_at_open()?;
     for (id, reason) in &signers.invalid {
-        report.error(paths::in_dir(paths::SIGNERS, id), format!("signer record ignored: {reason}"));
+        report.error(layout::in_dir(layout::SIGNERS, id), format!("signer record ignored: {reason}"));
     }
     for signer in &signers.vanished_revocations {
         report.error(
-            paths::SIGNERS,
+            layout::SIGNERS,
             format!(
                 "the revocation of write-only key {} is gone from the repository (this machine saw it); \
                  its later snapshots stay untrusted here",
@@ -422,7 +420,7 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
         let key = crate::crypto::VerifyingKey(record.verify_key).id();
         if record.wrapped_domain.is_none() && !signers.revoked.contains_key(&key) {
             report.warn(
-                paths::in_dir(paths::SIGNERS, id),
+                layout::in_dir(layout::SIGNERS, id),
                 format!(
                     "write-only key {} ({}) is a version-1 key: it shares the repository's index and is bound to \
                      no host; replace it (README: \"Moving a repository to format v2\")",
@@ -439,9 +437,9 @@ fn check_signers(repo: &Repository, report: &mut CheckReport) -> Result<(), Repo
 /// verified.
 fn check_snapshot_signatures(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
     let signers = repo.signers()?;
-    for (id, _) in repo.store.list_ids(paths::SNAPSHOTS)? {
-        let path = paths::in_dir(paths::SNAPSHOTS, &id);
-        let bytes = match repo.store.read_named(&path, &id) {
+    for (id, _) in repo.list_object_ids(layout::SNAPSHOTS)? {
+        let path = layout::in_dir(layout::SNAPSHOTS, &id);
+        let bytes = match repo.read_object_named(&path, &id) {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
@@ -519,7 +517,7 @@ fn check_trees(
     progress: &dyn Fn(&str),
 ) {
     let mut seen: HashSet<Id> = HashSet::new();
-    let mut prefetched = if repo.store.is_local() || snapshots.is_empty() {
+    let mut prefetched = if repo.is_local() || snapshots.is_empty() {
         HashMap::new()
     } else {
         progress("reading trees");
@@ -527,7 +525,7 @@ fn check_trees(
     };
     for (i, entry) in snapshots.iter().enumerate() {
         progress(&format!("checking trees of snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
-        let object = paths::in_dir(paths::SNAPSHOTS, &entry.id);
+        let object = layout::in_dir(layout::SNAPSHOTS, &entry.id);
         let mut stack: Vec<(Id, Vec<u8>)> = vec![(entry.snapshot.tree, b"/".to_vec())];
         while let Some((tree_id, dir)) = stack.pop() {
             if !seen.insert(tree_id) {
@@ -539,7 +537,7 @@ fn check_trees(
                 report.error(&object, format!("{shown}: folder's tree {tree_id} is not in the index"));
                 continue;
             };
-            let pack_path = paths::pack(&location.pack);
+            let pack_path = layout::pack(&location.pack);
             if location.entry.kind != BlobKind::Tree {
                 report.error(pack_path, format!("{shown}: tree {tree_id} is indexed as a data blob"));
                 continue;
@@ -651,9 +649,9 @@ fn read_packs(
 /// Downloads one pack and verifies all of it against its name and the index.
 fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> PackResult {
     let mut out = PackResult::default();
-    let path = paths::pack(&pack.id);
+    let path = layout::pack(&pack.id);
     let mut error = |message: String| out.errors.push(CheckProblem { object: path.clone(), message });
-    let bytes = match repo.store.read_named(&path, &pack.id) {
+    let bytes = match repo.read_object_named(&path, &pack.id) {
         Ok(bytes) => bytes,
         Err(e) => {
             error(format!("cannot be read: {e}"));
@@ -724,67 +722,16 @@ fn verify_pack(repo: &Repository, secret: &SecretKey, pack: &IndexedPack) -> Pac
     out
 }
 
-/// A repository on an in-memory store and a small source folder, for the commands' tests.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::path::PathBuf;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    use crate::archiver::{backup as run_backup, BackupOptions, BackupOutcome};
-    use crate::crypto::KdfParams;
-    use crate::repo::{OpenOptions, Repository};
-    use crate::store::Store;
-
-    pub struct Fixture {
-        pub repo: Arc<Repository>,
-        pub src: tempfile::TempDir,
-        /// Holds the local database.
-        pub _cache: tempfile::TempDir,
-    }
-
-    impl Fixture {
-        /// The source folder as the snapshot records it (symlinks resolved).
-        pub fn src_path(&self) -> PathBuf {
-            std::fs::canonicalize(self.src.path()).unwrap()
-        }
-    }
-
-    pub fn kdf() -> KdfParams {
-        KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }
-    }
-
-    /// `a.txt` (5 bytes), `sub/b.txt` (11 bytes), `link -> a.txt`.
-    pub fn fixture() -> Fixture {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("a.txt"), b"hello").unwrap();
-        std::fs::create_dir(src.path().join("sub")).unwrap();
-        std::fs::write(src.path().join("sub/b.txt"), b"hello world").unwrap();
-        std::os::unix::fs::symlink("a.txt", src.path().join("link")).unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let options = OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: kdf() };
-        let repo = Repository::init(Store::memory().unwrap(), b"pw", &options).unwrap();
-        Fixture { repo: Arc::new(repo), src, _cache: cache }
-    }
-
-    pub fn backup(fx: &Fixture) -> BackupOutcome {
-        let options = BackupOptions { paths: vec![fx.src.path().to_path_buf()], ..Default::default() };
-        let outcome = run_backup(&fx.repo, &options, &AtomicBool::new(false)).unwrap();
-        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        outcome
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_bytes::ByteBuf;
 
-    use super::test_support::{self, backup, fixture, Fixture};
     use super::*;
     use crate::format::index::IndexPack;
     use crate::format::pack::PackWriter;
     use crate::format::tree::{Metadata, Node};
     use crate::keys::RepoKeys;
+    use crate::test_kit::{self, backup, fixture, Fixture};
 
     fn run(fx: &Fixture, read_data: ReadData) -> CheckReport {
         check(&fx.repo, &CheckOptions { read_data }, |_| {}).unwrap()
@@ -797,7 +744,7 @@ mod tests {
     /// (pack id, its entries) of every pack holding blobs of `kind`, from the index files.
     fn packs_of(fx: &Fixture, kind: BlobKind) -> Vec<(Id, Vec<PackEntry>)> {
         let mut out = Vec::new();
-        for (id, _) in fx.repo.store.list_ids(paths::INDEX).unwrap() {
+        for (id, _) in fx.repo.list_object_ids(layout::INDEX).unwrap() {
             for pack in fx.repo.read_index_file(&id).unwrap().1.packs {
                 if pack.blobs.iter().any(|b| b.kind == kind) {
                     out.push((pack.id, pack.blobs));
@@ -829,11 +776,11 @@ mod tests {
         let fx = fixture();
         backup(&fx);
         let (pack_id, entries) = packs_of(&fx, BlobKind::Data).remove(0);
-        let path = paths::pack(&pack_id);
-        let mut bytes = fx.repo.store.read(&path).unwrap();
+        let path = layout::pack(&pack_id);
+        let mut bytes = fx.repo.read_object(&path).unwrap();
         let victim = entries[0];
         bytes[victim.offset as usize + 20] ^= 1;
-        fx.repo.store.write(&path, bytes).unwrap();
+        fx.repo.write_object(&path, bytes).unwrap();
 
         // Same size, trees elsewhere: only reading the data notices.
         assert!(run(&fx, ReadData::None).is_ok());
@@ -855,12 +802,12 @@ mod tests {
         backup(&fx);
         let (tree_pack, _) = packs_of(&fx, BlobKind::Tree).remove(0);
         let (data_pack, _) = packs_of(&fx, BlobKind::Data).remove(0);
-        let tree_path = paths::pack(&tree_pack);
-        let data_path = paths::pack(&data_pack);
-        fx.repo.store.delete(&tree_path).unwrap();
-        let mut bytes = fx.repo.store.read(&data_path).unwrap();
+        let tree_path = layout::pack(&tree_pack);
+        let data_path = layout::pack(&data_pack);
+        fx.repo.delete_object(&tree_path).unwrap();
+        let mut bytes = fx.repo.read_object(&data_path).unwrap();
         bytes.truncate(bytes.len() - 5);
-        fx.repo.store.write(&data_path, bytes).unwrap();
+        fx.repo.write_object(&data_path, bytes).unwrap();
 
         let report = run(&fx, ReadData::All);
         let missing = report.errors.iter().find(|p| p.object == tree_path).unwrap();
@@ -879,30 +826,30 @@ mod tests {
         let out = backup(&fx);
         // Damage every index file, keeping its name.
         let mut index_paths = Vec::new();
-        for (id, _) in fx.repo.store.list_ids(paths::INDEX).unwrap() {
-            let path = paths::in_dir(paths::INDEX, &id);
-            let mut bytes = fx.repo.store.read(&path).unwrap();
+        for (id, _) in fx.repo.list_object_ids(layout::INDEX).unwrap() {
+            let path = layout::in_dir(layout::INDEX, &id);
+            let mut bytes = fx.repo.read_object(&path).unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 1;
-            fx.repo.store.write(&path, bytes).unwrap();
+            fx.repo.write_object(&path, bytes).unwrap();
             index_paths.push(path);
         }
 
         // An index file whose name matches but whose content is not an index.
         let junk = b"CFINDX01 not really".to_vec();
-        let junk_path = paths::in_dir(paths::INDEX, &Id::of_bytes(&junk));
-        fx.repo.store.write(&junk_path, junk).unwrap();
+        let junk_path = layout::in_dir(layout::INDEX, &Id::of_bytes(&junk));
+        fx.repo.write_object(&junk_path, junk).unwrap();
 
         let orphan = b"left behind by an interrupted backup".to_vec();
-        let orphan_path = paths::pack(&Id::of_bytes(&orphan));
-        fx.repo.store.write(&orphan_path, orphan).unwrap();
-        fx.repo.store.write("data/zz/stray", b"x".to_vec()).unwrap();
+        let orphan_path = layout::pack(&Id::of_bytes(&orphan));
+        fx.repo.write_object(&orphan_path, orphan).unwrap();
+        fx.repo.write_object("data/zz/stray", b"x".to_vec()).unwrap();
 
-        let snapshot_path = paths::in_dir(paths::SNAPSHOTS, &out.id);
-        let mut bytes = fx.repo.store.read(&snapshot_path).unwrap();
+        let snapshot_path = layout::in_dir(layout::SNAPSHOTS, &out.id);
+        let mut bytes = fx.repo.read_object(&snapshot_path).unwrap();
         bytes[60] ^= 1;
         let forged = Id::of_bytes(&bytes);
-        fx.repo.store.write(&paths::in_dir(paths::SNAPSHOTS, &forged), bytes).unwrap();
+        fx.repo.write_object(&layout::in_dir(layout::SNAPSHOTS, &forged), bytes).unwrap();
 
         let report = run(&fx, ReadData::None);
         let errors = objects(&report.errors);
@@ -910,7 +857,7 @@ mod tests {
             assert!(errors.contains(&path.as_str()), "{errors:?}");
         }
         assert!(errors.contains(&junk_path.as_str()), "{errors:?}");
-        let forged_path = paths::in_dir(paths::SNAPSHOTS, &forged);
+        let forged_path = layout::in_dir(layout::SNAPSHOTS, &forged);
         assert!(errors.contains(&forged_path.as_str()), "{errors:?}");
         assert!(!report.errors.iter().any(|p| p.object == snapshot_path && p.message.contains("ignored")));
         let warnings = objects(&report.warnings);
@@ -936,12 +883,13 @@ mod tests {
             }],
         };
         let bytes = tree.encode();
-        let tree_id = repo.keys.id_key.blob_id(&bytes);
-        let mut writer = PackWriter::new(&repo.keys.public, &repo.keys.index_key, BlobKind::Tree, Vec::new()).unwrap();
+        let tree_id = repo.keys().id_key.blob_id(&bytes);
+        let mut writer =
+            PackWriter::new(&repo.keys().public, &repo.keys().index_key, BlobKind::Tree, Vec::new()).unwrap();
         writer.add(tree_id, &pack::compress(&bytes, 3), bytes.len() as u32).unwrap();
         let finished = writer.finish().unwrap();
         let size = finished.size;
-        repo.store.write(&paths::pack(&finished.id), finished.out).unwrap();
+        repo.write_object(&layout::pack(&finished.id), finished.out).unwrap();
         repo.save_index(&IndexFile { packs: vec![IndexPack { id: finished.id, size, blobs: finished.entries }] })
             .unwrap();
         let snapshot_id = repo.save_snapshot(&Snapshot { tree: tree_id, time_unix: 1, ..Snapshot::default() }).unwrap();
@@ -949,7 +897,7 @@ mod tests {
         let report = run(&fx, ReadData::All);
         assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
         let problem = &report.errors[0];
-        assert_eq!(problem.object, paths::in_dir(paths::SNAPSHOTS, &snapshot_id));
+        assert_eq!(problem.object, layout::in_dir(layout::SNAPSHOTS, &snapshot_id));
         assert!(problem.message.contains("/lost.bin"), "{problem:?}");
         assert!(problem.message.contains(&lost.to_hex()), "{problem:?}");
     }
@@ -958,12 +906,12 @@ mod tests {
     fn write_only_key_checks_structure_only() {
         let fx = fixture();
         let out = backup(&fx);
-        let mut keys: RepoKeys = fx.repo.keys.clone();
+        let mut keys: RepoKeys = fx.repo.keys().clone();
         keys.secret = None;
-        let store = fx.repo.store.clone();
+        let store = fx.repo.store_for_tests();
         let cache = tempfile::tempdir().unwrap();
-        let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_support::kdf() };
-        let write_only = Repository::with_keys(store, fx.repo.config.clone(), keys, &options).unwrap();
+        let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_kit::kdf() };
+        let write_only = Repository::with_keys(store, fx.repo.config().clone(), keys, &options).unwrap();
         let full = CheckOptions { read_data: ReadData::All };
         assert!(matches!(check(&write_only, &full, |_| {}), Err(RepoError::WriteOnly { .. })));
 
@@ -971,14 +919,14 @@ mod tests {
         assert!(report.is_ok(), "{:?}", report.errors);
         assert_eq!(report.snapshots_checked, 1);
         assert_eq!(report.trees_checked, 0);
-        assert!(objects(&report.warnings).contains(&paths::SNAPSHOTS));
+        assert!(objects(&report.warnings).contains(&layout::SNAPSHOTS));
 
         // Signatures are still checked: a snapshot damaged under a matching name is caught.
-        let path = paths::in_dir(paths::SNAPSHOTS, &out.id);
-        let mut bytes = fx.repo.store.read(&path).unwrap();
+        let path = layout::in_dir(layout::SNAPSHOTS, &out.id);
+        let mut bytes = fx.repo.read_object(&path).unwrap();
         bytes[100] ^= 1;
-        let damaged = paths::in_dir(paths::SNAPSHOTS, &Id::of_bytes(&bytes));
-        fx.repo.store.write(&damaged, bytes).unwrap();
+        let damaged = layout::in_dir(layout::SNAPSHOTS, &Id::of_bytes(&bytes));
+        fx.repo.write_object(&damaged, bytes).unwrap();
         let report = check(&write_only, &CheckOptions::default(), |_| {}).unwrap();
         assert_eq!(objects(&report.errors), vec![damaged.as_str()]);
     }

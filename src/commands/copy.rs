@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 use serde_bytes::ByteBuf;
 
-use crate::archiver::BlobSink;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
-use crate::repo::{RepoError, Repository, SnapshotEntry};
+use crate::repo::{BlobSink, RepoError, Repository, SnapshotEntry};
 
 /// The `extensions` key a copied snapshot carries: the source snapshot's id (32 bytes).
 pub const COPIED_FROM: &str = "copied-from";
@@ -97,7 +96,7 @@ impl Copier<'_> {
         }
         let plain = self.source.load_blob(source_id)?;
         self.blobs_read += 1;
-        let id = self.dest.keys.id_key.blob_id(&plain);
+        let id = self.dest.keys().id_key.blob_id(&plain);
         self.sink.add_data(id, plain)?;
         self.mapped.insert(*source_id, id);
         Ok(id)
@@ -179,7 +178,7 @@ pub fn copy(
     }
     // Copying into `dest` is a backup as far as a concurrent prune is concerned: the same lock
     // handshake keeps prune from deleting what this copy deduplicates against.
-    let lock = crate::repo::locks::BackupLock::acquire(&dest.store)?;
+    let lock = crate::repo::locks::BackupLock::acquire(dest)?;
     dest.sync_index()?;
     let condemned = dest.condemned_packs()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -231,4 +230,38 @@ pub fn copy(
         report.signed_by.push(entry.signed_by.clone());
     }
     Ok(report)
+}
+
+/// Copy between two repositories in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::check::{check, CheckOptions, ReadData};
+    use crate::test_kit::{backup, fixture, memory_repo};
+
+    #[test]
+    fn a_snapshot_is_copied_once_and_reads_back_whole() {
+        let fx = fixture();
+        backup(&fx);
+        let (dest, _cache) = memory_repo();
+        let (snapshots, _) = fx.repo.load_snapshots().unwrap();
+        let running = AtomicBool::new(false);
+        let report = copy(&fx.repo, &dest, &snapshots, &running).unwrap();
+        assert_eq!(report.copied.len(), 1);
+        assert!(report.bytes_added > 0 && report.blobs_read > 0);
+
+        let (copied, _) = dest.load_snapshots().unwrap();
+        assert_eq!(copied.len(), 1);
+        assert_eq!(copied[0].id, report.copied[0].1);
+        assert_eq!(copied[0].snapshot.paths, snapshots[0].snapshot.paths);
+        assert_eq!(copied_sources(&copied), HashSet::from([snapshots[0].id]));
+        // Every tree and blob the copy names is in the destination, and reads back.
+        let checked = check(&dest, &CheckOptions { read_data: ReadData::All }, |_| {}).unwrap();
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+
+        let again = copy(&fx.repo, &dest, &snapshots, &running).unwrap();
+        assert!(again.copied.is_empty());
+        assert_eq!(again.skipped, vec![snapshots[0].id]);
+        assert_eq!(dest.load_snapshots().unwrap().0.len(), 1);
+    }
 }

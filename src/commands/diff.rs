@@ -221,7 +221,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn reports_added_removed_modified_and_metadata() {

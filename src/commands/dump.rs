@@ -221,7 +221,7 @@ impl Visitor for Tarrer<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn files_and_folders() {

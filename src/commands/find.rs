@@ -43,7 +43,7 @@ impl Visitor for Finder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn finds_by_name_and_by_path() {

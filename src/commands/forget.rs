@@ -11,7 +11,6 @@ use super::prune::PruneError;
 use super::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotFilter};
-use crate::store::paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
@@ -23,8 +22,8 @@ pub enum ForgetError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for ForgetError {
-    fn from(e: crate::db::DbError) -> ForgetError {
+impl From<crate::repo::DbError> for ForgetError {
+    fn from(e: crate::repo::DbError) -> ForgetError {
         ForgetError::Repo(e.into())
     }
 }
@@ -127,7 +126,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     // The local record first: killed before the deletes, the snapshots are simply still
     // there; killed after, none is taken for a snapshot someone else removed.
     repo.record_forgotten(&report.removed)?;
-    repo.db().forget_snapshots(&report.removed)?;
+    repo.forget_local_snapshots(&report.removed)?;
     // Their backups are finished; once the snapshots are gone nothing else would say so, and
     // a prune would wait for them. Markers go before the snapshots, so a kill in between
     // leaves the snapshot to vouch for its session.
@@ -136,14 +135,73 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .filter(|(id, _, _)| report.removed.contains(id))
         .filter_map(|(_, s, _)| crate::repo::locks::lock_session(s))
         .collect();
-    let (_, markers) = crate::repo::locks::list_locks(&repo.store)?;
+    let (_, markers) = crate::repo::locks::list_locks(repo)?;
     for (session, path) in markers {
         if sessions.contains(&session) {
-            repo.store.delete(&path).map_err(RepoError::from)?;
+            repo.delete_object(&path).map_err(RepoError::from)?;
         }
     }
     for id in &report.removed {
-        repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, id)).map_err(RepoError::from)?;
+        repo.delete_snapshot_object(id).map_err(RepoError::from)?;
     }
     Ok(report)
+}
+
+/// Forget on a repository in memory.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::format::plan::PlanRecord;
+    use crate::layout;
+    use crate::repo::locks::{list_locks, lock_session};
+    use crate::test_kit::{backup, fixture};
+
+    fn keep_last(n: u32, dry_run: bool) -> ForgetOptions {
+        ForgetOptions {
+            policy: RetentionPolicy { keep_last: Some(n), ..RetentionPolicy::default() },
+            dry_run,
+            now_unix: crate::repo::now_unix() + 60,
+            ..ForgetOptions::default()
+        }
+    }
+
+    fn stored(repo: &Repository) -> Vec<Id> {
+        repo.list_object_ids(layout::SNAPSHOTS).unwrap().into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn what_the_policy_drops_goes_with_its_lock_markers_and_is_recorded() {
+        let fx = fixture();
+        let first = backup(&fx).id;
+        let second = backup(&fx).id;
+
+        let planned = forget(&fx.repo, &keep_last(1, true)).unwrap();
+        assert_eq!(planned.removed, vec![first]);
+        assert_eq!(stored(&fx.repo).len(), 2, "a dry run deletes nothing");
+
+        let report = forget(&fx.repo, &keep_last(1, false)).unwrap();
+        assert_eq!(report.removed, vec![first]);
+        assert_eq!(stored(&fx.repo), vec![second]);
+        assert!(!fx.repo.seen_snapshots().unwrap().iter().any(|(id, _)| *id == first), "forgotten locally too");
+        // The forgotten backup's lock markers go; the kept one's stay.
+        let sessions: HashSet<Id> = list_locks(&fx.repo).unwrap().0.into_keys().collect();
+        let (kept, _) = fx.repo.load_snapshots().unwrap();
+        assert_eq!(sessions, kept.iter().filter_map(|e| lock_session(&e.snapshot)).collect());
+        // A signed record says it was forgotten, so `check` elsewhere does not call it hidden.
+        let records = fx.repo.plan_records().unwrap();
+        assert!(records
+            .iter()
+            .any(|(_, r)| matches!(r, PlanRecord::Forgotten { snapshots, .. } if snapshots == &[first])));
+    }
+
+    #[test]
+    fn an_append_only_profile_refuses() {
+        let fx = fixture();
+        backup(&fx);
+        let options = ForgetOptions { append_only: true, ..keep_last(0, false) };
+        assert!(matches!(forget(&fx.repo, &options), Err(ForgetError::Prune(PruneError::AppendOnly(_)))));
+        assert_eq!(stored(&fx.repo).len(), 1);
+    }
 }

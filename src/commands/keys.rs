@@ -14,8 +14,8 @@ use crate::crypto::{KdfParams, VerifyingKey};
 use crate::format::keyfile::KeyFile;
 use crate::id::Id;
 use crate::keys::WriteOnlyKey;
+use crate::layout;
 use crate::repo::{hostname, now_unix, username, RepoError, Repository};
-use crate::store::paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -49,15 +49,15 @@ pub enum Removed {
 }
 
 fn full_key(repo: &Repository, what: &'static str) -> Result<crate::keys::FullKey, RepoError> {
-    repo.keys.full_key().ok_or(RepoError::WriteOnly { what })
+    repo.keys().full_key().ok_or(RepoError::WriteOnly { what })
 }
 
 /// Every passphrase key and write-only key, passphrases first, each oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
     let mut out = Vec::new();
-    for (id, _) in repo.store.list_ids(paths::KEYS)? {
-        let path = paths::in_dir(paths::KEYS, &id);
-        let file = match KeyFile::decode(&repo.store.read(&path)?) {
+    for (id, _) in repo.list_object_ids(layout::KEYS)? {
+        let path = layout::in_dir(layout::KEYS, &id);
+        let file = match KeyFile::decode(&repo.read_object(&path)?) {
             Ok(file) if file.repo_id == repo.id() => file,
             Ok(_) => continue,
             Err(e) => {
@@ -70,7 +70,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
             kind: KeyKind::Passphrase,
             label: format!("{}@{}", file.username, file.hostname),
             created_unix: file.created_unix,
-            current: repo.key_file == Some(id),
+            current: repo.key_file() == Some(id),
             revoked: false,
         });
     }
@@ -82,7 +82,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
             kind: KeyKind::WriteOnly,
             label: record.label.clone(),
             created_unix: record.created_unix,
-            current: repo.keys.signer.verifying_key() == key,
+            current: repo.keys().signer.verifying_key() == key,
             revoked: signers.revoked.contains_key(&key.id()),
         });
     }
@@ -96,7 +96,7 @@ fn write_key_file(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Resul
         .map_err(|e| RepoError::Format { object: "new key file".into(), source: e })?
         .encode();
     let id = Id::of_bytes(&bytes);
-    repo.store.write(&paths::in_dir(paths::KEYS, &id), bytes)?;
+    repo.write_object(&layout::in_dir(layout::KEYS, &id), bytes)?;
     Ok(id)
 }
 
@@ -108,9 +108,9 @@ pub fn add_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> R
 /// Replaces the passphrase that opened the repository: writes a new key file, then deletes the
 /// old one (only that file changes). Returns the new key file's id.
 pub fn change_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Result<Id, RepoError> {
-    let old = repo.key_file.ok_or(RepoError::WriteOnly { what: "changing a passphrase" })?;
+    let old = repo.key_file().ok_or(RepoError::WriteOnly { what: "changing a passphrase" })?;
     let new = write_key_file(repo, passphrase, kdf)?;
-    repo.store.delete(&paths::in_dir(paths::KEYS, &old))?;
+    repo.delete_object(&layout::in_dir(layout::KEYS, &old))?;
     Ok(new)
 }
 
@@ -138,7 +138,7 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<Removed, RepoError> {
             if keys.iter().filter(|k| k.kind == KeyKind::Passphrase).count() < 2 {
                 return Err(RepoError::KeyInUse { detail: "it is the last passphrase".into() });
             }
-            repo.store.delete(&paths::in_dir(paths::KEYS, &key.id))?;
+            repo.delete_object(&layout::in_dir(layout::KEYS, &key.id))?;
             Ok(Removed::Passphrase(key.id))
         }
         KeyKind::WriteOnly if key.revoked => Err(RepoError::NoKey(format!("{prefix} (already removed)"))),
@@ -194,11 +194,11 @@ mod tests {
 
     use super::*;
     use crate::archiver::{backup as run_backup, BackupOptions};
-    use crate::commands::check::test_support::{fixture, kdf, Fixture};
     use crate::commands::check::{check, CheckOptions};
     use crate::crypto::SigningKey;
     use crate::format::snapshot::Snapshot;
     use crate::repo::OpenOptions;
+    use crate::test_kit::{fixture, kdf, Fixture};
 
     fn open_write_only(
         fx: &Fixture,
@@ -206,7 +206,14 @@ mod tests {
         cache: &tempfile::TempDir,
     ) -> Result<Arc<Repository>, RepoError> {
         let options = OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: kdf() };
-        Repository::open_write_only(fx.repo.store.clone(), key.clone(), &options).map(Arc::new)
+        Repository::open_write_only(fx.repo.store_for_tests(), key.clone(), &options).map(Arc::new)
+    }
+
+    /// The fixture's repository opened again, as the next command would: `check` reads
+    /// `signers/` as it was at open, and `fx.repo` was opened before the test changed it.
+    fn reopened(fx: &Fixture) -> Repository {
+        let options = OpenOptions { cache_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
+        Repository::open(fx.repo.store_for_tests(), b"pw", &options).unwrap()
     }
 
     fn back_up_with(repo: &Arc<Repository>, fx: &Fixture) -> Id {
@@ -256,39 +263,39 @@ mod tests {
         assert!(matches!(open_write_only(&fx, &key, &fresh), Err(RepoError::KeyNotTrusted { .. })));
 
         // The storage owner deletes the revocation: this machine remembers it.
-        for (id, _) in fx.repo.store.list_ids(paths::SIGNERS).unwrap() {
-            let path = paths::in_dir(paths::SIGNERS, &id);
-            if fx.repo.store.read(&path).unwrap().starts_with(crate::format::signer::REVOCATION_MAGIC) {
-                fx.repo.store.delete(&path).unwrap();
+        for (id, _) in fx.repo.list_object_ids(layout::SIGNERS).unwrap() {
+            let path = layout::in_dir(layout::SIGNERS, &id);
+            if fx.repo.read_object(&path).unwrap().starts_with(crate::format::signer::REVOCATION_MAGIC) {
+                fx.repo.delete_object(&path).unwrap();
             }
         }
         assert_eq!(ids(&fx.repo).0, vec![first]);
-        let report = check(&fx.repo, &CheckOptions::default(), |_| {}).unwrap();
+        let report = check(&reopened(&fx), &CheckOptions::default(), |_| {}).unwrap();
         assert!(report.errors.iter().any(|p| p.message.contains("revocation")), "{:?}", report.errors);
     }
 
     #[test]
     fn forged_replayed_and_foreign_snapshots_are_ignored_and_reported() {
         let fx = fixture();
-        let good = crate::commands::check::test_support::backup(&fx).id;
+        let good = crate::test_kit::backup(&fx).id;
         let snapshot = Snapshot { tree: Id([9; 32]), time_unix: 2, ..Snapshot::default() };
         // Someone with storage access only: signs with a key of their own.
-        let forged = snapshot.encode(&fx.repo.id(), &fx.repo.keys.public, &SigningKey::random());
+        let forged = snapshot.encode(&fx.repo.id(), &fx.repo.keys().public, &SigningKey::random());
         // A snapshot really signed by this repository's key, but for another repository id.
-        let replayed = snapshot.encode(&Id([7; 32]), &fx.repo.keys.public, &fx.repo.keys.signer);
+        let replayed = snapshot.encode(&Id([7; 32]), &fx.repo.keys().public, &fx.repo.keys().signer);
         let mut planted = Vec::new();
         for bytes in [forged, replayed] {
             let id = Id::of_bytes(&bytes);
-            fx.repo.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes).unwrap();
+            fx.repo.write_object(&layout::in_dir(layout::SNAPSHOTS, &id), bytes).unwrap();
             planted.push(id);
         }
         // A signer record copied from another repository registers nothing here.
         let other = fixture();
         let other_key = new_write_only(&other.repo).unwrap();
         register_write_only(&other.repo, &other_key, "elsewhere", &[crate::repo::hostname()]).unwrap();
-        for (id, _) in other.repo.store.list_ids(paths::SIGNERS).unwrap() {
-            let path = paths::in_dir(paths::SIGNERS, &id);
-            fx.repo.store.write(&path, other.repo.store.read(&path).unwrap()).unwrap();
+        for (id, _) in other.repo.list_object_ids(layout::SIGNERS).unwrap() {
+            let path = layout::in_dir(layout::SIGNERS, &id);
+            fx.repo.write_object(&path, other.repo.read_object(&path).unwrap()).unwrap();
         }
         let (trusted, rejected) = ids(&fx.repo);
         assert_eq!(trusted, vec![good]);
@@ -297,31 +304,31 @@ mod tests {
         planted.sort();
         assert_eq!(rejected_ids, planted);
         assert!(!fx.repo.signers().unwrap().active.contains_key(&other_key.signing.verifying_key().id()));
-        let report = check(&fx.repo, &CheckOptions::default(), |_| {}).unwrap();
+        let report = check(&reopened(&fx), &CheckOptions::default(), |_| {}).unwrap();
         for id in &planted {
             assert!(report.errors.iter().any(|p| p.object.ends_with(&id.to_hex())), "{id:?} not reported");
         }
-        assert!(report.errors.iter().any(|p| p.object.starts_with(paths::SIGNERS)), "{:?}", report.errors);
+        assert!(report.errors.iter().any(|p| p.object.starts_with(layout::SIGNERS)), "{:?}", report.errors);
     }
 
     #[test]
     fn passphrases_add_change_remove() {
         let fx = fixture();
         let options = OpenOptions { cache_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
-        let first = fx.repo.key_file.unwrap();
+        let first = fx.repo.key_file().unwrap();
         let second = add_passphrase(&fx.repo, b"second", kdf()).unwrap();
-        let by_second = Repository::open(fx.repo.store.clone(), b"second", &options).unwrap();
-        assert_eq!(by_second.key_file, Some(second));
+        let by_second = Repository::open(fx.repo.store_for_tests(), b"second", &options).unwrap();
+        assert_eq!(by_second.key_file(), Some(second));
         assert!(matches!(remove(&fx.repo, &first.to_hex()), Err(RepoError::KeyInUse { .. })));
         assert_eq!(remove(&by_second, &first.to_hex()).unwrap(), Removed::Passphrase(first));
-        assert!(matches!(Repository::open(fx.repo.store.clone(), b"pw", &options), Err(RepoError::WrongPassword)));
+        assert!(matches!(Repository::open(fx.repo.store_for_tests(), b"pw", &options), Err(RepoError::WrongPassword)));
         let third = change_passphrase(&by_second, b"third", kdf()).unwrap();
         assert_eq!(
-            fx.repo.store.list_ids(paths::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(),
+            fx.repo.list_object_ids(layout::KEYS).unwrap().into_iter().map(|k| k.0).collect::<Vec<_>>(),
             vec![third]
         );
-        assert!(Repository::open(fx.repo.store.clone(), b"second", &options).is_err());
-        let by_third = Repository::open(fx.repo.store.clone(), b"third", &options).unwrap();
+        assert!(Repository::open(fx.repo.store_for_tests(), b"second", &options).is_err());
+        let by_third = Repository::open(fx.repo.store_for_tests(), b"third", &options).unwrap();
         assert!(matches!(remove(&by_third, &third.to_hex()), Err(RepoError::KeyInUse { .. })));
     }
 }

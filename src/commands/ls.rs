@@ -181,7 +181,7 @@ impl Visitor for Lister<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn lists_paths_and_finds_nodes() {

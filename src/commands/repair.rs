@@ -25,9 +25,9 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::packer::Packer;
 use crate::repo::{RepoError, Repository};
-use crate::store::paths;
 
 /// Packs listed per index file written by `repair index`.
 const PACKS_PER_INDEX: usize = 256;
@@ -74,7 +74,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     // Index files first, then packs: a pack an index file lists was stored before that file,
     // so it is in the later listing of data/ (a concurrent backup cannot slip between).
     progress("reading index files");
-    let old_files: Vec<Id> = repo.store.list_ids(paths::INDEX)?.into_iter().map(|(id, _)| id).collect();
+    let old_files: Vec<Id> = repo.list_object_ids(layout::INDEX)?.into_iter().map(|(id, _)| id).collect();
     let mut old: HashMap<Id, (Id, IndexPack)> = HashMap::new();
     for id in &old_files {
         match repo.read_index_file(id) {
@@ -86,12 +86,12 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
             Err(RepoError::Store(e)) if e.is_not_found() => {}
             Err(e) => report
                 .index_files_unreadable
-                .push(Problem { object: paths::in_dir(paths::INDEX, id), message: e.to_string() }),
+                .push(Problem { object: layout::in_dir(layout::INDEX, id), message: e.to_string() }),
         }
     }
 
     progress("reading the blob tables of the packs in storage");
-    let mut stored = repo.store.list_ids(paths::DATA)?;
+    let mut stored = repo.list_object_ids(layout::DATA)?;
     stored.sort();
     let stored_ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
     let mut new_packs = Vec::with_capacity(stored.len());
@@ -104,7 +104,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
                     changed = true;
                 }
                 if known.is_none() {
-                    report.packs_adopted.push(paths::pack(&id));
+                    report.packs_adopted.push(layout::pack(&id));
                 }
                 new_packs.push((domain, IndexPack { id, size, blobs }));
             }
@@ -119,7 +119,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
                         format!("blob table unreadable ({e}) and no index file lists it: its blobs are unreachable")
                     }
                 };
-                report.packs_damaged.push(Problem { object: paths::pack(&id), message });
+                report.packs_damaged.push(Problem { object: layout::pack(&id), message });
                 if let Some(k) = kept {
                     new_packs.push(k.clone());
                 }
@@ -128,7 +128,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     }
     let mut lost: Vec<&IndexPack> = old.values().map(|(_, p)| p).filter(|p| !stored_ids.contains(&p.id)).collect();
     lost.sort_by_key(|p| p.id);
-    report.packs_lost = lost.iter().map(|p| LostPack { pack: paths::pack(&p.id), blobs: p.blobs.len() }).collect();
+    report.packs_lost = lost.iter().map(|p| LostPack { pack: layout::pack(&p.id), blobs: p.blobs.len() }).collect();
     changed |= !lost.is_empty();
     report.packs_indexed = new_packs.len() as u64;
     report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
@@ -161,11 +161,11 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     progress("removing the old index files");
     let mut removed = Vec::new();
     for id in old_files.iter().filter(|id| !written.contains(id)) {
-        repo.store.delete(&paths::in_dir(paths::INDEX, id))?;
+        repo.delete_index_file(id)?;
         removed.push(*id);
     }
     report.index_files_removed = removed.len() as u64;
-    repo.db().remove_index_files(&removed)?;
+    repo.forget_local_index_files(&removed)?;
     repo.sync_index()?;
     Ok(report)
 }
@@ -334,13 +334,13 @@ impl Rewriter<'_> {
     /// Sets the domain of the snapshot whose root tree is `root`: the domain its stored or
     /// cached copy verifies in, else this client's own.
     fn enter_snapshot(&mut self, root: &Id) -> Result<(), RepoError> {
-        let cached = self.repo.db().cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
+        let cached = self.repo.cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
         let domain = match cached {
             Some(domain) => Some(domain),
-            None => self.repo.db().blob_location(root)?.map(|l| l.domain),
+            None => self.repo.blob_location(root)?.map(|l| l.domain),
         };
         self.domain =
-            domain.and_then(|d| self.repo.domain(&d).cloned()).unwrap_or_else(|| self.repo.keys.write_domain());
+            domain.and_then(|d| self.repo.domain(&d).cloned()).unwrap_or_else(|| self.repo.keys().write_domain());
         Ok(())
     }
 
@@ -412,16 +412,16 @@ pub fn repair_snapshots(
     repo.sync_index()?;
     repo.reconcile_packs(false, &Default::default())?;
     let mut present = HashSet::new();
-    repo.db().for_each_blob(None, |id, location| {
+    repo.for_each_blob(None, |id, location| {
         present.insert((location.domain, *id));
     })?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
     for r in &rejected {
-        log::warn!("snapshot {} was not examined: {}", paths::in_dir(paths::SNAPSHOTS, &r.id), r.reason);
+        log::warn!("snapshot {} was not examined: {}", layout::in_dir(layout::SNAPSHOTS, &r.id), r.reason);
     }
     let mut rewriter = Rewriter {
         repo,
-        domain: repo.keys.write_domain(),
+        domain: repo.keys().write_domain(),
         done: HashMap::new(),
         present,
         new_trees: HashMap::new(),
@@ -471,8 +471,8 @@ pub fn repair_snapshots(
         let removed = options.forget_broken;
         if removed {
             repo.record_forgotten(&[broken])?;
-            repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, &broken))?;
-            repo.db().forget_snapshots(&[broken])?;
+            repo.delete_snapshot_object(&broken)?;
+            repo.forget_local_snapshots(&[broken])?;
         }
         report.repaired.push(RepairedSnapshot {
             broken: broken.to_hex(),

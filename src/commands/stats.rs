@@ -56,15 +56,13 @@ pub fn stats(repo: &Repository) -> Result<Stats, RepoError> {
     }
     stats.referenced_blobs = walk.blobs.len() as u64;
 
-    let db = repo.db();
-    let sizes = db.pack_sizes()?;
+    let sizes = repo.pack_sizes()?;
     stats.packs = sizes.len() as u64;
     stats.stored_bytes = sizes.values().sum();
-    stats.blobs = db.blob_count()?;
+    stats.blobs = repo.blob_count()?;
     let mut raw = 0u64;
-    db.for_each_blob(None, |_, location| raw += u64::from(location.entry.raw_len))?;
+    repo.for_each_blob(None, |_, location| raw += u64::from(location.entry.raw_len))?;
     stats.raw_bytes = raw;
-    drop(db);
 
     stats.dedup_ratio = ratio(stats.logical_bytes, stats.unique_bytes);
     stats.compression_ratio = ratio(stats.raw_bytes, stats.stored_bytes);
@@ -104,7 +102,7 @@ impl Visitor for Walk<'_> {
                     if !self.blobs.insert(*blob) {
                         continue;
                     }
-                    match self.repo.db().blob_location(blob)? {
+                    match self.repo.blob_location(blob)? {
                         Some(location) => {
                             self.stats.unique_bytes =
                                 self.stats.unique_bytes.saturating_add(u64::from(location.entry.raw_len))
@@ -184,7 +182,7 @@ impl Visitor for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::check::test_support::{backup, fixture};
+    use crate::test_kit::{backup, fixture};
 
     #[test]
     fn counts_are_sane() {

@@ -16,7 +16,6 @@ pub use crate::format::snapshot::RETAGGED_FROM;
 use crate::format::snapshot::{COPIED_SIGNER, PREVIOUS, SIGNERS_SEEN};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotEntry};
-use crate::store::paths;
 
 /// The change asked for: `set` replaces the tags (then `add` and `remove` apply to it).
 #[derive(Clone, Debug, Default)]
@@ -62,7 +61,7 @@ pub fn tag(repo: &Repository, snapshots: &[SnapshotEntry], change: &TagChange) -
         snapshot.extensions.extend(repo.anchor_extensions()?);
         snapshot.extensions.push((RETAGGED_FROM.to_string(), ByteBuf::from(entry.id.0.to_vec())));
         // A copy already names its original's signer; anything else names the key that signed it.
-        if snapshot.copied_signer().is_none() && entry.signer != repo.keys.repo_verify.id() {
+        if snapshot.copied_signer().is_none() && entry.signer != repo.keys().repo_verify.id() {
             snapshot.extensions.push((
                 COPIED_SIGNER.to_string(),
                 ByteBuf::from(crate::format::to_postcard(&(entry.signer, entry.signed_by.clone()))),
@@ -72,8 +71,8 @@ pub fn tag(repo: &Repository, snapshots: &[SnapshotEntry], change: &TagChange) -
         // The new one is stored before the old one goes: killed in between, both exist (the
         // same data twice, tagged two ways), never neither.
         repo.record_forgotten(&[entry.id])?;
-        repo.db().forget_snapshots(&[entry.id])?;
-        repo.store.delete(&paths::in_dir(paths::SNAPSHOTS, &entry.id))?;
+        repo.forget_local_snapshots(&[entry.id])?;
+        repo.delete_snapshot_object(&entry.id)?;
         report.changed.push((entry.id, id));
     }
     Ok(report)

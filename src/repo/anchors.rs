@@ -90,14 +90,14 @@ impl Repository {
         let record = PlanRecord::Forgotten { nonce: crate::crypto::random_bytes(), snapshots: snapshots.to_vec() };
         let full = self.keys.full_key().ok_or(RepoError::WriteOnly { what: "removing snapshots" })?;
         let bytes = record.encode(&self.id(), &full.signing);
-        self.store.write(&crate::store::paths::in_dir(crate::store::paths::PLANS, &Id::of_bytes(&bytes)), bytes)?;
+        self.store.write(&crate::layout::in_dir(crate::layout::PLANS, &Id::of_bytes(&bytes)), bytes)?;
         Ok(())
     }
 
     /// Compares what the trusted snapshots vouch for with what the store lists.
     pub fn check_anchors(&self, snapshots: &[SnapshotEntry]) -> Result<AnchorProblems, RepoError> {
         let mut problems = AnchorProblems::default();
-        use crate::store::paths::{SIGNERS, SNAPSHOTS};
+        use crate::layout::{SIGNERS, SNAPSHOTS};
         // Listed together: a round trip each on a remote store.
         let [signer_objects, snapshot_objects] = self.store.list_ids_together([SIGNERS, SNAPSHOTS])?;
         let listed_signers: HashSet<Id> = signer_objects.into_iter().map(|(id, _)| id).collect();

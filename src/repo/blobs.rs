@@ -12,7 +12,7 @@ use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_L
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::keys::DomainKeys;
-use crate::store::paths;
+use crate::layout;
 
 /// What [`Repository::reconcile_packs`] found and did.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ pub(super) const PACK_KEY_CACHE: usize = 4096;
 impl Repository {
     /// Imports index files added since the last run and forgets those that vanished (pruned).
     pub fn sync_index(&self) -> Result<(), RepoError> {
-        self.sync_index_listed(self.store.list_ids(paths::INDEX)?)
+        self.sync_index_listed(self.store.list_ids(layout::INDEX)?)
     }
 
     /// [`sync_index`](Self::sync_index) with `index/` already listed (by a caller that lists
@@ -155,7 +155,7 @@ impl Repository {
         adopt_orphans: bool,
         condemned: &HashSet<Id>,
     ) -> Result<PackReconciliation, RepoError> {
-        self.reconcile_packs_listed(self.store.list_ids(paths::DATA)?, adopt_orphans, condemned)
+        self.reconcile_packs_listed(self.store.list_ids(layout::DATA)?, adopt_orphans, condemned)
     }
 
     /// [`reconcile_packs`](Self::reconcile_packs) with `data/` already listed.
@@ -173,16 +173,16 @@ impl Repository {
                 continue;
             }
             // Some stores list without sizes, or lag behind: ask the object before blaming it.
-            let actual = self.store.size(&paths::pack(id))?;
+            let actual = self.store.size(&layout::pack(id))?;
             if actual != Some(*size) {
                 match actual {
                     None => log::warn!(
                         "pack {} is missing from the repository: its blobs will be uploaded again where the                          source still has them; run `coffer repair index`, then `coffer check`",
-                        paths::pack(id)
+                        layout::pack(id)
                     ),
                     Some(actual) => log::warn!(
                         "pack {} is {actual} bytes but the index says {size}: it is not used; its blobs will be                          uploaded again where the source still has them; run `coffer check`",
-                        paths::pack(id)
+                        layout::pack(id)
                     ),
                 }
                 gone.push(*id);
@@ -198,7 +198,7 @@ impl Repository {
     /// with the index key, so a write-only key can do this too. Returns how many it adopted.
     /// Packs a prune plan condemned are left alone: prune is about to delete them.
     pub fn adopt_orphan_packs(&self, condemned: &HashSet<Id>) -> Result<usize, RepoError> {
-        let stored: HashMap<Id, u64> = self.store.list_ids(paths::DATA)?.into_iter().collect();
+        let stored: HashMap<Id, u64> = self.store.list_ids(layout::DATA)?.into_iter().collect();
         self.adopt_packs(&stored, &self.db().pack_sizes()?, condemned)
     }
 
@@ -230,7 +230,7 @@ impl Repository {
     /// Reads a pack's blob table with three small ranged reads; returns the domain whose
     /// index key sealed it, with its entries.
     pub fn read_pack_table(&self, id: &Id, size: u64) -> Result<(Id, Vec<PackEntry>), RepoError> {
-        let path = paths::pack(id);
+        let path = layout::pack(id);
         let fixed = (HEADER_LEN + TRAILER_FIXED_LEN) as u64;
         if size < fixed {
             return Err(RepoError::Corrupt { object: path, detail: "too short to be a pack".into() });
@@ -271,7 +271,7 @@ impl Repository {
 
     /// Reads an index file and the domain it belongs to.
     pub fn read_index_file(&self, id: &Id) -> Result<(Id, IndexFile), RepoError> {
-        let path = paths::in_dir(paths::INDEX, id);
+        let path = layout::in_dir(layout::INDEX, id);
         let bytes = self.store.read_named(&path, id)?;
         if Id::of_bytes(&bytes) != *id {
             return Err(RepoError::Corrupt { object: path, detail: "content does not match its name".into() });
@@ -290,7 +290,7 @@ impl Repository {
     pub fn save_index_in(&self, domain: &DomainKeys, file: &IndexFile) -> Result<Id, RepoError> {
         let bytes = file.encode(&domain.index_key, &self.id());
         let id = Id::of_bytes(&bytes);
-        self.store.write(&paths::in_dir(paths::INDEX, &id), bytes)?;
+        self.store.write(&layout::in_dir(layout::INDEX, &id), bytes)?;
         let packs: Vec<_> = file.packs.iter().map(|p| (p.id, p.size, p.blobs.clone())).collect();
         self.db().add_index_file(&id, Some(&domain.id), &packs)?;
         Ok(id)
@@ -301,7 +301,7 @@ impl Repository {
             return Ok(key.clone());
         }
         let secret = self.require_full_key("reading backed-up data")?;
-        let path = paths::pack(pack_id);
+        let path = layout::pack(pack_id);
         let header = self.store.read_range(&path, 0, HEADER_LEN as u64)?;
         let key = pack::open_pack_key(secret, &header).map_err(RepoError::format(path))?;
         let mut cache = self.pack_keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -336,7 +336,7 @@ impl Repository {
         };
         for other in self.db().blob_locations(&location.entry.id)? {
             if other.pack != location.pack && self.read_blob_copy(&other, sealed, out).is_ok() {
-                log::warn!("blob {} read from its copy in {}: {first}", location.entry.id, paths::pack(&other.pack));
+                log::warn!("blob {} read from its copy in {}: {first}", location.entry.id, layout::pack(&other.pack));
                 return Ok(());
             }
         }
@@ -358,7 +358,7 @@ impl Repository {
         out: &mut Vec<u8>,
     ) -> Result<(), RepoError> {
         let key = self.pack_key(&location.pack)?;
-        let path = paths::pack(&location.pack);
+        let path = layout::pack(&location.pack);
         let entry = &location.entry;
         // Checked again where the blob is opened; here it saves a read that could not verify.
         self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
@@ -379,7 +379,7 @@ impl Repository {
         out: &mut Vec<u8>,
     ) -> Result<(), RepoError> {
         let entry = &location.entry;
-        let path = paths::pack(&location.pack);
+        let path = layout::pack(&location.pack);
         let domain = self.domain(&location.domain).ok_or_else(|| RepoError::ForeignDomain {
             object: format!("the index entry of blob {} in {path}", entry.id),
         })?;

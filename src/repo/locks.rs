@@ -14,7 +14,8 @@ use crossbeam_channel::{bounded, Sender};
 use super::{RepoError, Repository};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::store::{paths, Store};
+use crate::layout;
+use crate::store::{Store, StoreError};
 
 /// How often a running backup writes a fresh lock marker.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -49,7 +50,7 @@ fn write_ended(store: &Store, session: &Id) {
 }
 
 pub fn lock_path(session: &Id, seq: u32) -> String {
-    format!("{}{}-{seq:08}", paths::LOCKS, session.to_hex())
+    format!("{}{}-{seq:08}", layout::LOCKS, session.to_hex())
 }
 
 fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
@@ -61,11 +62,11 @@ fn parse_lock_name(path: &str) -> Option<(Id, u32)> {
 /// Lock sessions with their newest marker's seq, and every marker as (session, path).
 pub type LockListing = (HashMap<Id, u32>, Vec<(Id, String)>);
 
-/// Every lock session in the store with its newest marker, and every marker's path.
-pub fn list_locks(store: &Store) -> Result<LockListing, RepoError> {
+/// Every lock session in the repository with its newest marker, and every marker's path.
+pub fn list_locks(repo: &Repository) -> Result<LockListing, RepoError> {
     let mut newest: HashMap<Id, u32> = HashMap::new();
     let mut markers = Vec::new();
-    for (path, _) in store.list(paths::LOCKS)? {
+    for (path, _) in repo.store.list(layout::LOCKS)? {
         match parse_lock_name(&path) {
             Some((session, seq)) => {
                 let slot = newest.entry(session).or_insert(seq);
@@ -87,7 +88,8 @@ pub struct BackupLock {
 }
 
 impl BackupLock {
-    pub fn acquire(store: &Store) -> Result<BackupLock, RepoError> {
+    pub fn acquire(repo: &Repository) -> Result<BackupLock, RepoError> {
+        let store = &repo.store;
         let session = Id(crate::crypto::random_bytes());
         store.write(&lock_path(&session, 0), b"coffer backup lock v1".to_vec())?;
         RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push((store.clone(), session));
@@ -146,16 +148,24 @@ impl Drop for BackupLock {
 }
 
 impl Repository {
+    /// Signs and stores a prune plan record; its id (the hash of its bytes) names it.
+    pub fn save_plan_record(&self, record: &PlanRecord) -> Result<Id, StoreError> {
+        let bytes = record.encode(&self.id(), &self.keys.signer);
+        let id = Id::of_bytes(&bytes);
+        self.store.write(&layout::in_dir(layout::PLANS, &id), bytes)?;
+        Ok(id)
+    }
+
     /// Every prune plan record whose signature holds; others are reported and ignored.
     pub fn plan_records(&self) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
-        self.plan_records_listed(self.store.list_ids(paths::PLANS)?)
+        self.plan_records_listed(self.store.list_ids(layout::PLANS)?)
     }
 
     /// [`plan_records`](Self::plan_records) with `plans/` already listed.
     pub fn plan_records_listed(&self, listing: Vec<(Id, u64)>) -> Result<Vec<(Id, PlanRecord)>, RepoError> {
         let mut records = Vec::new();
         for (id, _) in listing {
-            let path = paths::in_dir(paths::PLANS, &id);
+            let path = layout::in_dir(layout::PLANS, &id);
             let bytes = match self.store.read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue, // finished by a concurrent prune
@@ -176,7 +186,7 @@ impl Repository {
     /// Packs some prune plan condemned: a backup must neither deduplicate against them nor
     /// adopt them.
     pub fn condemned_packs(&self) -> Result<HashSet<Id>, RepoError> {
-        self.condemned_packs_listed(self.store.list_ids(paths::PLANS)?)
+        self.condemned_packs_listed(self.store.list_ids(layout::PLANS)?)
     }
 
     /// [`condemned_packs`](Self::condemned_packs) with `plans/` already listed.
@@ -200,4 +210,50 @@ pub fn lock_session(snapshot: &crate::format::snapshot::Snapshot) -> Option<Id> 
         .iter()
         .find(|(name, _)| name == LOCK_EXTENSION)
         .and_then(|(_, value)| <[u8; 32]>::try_from(value.as_slice()).ok().map(Id))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::format::snapshot::Snapshot;
+    use crate::repo::test_kit::memory_repo;
+
+    #[test]
+    fn a_backup_lock_is_listed_while_held_and_marked_ended_when_dropped() {
+        let (repo, _cache) = memory_repo();
+        assert!(list_locks(&repo).unwrap().0.is_empty());
+        let lock = BackupLock::acquire(&repo).unwrap();
+        let session = lock.session;
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert_eq!(newest.get(&session), Some(&0));
+        assert_eq!(markers, vec![(session, lock_path(&session, 0))]);
+        lock.check_fresh().expect("just written");
+        drop(lock);
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert_eq!(newest.get(&session), Some(&ENDED_SEQ), "a prune knows at once that it ended");
+        assert_eq!(markers.len(), 2, "markers are never deleted by the backup (append-only stores)");
+    }
+
+    #[test]
+    fn names_under_locks_that_are_not_markers_are_ignored() {
+        let (repo, _cache) = memory_repo();
+        repo.write_object(&format!("{}not-a-lock", layout::LOCKS), b"x".to_vec()).unwrap();
+        repo.write_object(&format!("{}{}-x", layout::LOCKS, Id([1; 32]).to_hex()), b"x".to_vec()).unwrap();
+        let (newest, markers) = list_locks(&repo).unwrap();
+        assert!(newest.is_empty() && markers.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_names_the_session_of_its_backup() {
+        let session = Id([7; 32]);
+        let with = |value: Vec<u8>| Snapshot {
+            extensions: vec![(LOCK_EXTENSION.to_string(), ByteBuf::from(value))],
+            ..Snapshot::default()
+        };
+        assert_eq!(lock_session(&with(session.0.to_vec())), Some(session));
+        assert_eq!(lock_session(&with(vec![7; 31])), None, "not an id");
+        assert_eq!(lock_session(&Snapshot::default()), None);
+    }
 }

@@ -11,7 +11,8 @@ use crate::format::config::{ChunkerParams, Config, GearKeying};
 use crate::format::keyfile::{KeyFile, KeyFileError};
 use crate::id::Id;
 use crate::keys::{FullKey, RepoKeys, WriteOnlyKey};
-use crate::store::{paths, Store, StoreError};
+use crate::layout;
+use crate::store::{Store, StoreError};
 
 pub struct OpenOptions {
     /// Folder holding one SQLite database per repository.
@@ -57,7 +58,7 @@ pub fn now_unix() -> i64 {
 
 impl Repository {
     pub fn init(store: Store, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
-        if store.size(paths::CONFIG)?.is_some() || !store.list(paths::KEYS)?.is_empty() {
+        if store.size(layout::CONFIG)?.is_some() || !store.list(layout::KEYS)?.is_empty() {
             return Err(RepoError::AlreadyExists { location: store.location().to_string() });
         }
         let key = FullKey::generate();
@@ -86,8 +87,8 @@ impl Repository {
         // The key first, the config last: a repository exists once its config does, and by
         // then it can be opened.
         let key_file = Id::of_bytes(&keyfile);
-        store.write(&paths::in_dir(paths::KEYS, &key_file), keyfile)?;
-        store.write(paths::CONFIG, config.encode(&key.signing))?;
+        store.write(&layout::in_dir(layout::KEYS, &key_file), keyfile)?;
+        store.write(layout::CONFIG, config.encode(&key.signing))?;
         let mut repo = Repository::with_keys(store, config, key.into(), options)?;
         repo.key_file = Some(key_file);
         Ok(repo)
@@ -141,9 +142,9 @@ impl Repository {
         // `index/` is listed while the signers are read: a round trip each on a remote store.
         let index_store = repo.store.clone();
         let (domains, index) = std::thread::scope(|scope| {
-            let index = scope.spawn(move || index_store.list_ids(paths::INDEX));
+            let index = scope.spawn(move || index_store.list_ids(layout::INDEX));
             let domains = if repo.keys.secret.is_some() { repo.load_domains() } else { Ok(()) };
-            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::INDEX))))
+            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::INDEX))))
         });
         domains?;
         repo.sync_index_listed(index?)?;
@@ -174,9 +175,9 @@ impl Located {
     pub fn read(store: Store) -> Result<Located, RepoError> {
         let not_a_repo = |detail: String| RepoError::NotARepository { location: store.location().to_string(), detail };
         let (config, keys) = std::thread::scope(|scope| {
-            let keys = scope.spawn(|| store.list_ids(paths::KEYS));
-            let config = store.read(paths::CONFIG);
-            (config, keys.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::KEYS))))
+            let keys = scope.spawn(|| store.list_ids(layout::KEYS));
+            let config = store.read(layout::CONFIG);
+            (config, keys.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::KEYS))))
         });
         let config_bytes = match config {
             Ok(bytes) => bytes,
@@ -197,6 +198,12 @@ impl Located {
         db_path(options, &self.unverified.repo_id)
     }
 
+    /// A reader of this machine's files cache in the local database the repository will use,
+    /// if there is one: a backup scans its sources with it while the key is derived.
+    pub fn files_cache_reader(&self, options: &OpenOptions) -> Option<crate::db::FilesCacheReader> {
+        crate::db::FilesCacheReader::open(&self.db_path(options), &self.unverified_id(), &machine_identity())
+    }
+
     pub fn open(self, passphrase: &[u8], options: &OpenOptions) -> Result<Repository, RepoError> {
         let Located { store, config_bytes, unverified, keys } = self;
         let remembered = remembered_key(options, &unverified.repo_id);
@@ -205,8 +212,9 @@ impl Located {
         let (unlocked, prefetched) = std::thread::scope(|scope| {
             let prefetch = scope.spawn(|| {
                 let signers = scope.spawn(|| super::snapshots::fetch_signer_objects(&store));
-                let index = store.list_ids(paths::INDEX);
-                let signers = signers.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::SIGNERS).into()));
+                let index = store.list_ids(layout::INDEX);
+                let signers =
+                    signers.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SIGNERS).into()));
                 Prefetched { index, signers }
             });
             let unlocked = unlock(&store, keys?, &unverified.repo_id, passphrase, remembered);
@@ -337,7 +345,7 @@ fn unlock(
     let mut any_readable = false;
     let mut candidates = Vec::new();
     for (id, size) in key_files {
-        let path = paths::in_dir(paths::KEYS, &id);
+        let path = layout::in_dir(layout::KEYS, &id);
         if size > MAX_KEY_FILE_SIZE {
             log::warn!("skipping key file {path}: {size} bytes is too large for a key file");
             continue;
@@ -363,7 +371,7 @@ fn unlock(
     if any_readable && candidates.is_empty() {
         // Not a password problem: no key belongs to the repository the config names.
         return Err(RepoError::Corrupt {
-            object: paths::CONFIG.into(),
+            object: layout::CONFIG.into(),
             detail: "its repository id matches no usable key file: it was damaged or replaced".into(),
         });
     }

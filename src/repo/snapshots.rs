@@ -17,7 +17,8 @@ use crate::crypto::VerifyingKey;
 use crate::format::signer::{Revocation, SignerObject, SignerRecord};
 use crate::format::snapshot::Snapshot;
 use crate::id::Id;
-use crate::store::{paths, Store, StoreError};
+use crate::layout;
+use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct SnapshotEntry {
@@ -200,7 +201,7 @@ impl Repository {
         signers.active.insert(self.keys.repo_verify.id(), self.keys.repo_verify);
         let mut revocations: Vec<Revocation> = Vec::new();
         for (id, bytes) in objects {
-            let path = paths::in_dir(paths::SIGNERS, &id);
+            let path = layout::in_dir(layout::SIGNERS, &id);
             match SignerObject::decode(&bytes, &self.id(), &self.keys.repo_verify) {
                 Ok(SignerObject::Registration(record)) => {
                     signers.valid_objects.insert(id);
@@ -307,7 +308,7 @@ impl Repository {
         );
         let bytes = record.encode(&self.id(), &full.signing);
         let id = Id::of_bytes(&bytes);
-        self.store.write(&paths::in_dir(paths::SIGNERS, &id), bytes)?;
+        self.store.write(&layout::in_dir(layout::SIGNERS, &id), bytes)?;
         Ok(id)
     }
 
@@ -322,8 +323,8 @@ impl Repository {
             .filter(|k| **k != self.keys.repo_verify)
             .ok_or_else(|| RepoError::NoKey(signer.to_hex()))?;
         let mut kept = Vec::new();
-        for (id, _) in self.store.list_ids(paths::SNAPSHOTS)? {
-            let bytes = match self.store.read(&paths::in_dir(paths::SNAPSHOTS, &id)) {
+        for (id, _) in self.store.list_ids(layout::SNAPSHOTS)? {
+            let bytes = match self.store.read(&layout::in_dir(layout::SNAPSHOTS, &id)) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -335,7 +336,7 @@ impl Repository {
         kept.sort();
         let revocation = Revocation { verify_key: key.0, revoked_unix: super::now_unix(), kept_snapshots: kept };
         let bytes = revocation.encode(&self.id(), &full.signing);
-        self.store.write(&paths::in_dir(paths::SIGNERS, &Id::of_bytes(&bytes)), bytes)?;
+        self.store.write(&layout::in_dir(layout::SIGNERS, &Id::of_bytes(&bytes)), bytes)?;
         // Remember it at once, so this machine keeps it even if the store loses it.
         self.signers()?;
         Ok(revocation.kept_snapshots.len())
@@ -358,9 +359,9 @@ impl Repository {
         let secret = self.require_full_key("listing snapshots")?;
         // `snapshots/` is listed while `signers/` is read: a round trip each on a remote store.
         let (signers, listed) = std::thread::scope(|scope| {
-            let listed = scope.spawn(|| self.store.list_ids(paths::SNAPSHOTS));
+            let listed = scope.spawn(|| self.store.list_ids(layout::SNAPSHOTS));
             let signers = self.signers();
-            let listed = listed.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(paths::SNAPSHOTS)));
+            let listed = listed.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SNAPSHOTS)));
             (signers, listed)
         });
         let signers = signers?;
@@ -379,7 +380,7 @@ impl Repository {
             if !cached.contains_key(&id) && !fetched.contains_key(&id) {
                 if let Some(batch) = batches.next() {
                     let read = crate::store::map_in_flight(batch, crate::store::SMALL_READS_IN_FLIGHT, |id| {
-                        self.store.read_named(&paths::in_dir(paths::SNAPSHOTS, id), id)
+                        self.store.read_named(&layout::in_dir(layout::SNAPSHOTS, id), id)
                     });
                     fetched = batch.iter().copied().zip(read).collect();
                 }
@@ -403,7 +404,7 @@ impl Repository {
                     }
                 }
             }
-            let path = paths::in_dir(paths::SNAPSHOTS, &id);
+            let path = layout::in_dir(layout::SNAPSHOTS, &id);
             let read = fetched.remove(&id).unwrap_or_else(|| self.store.read_named(&path, &id));
             let bytes = match read {
                 Ok(bytes) => bytes,
@@ -476,7 +477,7 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id, RepoError> {
         let bytes = snapshot.encode(&self.id(), &self.keys.public, &self.keys.signer);
         let id = Id::of_bytes(&bytes);
-        self.store.write(&paths::in_dir(paths::SNAPSHOTS, &id), bytes)?;
+        self.store.write(&layout::in_dir(layout::SNAPSHOTS, &id), bytes)?;
         // Remembered so that `check` notices if it later vanishes from the store, and kept
         // so that listing and mounting need not read it back.
         let mut db = self.db();
@@ -565,9 +566,9 @@ mod tests {
 /// opening with a passphrase reads it while Argon2 runs. An object gone between the listing
 /// and its read is left out, as if listed a moment later.
 pub(super) fn fetch_signer_objects(store: &Store) -> Result<Vec<(Id, Vec<u8>)>, RepoError> {
-    let listed: Vec<Id> = store.list_ids(paths::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
+    let listed: Vec<Id> = store.list_ids(layout::SIGNERS)?.into_iter().map(|(id, _)| id).collect();
     let read = crate::store::map_in_flight(&listed, crate::store::SMALL_READS_IN_FLIGHT, |id| {
-        store.read(&paths::in_dir(paths::SIGNERS, id))
+        store.read(&layout::in_dir(layout::SIGNERS, id))
     });
     let mut objects = Vec::with_capacity(listed.len());
     for (id, bytes) in listed.into_iter().zip(read) {

@@ -128,11 +128,11 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::archiver::BlobSink;
-    use crate::commands::check::test_support::{backup, fixture, Fixture};
     use crate::commands::{check, copy, diff, ls, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
     use crate::format::tree::Metadata;
+    use crate::repo::BlobSink;
+    use crate::test_kit::{backup, fixture, Fixture};
 
     /// A snapshot whose root holds a chain of `depth` folders named `d`, with one file at the
     /// bottom; stored next to the fixture's one backup, whose snapshot it is based on.

@@ -1,7 +1,7 @@
 //! The storage seam: every byte Coffer reads from or writes to a repository goes through
 //! [`Store`], a thin wrapper over an OpenDAL `Operator`. It is the only owner of the tokio
 //! runtime; the rest of the engine is synchronous threads that call the blocking methods here,
-//! or hand uploads to [`Store::spawn_write`] to overlap them with work.
+//! or hand uploads to [`Store::spawn_publish`] to overlap them with work.
 //!
 //! Objects are immutable and content-named, so a write never replaces anything (DESIGN §3).
 //! On a local folder, writes go to `<repo>/.tmp` first and are renamed into place after an
@@ -157,51 +157,10 @@ impl opendal::layers::RetryInterceptor for RetryNotice {
     }
 }
 
-/// Object names in the repository layout (DESIGN §3).
-pub mod paths {
-    use crate::id::Id;
-
-    pub const CONFIG: &str = "config";
-    pub const KEYS: &str = "keys/";
-    pub const INDEX: &str = "index/";
-    pub const SNAPSHOTS: &str = "snapshots/";
-    pub const SIGNERS: &str = "signers/";
-    pub const DATA: &str = "data/";
-    /// Backup lock markers (`<session>-<seq>`) and prune plans: see docs/design.md, "Prune protocol".
-    pub const LOCKS: &str = "locks/";
-    pub const PLANS: &str = "plans/";
-
-    pub fn pack(id: &Id) -> String {
-        let hex = id.to_hex();
-        format!("data/{}/{}", &hex[..2], hex)
-    }
-
-    pub fn in_dir(dir: &str, id: &Id) -> String {
-        format!("{dir}{}", id.to_hex())
-    }
-
-    /// The largest whole object of the kind `path` names that a reader accepts; `None` for
-    /// packs (read in ranges) and anything else. Each is far above what Coffer writes: a key
-    /// file or signer record is under 1 KiB, a snapshot under 1 KiB plus its paths and tags,
-    /// an index file lists at most a few thousand packs (about 8 MiB at most), a plan lists
-    /// packs to delete.
-    pub fn size_cap(path: &str) -> Option<u64> {
-        const KIB: u64 = 1024;
-        const MIB: u64 = 1024 * KIB;
-        let cap = if path == CONFIG {
-            64 * KIB
-        } else if path.starts_with(KEYS) || path.starts_with(SIGNERS) || path.starts_with(LOCKS) {
-            64 * KIB
-        } else if path.starts_with(SNAPSHOTS) {
-            16 * MIB
-        } else if path.starts_with(INDEX) || path.starts_with(PLANS) {
-            256 * MIB
-        } else {
-            return None;
-        };
-        Some(cap)
-    }
-}
+/// The repository layout, under its old name: `vfs.rs` and `commands/restore.rs` still import
+/// it from here until they move to [`crate::layout`] (issue 16 is changing them; the door
+/// test, `tests/door.rs`, lists them as pending). Remove once they have moved.
+pub use crate::layout as paths;
 
 /// Requests to a remote store kept in flight by readers of many small objects (index files,
 /// snapshots): each is a round trip, and one at a time they add up to seconds.
@@ -375,6 +334,10 @@ fn hidden_by_test(path: &str) -> bool {
     false
 }
 
+/// An object [`Store::spawn_publish`] is storing, to hand back to [`Store::wait`]. Opaque, so
+/// that the tokio task behind it stays inside `store/`: its holders are plain threads.
+pub struct Publishing(tokio::task::JoinHandle<Result<(), StoreError>>);
+
 /// Shared handle to a repository's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -405,7 +368,7 @@ impl Store {
         }
         // Building the operator creates its spool folder (`.tmp`): only in a repository, or
         // in a folder `init` may take, never in an ordinary folder named by mistake.
-        let holds_repo = path.join(crate::store::paths::CONFIG).is_file();
+        let holds_repo = path.join(crate::layout::CONFIG).is_file();
         if !holds_repo {
             if !create {
                 return Err(StoreError::Open { location, detail: "no config file in this folder".into() });
@@ -505,12 +468,12 @@ impl Store {
     /// Reads a whole object. Remote reads are checked against the object's size (one small
     /// extra request; whole reads are only of small objects: config, keys, index files,
     /// snapshots), and read again when they come back short. Objects of the kinds
-    /// [`paths::size_cap`] bounds are refused, unread, when larger: a hostile store must not
-    /// make a reader allocate what it likes.
+    /// [`crate::layout::size_cap`] bounds are refused, unread, when larger: a hostile store
+    /// must not make a reader allocate what it likes.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
         let read =
             || self.block_on(self.op.read(path)).map(|buf| buf.to_vec()).map_err(|e| StoreError::from_opendal(path, e));
-        let cap = paths::size_cap(path);
+        let cap = crate::layout::size_cap(path);
         let checked = |size: u64| match cap {
             Some(max) if size > max => Err(StoreError::TooLarge { path: path.to_string(), size, max }),
             _ => Ok(size),
@@ -641,12 +604,7 @@ impl Store {
     /// Stores a spooled file under `path` and removes the spool file, on the runtime. On a
     /// local repository: fsync, then rename into place (never a partial object under its
     /// final name). Elsewhere: upload its bytes.
-    pub fn spawn_publish(
-        &self,
-        file: std::fs::File,
-        spooled: PathBuf,
-        path: String,
-    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    pub fn spawn_publish(&self, file: std::fs::File, spooled: PathBuf, path: String) -> Publishing {
         let io_error = {
             let path = path.clone();
             move |e: std::io::Error| StoreError::Backend {
@@ -655,7 +613,7 @@ impl Store {
                 waited: None,
             }
         };
-        match &self.local_root {
+        Publishing(match &self.local_root {
             Some(root) => {
                 let dest = root.join(&path);
                 self.runtime.spawn_blocking(move || {
@@ -679,12 +637,13 @@ impl Store {
                     store_object(&op, &path, bytes.map_err(io_error)?, true).await
                 })
             }
-        }
+        })
     }
 
-    /// Waits for a spawned task from a plain (non-runtime) thread.
-    pub fn wait<T>(&self, handle: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.block_on(handle).unwrap_or_else(|e| {
+    /// Waits, from a plain (non-runtime) thread, for an object that
+    /// [`spawn_publish`](Self::spawn_publish) is storing.
+    pub fn wait(&self, publishing: Publishing) -> Result<(), StoreError> {
+        self.block_on(publishing.0).unwrap_or_else(|e| {
             Err(StoreError::Backend {
                 path: "upload task".into(),
                 error: opendal::Error::new(ErrorKind::Unexpected, e.to_string()),

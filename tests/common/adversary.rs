@@ -253,7 +253,6 @@ pub fn owner_blob_ids(c: &Coffer) -> Vec<(Id, BlobKind, Id)> {
     let opened = Repository::open(store, password.as_bytes(), &options).expect("open with the full key");
     let mut out = Vec::new();
     opened
-        .db()
         .for_each_blob(None, |id, location| out.push((*id, location.entry.kind, location.pack)))
         .expect("read the index");
     out

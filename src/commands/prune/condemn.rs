@@ -4,13 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::crashpoint;
-use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
 use crate::repo::packer::Packer;
-use crate::repo::{now_unix, Repository};
-use crate::store::paths;
+use crate::repo::{now_unix, BlobLocation, Repository};
 
 use super::delete::delete_phase;
 use super::live::{all_snapshots, choose_copies, listed_packs, referenced_blobs};
@@ -28,10 +26,10 @@ pub(super) fn condemn_phase(
     let (snapshots, _) = all_snapshots(repo)?;
     repo.sync_index()?;
     // Exactly the index files the local index holds now: the new index replaces these.
-    let mut index_files: Vec<Id> = repo.db().index_files()?.into_iter().collect();
+    let mut index_files: Vec<Id> = repo.local_index_files()?.into_iter().collect();
     index_files.sort();
     // By (pack, domain): a pack another key's index file also claims appears twice.
-    let contents = repo.db().pack_contents()?;
+    let contents = repo.pack_contents()?;
     let indexed_sizes: HashMap<Id, u64> = contents.iter().map(|((id, _), (size, _))| (*id, *size)).collect();
     let listed = listed_packs(repo, &indexed_sizes)?;
     progress(&format!("finding the data {} snapshots use", snapshots.len()));
@@ -156,7 +154,7 @@ pub(super) fn condemn_phase(
         .filter(|(id, r)| *id != plan_id && matches!(r, PlanRecord::Condemn { .. }))
         .count();
     if rivals > 0 {
-        repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+        repo.delete_plan_record(&plan_id)?;
         return Err(PruneError::ConcurrentPrune);
     }
     delete_phase(repo, options, plan_id, &record, None, report, progress)

@@ -5,13 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::crashpoint;
-use crate::db::BlobLocation;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::{LockSeen, PlanRecord};
 use crate::id::Id;
+use crate::layout;
 use crate::repo::locks::{list_locks, ENDED_SEQ};
-use crate::repo::{now_unix, RepoError, Repository};
-use crate::store::paths;
+use crate::repo::{now_unix, BlobLocation, RepoError, Repository};
 
 use super::live::{all_snapshots, listed_packs, referenced_blobs, DomainBlob};
 use super::{domain_keys, write_record, PruneError, PruneOptions, PruneReport};
@@ -33,7 +32,7 @@ pub(super) fn delete_phase(
         Some(wait) => wait,
         None => {
             crashpoint::hit("prune-before-lock-listing");
-            let (newest, _) = list_locks(&repo.store)?;
+            let (newest, _) = list_locks(repo)?;
             let mut locks: Vec<LockSeen> = newest.into_iter().map(|(session, seq)| LockSeen { session, seq }).collect();
             locks.sort();
             let listed_unix = now_unix();
@@ -44,7 +43,7 @@ pub(super) fn delete_phase(
     };
     // Locks before snapshots: a backup writes its snapshot before its ended marker, so one
     // seen ended here has its snapshot in the listing below.
-    let (newest, markers) = list_locks(&repo.store)?;
+    let (newest, markers) = list_locks(repo)?;
     let (snapshots, finished) = all_snapshots(repo)?;
     let expired = now_unix().saturating_sub(listed_unix) >= options.lock_timeout.as_secs() as i64;
     let mut stale = HashSet::new();
@@ -80,7 +79,7 @@ pub(super) fn delete_phase(
     let superseded: HashSet<Id> = superseded_index.iter().copied().collect();
     let mut surviving: HashMap<Id, IndexPack> = HashMap::new();
     let mut surviving_blobs: HashSet<DomainBlob> = HashSet::new();
-    for (id, _) in repo.store.list_ids(paths::INDEX)? {
+    for (id, _) in repo.list_object_ids(layout::INDEX)? {
         if !superseded.contains(&id) {
             let (domain, file) = match repo.read_index_file(&id) {
                 Ok(read) => read,
@@ -152,39 +151,39 @@ pub(super) fn delete_phase(
     progress(&format!("deleting {} index files and {} packs", superseded.len(), delete.len()));
     let mut removed_index = Vec::new();
     for id in superseded_index {
-        repo.store.delete(&paths::in_dir(paths::INDEX, id))?;
+        repo.delete_index_file(id)?;
         removed_index.push(*id);
         report.index_files_removed += 1;
         crashpoint::hit("prune-mid-index-delete");
     }
-    repo.db().remove_index_files(&removed_index)?;
+    repo.forget_local_index_files(&removed_index)?;
     crashpoint::hit("prune-after-index-delete");
     for pack in &delete {
-        repo.store.delete(&paths::pack(pack))?;
+        repo.delete_pack(pack)?;
         report.packs_deleted += 1;
         crashpoint::hit("prune-mid-pack-delete");
     }
     crashpoint::hit("prune-after-pack-delete");
     for (session, path) in markers {
         if finished.contains(&session) || stale.contains(&session) {
-            repo.store.delete(&path)?;
+            repo.delete_object(&path)?;
             report.locks_removed += 1;
         }
     }
     report.spool_files_removed += remove_old_spool_files(repo, options.lock_timeout);
-    repo.store.delete(&paths::in_dir(paths::PLANS, &wait_id))?;
+    repo.delete_plan_record(&wait_id)?;
     crashpoint::hit("prune-after-wait-delete");
-    repo.store.delete(&paths::in_dir(paths::PLANS, &plan_id))?;
+    repo.delete_plan_record(&plan_id)?;
     Ok(())
 }
 
 /// Spool files in a local repository's `.tmp` untouched for the lock timeout: left by a
 /// killed backup (a running one writes its spool files continuously and renames them soon).
 fn remove_old_spool_files(repo: &Repository, older_than: Duration) -> u64 {
-    if repo.store.spool_dir() == std::env::temp_dir() {
+    if repo.spool_dir() == std::env::temp_dir() {
         return 0; // not ours alone to clean
     }
-    let Ok(entries) = std::fs::read_dir(repo.store.spool_dir()) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(repo.spool_dir()) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
         let old = entry

@@ -3,12 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::db::BlobLocation;
 use crate::format::plan::PlanRecord;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{RepoError, Repository, SnapshotEntry};
-use crate::store::paths;
+use crate::layout;
+use crate::repo::{BlobLocation, RepoError, Repository, SnapshotEntry};
 
 use super::PruneError;
 
@@ -17,7 +16,7 @@ use super::PruneError;
 pub(super) fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, HashSet<Id>), PruneError> {
     // What this database saw *before* the listing: a backup sharing it may record a new
     // snapshot after the listing, and that one is not missing.
-    let seen_before = repo.db().seen_snapshots()?;
+    let seen_before = repo.seen_snapshots()?;
     let (snapshots, rejected) = repo.load_snapshots_from_store()?;
     // A snapshot no trusted key wrote protects nothing (issue 15: a write-only key's holder
     // must not be able to stall prune, nor make it keep or drop anything). One whose bytes no
@@ -27,7 +26,7 @@ pub(super) fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Ha
     if let Some(first) = damaged.first() {
         return Err(PruneError::UntrustedSnapshots {
             count: damaged.len(),
-            first: paths::in_dir(paths::SNAPSHOTS, &first.id),
+            first: layout::in_dir(layout::SNAPSHOTS, &first.id),
             reason: first.reason.clone(),
         });
     }
@@ -50,9 +49,9 @@ pub(super) fn all_snapshots(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Ha
             .flatten()
             .collect();
         if let Some(lost) = vanished.iter().find(|id| !forgotten.contains(id)) {
-            return Err(PruneError::VanishedSnapshot(paths::in_dir(paths::SNAPSHOTS, lost)));
+            return Err(PruneError::VanishedSnapshot(layout::in_dir(layout::SNAPSHOTS, lost)));
         }
-        repo.db().forget_snapshots(&vanished)?;
+        repo.forget_local_snapshots(&vanished)?;
     }
     let sessions = snapshots.iter().filter_map(|e| crate::repo::locks::lock_session(&e.snapshot)).collect();
     Ok((snapshots, sessions))
@@ -72,7 +71,7 @@ pub(super) fn referenced_blobs(
     extra: &HashMap<DomainBlob, BlobLocation>,
 ) -> Result<HashSet<DomainBlob>, PruneError> {
     let locatable = |blob: &DomainBlob| -> Result<bool, PruneError> {
-        Ok(extra.contains_key(blob) || !repo.db().blob_packs(&blob.0, &blob.1)?.is_empty())
+        Ok(extra.contains_key(blob) || !repo.blob_packs(&blob.0, &blob.1)?.is_empty())
     };
     let mut seen: HashSet<DomainBlob> = HashSet::new();
     // A root tree's domain is the one whose copy of it verifies; its children share it.
@@ -115,12 +114,12 @@ fn load_tree_in(
     extra: &HashMap<DomainBlob, BlobLocation>,
 ) -> Result<Option<(Id, Tree)>, PruneError> {
     let decode = |bytes: &[u8]| Tree::decode(bytes).map_err(RepoError::format(format!("tree {id}")));
-    if let Some(bytes) = repo.db().cached_tree(id)? {
+    if let Some(bytes) = repo.cached_tree(id)? {
         if let Some(found) = repo.domain_naming(&bytes, id).filter(|d| domain.is_none_or(|want| want == *d)) {
             return Ok(Some((found, decode(&bytes)?)));
         }
     }
-    let mut copies = repo.db().blob_locations(id)?;
+    let mut copies = repo.blob_locations(id)?;
     copies.extend(extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location));
     copies.retain(|c| domain.is_none_or(|want| want == c.domain));
     let mut failure = None;
@@ -140,15 +139,15 @@ fn load_tree_in(
 
 /// The storage listing of `data/`, cross-checked against what the index says is stored.
 pub(super) fn listed_packs(repo: &Repository, indexed: &HashMap<Id, u64>) -> Result<HashMap<Id, u64>, PruneError> {
-    let listed: HashMap<Id, u64> = repo.store.list_ids(paths::DATA)?.into_iter().collect();
+    let listed: HashMap<Id, u64> = repo.list_object_ids(layout::DATA)?.into_iter().collect();
     for (pack, size) in indexed {
         match listed.get(pack) {
             None => {
-                return Err(PruneError::ListingShort { pack: paths::pack(pack), problem: "missing".into() });
+                return Err(PruneError::ListingShort { pack: layout::pack(pack), problem: "missing".into() });
             }
             Some(listed_size) if listed_size != size => {
                 return Err(PruneError::ListingShort {
-                    pack: paths::pack(pack),
+                    pack: layout::pack(pack),
                     problem: format!("{listed_size} bytes instead of {size}"),
                 });
             }

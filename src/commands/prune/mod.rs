@@ -22,7 +22,6 @@ use crate::format::plan::PlanRecord;
 use crate::id::Id;
 use crate::repo::locks::LOCK_TIMEOUT;
 use crate::repo::{RepoError, Repository};
-use crate::store::paths;
 
 mod condemn;
 mod delete;
@@ -60,14 +59,14 @@ pub enum PruneError {
     Repo(#[from] RepoError),
 }
 
-impl From<crate::db::DbError> for PruneError {
-    fn from(e: crate::db::DbError) -> PruneError {
+impl From<crate::repo::DbError> for PruneError {
+    fn from(e: crate::repo::DbError) -> PruneError {
         PruneError::Repo(e.into())
     }
 }
 
-impl From<crate::store::StoreError> for PruneError {
-    fn from(e: crate::store::StoreError) -> PruneError {
+impl From<crate::repo::StoreError> for PruneError {
+    fn from(e: crate::repo::StoreError) -> PruneError {
         PruneError::Repo(e.into())
     }
 }
@@ -175,7 +174,7 @@ fn remove_stray_wait_records(repo: &Repository) -> Result<(), PruneError> {
     for (id, record) in &records {
         if let PlanRecord::Wait { plan, .. } = record {
             if !plans.contains(plan) {
-                repo.store.delete(&paths::in_dir(paths::PLANS, id))?;
+                repo.delete_plan_record(id)?;
             }
         }
     }
@@ -189,8 +188,58 @@ fn domain_keys(repo: &Repository, domain: &Id) -> Result<crate::keys::DomainKeys
 }
 
 fn write_record(repo: &Repository, record: &PlanRecord) -> Result<Id, PruneError> {
-    let bytes = record.encode(&repo.id(), &repo.keys.signer);
-    let id = Id::of_bytes(&bytes);
-    repo.store.write(&paths::in_dir(paths::PLANS, &id), bytes)?;
-    Ok(id)
+    Ok(repo.save_plan_record(record)?)
+}
+
+/// Prune on a repository in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::check::{check, CheckOptions, ReadData};
+    use crate::commands::forget::{forget, ForgetOptions};
+    use crate::commands::retention::RetentionPolicy;
+    use crate::test_kit::{backup, fixture};
+
+    #[test]
+    fn data_only_a_forgotten_snapshot_used_is_deleted_and_the_rest_still_checks() {
+        let fx = fixture();
+        backup(&fx);
+        // The second backup shares no file with the first.
+        let src = fx.src.path();
+        for gone in ["a.txt", "link", "sub/b.txt"] {
+            std::fs::remove_file(src.join(gone)).unwrap();
+        }
+        std::fs::write(src.join("c.txt"), b"only in the second snapshot").unwrap();
+        backup(&fx);
+        let keep_last = ForgetOptions {
+            policy: RetentionPolicy { keep_last: Some(1), ..RetentionPolicy::default() },
+            now_unix: crate::repo::now_unix() + 60,
+            ..ForgetOptions::default()
+        };
+        assert_eq!(forget(&fx.repo, &keep_last).unwrap().removed.len(), 1);
+
+        let options = PruneOptions { lock_timeout: Duration::ZERO, ..PruneOptions::default() };
+        let planned = prune(&fx.repo, &PruneOptions { dry_run: true, ..options.clone() }, |_| {}).unwrap();
+        assert!(planned.packs_unused >= 1, "{planned:?}");
+        let report = prune(&fx.repo, &options, |_| {}).unwrap();
+        assert!(report.waiting_for.is_empty(), "{report:?}");
+        assert!(report.packs_deleted >= 1 && report.bytes_freed > 0, "{report:?}");
+        let checked = check(&fx.repo, &CheckOptions { read_data: ReadData::All }, |_| {}).unwrap();
+        assert!(
+            checked.errors.is_empty() && checked.warnings.is_empty(),
+            "{:?} {:?}",
+            checked.errors,
+            checked.warnings
+        );
+
+        let again = prune(&fx.repo, &options, |_| {}).unwrap();
+        assert_eq!((again.packs_unused, again.packs_to_repack, again.packs_deleted), (0, 0, 0), "{again:?}");
+    }
+
+    #[test]
+    fn an_append_only_profile_refuses() {
+        let fx = fixture();
+        let options = PruneOptions { append_only: true, ..PruneOptions::default() };
+        assert!(matches!(prune(&fx.repo, &options, |_| {}), Err(PruneError::AppendOnly("prune"))));
+    }
 }

@@ -1,7 +1,11 @@
-//! Where new blobs go: deduplicated against the repository index and this run, compressed and
-//! encrypted by a pool of workers (one open data pack each), uploaded with a bounded number of
-//! packs in flight, and indexed once their packs are stored (packs before index, DESIGN §3).
-//! Trees go to their own packs so listings and mounts read few, small packs.
+//! Where a backup's (and a copy's) new blobs go: deduplicated against the repository index
+//! and this run, compressed and encrypted by a pool of workers (one open data pack each),
+//! uploaded with a bounded number of packs in flight, and indexed once their packs are stored
+//! (packs before index, DESIGN §3). Trees go to their own packs so listings and mounts read
+//! few, small packs. The streaming twin of [`super::packer::Packer`] (which builds packs in
+//! memory for prune and repair): both close packs at [`pack_target`], and both live in `repo/`,
+//! so every blob the repository gains is written from here or there. The archiver sees this
+//! type only through the `SaveBlobs` trait it declares.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -14,12 +18,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 use tempfile::TempPath;
 
+use super::packer::pack_target;
+use super::{RepoError, Repository};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackWriter};
 use crate::id::Id;
-use crate::repo::packer::pack_target;
-use crate::repo::{RepoError, Repository};
-use crate::store::{paths, StoreError};
+use crate::layout;
+use crate::store::Publishing;
 
 /// Packs being stored at once (their bytes are in spool files, not memory): enough to overlap
 /// fsync or network latency with packing.
@@ -58,7 +63,7 @@ pub struct SinkTotals {
 }
 
 struct Uploads {
-    in_flight: VecDeque<(IndexPack, tokio::task::JoinHandle<Result<(), StoreError>>)>,
+    in_flight: VecDeque<(IndexPack, Publishing)>,
     done: Vec<IndexPack>,
     last_index: std::time::Instant,
 }
@@ -130,7 +135,7 @@ impl Shared {
 
     /// Starts a pack in a spool file: packs never sit whole in memory.
     fn open_pack(&self, kind: BlobKind) -> Result<SpooledPack, RepoError> {
-        let dir = self.repo.store.spool_dir();
+        let dir = self.repo.spool_dir();
         let local = |what: String| move |source| RepoError::Local { what, source };
         std::fs::create_dir_all(&dir).map_err(local(format!("creating spool folder {}", dir.display())))?;
         let (file, path) = tempfile::Builder::new()
@@ -138,7 +143,7 @@ impl Shared {
             .tempfile_in(&dir)
             .map_err(local(format!("creating a pack in {}", dir.display())))?
             .into_parts();
-        let keys = &self.repo.keys;
+        let keys = self.repo.keys();
         let writer =
             PackWriter::new(&keys.public, &keys.index_key, kind, BufWriter::with_capacity(PACK_WRITE_BUFFER, file))
                 .map_err(local(format!("writing a pack in {}", dir.display())))?;
@@ -147,7 +152,7 @@ impl Shared {
 
     /// Compresses, seals and adds a blob to `pack`, counting the bytes it takes there.
     fn add_to(&self, pack: &mut SpooledPack, id: Id, plaintext: &[u8]) -> Result<(), RepoError> {
-        let stored = pack.writer.add_blob(id, plaintext, self.repo.config.compression_level).map_err(|source| {
+        let stored = pack.writer.add_blob(id, plaintext, self.repo.config().compression_level).map_err(|source| {
             RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source }
         })?;
         self.stats.bytes_added.fetch_add(stored.into(), Ordering::Relaxed);
@@ -173,7 +178,7 @@ impl Shared {
             return;
         }
         let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
-        let handle = self.repo.store.spawn_publish(file, path.keep_path(), paths::pack(&finished.id));
+        let handle = self.repo.store.spawn_publish(file, path.keep_path(), layout::pack(&finished.id));
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let mut uploads = self.lock_uploads();
         uploads.in_flight.push_back((entry, handle));
@@ -230,8 +235,8 @@ impl BlobSink {
         let mut doubtful = Vec::new();
         // Only this client's own domain: another key's index can neither be read nor trusted
         // to hold what its ids claim (issue 15).
-        let domain = repo.keys.domain;
-        repo.db().for_each_blob(Some(&domain), |id, location| {
+        let domain = repo.keys().domain;
+        repo.for_each_blob(Some(&domain), |id, location| {
             if condemned.contains(&location.pack) {
                 doubtful.push(*id);
             } else {
@@ -239,7 +244,7 @@ impl BlobSink {
             }
         })?;
         for id in doubtful {
-            if repo.db().blob_packs(&domain, &id)?.iter().any(|pack| !condemned.contains(pack)) {
+            if repo.blob_packs(&domain, &id)?.iter().any(|pack| !condemned.contains(pack)) {
                 known.insert(id);
             }
         }
@@ -322,7 +327,7 @@ impl BlobSink {
     pub fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
         self.check_failure()?;
         let repo = &self.shared.repo;
-        let id = repo.keys.id_key.blob_id(&bytes);
+        let id = repo.keys().id_key.blob_id(&bytes);
         if !self.claim(id) {
             return Ok(id);
         }
@@ -334,7 +339,7 @@ impl BlobSink {
             }
             let pack = slot.as_mut().expect("just filled");
             self.shared.add_to(pack, id, &bytes)?;
-            if pack.writer.len() >= pack_target(&repo.config, BlobKind::Tree) {
+            if pack.writer.len() >= pack_target(repo.config(), BlobKind::Tree) {
                 slot.take()
             } else {
                 None
@@ -360,7 +365,7 @@ impl BlobSink {
             })
         };
         if let Some(batch) = batch {
-            repo.db().store_trees(&batch)?;
+            repo.cache_trees(&batch)?;
         }
         Ok(id)
     }
@@ -390,7 +395,7 @@ impl BlobSink {
         }
         let (trees, _) = std::mem::take(&mut *self.trees_to_cache.lock().unwrap_or_else(|p| p.into_inner()));
         if !self.shared.dry_run {
-            self.shared.repo.db().store_trees(&trees)?;
+            self.shared.repo.cache_trees(&trees)?;
         }
         let tree_pack = self.tree_pack.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pack) = tree_pack {
@@ -415,7 +420,7 @@ impl BlobSink {
 
 fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
     let repo = &shared.repo;
-    let target = pack_target(&repo.config, BlobKind::Data);
+    let target = pack_target(repo.config(), BlobKind::Data);
     let mut pack: Option<SpooledPack> = None;
     for (id, data) in rx {
         if pack.is_none() {
@@ -440,5 +445,106 @@ fn pack_worker(shared: &Shared, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) 
         if !last.writer.is_empty() {
             shared.upload(last);
         }
+    }
+}
+
+/// The sink on a repository in memory: deduplication, the pack sizes, the index cadence.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tree::Tree;
+    use crate::layout;
+    use crate::repo::test_kit::{memory_repo, memory_repo_with, small_packs};
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect()
+    }
+
+    fn packs_added(sink: &BlobSink) -> u64 {
+        sink.shared.stats.packs_added.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_blob_is_saved_once_and_known_to_the_next_sink() {
+        let (repo, _cache) = memory_repo();
+        let sink = BlobSink::new(Arc::clone(&repo), 2, &HashSet::new()).unwrap();
+        let data = noise(10_000, 1);
+        let id = repo.keys().id_key.blob_id(&data);
+        assert!(!sink.contains_all(&[id]));
+        sink.add_data(id, data.clone()).unwrap();
+        sink.add_data(id, data.clone()).unwrap();
+        assert!(sink.contains_all(&[id]), "known as soon as it is queued");
+        let tree = Tree { nodes: Vec::new() }.encode();
+        let tree_id = sink.add_tree(tree.clone()).unwrap();
+        assert_eq!(sink.add_tree(tree.clone()).unwrap(), tree_id);
+        let totals = sink.finish().unwrap();
+        assert_eq!(totals.raw_added, (data.len() + tree.len()) as u64, "each counted once");
+        assert_eq!(totals.packs_added, 2, "a data pack and a tree pack");
+        assert_eq!(repo.load_blob(&id).unwrap(), data);
+        assert_eq!(repo.cached_tree(&tree_id).unwrap(), Some(tree), "trees go to the local cache too");
+
+        let again = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+        assert!(again.contains_all(&[id, tree_id]), "a new sink knows what the index holds");
+        assert_eq!(again.finish().unwrap().packs_added, 0);
+        // A prune plan condemns every pack: their blobs count as absent, to be saved again.
+        let condemned: HashSet<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(p, _)| p).collect();
+        let doubting = BlobSink::new(Arc::clone(&repo), 1, &condemned).unwrap();
+        assert!(!doubting.contains_all(&[id]));
+        doubting.finish().unwrap();
+    }
+
+    #[test]
+    fn tree_packs_close_at_a_quarter_of_the_target() {
+        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
+        let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+        // Trees of 6 KiB: the tree pack (16 KiB) is full at the third.
+        sink.add_tree(noise(6 << 10, 1)).unwrap();
+        sink.add_tree(noise(6 << 10, 2)).unwrap();
+        assert_eq!(packs_added(&sink), 0);
+        sink.add_tree(noise(6 << 10, 3)).unwrap();
+        assert_eq!(packs_added(&sink), 1);
+        sink.add_tree(noise(6 << 10, 4)).unwrap();
+        assert_eq!(sink.finish().unwrap().packs_added, 2, "the open tree pack is stored at the end");
+    }
+
+    #[test]
+    fn an_index_file_is_written_every_so_many_packs() {
+        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
+        let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+        // Each incompressible 64 KiB blob fills a pack of its own.
+        let count = PACKS_PER_INDEX + 6;
+        for seed in 0..count {
+            let data = noise(64 << 10, seed as u64);
+            sink.add_data(repo.keys().id_key.blob_id(&data), data).unwrap();
+        }
+        assert_eq!(sink.finish().unwrap().packs_added, count as u64);
+        let index = repo.list_object_ids(layout::INDEX).unwrap();
+        // Two, unless the run was so slow that the time rule wrote more.
+        assert!(index.len() >= 2, "an index file at {PACKS_PER_INDEX} packs and one at the end: {}", index.len());
+        let mut named: Vec<Id> =
+            index.iter().flat_map(|(id, _)| repo.read_index_file(id).unwrap().1.packs).map(|p| p.id).collect();
+        named.sort();
+        let mut listed: Vec<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(id, _)| id).collect();
+        listed.sort();
+        assert_eq!(named, listed, "every pack stored is named by exactly one index file");
+    }
+
+    #[test]
+    fn a_dry_run_stores_nothing() {
+        let (repo, _cache) = memory_repo();
+        let sink = BlobSink::with_dry_run(Arc::clone(&repo), 1, &HashSet::new(), true).unwrap();
+        let data = noise(10_000, 9);
+        sink.add_data(repo.keys().id_key.blob_id(&data), data).unwrap();
+        let tree_id = sink.add_tree(Tree { nodes: Vec::new() }.encode()).unwrap();
+        assert_eq!(sink.finish().unwrap().packs_added, 2, "packs are built and counted");
+        assert!(repo.list_object_ids(layout::DATA).unwrap().is_empty());
+        assert!(repo.list_object_ids(layout::INDEX).unwrap().is_empty());
+        assert_eq!(repo.cached_tree(&tree_id).unwrap(), None);
     }
 }
