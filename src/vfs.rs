@@ -19,12 +19,12 @@ use coffer_mount::{
     Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
 };
 
-use crate::db::BlobLocation;
+use crate::repo::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
 use crate::safetext::mount_name;
-use crate::store::paths;
+use crate::layout;
 
 /// How stale the snapshot list may get before a listing re-reads it.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -127,7 +127,7 @@ impl RepoSource {
         if listing.refreshed.is_some_and(|t| t.elapsed() < REFRESH) {
             return Ok(listing.named.clone());
         }
-        let ids: HashSet<Id> = self.repo.store.list_ids(paths::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+        let ids: HashSet<Id> = self.repo.list_object_ids(layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
         if ids != listing.ids || listing.refreshed.is_none() {
             self.repo.sync_index()?;
             let (snapshots, _rejected) = self.repo.load_snapshots()?;
@@ -294,7 +294,7 @@ impl Source for RepoSource {
         budget: u64,
         known: &dyn Fn(&BlockKey) -> bool,
     ) -> Result<(BlockData, Vec<(BlockKey, BlockData)>), SourceError> {
-        if self.repo.store.is_local() {
+        if self.repo.is_local() {
             return Ok((self.read_block(key)?, Vec::new()));
         }
         let location = self.repo.locate(&Id(*key)).map_err(to_source_error)?;

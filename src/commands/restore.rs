@@ -20,7 +20,7 @@ use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::db::BlobLocation;
+use crate::repo::BlobLocation;
 use crate::filter::Patterns;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
@@ -187,12 +187,12 @@ pub fn restore(
     // per core keep both cores decoding meanwhile (the 1 GiB restore: 1.69-1.89 s against
     // 1.81-1.97 s with two per core). Each holds at most two blob buffers.
     let mut workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
-    if !repo.store.is_local() {
+    if !repo.is_local() {
         // Each small file is one ranged read: over a network, latency, not the CPU, bounds them.
         workers = workers.max(REMOTE_WORKERS);
     }
     // Over a network, chunks are gathered into batches and read by pack region (see `Batch`).
-    let batch = (!repo.store.is_local()).then(|| Batch::new(open_file_limit()));
+    let batch = (!repo.is_local()).then(|| Batch::new(open_file_limit()));
     let (tx, rx) = bounded::<Vec<ChunkJob>>(if batch.is_some() { workers } else { 256 });
     let walk_result = std::thread::scope(|scope| {
         for _ in 0..workers {

@@ -99,7 +99,7 @@ impl RepoError {
 pub struct Repository {
     /// `pub(crate)` only while `vfs.rs` and `commands/restore.rs` still read it (issue 16 is
     /// changing them; `tests/door.rs` lists them as pending): private after that merge.
-    pub(crate) store: Store,
+    store: Store,
     config: Config,
     keys: RepoKeys,
     db: Mutex<Db>,

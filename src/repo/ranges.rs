@@ -10,7 +10,7 @@ use crate::crypto::SymKey;
 use crate::db::BlobLocation;
 use crate::format::pack::{self, BlobKind, HEADER_LEN};
 use crate::id::Id;
-use crate::store::paths;
+use crate::layout as paths;
 
 /// Gaps up to this long between two wanted blobs are read and thrown away rather than cost a
 /// second request: at 30 ms a round trip and ~100 MB/s, 256 KiB is worth ~3 ms of transfer.

@@ -157,10 +157,6 @@ impl opendal::layers::RetryInterceptor for RetryNotice {
     }
 }
 
-/// The repository layout, under its old name: `vfs.rs` and `commands/restore.rs` still import
-/// it from here until they move to [`crate::layout`] (issue 16 is changing them; the door
-/// test, `tests/door.rs`, lists them as pending). Remove once they have moved.
-pub use crate::layout as paths;
 
 /// Requests to a remote store kept in flight by readers of many small objects (index files,
 /// snapshots): each is a round trip, and one at a time they add up to seconds.

@@ -23,7 +23,8 @@ use coffer::format::snapshot::Snapshot;
 use coffer::id::Id;
 use coffer::keys::WriteOnlyKey;
 use coffer::repo::{OpenOptions, Repository};
-use coffer::store::{paths, Location, Store};
+use coffer::layout as paths;
+use coffer::store::{Location, Store};
 
 use super::{Coffer, RemoteRepo};
 
