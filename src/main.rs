@@ -8,10 +8,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     cli::env_secrets::take();
-    cli::alloc::tune_allocator();
     cli::alloc::raise_open_files_limit();
     cli::args::forget_empty_env();
     let args = cli::args::Cli::parse();
+    cli::alloc::tune_allocator(matches!(args.command, cli::args::Command::Mount { .. }));
     let verbose = args.global.verbose;
     let level = match (args.global.quiet, args.global.verbose) {
         (true, _) => "error",
