@@ -54,7 +54,7 @@ pub enum ProfileError {
 }
 
 /// The `[retention]` table: the policy `forget --profile` applies.
-pub type Retention = crate::commands::retention::RetentionPolicy;
+pub type Retention = crate::retention::RetentionPolicy;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -116,7 +116,7 @@ fn planted_key_files_cannot_stall_an_unlock() {
 fn open_library(c: &Coffer) -> coffer::repo::Repository {
     use coffer::repo::{OpenOptions, Repository};
     let store = coffer::store::Store::open_local(&c.repo, false).expect("store");
-    let options = OpenOptions { cache_dir: c.path("library-cache"), kdf: coffer::crypto::KdfParams::DEFAULT };
+    let options = OpenOptions { data_dir: c.path("library-cache"), kdf: coffer::crypto::KdfParams::DEFAULT };
     Repository::open(store, c.password.as_bytes(), &options).expect("open")
 }
 

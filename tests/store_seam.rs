@@ -292,7 +292,7 @@ fn plain_store(root: &Path) -> Store {
 const PASSWORD: &[u8] = b"store seam test";
 
 fn options(cache: &Path) -> OpenOptions {
-    OpenOptions { cache_dir: cache.to_path_buf(), kdf: KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 } }
+    OpenOptions { data_dir: cache.to_path_buf(), kdf: KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 } }
 }
 
 fn backup(repo: &Arc<Repository>, src: &Path) -> Result<Id, archiver::BackupError> {

@@ -26,13 +26,13 @@ const GENERATION: Generation = Generation(0);
 const STATFS_BLOCK: u32 = 4096;
 
 /// The `Filesystem` fuser drives.
-pub(crate) struct CofferFs<S: Source> {
+pub(crate) struct ReadOnlyFs<S: Source> {
     state: Arc<MountState<S>>,
 }
 
-impl<S: Source> CofferFs<S> {
+impl<S: Source> ReadOnlyFs<S> {
     pub(crate) fn new(state: MountState<S>) -> Self {
-        CofferFs { state: Arc::new(state) }
+        ReadOnlyFs { state: Arc::new(state) }
     }
 
     /// Runs `work` on the request pool.
@@ -108,7 +108,7 @@ pub(crate) fn access_check(kind: NodeKind, mode: u32, mask: AccessFlags) -> Resu
     Ok(())
 }
 
-impl<S: Source> Filesystem for CofferFs<S> {
+impl<S: Source> Filesystem for ReadOnlyFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS always on (not AUTO): `find` and `ls -l` get attributes with the names.
         let wanted = [

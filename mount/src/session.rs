@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::errors::MountError;
-use crate::fs::CofferFs;
+use crate::fs::ReadOnlyFs;
 use crate::source::Source;
 use crate::state::{MountState, Tuning};
 
@@ -98,9 +98,9 @@ impl MountOptions {
     }
 }
 
-fn filesystem<S: Source>(source: S, options: &MountOptions) -> Result<CofferFs<S>, MountError> {
+fn filesystem<S: Source>(source: S, options: &MountOptions) -> Result<ReadOnlyFs<S>, MountError> {
     let state = MountState::new(source, options.cache_bytes, options.workers, options.tuning())?;
-    Ok(CofferFs::new(state))
+    Ok(ReadOnlyFs::new(state))
 }
 
 /// Mounts `source` read-only at `mountpoint` and serves it until SIGINT, SIGTERM or SIGHUP, or

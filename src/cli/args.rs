@@ -46,8 +46,8 @@ pub enum Command {
         latest: Option<usize>,
         /// List in groups of snapshots with the same host, paths, tags and/or signer, e.g.
         /// `host,paths` (restic's --group-by).
-        #[arg(long, short = 'g', value_name = "FIELDS", value_parser = coffer::commands::retention::GroupBy::parse)]
-        group_by: Option<coffer::commands::retention::GroupBy>,
+        #[arg(long, short = 'g', value_name = "FIELDS", value_parser = coffer::retention::GroupBy::parse)]
+        group_by: Option<coffer::retention::GroupBy>,
     },
     /// List files in a snapshot.
     Ls {

@@ -10,7 +10,7 @@ use super::output::{bytes, plural};
 use super::shared_args::GlobalArgs;
 use coffer::commands::diff::{Change, DiffEntry};
 use coffer::commands::ls::LsEntry;
-use coffer::commands::retention::{GroupBy, GroupKey};
+use coffer::retention::{GroupBy, GroupKey};
 use coffer::commands::stats::SnapshotStats;
 use coffer::repo::SnapshotEntry;
 use coffer::safetext::terminal;

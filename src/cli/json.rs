@@ -14,7 +14,7 @@ use std::io::Write;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use coffer::commands::retention::GroupKey;
+use coffer::retention::GroupKey;
 use coffer::format::snapshot::Snapshot;
 use coffer::repo::SnapshotEntry;
 

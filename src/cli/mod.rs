@@ -39,7 +39,7 @@ use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
 use coffer::repo::{
-    self, default_cache_dir, Located, Location, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
+    self, default_data_dir, Located, Location, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
     Store,
 };
 use shared_args::{GlobalArgs, SnapshotFilterArgs};
@@ -130,7 +130,7 @@ fn repo_path(global: &GlobalArgs) -> Result<PathBuf> {
 }
 
 fn open_options(global: &GlobalArgs) -> OpenOptions {
-    OpenOptions { cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir), kdf: KdfParams::DEFAULT }
+    OpenOptions { data_dir: global.cache_dir.clone().unwrap_or_else(default_data_dir), kdf: KdfParams::DEFAULT }
 }
 
 /// The repository's location, from `--repo` and `--option`.

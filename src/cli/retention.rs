@@ -12,7 +12,7 @@ use super::output::bytes;
 use super::shared_args::GlobalArgs;
 use coffer::commands::forget::{self, ForgetOptions, ForgetReport};
 use coffer::commands::prune::{self, PruneOptions, PruneReport};
-use coffer::commands::retention::{GroupBy, RetentionPolicy};
+use coffer::retention::{GroupBy, RetentionPolicy};
 use coffer::profile::Profile;
 use coffer::repo::{now_unix, Repository, SnapshotFilter};
 

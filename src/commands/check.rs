@@ -910,7 +910,7 @@ mod tests {
         keys.secret = None;
         let store = fx.repo.store_for_tests();
         let cache = tempfile::tempdir().unwrap();
-        let options = crate::repo::OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: test_kit::kdf() };
+        let options = crate::repo::OpenOptions { data_dir: cache.path().to_path_buf(), kdf: test_kit::kdf() };
         let write_only = Repository::with_keys(store, fx.repo.config().clone(), keys, &options).unwrap();
         let full = CheckOptions { read_data: ReadData::All };
         assert!(matches!(check(&write_only, &full, |_| {}), Err(RepoError::WriteOnly { .. })));

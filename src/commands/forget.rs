@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::prune::PruneError;
-use super::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
+use crate::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotFilter};
 

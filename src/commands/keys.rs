@@ -205,14 +205,14 @@ mod tests {
         key: &WriteOnlyKey,
         cache: &tempfile::TempDir,
     ) -> Result<Arc<Repository>, RepoError> {
-        let options = OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: kdf() };
+        let options = OpenOptions { data_dir: cache.path().to_path_buf(), kdf: kdf() };
         Repository::open_write_only(fx.repo.store_for_tests(), key.clone(), &options).map(Arc::new)
     }
 
     /// The fixture's repository opened again, as the next command would: `check` reads
     /// `signers/` as it was at open, and `fx.repo` was opened before the test changed it.
     fn reopened(fx: &Fixture) -> Repository {
-        let options = OpenOptions { cache_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
+        let options = OpenOptions { data_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
         Repository::open(fx.repo.store_for_tests(), b"pw", &options).unwrap()
     }
 
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn passphrases_add_change_remove() {
         let fx = fixture();
-        let options = OpenOptions { cache_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
+        let options = OpenOptions { data_dir: fx._cache.path().to_path_buf(), kdf: kdf() };
         let first = fx.repo.key_file().unwrap();
         let second = add_passphrase(&fx.repo, b"second", kdf()).unwrap();
         let by_second = Repository::open(fx.repo.store_for_tests(), b"second", &options).unwrap();

@@ -11,6 +11,5 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod restore_policy;
-pub mod retention;
 pub mod stats;
 pub mod tag;

@@ -23,7 +23,7 @@ pub use blobs::PackReconciliation;
 // Callers name them through `repo`, never `store::` or `db::` (see `door.rs`).
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};
 pub use crate::store::{Location, Store, StoreError};
-pub use open::{default_cache_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
+pub use open::{default_data_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
 pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
 pub use sink::{BlobSink, SinkTotals};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};

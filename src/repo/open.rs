@@ -16,13 +16,13 @@ use crate::store::{Store, StoreError};
 
 pub struct OpenOptions {
     /// Folder holding one SQLite database per repository.
-    pub cache_dir: PathBuf,
+    pub data_dir: PathBuf,
     pub kdf: KdfParams,
 }
 
 /// The user's data folder for Coffer (`directories`): `$XDG_DATA_HOME/coffer`, else
 /// `~/.local/share/coffer` on Linux; `/.local/share/coffer` when no home folder is known.
-pub fn default_cache_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "coffer")
         .map(|dirs| dirs.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from("/.local/share/coffer"))
@@ -281,7 +281,7 @@ impl Located {
 
 fn db_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
     // Its own 0700 folder per repository: the shared data folder is often 0755.
-    options.cache_dir.join(repo_id.to_hex()).join("state.db")
+    options.data_dir.join(repo_id.to_hex()).join("state.db")
 }
 
 /// At most this many key files get a passphrase attempt per unlock: anyone who can write to
@@ -306,7 +306,7 @@ pub fn within_unlock_budget(kdf: &KdfParams) -> bool {
 
 /// The file in the repository's local folder naming the key file that opened it last.
 fn remembered_key_path(options: &OpenOptions, repo_id: &Id) -> PathBuf {
-    options.cache_dir.join(repo_id.to_hex()).join("key-file")
+    options.data_dir.join(repo_id.to_hex()).join("key-file")
 }
 
 fn remembered_key(options: &OpenOptions, repo_id: &Id) -> Option<Id> {

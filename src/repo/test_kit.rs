@@ -24,7 +24,7 @@ pub fn memory_repo() -> (Arc<Repository>, tempfile::TempDir) {
 /// in memory: what packing reads, not what storage holds).
 pub fn memory_repo_with(adjust: impl FnOnce(&mut Repository)) -> (Arc<Repository>, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("cache folder");
-    let options = OpenOptions { cache_dir: cache.path().to_path_buf(), kdf: kdf() };
+    let options = OpenOptions { data_dir: cache.path().to_path_buf(), kdf: kdf() };
     let mut repo = Repository::init(Store::memory().expect("memory store"), b"pw", &options).expect("init");
     adjust(&mut repo);
     (Arc::new(repo), cache)

@@ -246,7 +246,7 @@ impl StorageOwner {
 pub fn owner_blob_ids(c: &Coffer) -> Vec<(Id, BlobKind, Id)> {
     let cache = super::tempdir();
     let options = OpenOptions {
-        cache_dir: cache.path().to_path_buf(),
+        data_dir: cache.path().to_path_buf(),
         kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
     };
     let store = Objects::of(c).store();

@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::commands::check::{check, CheckOptions, ReadData};
     use crate::commands::forget::{forget, ForgetOptions};
-    use crate::commands::retention::RetentionPolicy;
+    use crate::retention::RetentionPolicy;
     use crate::test_kit::{backup, fixture};
 
     #[test]
