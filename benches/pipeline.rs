@@ -183,10 +183,8 @@ fn make_source(dir: &Path) -> u64 {
 }
 
 fn fresh_repo(cache: &Path) -> Arc<Repository> {
-    let options = OpenOptions {
-        data_dir: cache.to_path_buf(),
-        kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
-    };
+    let options =
+        OpenOptions { data_dir: cache.to_path_buf(), kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 } };
     Arc::new(Repository::init(Store::memory().unwrap(), b"pw", &options).unwrap())
 }
 

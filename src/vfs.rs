@@ -19,12 +19,12 @@ use coffer_mount::{
     Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
 };
 
-use crate::repo::BlobLocation;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
+use crate::layout;
+use crate::repo::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
 use crate::safetext::mount_name;
-use crate::layout;
 
 /// How stale the snapshot list may get before a listing re-reads it.
 const REFRESH: Duration = Duration::from_secs(2);

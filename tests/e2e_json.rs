@@ -26,7 +26,8 @@ fn lines(out: &Out) -> Vec<Value> {
     let mut values = Vec::new();
     for line in text.lines() {
         assert!(!line.trim().is_empty(), "an empty line on stdout\n{out}");
-        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{out}"));
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{out}"));
         assert!(value.is_object() || value.is_array(), "a line is not an object or array: {line}\n{out}");
         check_shape(&value, "$", out);
         values.push(value);
@@ -93,8 +94,20 @@ fn has(v: &Value, keys: &[&str], what: &str) {
     }
 }
 
-const SNAPSHOT_KEYS: [&str; 12] =
-    ["id", "short_id", "time", "hostname", "username", "paths", "tags", "tree", "incomplete", "signer", "signed_by", "summary"];
+const SNAPSHOT_KEYS: [&str; 12] = [
+    "id",
+    "short_id",
+    "time",
+    "hostname",
+    "username",
+    "paths",
+    "tags",
+    "tree",
+    "incomplete",
+    "signer",
+    "signed_by",
+    "summary",
+];
 const SUMMARY_KEYS: [&str; 6] = ["files_new", "dirs", "bytes_added", "total_bytes", "backup_start", "backup_end"];
 const LS_KEYS: [&str; 9] = ["path", "type", "size", "mode", "mtime", "uid", "gid", "user", "group"];
 
@@ -195,8 +208,18 @@ fn every_command_writes_the_documented_json_shape() {
     // Restores, real and planned.
     let target = c.path("restored");
     let t = target.to_str().expect("utf-8");
-    let restore_keys =
-        ["snapshot_id", "short_id", "files", "dirs", "other", "bytes", "errors", "skipped", "dry_run", "elapsed_seconds"];
+    let restore_keys = [
+        "snapshot_id",
+        "short_id",
+        "files",
+        "dirs",
+        "other",
+        "bytes",
+        "errors",
+        "skipped",
+        "dry_run",
+        "elapsed_seconds",
+    ];
     let planned = one(&c.ok(&["restore", "--json", "--dry-run", &second_id, "--target", t]));
     has(&planned, &restore_keys, "restore --dry-run");
     assert!(!planned["planned"].as_array().is_none_or(Vec::is_empty), "{planned}");

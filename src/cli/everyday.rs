@@ -10,9 +10,9 @@ use super::output::{bytes, plural};
 use super::shared_args::GlobalArgs;
 use coffer::commands::diff::{Change, DiffEntry};
 use coffer::commands::ls::LsEntry;
-use coffer::retention::{GroupBy, GroupKey};
 use coffer::commands::stats::SnapshotStats;
 use coffer::repo::SnapshotEntry;
+use coffer::retention::{GroupBy, GroupKey};
 use coffer::safetext::terminal;
 
 /// `drwxr-xr-x` for a kind and permission bits (set-id and sticky bits as `ls` shows them).

@@ -14,9 +14,9 @@ use std::io::Write;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use coffer::retention::GroupKey;
 use coffer::format::snapshot::Snapshot;
 use coffer::repo::SnapshotEntry;
+use coffer::retention::GroupKey;
 
 /// Writes `value` as one compact line on stdout. Serialized first, so that a closed pipe is
 /// an `io::Error` the caller recognises (serde_json's writer error hides it).

@@ -39,8 +39,7 @@ use coffer::commands::restore::{self, RestoreOptions};
 use coffer::commands::{diff, ls, stats};
 use coffer::crypto::KdfParams;
 use coffer::repo::{
-    self, default_data_dir, Located, Location, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter,
-    Store,
+    self, default_data_dir, Located, Location, OpenOptions, RepoError, Repository, SnapshotEntry, SnapshotFilter, Store,
 };
 use shared_args::{GlobalArgs, SnapshotFilterArgs};
 

@@ -12,9 +12,9 @@ use super::output::bytes;
 use super::shared_args::GlobalArgs;
 use coffer::commands::forget::{self, ForgetOptions, ForgetReport};
 use coffer::commands::prune::{self, PruneOptions, PruneReport};
-use coffer::retention::{GroupBy, RetentionPolicy};
 use coffer::profile::Profile;
 use coffer::repo::{now_unix, Repository, SnapshotFilter};
+use coffer::retention::{GroupBy, RetentionPolicy};
 
 #[derive(Args, Debug, Clone)]
 pub struct ForgetArgs {

@@ -8,9 +8,9 @@
 use serde::Serialize;
 
 use super::prune::PruneError;
-use crate::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 use crate::id::Id;
 use crate::repo::{RepoError, Repository, SnapshotFilter};
+use crate::retention::{apply_grouped, GroupBy, GroupKey, PolicyError, RetentionPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {

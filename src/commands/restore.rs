@@ -20,11 +20,11 @@ use crossbeam_channel::bounded;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::repo::BlobLocation;
 use crate::filter::Patterns;
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
+use crate::repo::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, REGION_GAP, REGION_MAX};
 
 #[derive(Debug, thiserror::Error)]

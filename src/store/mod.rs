@@ -157,7 +157,6 @@ impl opendal::layers::RetryInterceptor for RetryNotice {
     }
 }
 
-
 /// Requests to a remote store kept in flight by readers of many small objects (index files,
 /// snapshots): each is a round trip, and one at a time they add up to seconds.
 pub const SMALL_READS_IN_FLIGHT: usize = 8;

@@ -22,8 +22,8 @@ use coffer::format::pack::{BlobKind, PackWriter};
 use coffer::format::snapshot::Snapshot;
 use coffer::id::Id;
 use coffer::keys::WriteOnlyKey;
-use coffer::repo::{OpenOptions, Repository};
 use coffer::layout as paths;
+use coffer::repo::{OpenOptions, Repository};
 use coffer::store::{Location, Store};
 
 use super::{Coffer, RemoteRepo};
