@@ -300,18 +300,9 @@ mod tests {
     use crate::crypto::IdKey;
     use crate::format::config::ChunkerParams;
     use crate::format::pack::BlobKind;
+    use crate::repo::test_kit::noise;
 
     const PARAMS: ChunkerParams = ChunkerParams { min: 4 << 10, avg: 16 << 10, max: 64 << 10 };
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 33) as u8
-            })
-            .collect()
-    }
 
     struct Bench {
         blobs: MemoryBlobs,

@@ -105,18 +105,7 @@ impl<'a> Packer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::test_kit::{memory_repo_with, small_packs};
-
-    /// Incompressible bytes: a blob then takes in a pack about what it holds.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 33) as u8
-            })
-            .collect()
-    }
+    use crate::repo::test_kit::{memory_repo_with, noise, small_packs};
 
     fn stored_packs(repo: &Repository) -> usize {
         repo.list_object_ids(layout::DATA).unwrap().len()

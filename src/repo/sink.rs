@@ -454,17 +454,7 @@ mod tests {
     use super::*;
     use crate::format::tree::Tree;
     use crate::layout;
-    use crate::repo::test_kit::{memory_repo, memory_repo_with, small_packs};
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 33) as u8
-            })
-            .collect()
-    }
+    use crate::repo::test_kit::{memory_repo, memory_repo_with, noise, small_packs};
 
     fn packs_added(sink: &BlobSink) -> u64 {
         sink.shared.stats.packs_added.load(Ordering::Relaxed)

@@ -34,3 +34,15 @@ pub fn memory_repo_with(adjust: impl FnOnce(&mut Repository)) -> (Arc<Repository
 pub fn small_packs(target: u32) -> impl FnOnce(&mut Repository) {
     move |repo| repo.config.pack_target = target
 }
+
+/// Incompressible bytes, the same for the same seed: a blob then takes in a pack about what it
+/// holds.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
