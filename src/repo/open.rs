@@ -111,8 +111,8 @@ impl Repository {
         Repository::with_keys_prefetched(store, config, keys, options, None)
     }
 
-    /// Like [`Repository::with_keys`], with `index/` listed and `signers/` read beforehand
-    /// (while the passphrase was derived) when `prefetched` holds them.
+    /// Like [`Repository::with_keys`], with what opening reads after the key already read
+    /// when `prefetched` holds it.
     fn with_keys_prefetched(
         store: Store,
         config: Config,
@@ -132,30 +132,35 @@ impl Repository {
             signers_at_open: Mutex::new(None),
             key_file: None,
         };
-        if let Some(Prefetched { index, signers }) = prefetched {
-            let signers = repo.signers_from(signers?)?;
-            *repo.signers_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(signers));
-            repo.load_domains()?;
-            repo.sync_index_listed(index?)?;
-            return Ok(repo);
-        }
-        // `index/` is listed while the signers are read: a round trip each on a remote store.
-        let index_store = repo.store.clone();
-        let (domains, index) = std::thread::scope(|scope| {
-            let index = scope.spawn(move || index_store.list_ids(layout::INDEX));
-            let domains = if repo.keys.secret.is_some() { repo.load_domains() } else { Ok(()) };
-            (domains, index.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::INDEX))))
-        });
-        domains?;
+        let Prefetched { index, signers } = match prefetched {
+            Some(prefetched) => prefetched,
+            None => Prefetched::read(&repo.store),
+        };
+        let signers = repo.signers_from(signers?)?;
+        *repo.signers_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(signers));
+        repo.load_domains()?;
         repo.sync_index_listed(index?)?;
         Ok(repo)
     }
 }
 
-/// Read while a passphrase is derived (see [`Located::open`]).
+/// What opening reads after the key, none of which needs the key: `index/` listed and
+/// `signers/` read at the same time (a round trip or more each on a remote store). With a
+/// passphrase it is read while Argon2 runs (see [`Located::open`]).
 struct Prefetched {
     index: Result<Vec<(Id, u64)>, StoreError>,
     signers: Result<Vec<(Id, Vec<u8>)>, RepoError>,
+}
+
+impl Prefetched {
+    fn read(store: &Store) -> Prefetched {
+        std::thread::scope(|scope| {
+            let signers = scope.spawn(|| super::snapshots::fetch_signer_objects(store));
+            let index = store.list_ids(layout::INDEX);
+            let signers = signers.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SIGNERS).into()));
+            Prefetched { index, signers }
+        })
+    }
 }
 
 /// A repository whose config has been read but not yet verified by a key. It already names
@@ -210,13 +215,7 @@ impl Located {
         // What opening reads next needs no key: it goes out while Argon2 runs (two or three
         // round trips in a row on a remote store, against a derivation of ~0.4 s).
         let (unlocked, prefetched) = std::thread::scope(|scope| {
-            let prefetch = scope.spawn(|| {
-                let signers = scope.spawn(|| super::snapshots::fetch_signer_objects(&store));
-                let index = store.list_ids(layout::INDEX);
-                let signers =
-                    signers.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SIGNERS).into()));
-                Prefetched { index, signers }
-            });
+            let prefetch = scope.spawn(|| Prefetched::read(&store));
             let unlocked = unlock(&store, keys?, &unverified.repo_id, passphrase, remembered);
             let prefetched = prefetch.join().map_err(|_| RepoError::Internal {
                 worker: "repository open",
