@@ -238,6 +238,25 @@ fn restore_with_a_missing_data_pack_names_the_affected_files() {
     assert!(out.all().contains("big.bin") && out.all().contains("medium.bin"), "{out}");
 }
 
+/// A restore over an earlier one, with the data gone: a file whose content cannot be read is
+/// reported and the copy already at the target is left as it was (the restore creates a file
+/// only once its first bytes are read), never truncated or removed.
+#[test]
+fn a_file_that_cannot_be_read_leaves_the_one_at_the_target_alone() {
+    let s = setup();
+    let target = s.c.dir("restore");
+    let earlier = restored_path(&target, &s.src).join("big.bin");
+    std::fs::create_dir_all(earlier.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&earlier, b"an earlier restore").expect("write");
+    for pack in data_packs(&s.c) {
+        std::fs::remove_file(pack).expect("delete pack");
+    }
+    let out = s.c.restore_out("latest", &target, &[]);
+    out.assert_failed();
+    assert!(out.all().contains("big.bin"), "{out}");
+    assert_eq!(std::fs::read(&earlier).expect("still there"), b"an earlier restore", "{out}");
+}
+
 /// Every source file is either restored exactly or absent, with the restore failing and naming
 /// it, or naming the damaged object when that stopped the restore (a folder's tree unreadable).
 fn assert_no_wrong_bytes(s: &Setup, out: &Out, target: &Path, damaged: &Path, what: &str) {
