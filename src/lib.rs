@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod db;
 pub mod filter;
 pub mod format;
+pub mod fuzz;
 pub mod id;
 pub mod keys;
 pub mod layout;

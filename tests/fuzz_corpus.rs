@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use coffer::format::fuzz::{seeds, TARGETS};
+use coffer::fuzz::{seeds, TARGETS};
 
 #[test]
 fn every_corpus_file_decodes_without_panicking() {

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 use serde_bytes::ByteBuf;
 
+pub use crate::filter::Excludes;
 pub use save::{FilesCache, SaveBlobs};
 pub use stdin::backup_stdin;
-pub use walker::Excludes;
 
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -232,7 +232,7 @@ fn archive(
     data_listing: Vec<(Id, u64)>,
     missing: &[(PathBuf, String)],
 ) -> Result<BackupOutcome, BackupError> {
-    let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;
+    let Context { repo, options, interrupted, sources, cores, .. } = ctx;
     let clock = std::time::Instant::now();
     let phase = |what: &str| log::debug!("backup: {what} after {} ms", clock.elapsed().as_millis());
     // Deduplicate only against packs storage still holds (a lost pack's blobs are uploaded
@@ -251,13 +251,70 @@ fn archive(
     phase("packs checked");
     let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
     phase("known blobs loaded");
+    let (walk, build) = run_stages(ctx, &sink, &phase);
+    let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
+    if stopped || interrupted.load(Ordering::Relaxed) {
+        // Index what was uploaded, so the next backup reuses it; write no snapshot.
+        sink.finish()?;
+        if !dry_run {
+            repo.set_local_note(RUNNING_NOTE, None)?;
+        }
+        return Err(BackupError::Interrupted);
+    }
+    let report = build?;
+    phase("trees built");
+
+    let root = store_prefix_trees(&sink, sources, report.roots)?;
+    let totals = sink.finish()?;
+    phase("packs stored");
+    if !dry_run {
+        repo.cache_files(&report.cache_records)?;
+        phase("files cache stored");
+    }
+
+    let mut errors = missing.to_vec();
+    errors.extend(walk_errors);
+    errors.extend(report.errors);
+    let summary = Summary {
+        files_new: report.files_read.saturating_sub(files_changed),
+        files_changed,
+        files_unmodified,
+        dirs: report.dirs,
+        other_nodes,
+        bytes_read: report.bytes_read,
+        total_bytes: report.total_bytes,
+        raw_added: totals.raw_added,
+        bytes_added: totals.bytes_added,
+        packs_added: totals.packs_added,
+        ..Summary::default()
+    };
+    let outcome = conclude(
+        Concluding { repo, options, interrupted, lock, start, paths: sources, root, summary },
+        errors,
+        report.warnings,
+    )?;
+    phase("snapshot saved");
+    Ok(outcome)
+}
+
+/// What the walk left: whether it stopped, its errors, files unmodified and changed, other
+/// nodes.
+type Walked = (bool, Vec<(PathBuf, String)>, u64, u64, u64);
+
+/// Runs the stages over the sources (readers, tree builder, the optional size scan, and the
+/// walk on this thread) until the walk is done and the builder has built every tree.
+fn run_stages(
+    ctx: Context<'_>,
+    sink: &BlobSink,
+    phase: &dyn Fn(&str),
+) -> (Walked, Result<builder::BuildReport, RepoError>) {
+    let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;
     let (event_tx, event_rx) = bounded(8);
     let (job_tx, job_rx) = bounded::<reader::FileJob>(64);
 
     let large_files = reader::LargeFileGate::new(LARGE_FILE_READERS);
     let gear = crate::chunker::Gear::new(repo.config().chunker, repo.config().gear, &repo.keys().id_key);
-    let (walk, build) = std::thread::scope(|scope| {
-        let sink = &sink;
+    std::thread::scope(|scope| {
         if options.scan_total {
             let progress = &options.progress;
             scope.spawn(move || scan_total(sources, excludes, progress, interrupted));
@@ -312,50 +369,7 @@ fn archive(
             .join()
             .unwrap_or_else(|_| Err(RepoError::Internal { worker: "tree builder thread", detail: "panicked".into() }));
         ((stopped, errors, files_unmodified, files_changed, other_nodes), build)
-    });
-    let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
-    if stopped || interrupted.load(Ordering::Relaxed) {
-        // Index what was uploaded, so the next backup reuses it; write no snapshot.
-        sink.finish()?;
-        if !dry_run {
-            repo.set_local_note(RUNNING_NOTE, None)?;
-        }
-        return Err(BackupError::Interrupted);
-    }
-    let report = build?;
-    phase("trees built");
-
-    let root = store_prefix_trees(&sink, sources, report.roots)?;
-    let totals = sink.finish()?;
-    phase("packs stored");
-    if !dry_run {
-        repo.cache_files(&report.cache_records)?;
-        phase("files cache stored");
-    }
-
-    let mut errors = missing.to_vec();
-    errors.extend(walk_errors);
-    errors.extend(report.errors);
-    let summary = Summary {
-        files_new: report.files_read.saturating_sub(files_changed),
-        files_changed,
-        files_unmodified,
-        dirs: report.dirs,
-        other_nodes,
-        bytes_read: report.bytes_read,
-        total_bytes: report.total_bytes,
-        raw_added: totals.raw_added,
-        bytes_added: totals.bytes_added,
-        packs_added: totals.packs_added,
-        ..Summary::default()
-    };
-    let outcome = conclude(
-        Concluding { repo, options, interrupted, lock, start, paths: sources, root, summary },
-        errors,
-        report.warnings,
-    )?;
-    phase("snapshot saved");
-    Ok(outcome)
+    })
 }
 
 /// What a backup whose data is stored hands over to have its snapshot written.

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use super::meta::{read_xattrs, special_kind};
 use super::reader::unchanged;
-use super::walker::Excludes;
+use crate::filter::Excludes;
 use crate::format::tree::{NodeKind, Xattr};
 use crate::repo::{CachedFile, FilesCacheReader};
 

@@ -18,9 +18,6 @@ use super::scan::{describe, ScannedEntry, Scanner};
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::CachedFile;
 
-/// The exclusion rules live in `crate::filter` (restic's pattern semantics).
-pub use crate::filter::Excludes;
-
 pub struct Walker<'a> {
     pub files: &'a dyn FilesCache,
     pub sink: &'a dyn SaveBlobs,

@@ -22,21 +22,7 @@ pub enum Command {
     Init,
     /// Back up files and folders into a new snapshot.
     #[command(after_help = crate::cli::help::BACKUP)]
-    Backup {
-        /// What to back up (default: the profile's `sources`).
-        #[arg(value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Tag the snapshot (repeatable; `a,b` gives two tags, as with restic).
-        #[arg(long = "tag", value_name = "TAG[,TAG…]")]
-        tags: Vec<String>,
-        #[command(flatten)]
-        select: crate::cli::select::SelectArgs,
-        #[command(flatten)]
-        input: crate::cli::backup_input::BackupInputArgs,
-        /// Record this host name instead of the machine's.
-        #[arg(long, value_name = "HOST")]
-        host: Option<String>,
-    },
+    Backup(crate::cli::backup::BackupArgs),
     /// List snapshots.
     Snapshots {
         #[command(flatten)]
@@ -63,28 +49,7 @@ pub enum Command {
     },
     /// Restore a snapshot, or a path in it (`SNAP:/path`), into a folder.
     #[command(after_help = crate::cli::help::RESTORE)]
-    Restore {
-        /// `latest`, `latest~N` or an id prefix, with `:/path` for a part of it.
-        #[arg(value_name = "SNAP[:PATH]")]
-        snapshot: String,
-        #[arg(short, long, value_name = "DIR")]
-        target: PathBuf,
-        /// Restore only paths matching this pattern (repeatable; restic's rules, see backup
-        /// --exclude). A folder that matches is restored whole.
-        #[arg(short = 'i', long = "include", value_name = "PATTERN")]
-        includes: Vec<String>,
-        /// Skip paths matching this pattern (repeatable; restic's rules, see backup --exclude).
-        #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-        excludes: Vec<String>,
-        /// As root, also restore set-id bits, device nodes and security xattrs of a snapshot
-        /// that a write-only key wrote (left out by default: that key's holder chose them).
-        #[arg(long)]
-        trust_special: bool,
-        #[command(flatten)]
-        extra: crate::cli::restore_opts::RestoreExtraArgs,
-        #[command(flatten)]
-        filter: SnapshotFilterArgs,
-    },
+    Restore(crate::cli::restore::RestoreArgs),
     /// Verify the repository: structure always; with --read-data, every byte.
     Check {
         /// Read and verify all data.
@@ -169,7 +134,7 @@ pub enum Command {
     /// Show profiles.
     Profile {
         #[command(subcommand)]
-        command: ProfileCommand,
+        command: crate::cli::profiles::ProfileCommand,
     },
     /// Find which snapshots hold files or folders matching a pattern.
     Find(crate::cli::find::FindArgs),
@@ -235,15 +200,6 @@ pub enum SecretCommand {
     Set { name: String },
     /// Delete a secret from the OS keychain.
     Delete { name: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ProfileCommand {
-    /// Print a profile (secret values masked).
-    Show {
-        /// Profile name (default: --profile).
-        name: Option<String>,
-    },
 }
 
 /// Treats `COFFER_…=` (set but empty) as unset, as shells and systemd units often leave them:

@@ -3,11 +3,20 @@
 use std::sync::OnceLock;
 
 use anyhow::Result;
+use clap::Subcommand;
 use coffer::profile::{profile_path, Profile};
 
-use super::args::ProfileCommand;
 use super::exit;
 use super::shared_args::GlobalArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Print a profile (secret values masked).
+    Show {
+        /// Profile name (default: --profile).
+        name: Option<String>,
+    },
+}
 
 /// The profile `--profile` names, if any (loaded and checked on first use).
 pub fn active(global: &GlobalArgs) -> Result<Option<&'static Profile>> {

@@ -8,7 +8,6 @@
 //! which layout it reads. All multi-byte fixed-width integers outside postcard are little-endian.
 
 pub mod config;
-pub mod fuzz;
 pub mod index;
 pub mod keyfile;
 pub mod pack;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::crashpoint;
 use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::PackEntry;
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
 use crate::repo::packer::Packer;
@@ -37,44 +38,7 @@ pub(super) fn condemn_phase(
     let used_at = choose_copies(repo, &contents, &referenced);
     let is_used = |pack: &Id, domain: &Id, blob: &Id| used_at.get(&(*domain, *blob)).is_some_and(|p| p.contains(pack));
 
-    struct PackUse {
-        id: Id,
-        size: u64,
-        used: u64,
-    }
-    let mut by_pack: HashMap<Id, PackUse> = HashMap::new();
-    for ((pack, domain), (size, entries)) in &contents {
-        let used: u64 = entries.iter().filter(|e| is_used(pack, domain, &e.id)).map(|e| u64::from(e.length)).sum();
-        by_pack.entry(*pack).or_insert(PackUse { id: *pack, size: *size, used: 0 }).used += used;
-    }
-    let mut uses: Vec<PackUse> = by_pack.into_values().collect();
-    uses.sort_by_key(|u| u.id);
-    report.total_pack_bytes = listed.values().sum();
-    let unused: Vec<Id> = uses.iter().filter(|u| u.used == 0).map(|u| u.id).collect();
-    let orphans: Vec<Id> = listed.keys().filter(|id| !indexed_sizes.contains_key(id)).copied().collect();
-    let kept_total: u64 = uses.iter().filter(|u| u.used > 0).map(|u| u.size).sum();
-    let mut partly: Vec<&PackUse> = uses.iter().filter(|u| u.used > 0 && u.used < u.size).collect();
-    // Most wasteful first, until the waste left is within the limit.
-    partly.sort_by(|a, b| (b.size - b.used).saturating_mul(a.size).cmp(&(a.size - a.used).saturating_mul(b.size)));
-    let limit = (kept_total as f64 * options.max_unused_percent / 100.0) as u64;
-    let mut waste: u64 = partly.iter().map(|u| u.size - u.used).sum();
-    let mut repack: Vec<Id> = Vec::new();
-    for u in &partly {
-        // Pack overhead (header, table) is not waste a repack could recover; ignore small gaps.
-        if waste <= limit || u.size - u.used < 4096 {
-            break;
-        }
-        waste -= u.size - u.used;
-        repack.push(u.id);
-    }
-    report.unused_bytes_left = waste;
-    report.packs_unused = unused.len() as u64;
-    report.packs_to_repack = repack.len() as u64;
-    report.orphan_packs = orphans.len() as u64;
-    let size_of = |id: &Id| listed.get(id).copied().unwrap_or(0);
-    let condemned_bytes: u64 = unused.iter().chain(&repack).chain(&orphans).map(size_of).sum();
-    report.bytes_repacked = uses.iter().filter(|u| repack.contains(&u.id)).map(|u| u.used).sum();
-    report.bytes_freed = condemned_bytes as i64 - report.bytes_repacked as i64;
+    let Choice { unused, repack, orphans } = choose_packs(&contents, &listed, &indexed_sizes, is_used, options, report);
     if unused.is_empty() && repack.is_empty() && orphans.is_empty() {
         progress("nothing to prune");
         return Ok(());
@@ -158,4 +122,63 @@ pub(super) fn condemn_phase(
         return Err(PruneError::ConcurrentPrune);
     }
     delete_phase(repo, options, plan_id, &record, None, report, progress)
+}
+
+/// What phase 1 condemns: packs no snapshot uses, partly used packs to repack, and packs no
+/// index file lists.
+struct Choice {
+    unused: Vec<Id>,
+    repack: Vec<Id>,
+    orphans: Vec<Id>,
+}
+
+/// Chooses the packs to condemn (the most wasteful partly used ones first, until the waste
+/// left is within `max_unused_percent`) and fills in the report's sizes and counts.
+fn choose_packs(
+    contents: &HashMap<(Id, Id), (u64, Vec<PackEntry>)>,
+    listed: &HashMap<Id, u64>,
+    indexed_sizes: &HashMap<Id, u64>,
+    is_used: impl Fn(&Id, &Id, &Id) -> bool,
+    options: &PruneOptions,
+    report: &mut PruneReport,
+) -> Choice {
+    struct PackUse {
+        id: Id,
+        size: u64,
+        used: u64,
+    }
+    let mut by_pack: HashMap<Id, PackUse> = HashMap::new();
+    for ((pack, domain), (size, entries)) in contents {
+        let used: u64 = entries.iter().filter(|e| is_used(pack, domain, &e.id)).map(|e| u64::from(e.length)).sum();
+        by_pack.entry(*pack).or_insert(PackUse { id: *pack, size: *size, used: 0 }).used += used;
+    }
+    let mut uses: Vec<PackUse> = by_pack.into_values().collect();
+    uses.sort_by_key(|u| u.id);
+    report.total_pack_bytes = listed.values().sum();
+    let unused: Vec<Id> = uses.iter().filter(|u| u.used == 0).map(|u| u.id).collect();
+    let orphans: Vec<Id> = listed.keys().filter(|id| !indexed_sizes.contains_key(id)).copied().collect();
+    let kept_total: u64 = uses.iter().filter(|u| u.used > 0).map(|u| u.size).sum();
+    let mut partly: Vec<&PackUse> = uses.iter().filter(|u| u.used > 0 && u.used < u.size).collect();
+    // Most wasteful first, until the waste left is within the limit.
+    partly.sort_by(|a, b| (b.size - b.used).saturating_mul(a.size).cmp(&(a.size - a.used).saturating_mul(b.size)));
+    let limit = (kept_total as f64 * options.max_unused_percent / 100.0) as u64;
+    let mut waste: u64 = partly.iter().map(|u| u.size - u.used).sum();
+    let mut repack: Vec<Id> = Vec::new();
+    for u in &partly {
+        // Pack overhead (header, table) is not waste a repack could recover; ignore small gaps.
+        if waste <= limit || u.size - u.used < 4096 {
+            break;
+        }
+        waste -= u.size - u.used;
+        repack.push(u.id);
+    }
+    report.unused_bytes_left = waste;
+    report.packs_unused = unused.len() as u64;
+    report.packs_to_repack = repack.len() as u64;
+    report.orphan_packs = orphans.len() as u64;
+    let size_of = |id: &Id| listed.get(id).copied().unwrap_or(0);
+    let condemned_bytes: u64 = unused.iter().chain(&repack).chain(&orphans).map(size_of).sum();
+    report.bytes_repacked = uses.iter().filter(|u| repack.contains(&u.id)).map(|u| u.used).sum();
+    report.bytes_freed = condemned_bytes as i64 - report.bytes_repacked as i64;
+    Choice { unused, repack, orphans }
 }

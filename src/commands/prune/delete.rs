@@ -10,7 +10,7 @@ use crate::format::plan::{LockSeen, PlanRecord};
 use crate::id::Id;
 use crate::layout;
 use crate::repo::locks::{list_locks, ENDED_SEQ};
-use crate::repo::{now_unix, BlobLocation, RepoError, Repository};
+use crate::repo::{now_unix, BlobLocation, RepoError, Repository, SnapshotEntry};
 
 use super::live::{all_snapshots, listed_packs, referenced_blobs, DomainBlob};
 use super::{domain_keys, write_record, PruneError, PruneOptions, PruneReport};
@@ -27,6 +27,72 @@ pub(super) fn delete_phase(
     let PlanRecord::Condemn { packs: condemned, superseded_index, .. } = record else {
         return Ok(());
     };
+    let Some(Settled { wait_id, markers, snapshots, finished, stale }) =
+        wait_for_backups(repo, options, plan_id, wait, report, progress)?
+    else {
+        return Ok(());
+    };
+
+    // Safe from here on: every backup that could have used condemned blobs without knowing
+    // has written its snapshot (or is dead). Re-read what they reference.
+    progress("checking that no snapshot needs what the plan condemned");
+    repo.sync_index()?;
+    let superseded: HashSet<Id> = superseded_index.iter().copied().collect();
+    let delete = rescue_needed(repo, &snapshots, condemned, &superseded, report, progress)?;
+
+    progress(&format!("deleting {} index files and {} packs", superseded.len(), delete.len()));
+    let mut removed_index = Vec::new();
+    for id in superseded_index {
+        repo.delete_index_file(id)?;
+        removed_index.push(*id);
+        report.index_files_removed += 1;
+        crashpoint::hit("prune-mid-index-delete");
+    }
+    repo.forget_local_index_files(&removed_index)?;
+    crashpoint::hit("prune-after-index-delete");
+    for pack in &delete {
+        repo.delete_pack(pack)?;
+        report.packs_deleted += 1;
+        crashpoint::hit("prune-mid-pack-delete");
+    }
+    crashpoint::hit("prune-after-pack-delete");
+    for (session, path) in markers {
+        if finished.contains(&session) || stale.contains(&session) {
+            repo.delete_object(&path)?;
+            report.locks_removed += 1;
+        }
+    }
+    report.spool_files_removed += remove_old_spool_files(repo, options.lock_timeout);
+    repo.delete_plan_record(&wait_id)?;
+    crashpoint::hit("prune-after-wait-delete");
+    repo.delete_plan_record(&plan_id)?;
+    Ok(())
+}
+
+/// What phase 2 knows once no backup it waits for still runs.
+struct Settled {
+    /// The wait record, deleted last but one.
+    wait_id: Id,
+    /// Every lock marker, as (session, path).
+    markers: Vec<(Id, String)>,
+    /// Every snapshot, listed after the locks.
+    snapshots: Vec<SnapshotEntry>,
+    /// Sessions whose snapshot is stored.
+    finished: HashSet<Id>,
+    /// Sessions that ended or died without a snapshot.
+    stale: HashSet<Id>,
+}
+
+/// Whether phase 2 may go on: `None` (with `report.waiting_for` set) while a backup whose lock
+/// was listed after the plan was stored still runs; else what the deletes need.
+fn wait_for_backups(
+    repo: &Repository,
+    options: &PruneOptions,
+    plan_id: Id,
+    wait: Option<(Id, i64, Vec<LockSeen>)>,
+    report: &mut PruneReport,
+    progress: &impl Fn(&str),
+) -> Result<Option<Settled>, PruneError> {
     // The backups that may have missed the plan: every lock listed after it was stored.
     let (wait_id, listed_unix, locks) = match wait {
         Some(wait) => wait,
@@ -69,30 +135,22 @@ pub(super) fn delete_phase(
             waiting.len()
         ));
         report.waiting_for = waiting;
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(Settled { wait_id, markers, snapshots, finished, stale }))
+}
 
-    // Safe from here on: every backup that could have used condemned blobs without knowing
-    // has written its snapshot (or is dead). Re-read what they reference.
-    progress("checking that no snapshot needs what the plan condemned");
-    repo.sync_index()?;
-    let superseded: HashSet<Id> = superseded_index.iter().copied().collect();
-    let mut surviving: HashMap<Id, IndexPack> = HashMap::new();
-    let mut surviving_blobs: HashSet<DomainBlob> = HashSet::new();
-    for (id, _) in repo.list_object_ids(layout::INDEX)? {
-        if !superseded.contains(&id) {
-            let (domain, file) = match repo.read_index_file(&id) {
-                Ok(read) => read,
-                // Junk no key opens vouches for nothing (it is never superseded, so it stays).
-                Err(RepoError::ForeignDomain { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for pack in file.packs {
-                surviving_blobs.extend(pack.blobs.iter().map(|e| (domain, e.id)));
-                surviving.insert(pack.id, pack);
-            }
-        }
-    }
+/// The condemned packs to delete. Those a snapshot still needs (and no surviving index file
+/// lists) are rescued instead: indexed again, and kept.
+fn rescue_needed(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+    condemned: &[Id],
+    superseded: &HashSet<Id>,
+    report: &mut PruneReport,
+    progress: &impl Fn(&str),
+) -> Result<Vec<Id>, PruneError> {
+    let (surviving, surviving_blobs) = surviving_index(repo, superseded)?;
     let surviving_sizes: HashMap<Id, u64> = surviving.values().map(|p| (p.id, p.size)).collect();
     let listed = listed_packs(repo, &surviving_sizes)?;
     // Tables of condemned packs still stored: a kill may have removed the index files that
@@ -111,7 +169,7 @@ pub(super) fn delete_phase(
             Err(e) => log::warn!("condemned pack {pack} is unreadable ({e}); it is deleted as planned"),
         }
     }
-    let referenced = referenced_blobs(repo, &snapshots, &extra)?;
+    let referenced = referenced_blobs(repo, snapshots, &extra)?;
     let mut rescue: HashMap<Id, IndexFile> = HashMap::new();
     let mut rescued_blobs: HashSet<DomainBlob> = HashSet::new();
     let mut delete = Vec::new();
@@ -147,34 +205,31 @@ pub(super) fn delete_phase(
         }
         crashpoint::hit("prune-after-rescue");
     }
+    Ok(delete)
+}
 
-    progress(&format!("deleting {} index files and {} packs", superseded.len(), delete.len()));
-    let mut removed_index = Vec::new();
-    for id in superseded_index {
-        repo.delete_index_file(id)?;
-        removed_index.push(*id);
-        report.index_files_removed += 1;
-        crashpoint::hit("prune-mid-index-delete");
-    }
-    repo.forget_local_index_files(&removed_index)?;
-    crashpoint::hit("prune-after-index-delete");
-    for pack in &delete {
-        repo.delete_pack(pack)?;
-        report.packs_deleted += 1;
-        crashpoint::hit("prune-mid-pack-delete");
-    }
-    crashpoint::hit("prune-after-pack-delete");
-    for (session, path) in markers {
-        if finished.contains(&session) || stale.contains(&session) {
-            repo.delete_object(&path)?;
-            report.locks_removed += 1;
+/// The packs the index files that stay (not superseded) list, and their blobs.
+fn surviving_index(
+    repo: &Repository,
+    superseded: &HashSet<Id>,
+) -> Result<(HashMap<Id, IndexPack>, HashSet<DomainBlob>), PruneError> {
+    let mut surviving: HashMap<Id, IndexPack> = HashMap::new();
+    let mut surviving_blobs: HashSet<DomainBlob> = HashSet::new();
+    for (id, _) in repo.list_object_ids(layout::INDEX)? {
+        if !superseded.contains(&id) {
+            let (domain, file) = match repo.read_index_file(&id) {
+                Ok(read) => read,
+                // Junk no key opens vouches for nothing (it is never superseded, so it stays).
+                Err(RepoError::ForeignDomain { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for pack in file.packs {
+                surviving_blobs.extend(pack.blobs.iter().map(|e| (domain, e.id)));
+                surviving.insert(pack.id, pack);
+            }
         }
     }
-    report.spool_files_removed += remove_old_spool_files(repo, options.lock_timeout);
-    repo.delete_plan_record(&wait_id)?;
-    crashpoint::hit("prune-after-wait-delete");
-    repo.delete_plan_record(&plan_id)?;
-    Ok(())
+    Ok((surviving, surviving_blobs))
 }
 
 /// Spool files in a local repository's `.tmp` untouched for the lock timeout: left by a

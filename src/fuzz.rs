@@ -9,19 +9,22 @@
 //! cryptography (postcard bodies, blob tables, codecs, tree rules). Nothing here may panic,
 //! abort or allocate without bound on any input: each function returns nothing, a panic is
 //! the finding.
+//!
+//! It sits beside `format`, not inside it: it builds envelopes with `crypto` and parses
+//! write-only keys with `keys`, which depend on `format` themselves (inside, it made a cycle).
 
 use std::sync::OnceLock;
 
-use super::config::Config;
-use super::index::IndexFile;
-use super::keyfile::KeyFile;
-use super::pack::{self, BlobKind, PackEntry};
-use super::plan::{self, PlanRecord};
-use super::signer::SignerRecord;
-use super::snapshot::{self, Snapshot};
-use super::tree::Tree;
-use super::{config, index, signer};
 use crate::crypto::{wrap_key, IdKey, SecretKey, SigningKey, SymKey};
+use crate::format::config::Config;
+use crate::format::index::IndexFile;
+use crate::format::keyfile::KeyFile;
+use crate::format::pack::{self, BlobKind, PackEntry};
+use crate::format::plan::{self, PlanRecord};
+use crate::format::signer::SignerRecord;
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::Tree;
+use crate::format::{config, index, signer};
 use crate::id::Id;
 
 /// A fuzz target's body: takes any bytes, must return normally.
@@ -148,7 +151,7 @@ pub fn index(data: &[u8]) {
 /// A tree blob's plaintext, with and without its magic.
 pub fn tree(data: &[u8]) {
     let _ = Tree::decode(data);
-    if let Ok(tree) = Tree::decode(&[super::tree::MAGIC.as_slice(), data].concat()) {
+    if let Ok(tree) = Tree::decode(&[crate::format::tree::MAGIC.as_slice(), data].concat()) {
         for node in &tree.nodes {
             let _ = tree.find(&node.name);
         }
@@ -175,7 +178,7 @@ pub fn snapshot(data: &[u8]) {
 /// `keys/<id>`, with and without its magic; opened when its KDF cost is small enough to try.
 pub fn keyfile(data: &[u8]) {
     let _ = KeyFile::decode(data);
-    if let Ok(file) = KeyFile::decode(&[super::keyfile::MAGIC.as_slice(), data].concat()) {
+    if let Ok(file) = KeyFile::decode(&[crate::format::keyfile::MAGIC.as_slice(), data].concat()) {
         if file.kdf.memory_kib <= 64 && file.kdf.iterations <= 2 {
             let _ = file.open(b"fuzz");
         }
@@ -199,7 +202,7 @@ pub fn write_only_key(data: &[u8]) {
 /// The anchoring extensions of a snapshot body (`coffer.signers-seen`, `coffer.previous`).
 pub fn anchors(data: &[u8]) {
     use serde_bytes::ByteBuf;
-    for name in [super::snapshot::SIGNERS_SEEN, super::snapshot::PREVIOUS] {
+    for name in [crate::format::snapshot::SIGNERS_SEEN, crate::format::snapshot::PREVIOUS] {
         let snapshot =
             Snapshot { extensions: vec![(name.to_string(), ByteBuf::from(data.to_vec()))], ..Snapshot::default() };
         let _ = snapshot.signers_seen();
@@ -261,10 +264,10 @@ pub fn plan(data: &[u8]) {
 
 /// Valid inputs for each target (the shapes real objects have), to start the fuzzers from.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use super::config::ChunkerParams;
-    use super::index::IndexPack;
-    use super::to_postcard;
-    use super::tree::{Metadata, Node, NodeKind, Xattr};
+    use crate::format::config::ChunkerParams;
+    use crate::format::index::IndexPack;
+    use crate::format::to_postcard;
+    use crate::format::tree::{Metadata, Node, NodeKind, Xattr};
     use serde_bytes::ByteBuf;
 
     let k = keys();
@@ -343,7 +346,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         compression_level: 3,
         public_key: k.secret.public().0,
         verify_key: k.signing.verifying_key().0,
-        gear: super::config::GearKeying::KeyedTable,
+        gear: crate::format::config::GearKeying::KeyedTable,
     };
     out.push(("config", to_postcard(&conf)));
 
