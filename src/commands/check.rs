@@ -26,12 +26,11 @@ use crate::crypto::SecretKey;
 use crate::format::index::IndexFile;
 use crate::format::pack::{self, BlobKind, PackEntry, HEADER_LEN, TRAILER_FIXED_LEN};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::layout;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{plan_regions, BlobLocation, RepoError, Repository, SnapshotEntry, REGION_GAP, REGION_MAX};
-
-use super::ls::join_path;
 
 /// Packs downloaded at once with `read_data`.
 const READ_WORKERS: usize = 4;
@@ -516,56 +515,76 @@ fn check_trees(
     report: &mut CheckReport,
     progress: &dyn Fn(&str),
 ) {
-    let mut seen: HashSet<Id> = HashSet::new();
-    let mut prefetched = if repo.is_local() || snapshots.is_empty() {
+    let prefetched = if repo.is_local() || snapshots.is_empty() {
         HashMap::new()
     } else {
         progress("reading trees");
         prefetch_trees(repo, index)
     };
+    let mut checker = TreeChecker { index, prefetched, seen: HashSet::new(), report, object: String::new() };
     for (i, entry) in snapshots.iter().enumerate() {
         progress(&format!("checking trees of snapshot {} ({}/{})", entry.id.short(), i + 1, snapshots.len()));
-        let object = layout::in_dir(layout::SNAPSHOTS, &entry.id);
-        let mut stack: Vec<(Id, Vec<u8>)> = vec![(entry.snapshot.tree, b"/".to_vec())];
-        while let Some((tree_id, dir)) = stack.pop() {
-            if !seen.insert(tree_id) {
-                continue;
+        checker.object = layout::in_dir(layout::SNAPSHOTS, &entry.id);
+        let label = format!("snapshot {}", entry.id.short());
+        // Nothing in the walk fails but nesting beyond the walker's bound, which is a finding.
+        if let Err(e) = walk::walk(repo, &label, &entry.snapshot.tree, b"/", (), &mut checker) {
+            checker.report.error(&checker.object, describe(&e));
+        }
+    }
+}
+
+/// The walk of `check_trees`: trees come from storage (read ahead, or one at a time) through
+/// the check's own index, and what cannot be read is a finding, not the end of the walk.
+struct TreeChecker<'a> {
+    index: &'a CheckIndex,
+    prefetched: HashMap<Id, Result<Vec<u8>, RepoError>>,
+    seen: HashSet<Id>,
+    report: &'a mut CheckReport,
+    /// The snapshot being walked, as a storage path.
+    object: String,
+}
+
+impl Visitor for TreeChecker<'_> {
+    type Error = RepoError;
+    type Dir = ();
+
+    fn tree(&mut self, repo: &Repository, _: &mut (), tree_id: &Id, dir: &[u8]) -> Result<Option<Tree>, RepoError> {
+        if !self.seen.insert(*tree_id) {
+            return Ok(None);
+        }
+        let (report, object) = (&mut *self.report, &self.object);
+        report.trees_checked += 1;
+        let shown = String::from_utf8_lossy(dir).into_owned();
+        let Some(location) = self.index.locate(tree_id) else {
+            report.error(object, format!("{shown}: folder's tree {tree_id} is not in the index"));
+            return Ok(None);
+        };
+        let pack_path = layout::pack(&location.pack);
+        if location.entry.kind != BlobKind::Tree {
+            report.error(pack_path, format!("{shown}: tree {tree_id} is indexed as a data blob"));
+            return Ok(None);
+        }
+        report.bytes_read += u64::from(location.entry.length);
+        let read = self.prefetched.remove(tree_id).unwrap_or_else(|| repo.read_blob_at(&location));
+        match read.and_then(|bytes| Tree::decode(&bytes).map_err(RepoError::format(format!("tree {tree_id}")))) {
+            Ok(tree) => {
+                report.blobs_checked += 1;
+                Ok(Some(tree))
             }
-            report.trees_checked += 1;
-            let shown = String::from_utf8_lossy(&dir).into_owned();
-            let Some(location) = index.locate(&tree_id) else {
-                report.error(&object, format!("{shown}: folder's tree {tree_id} is not in the index"));
-                continue;
-            };
-            let pack_path = layout::pack(&location.pack);
-            if location.entry.kind != BlobKind::Tree {
-                report.error(pack_path, format!("{shown}: tree {tree_id} is indexed as a data blob"));
-                continue;
-            }
-            report.bytes_read += u64::from(location.entry.length);
-            let read = prefetched.remove(&tree_id).unwrap_or_else(|| repo.read_blob_at(&location));
-            let tree = match read
-                .and_then(|bytes| Tree::decode(&bytes).map_err(RepoError::format(format!("tree {tree_id}"))))
-            {
-                Ok(tree) => tree,
-                Err(e) => {
-                    report
-                        .error(pack_path, format!("tree {tree_id} ({shown} in {object}) is damaged: {}", describe(&e)));
-                    continue;
-                }
-            };
-            report.blobs_checked += 1;
-            for node in tree.nodes {
-                let path = join_path(&dir, &node.name);
-                match node.kind {
-                    NodeKind::Dir { subtree } => stack.push((subtree, path)),
-                    NodeKind::File { size, content } => {
-                        check_file(index, &object, &path, size, &content, report);
-                    }
-                    _ => {}
-                }
+            Err(e) => {
+                report.error(pack_path, format!("tree {tree_id} ({shown} in {object}) is damaged: {}", describe(&e)));
+                Ok(None)
             }
         }
+    }
+
+    fn entry(&mut self, _: &mut (), path: &[u8], node: &Node) -> Result<Option<()>, RepoError> {
+        match &node.kind {
+            NodeKind::Dir { .. } => return Ok(Some(())),
+            NodeKind::File { size, content } => check_file(self.index, &self.object, path, *size, content, self.report),
+            _ => {}
+        }
+        Ok(None)
     }
 }
 
