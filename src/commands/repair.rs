@@ -75,8 +75,40 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     // Index files first, then packs: a pack an index file lists was stored before that file,
     // so it is in the later listing of data/ (a concurrent backup cannot slip between).
     progress("reading index files");
+    let (old_files, old) = read_old_index(repo, &mut report)?;
+
+    progress("reading the blob tables of the packs in storage");
+    let (new_packs, changed) = index_stored_packs(repo, &old, &mut report)?;
+    report.packs_indexed = new_packs.len() as u64;
+    report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
+    if !changed {
+        report.unchanged = true;
+        return Ok(report);
+    }
+
+    progress("writing the new index");
+    let written = write_index(repo, new_packs, &mut report)?;
+    crate::crashpoint::hit("repair-index-before-removing-old");
+    progress("removing the old index files");
+    let mut removed = Vec::new();
+    for id in old_files.iter().filter(|id| !written.contains(id)) {
+        repo.delete_index_file(id)?;
+        removed.push(*id);
+    }
+    report.index_files_removed = removed.len() as u64;
+    repo.forget_local_index_files(&removed)?;
+    repo.sync_index()?;
+    Ok(report)
+}
+
+/// The packs the old index files list: pack id → (domain of the first file listing it, entry).
+type OldIndex = HashMap<Id, (Id, IndexPack)>;
+
+/// The index files in storage, and the packs they list with the domain of the (first) file
+/// listing each; files that cannot be read are reported.
+fn read_old_index(repo: &Repository, report: &mut IndexRepairReport) -> Result<(Vec<Id>, OldIndex), RepoError> {
     let old_files: Vec<Id> = repo.list_object_ids(layout::INDEX)?.into_iter().map(|(id, _)| id).collect();
-    let mut old: HashMap<Id, (Id, IndexPack)> = HashMap::new();
+    let mut old = OldIndex::new();
     for id in &old_files {
         match repo.read_index_file(id) {
             Ok((domain, file)) => {
@@ -90,8 +122,16 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
                 .push(Problem { object: layout::in_dir(layout::INDEX, id), message: e.to_string() }),
         }
     }
+    Ok((old_files, old))
+}
 
-    progress("reading the blob tables of the packs in storage");
+/// Every pack in storage as its blob table lists it (or, when the table cannot be read, as
+/// the old index did), with its domain; and whether that differs from the old index.
+fn index_stored_packs(
+    repo: &Repository,
+    old: &OldIndex,
+    report: &mut IndexRepairReport,
+) -> Result<(Vec<(Id, IndexPack)>, bool), RepoError> {
     let mut stored = repo.list_object_ids(layout::DATA)?;
     stored.sort();
     let stored_ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
@@ -131,15 +171,16 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     lost.sort_by_key(|p| p.id);
     report.packs_lost = lost.iter().map(|p| LostPack { pack: layout::pack(&p.id), blobs: p.blobs.len() }).collect();
     changed |= !lost.is_empty();
-    report.packs_indexed = new_packs.len() as u64;
-    report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
-    if !changed {
-        report.unchanged = true;
-        return Ok(report);
-    }
+    Ok((new_packs, changed))
+}
 
-    progress("writing the new index");
-    // Each pack is indexed in the domain whose key sealed its table.
+/// Writes the new index files, each pack in the domain whose key sealed its table; returns
+/// their ids.
+fn write_index(
+    repo: &Repository,
+    new_packs: Vec<(Id, IndexPack)>,
+    report: &mut IndexRepairReport,
+) -> Result<HashSet<Id>, RepoError> {
     let mut by_domain: HashMap<Id, Vec<IndexPack>> = HashMap::new();
     for (domain, pack) in new_packs {
         by_domain.entry(domain).or_default().push(pack);
@@ -158,17 +199,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
             report.index_files_written += 1;
         }
     }
-    crate::crashpoint::hit("repair-index-before-removing-old");
-    progress("removing the old index files");
-    let mut removed = Vec::new();
-    for id in old_files.iter().filter(|id| !written.contains(id)) {
-        repo.delete_index_file(id)?;
-        removed.push(*id);
-    }
-    report.index_files_removed = removed.len() as u64;
-    repo.forget_local_index_files(&removed)?;
-    repo.sync_index()?;
-    Ok(report)
+    Ok(written)
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

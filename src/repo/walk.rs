@@ -182,7 +182,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::commands::{check, copy, diff, ls, repair, restore, stats};
+    use crate::commands::{check, copy, diff, ls, prune, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
     use crate::format::tree::Metadata;
     use crate::repo::BlobSink;
@@ -480,5 +480,18 @@ mod tests {
 
         let e = repair::repair_snapshots(&fx.repo, &Default::default(), |_| {}).unwrap_err();
         assert!(too_deep(&e), "{e}");
+
+        // Check reports it as a finding about that snapshot; prune stops rather than decide
+        // what is unused without having seen all of it.
+        let report = check::check(&fx.repo, &check::CheckOptions::default(), |_| {}).unwrap();
+        let deep_id = entries[0].id;
+        assert!(
+            report.errors.iter().any(|p| p.object.ends_with(&deep_id.to_hex()) && p.message.contains("4096")),
+            "{:?}",
+            report.errors
+        );
+        let options = prune::PruneOptions { lock_timeout: std::time::Duration::ZERO, ..Default::default() };
+        let e = prune::prune(&fx.repo, &options, |_| {}).unwrap_err();
+        assert!(matches!(&e, prune::PruneError::Repo(e) if too_deep(e)), "{e}");
     }
 }
