@@ -140,8 +140,9 @@ impl Differ<'_> {
         if a == b {
             return Ok(());
         }
-        walk::check_depth(self.stack.len(), &self.label, &dir)?;
-        let (old, new) = (self.repo.load_tree(a)?, self.repo.load_tree(b)?);
+        let depth = self.stack.len();
+        let old = walk::enter(self.repo, &self.label, depth, &dir, a)?;
+        let new = walk::enter(self.repo, &self.label, depth, &dir, b)?;
         self.stack.push(Pair { old, new, i: 0, j: 0, dir });
         Ok(())
     }

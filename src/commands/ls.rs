@@ -4,10 +4,9 @@
 //! `restore` and friends share.
 
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Metadata, Node, NodeKind};
+use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository};
@@ -115,19 +114,7 @@ pub fn find_node(repo: &Repository, root_tree: &Id, path: &[u8]) -> Result<Optio
     let Some(parts) = components(path) else {
         return Ok(None);
     };
-    let mut current =
-        Node { name: ByteBuf::new(), kind: NodeKind::Dir { subtree: *root_tree }, meta: Metadata::default() };
-    for name in parts {
-        let NodeKind::Dir { subtree } = current.kind else {
-            return Ok(None);
-        };
-        let tree = repo.load_tree(&subtree)?;
-        match tree.find(name) {
-            Some(node) => current = node.clone(),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(current))
+    walk::descend(repo, root_tree, &parts)
 }
 
 /// Lists `path` in `snapshot` (default `/`): a folder's entries (all levels below it when

@@ -27,6 +27,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::layout;
 use crate::repo::packer::Packer;
+use crate::repo::walk::{self, Visitor};
 use crate::repo::{RepoError, Repository};
 
 /// Packs listed per index file written by `repair index`.
@@ -74,8 +75,40 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     // Index files first, then packs: a pack an index file lists was stored before that file,
     // so it is in the later listing of data/ (a concurrent backup cannot slip between).
     progress("reading index files");
+    let (old_files, old) = read_old_index(repo, &mut report)?;
+
+    progress("reading the blob tables of the packs in storage");
+    let (new_packs, changed) = index_stored_packs(repo, &old, &mut report)?;
+    report.packs_indexed = new_packs.len() as u64;
+    report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
+    if !changed {
+        report.unchanged = true;
+        return Ok(report);
+    }
+
+    progress("writing the new index");
+    let written = write_index(repo, new_packs, &mut report)?;
+    crate::crashpoint::hit("repair-index-before-removing-old");
+    progress("removing the old index files");
+    let mut removed = Vec::new();
+    for id in old_files.iter().filter(|id| !written.contains(id)) {
+        repo.delete_index_file(id)?;
+        removed.push(*id);
+    }
+    report.index_files_removed = removed.len() as u64;
+    repo.forget_local_index_files(&removed)?;
+    repo.sync_index()?;
+    Ok(report)
+}
+
+/// The packs the old index files list: pack id → (domain of the first file listing it, entry).
+type OldIndex = HashMap<Id, (Id, IndexPack)>;
+
+/// The index files in storage, and the packs they list with the domain of the (first) file
+/// listing each; files that cannot be read are reported.
+fn read_old_index(repo: &Repository, report: &mut IndexRepairReport) -> Result<(Vec<Id>, OldIndex), RepoError> {
     let old_files: Vec<Id> = repo.list_object_ids(layout::INDEX)?.into_iter().map(|(id, _)| id).collect();
-    let mut old: HashMap<Id, (Id, IndexPack)> = HashMap::new();
+    let mut old = OldIndex::new();
     for id in &old_files {
         match repo.read_index_file(id) {
             Ok((domain, file)) => {
@@ -89,8 +122,16 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
                 .push(Problem { object: layout::in_dir(layout::INDEX, id), message: e.to_string() }),
         }
     }
+    Ok((old_files, old))
+}
 
-    progress("reading the blob tables of the packs in storage");
+/// Every pack in storage as its blob table lists it (or, when the table cannot be read, as
+/// the old index did), with its domain; and whether that differs from the old index.
+fn index_stored_packs(
+    repo: &Repository,
+    old: &OldIndex,
+    report: &mut IndexRepairReport,
+) -> Result<(Vec<(Id, IndexPack)>, bool), RepoError> {
     let mut stored = repo.list_object_ids(layout::DATA)?;
     stored.sort();
     let stored_ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
@@ -130,15 +171,16 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
     lost.sort_by_key(|p| p.id);
     report.packs_lost = lost.iter().map(|p| LostPack { pack: layout::pack(&p.id), blobs: p.blobs.len() }).collect();
     changed |= !lost.is_empty();
-    report.packs_indexed = new_packs.len() as u64;
-    report.blobs_indexed = new_packs.iter().map(|(_, p)| p.blobs.len() as u64).sum();
-    if !changed {
-        report.unchanged = true;
-        return Ok(report);
-    }
+    Ok((new_packs, changed))
+}
 
-    progress("writing the new index");
-    // Each pack is indexed in the domain whose key sealed its table.
+/// Writes the new index files, each pack in the domain whose key sealed its table; returns
+/// their ids.
+fn write_index(
+    repo: &Repository,
+    new_packs: Vec<(Id, IndexPack)>,
+    report: &mut IndexRepairReport,
+) -> Result<HashSet<Id>, RepoError> {
     let mut by_domain: HashMap<Id, Vec<IndexPack>> = HashMap::new();
     for (domain, pack) in new_packs {
         by_domain.entry(domain).or_default().push(pack);
@@ -157,17 +199,7 @@ pub fn repair_index(repo: &Repository, progress: impl Fn(&str)) -> Result<IndexR
             report.index_files_written += 1;
         }
     }
-    crate::crashpoint::hit("repair-index-before-removing-old");
-    progress("removing the old index files");
-    let mut removed = Vec::new();
-    for id in old_files.iter().filter(|id| !written.contains(id)) {
-        repo.delete_index_file(id)?;
-        removed.push(*id);
-    }
-    report.index_files_removed = removed.len() as u64;
-    repo.forget_local_index_files(&removed)?;
-    repo.sync_index()?;
-    Ok(report)
+    Ok(written)
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -217,22 +249,23 @@ struct Rewritten {
     changed: bool,
 }
 
-/// A folder being rewritten: its entries still to see, and those kept so far.
-struct RewriteFrame {
-    id: Id,
-    nodes: std::vec::IntoIter<Node>,
+/// A folder being rewritten (the walker's state for it): the entries kept so far.
+#[derive(Default)]
+struct RewriteDir {
+    /// The folder's entry in its parent, whose subtree the rewrite replaces (`None` for the
+    /// root).
+    entry: Option<Node>,
     out: Vec<Node>,
     lost: Vec<Vec<u8>>,
     changed: bool,
-    /// The folder entry whose subtree is being rewritten (or was unreadable) right now.
-    pending: Option<Node>,
+    /// Its tree could not be read: it is walked as an empty folder and comes out as lost.
+    unreadable: bool,
 }
 
-impl RewriteFrame {
-    /// Takes in how the pending folder entry's subtree came out (`None`: unreadable; the
-    /// entry already points at an empty folder).
-    fn adopt(&mut self, sub: Option<Rewritten>) {
-        let Some(mut node) = self.pending.take() else { return };
+impl RewriteDir {
+    /// Takes in the folder entry `node` whose subtree came out as `sub` (`None`: unreadable;
+    /// `node` already points at an empty folder).
+    fn adopt(&mut self, mut node: Node, sub: Option<Rewritten>) {
         let path = node.name.to_vec();
         match sub {
             Some(sub) => {
@@ -262,79 +295,28 @@ struct Rewriter<'a> {
     /// New or re-uploaded tree blobs by domain, stored before any snapshot that needs them.
     new_trees: HashMap<Id, Vec<(Id, Vec<u8>)>>,
     trees_saved: u64,
+    /// How the walk's root came out, once it has been left.
+    root: Option<Rewritten>,
 }
 
 impl Rewriter<'_> {
-    /// `None` when the tree cannot be read at all. Walks with an explicit stack, bounded like
-    /// every other walk (`repo::walk::MAX_DEPTH`): a chain of trees a hostile writer made
-    /// without end costs heap and ends in an error, not a stack overflow.
+    /// `None` when the tree cannot be read at all. Walks with the one tree walker, bounded like
+    /// every other walk: a chain of trees a hostile writer made without end costs heap and ends
+    /// in an error, not a stack overflow.
     fn rewrite(&mut self, root: Id) -> Result<Option<Rewritten>, RepoError> {
         if let Some(done) = self.done.get(&(self.domain.id, root)) {
             return Ok(done.clone());
         }
-        let Some(first) = self.open_frame(root) else {
-            self.done.insert((self.domain.id, root), None);
-            return Ok(None);
-        };
-        let mut stack = vec![first];
-        loop {
-            let depth = stack.len();
-            let top = stack.last_mut().expect("the loop returns when the stack empties");
-            let Some(mut node) = top.nodes.next() else {
-                let frame = stack.pop().expect("top exists");
-                let result = self.close_frame(frame);
-                self.done.insert((self.domain.id, result.0), Some(result.1.clone()));
-                match stack.last_mut() {
-                    Some(parent) => parent.adopt(Some(result.1)),
-                    None => return Ok(Some(result.1)),
-                }
-                continue;
-            };
-            let lost_content = match &node.kind {
-                NodeKind::File { content, .. } => {
-                    !content.iter().all(|id| self.present.contains(&(self.domain.id, *id)))
-                }
-                _ => false,
-            };
-            if lost_content {
-                top.lost.push(node.name.to_vec());
-                top.changed = true;
-                continue;
-            }
-            let NodeKind::Dir { subtree } = node.kind else {
-                top.out.push(node);
-                continue;
-            };
-            let sub = match self.done.get(&(self.domain.id, subtree)).cloned() {
-                Some(done) => done,
-                None => {
-                    crate::repo::walk::check_depth(depth, "the snapshot being repaired", &node.name)?;
-                    match self.open_frame(subtree) {
-                        Some(child) => {
-                            top.pending = Some(node);
-                            stack.push(child);
-                            continue;
-                        }
-                        None => {
-                            self.done.insert((self.domain.id, subtree), None);
-                            None
-                        }
-                    }
-                }
-            };
-            if sub.is_none() {
-                node.kind = NodeKind::Dir { subtree: self.store_tree(Tree::default().encode()) };
-            }
-            let top = stack.last_mut().expect("top exists");
-            top.pending = Some(node);
-            top.adopt(sub);
-        }
+        self.root = None;
+        let repo = self.repo;
+        walk::walk(repo, "the snapshot being repaired", &root, b"/", RewriteDir::default(), self)?;
+        Ok(self.root.take())
     }
 
     /// Sets the domain of the snapshot whose root tree is `root`: the domain its stored or
     /// cached copy verifies in, else this client's own.
     fn enter_snapshot(&mut self, root: &Id) -> Result<(), RepoError> {
-        let cached = self.repo.cached_tree(root)?.and_then(|bytes| self.repo.domain_naming(&bytes, root));
+        let cached = self.repo.cached_tree_verified(root, None)?.map(|(domain, _)| domain);
         let domain = match cached {
             Some(domain) => Some(domain),
             None => self.repo.blob_location(root)?.map(|l| l.domain),
@@ -344,23 +326,9 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    fn open_frame(&self, tree_id: Id) -> Option<RewriteFrame> {
-        // The local cache may still hold a tree whose blob storage lost: it is verified
-        // against its id on load, so it can be stored again.
-        let tree = self.repo.load_tree(&tree_id).ok()?;
-        Some(RewriteFrame {
-            id: tree_id,
-            nodes: tree.nodes.into_iter(),
-            out: Vec::new(),
-            lost: Vec::new(),
-            changed: false,
-            pending: None,
-        })
-    }
-
-    /// The folder's new id (stored if it changed or its blob is gone), keyed by its old one.
-    fn close_frame(&mut self, frame: RewriteFrame) -> (Id, Rewritten) {
-        let RewriteFrame { id: tree_id, out: nodes, lost, mut changed, .. } = frame;
+    /// The folder's new id (stored if it changed or its blob is gone).
+    fn close(&mut self, tree_id: Id, dir: RewriteDir) -> Rewritten {
+        let RewriteDir { out: nodes, lost, mut changed, .. } = dir;
         let id = if changed {
             self.store_tree(Tree { nodes }.encode())
         } else if !self.present.contains(&(self.domain.id, tree_id)) {
@@ -372,7 +340,7 @@ impl Rewriter<'_> {
         } else {
             tree_id
         };
-        (tree_id, Rewritten { id, lost, changed })
+        Rewritten { id, lost, changed }
     }
 
     fn store_tree(&mut self, bytes: Vec<u8>) -> Id {
@@ -396,6 +364,72 @@ impl Rewriter<'_> {
                 packer.add(BlobKind::Tree, id, &bytes)?;
             }
             packer.finish_and_index()?;
+        }
+        Ok(())
+    }
+}
+
+impl Visitor for Rewriter<'_> {
+    type Error = RepoError;
+    type Dir = RewriteDir;
+
+    /// The local cache may still hold a tree whose blob storage lost: it is verified against
+    /// its id on load, so it can be stored again. One that cannot be read at all is walked as
+    /// an empty folder, marked so that `leave` reports it lost.
+    fn tree(&mut self, repo: &Repository, dir: &mut RewriteDir, id: &Id, _: &[u8]) -> Result<Option<Tree>, RepoError> {
+        Ok(Some(repo.load_tree(id).unwrap_or_else(|_| {
+            dir.unreadable = true;
+            Tree::default()
+        })))
+    }
+
+    fn entry(&mut self, dir: &mut RewriteDir, _: &[u8], node: &Node) -> Result<Option<RewriteDir>, RepoError> {
+        match &node.kind {
+            NodeKind::File { content, .. }
+                if !content.iter().all(|id| self.present.contains(&(self.domain.id, *id))) =>
+            {
+                dir.lost.push(node.name.to_vec());
+                dir.changed = true;
+                Ok(None)
+            }
+            NodeKind::Dir { subtree } => match self.done.get(&(self.domain.id, *subtree)).cloned() {
+                // Rewritten before (shared by another folder or snapshot): not walked again.
+                Some(sub) => {
+                    let mut node = node.clone();
+                    if sub.is_none() {
+                        node.kind = NodeKind::Dir { subtree: self.store_tree(Tree::default().encode()) };
+                    }
+                    dir.adopt(node, sub);
+                    Ok(None)
+                }
+                None => Ok(Some(RewriteDir { entry: Some(node.clone()), ..RewriteDir::default() })),
+            },
+            _ => {
+                dir.out.push(node.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    fn leave(
+        &mut self,
+        parent: Option<&mut RewriteDir>,
+        mut done: RewriteDir,
+        _: &[u8],
+        id: &Id,
+        _: Tree,
+    ) -> Result<(), RepoError> {
+        let entry = done.entry.take();
+        let result = if done.unreadable { None } else { Some(self.close(*id, done)) };
+        self.done.insert((self.domain.id, *id), result.clone());
+        match (parent, entry) {
+            (Some(parent), Some(mut node)) => {
+                if result.is_none() {
+                    node.kind = NodeKind::Dir { subtree: self.store_tree(Tree::default().encode()) };
+                }
+                parent.adopt(node, result);
+            }
+            _ => self.root = result,
         }
         Ok(())
     }
@@ -426,6 +460,7 @@ pub fn repair_snapshots(
         present,
         new_trees: HashMap::new(),
         trees_saved: 0,
+        root: None,
     };
     let mut report = SnapshotRepairReport { snapshots_checked: snapshots.len() as u64, ..Default::default() };
     // A snapshot replaced by an earlier run is not replaced again (only removed, if asked).

@@ -432,10 +432,8 @@ impl Repository {
     /// Loads a tree, from the local cache when it was seen before.
     pub fn load_tree(&self, id: &Id) -> Result<Tree, RepoError> {
         let object = || format!("tree {id}");
-        if let Some(bytes) = self.db().cached_tree(id)? {
-            if self.domain_naming(&bytes, id).is_some() {
-                return Tree::decode(&bytes).map_err(RepoError::format(object()));
-            }
+        if let Some((_, bytes)) = self.cached_tree_verified(id, None)? {
+            return Tree::decode(&bytes).map_err(RepoError::format(object()));
         }
         let location = self.locate(id)?;
         if location.entry.kind != BlobKind::Tree {

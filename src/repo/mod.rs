@@ -13,6 +13,7 @@ mod sink;
 mod snapshots;
 #[cfg(test)]
 pub(crate) mod test_kit;
+mod trees;
 pub mod walk;
 
 use std::collections::HashMap;

@@ -1,16 +1,29 @@
 //! The one tree walker: depth first, in tree order, with an explicit stack so that a snapshot
 //! whose folders nest absurdly deep (a hostile or broken writer can chain trees without end)
 //! costs heap, not the thread's stack, and stops with an error at [`MAX_DEPTH`] instead of
-//! overflowing it. Trees are read through [`Repository::load_tree`], so the cache-then-verify
-//! step happens in one place.
+//! overflowing it.
 //!
 //! A [`Visitor`] sees each entry with its absolute path and decides whether to enter a folder;
 //! it carries its own per-folder state (`Visitor::Dir`) and sees each entered folder again
 //! when it has been walked (`leave`), which is where a post-order step (sizes, rewriting tree
 //! ids, folder metadata) goes.
+//!
+//! Where a folder's tree comes from is the visitor's one hook, [`Visitor::tree`]: by default
+//! [`Repository::load_tree`] (the local cache, verified, else storage), so the cache-then-verify
+//! step lives in `repo/` once. A visitor that must read otherwise overrides it: `check` serves
+//! trees it read ahead from storage and records what it cannot read as a finding instead of
+//! failing, `prune` loads in the snapshot's domain (with the tables of condemned packs), and
+//! either skips a tree it has walked before (`Ok(None)`), so each distinct tree is walked once.
+//! The hook is a method of the visitor rather than a second object because what it decides
+//! (which trees were seen, what was found) is the visitor's own state.
+//!
+//! Walks that are not one tree in order use the same pieces: [`enter`] (the depth rule, then
+//! the tree) for diff's walk of two trees in step, [`descend`] for going down a path.
 
 use super::{RepoError, Repository};
-use crate::format::tree::{Node, NodeKind, Tree};
+use serde_bytes::ByteBuf;
+
+use crate::format::tree::{Metadata, Node, NodeKind, Tree};
 use crate::id::Id;
 
 /// How deep folders may nest below a snapshot's root. Linux's PATH_MAX (4096 bytes) allows at
@@ -26,6 +39,19 @@ pub trait Visitor {
     /// One entry of the folder `dir`, at absolute snapshot path `path`. Returning `Some(state)`
     /// for a folder enters it (its tree is loaded and walked with `state`); `None` skips it.
     fn entry(&mut self, dir: &mut Self::Dir, path: &[u8], node: &Node) -> Result<Option<Self::Dir>, Self::Error>;
+
+    /// The tree `id` of the folder at `path` about to be walked with state `dir` (the walk's
+    /// root too). `Ok(None)` skips the folder: it is not walked and not left. The default reads
+    /// it through [`Repository::load_tree`]; an error ends the walk.
+    fn tree(
+        &mut self,
+        repo: &Repository,
+        _dir: &mut Self::Dir,
+        id: &Id,
+        _path: &[u8],
+    ) -> Result<Option<Tree>, Self::Error> {
+        Ok(Some(repo.load_tree(id)?))
+    }
 
     /// A folder has been walked: `tree` is its tree (with id `id`), `done` its state, and
     /// `parent` the state of the folder holding it (`None` for the walk's root).
@@ -71,12 +97,13 @@ pub fn walk_bounded<V: Visitor>(
     root: &Id,
     base: &[u8],
     max_depth: usize,
-    state: V::Dir,
+    mut state: V::Dir,
     visitor: &mut V,
 ) -> Result<(), V::Error> {
     let mut path = base.to_vec();
     let root_len = path.len();
-    let mut stack = vec![Frame { id: *root, tree: repo.load_tree(root)?, next: 0, state, path_len: root_len }];
+    let Some(tree) = visitor.tree(repo, &mut state, root, &path)? else { return Ok(()) };
+    let mut stack = vec![Frame { id: *root, tree, next: 0, state, path_len: root_len }];
     while let Some(top) = stack.last_mut() {
         let Some(node) = top.tree.nodes.get(top.next) else {
             let Some(done) = stack.pop() else { break };
@@ -89,12 +116,12 @@ pub fn walk_bounded<V: Visitor>(
         path.truncate(top.path_len);
         push_name(&mut path, &node.name);
         let enter = visitor.entry(&mut top.state, &path, node)?;
-        let (Some(state), NodeKind::Dir { subtree }) = (enter, &node.kind) else {
+        let (Some(mut state), NodeKind::Dir { subtree }) = (enter, &node.kind) else {
             continue;
         };
         let subtree = *subtree;
         check_depth(stack.len() + MAX_DEPTH - max_depth, label, &path)?;
-        let tree = repo.load_tree(&subtree)?;
+        let Some(tree) = visitor.tree(repo, &mut state, &subtree, &path)? else { continue };
         stack.push(Frame { id: subtree, tree, next: 0, state, path_len: path.len() });
     }
     Ok(())
@@ -111,6 +138,33 @@ pub fn check_depth(depth: usize, label: &str, path: &[u8]) -> Result<(), RepoErr
     Err(RepoError::TooDeep { what: label.to_string(), path: shown, max: MAX_DEPTH })
 }
 
+/// The tree of the folder `id` at `path`, `depth` levels below a walk's root: the depth rule,
+/// then the default tree source. For walks that keep their own stack (diff walks two trees in
+/// step).
+pub fn enter(repo: &Repository, label: &str, depth: usize, path: &[u8], id: &Id) -> Result<Tree, RepoError> {
+    check_depth(depth, label, path)?;
+    repo.load_tree(id)
+}
+
+/// The entry reached from the folder `root` by following `names` (one folder per name, the
+/// last one any kind of entry). `Ok(None)` when a name is missing or one before the last is
+/// not a folder. With no names, a folder node with an empty name, default metadata and `root`
+/// as its subtree stands for the root itself, which has no entry of its own.
+pub fn descend(repo: &Repository, root: &Id, names: &[&[u8]]) -> Result<Option<Node>, RepoError> {
+    let mut current = Node { name: ByteBuf::new(), kind: NodeKind::Dir { subtree: *root }, meta: Metadata::default() };
+    for name in names {
+        let NodeKind::Dir { subtree } = current.kind else {
+            return Ok(None);
+        };
+        let tree = repo.load_tree(&subtree)?;
+        match tree.find(name) {
+            Some(node) => current = node.clone(),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
 /// `path/name` for an absolute `path` (`/` joins without doubling the slash).
 fn push_name(path: &mut Vec<u8>, name: &[u8]) {
     if !path.ends_with(b"/") {
@@ -121,14 +175,14 @@ fn push_name(path: &mut Vec<u8>, name: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::commands::{check, copy, diff, ls, repair, restore, stats};
+    use crate::commands::{check, copy, diff, ls, prune, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
     use crate::format::tree::Metadata;
     use crate::repo::BlobSink;
@@ -160,6 +214,169 @@ mod tests {
         let deep = Snapshot { tree: id, ..base.clone() };
         fx.repo.save_snapshot(&deep).unwrap();
         (base, deep)
+    }
+
+    fn dir(name: &str, subtree: u8) -> Node {
+        Node {
+            name: ByteBuf::from(name.as_bytes().to_vec()),
+            kind: NodeKind::Dir { subtree: Id([subtree; 32]) },
+            meta: Metadata::default(),
+        }
+    }
+
+    fn file(name: &str) -> Node {
+        Node {
+            name: ByteBuf::from(name.as_bytes().to_vec()),
+            kind: NodeKind::File { size: 0, content: vec![] },
+            meta: Metadata::default(),
+        }
+    }
+
+    /// Serves trees from a map (none of them is in the repository), each once, and records
+    /// what the walk did.
+    #[derive(Default)]
+    struct FromMap {
+        trees: HashMap<Id, Tree>,
+        seen: HashSet<Id>,
+        asked: Vec<(String, Id)>,
+        entries: Vec<String>,
+        left: Vec<String>,
+    }
+
+    fn shown(path: &[u8]) -> String {
+        String::from_utf8_lossy(path).into_owned()
+    }
+
+    impl Visitor for FromMap {
+        type Error = RepoError;
+        /// The id the hook loaded for this folder.
+        type Dir = Option<Id>;
+
+        fn tree(
+            &mut self,
+            _: &Repository,
+            dir: &mut Option<Id>,
+            id: &Id,
+            path: &[u8],
+        ) -> Result<Option<Tree>, RepoError> {
+            self.asked.push((shown(path), *id));
+            if !self.seen.insert(*id) {
+                return Ok(None);
+            }
+            *dir = Some(*id);
+            self.trees.get(id).cloned().map(Some).ok_or(RepoError::MissingBlob(*id))
+        }
+
+        fn entry(&mut self, _: &mut Option<Id>, path: &[u8], node: &Node) -> Result<Option<Option<Id>>, RepoError> {
+            self.entries.push(shown(path));
+            Ok(matches!(node.kind, NodeKind::Dir { .. }).then_some(None))
+        }
+
+        fn leave(
+            &mut self,
+            _: Option<&mut Option<Id>>,
+            done: Option<Id>,
+            path: &[u8],
+            id: &Id,
+            _: Tree,
+        ) -> Result<(), RepoError> {
+            assert_eq!(done, Some(*id), "the hook saw the folder's own state");
+            self.left.push(shown(path));
+            Ok(())
+        }
+    }
+
+    /// `/` holds `a/` (tree 2), `b/` (tree 3) and `f`; `a/` holds `x`; `b/` holds `y/`, which is
+    /// tree 2 again.
+    fn shared_trees() -> HashMap<Id, Tree> {
+        HashMap::from([
+            (Id([1; 32]), Tree { nodes: vec![dir("a", 2), dir("b", 3), file("f")] }),
+            (Id([2; 32]), Tree { nodes: vec![file("x")] }),
+            (Id([3; 32]), Tree { nodes: vec![dir("y", 2)] }),
+        ])
+    }
+
+    #[test]
+    fn the_tree_hook_serves_trees_and_skips_what_it_declines() {
+        let fx = fixture();
+        let mut visitor = FromMap { trees: shared_trees(), ..Default::default() };
+        walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap();
+        assert_eq!(visitor.entries, ["/a", "/a/x", "/b", "/b/y", "/f"]);
+        // `/b/y` was asked for and declined (seen before): neither walked nor left.
+        assert_eq!(visitor.left, ["/a", "/b", "/"]);
+        let asked: Vec<&str> = visitor.asked.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(asked, ["/", "/a", "/b", "/b/y"]);
+        assert_eq!(visitor.asked[3].1, Id([2; 32]));
+
+        // A root the hook declines is not walked at all.
+        let mut again = FromMap { trees: shared_trees(), seen: HashSet::from([Id([1; 32])]), ..Default::default() };
+        walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut again).unwrap();
+        assert!(again.entries.is_empty() && again.left.is_empty());
+    }
+
+    #[test]
+    fn the_hook_can_fail_the_walk_and_the_depth_rule_comes_first() {
+        let fx = fixture();
+        let mut trees = shared_trees();
+        trees.remove(&Id([3; 32]));
+        let mut visitor = FromMap { trees, ..Default::default() };
+        let e = walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap_err();
+        assert!(matches!(e, RepoError::MissingBlob(id) if id == Id([3; 32])), "{e}");
+
+        // Two levels allowed below the root: `/b/y` is one too many, refused before the hook.
+        let mut visitor = FromMap { trees: shared_trees(), ..Default::default() };
+        let e = walk_bounded(&fx.repo, "test", &Id([1; 32]), b"/", 2, None, &mut visitor).unwrap_err();
+        assert!(too_deep(&e) && e.to_string().contains("/b/y"), "{e}");
+        let asked: Vec<&str> = visitor.asked.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(asked, ["/", "/a", "/b"]);
+    }
+
+    #[test]
+    fn the_default_hook_reads_the_repository() {
+        let fx = fixture();
+        let snapshot = backup(&fx).snapshot;
+        struct Count(usize);
+        impl Visitor for Count {
+            type Error = RepoError;
+            type Dir = ();
+            fn entry(&mut self, _: &mut (), _: &[u8], node: &Node) -> Result<Option<()>, RepoError> {
+                self.0 += 1;
+                Ok(matches!(node.kind, NodeKind::Dir { .. }).then_some(()))
+            }
+        }
+        let mut count = Count(0);
+        walk(&fx.repo, "test", &snapshot.tree, b"/", (), &mut count).unwrap();
+        let mut listed = 0;
+        ls::list(&fx.repo, &snapshot, None, true, |_| listed += 1).unwrap();
+        assert_eq!(count.0, listed);
+    }
+
+    #[test]
+    fn descend_follows_names_to_an_entry() {
+        let fx = fixture();
+        let root = backup(&fx).snapshot.tree;
+        let top = descend(&fx.repo, &root, &[]).unwrap().expect("the root");
+        assert!(top.name.is_empty() && top.kind == NodeKind::Dir { subtree: root });
+        let names: Vec<Vec<u8>> = fx
+            .src_path()
+            .to_str()
+            .unwrap()
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        let mut path: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        path.push(b"a.txt");
+        let found = descend(&fx.repo, &root, &path).unwrap().expect("a.txt");
+        assert_eq!(&found.name[..], b"a.txt");
+        assert!(matches!(found.kind, NodeKind::File { .. }));
+        // Through a file, or to a name that is not there: nothing.
+        path.push(b"below");
+        assert!(descend(&fx.repo, &root, &path).unwrap().is_none());
+        path.pop();
+        path.pop();
+        path.push(b"absent");
+        assert!(descend(&fx.repo, &root, &path).unwrap().is_none());
     }
 
     fn too_deep(e: &RepoError) -> bool {
@@ -263,5 +480,18 @@ mod tests {
 
         let e = repair::repair_snapshots(&fx.repo, &Default::default(), |_| {}).unwrap_err();
         assert!(too_deep(&e), "{e}");
+
+        // Check reports it as a finding about that snapshot; prune stops rather than decide
+        // what is unused without having seen all of it.
+        let report = check::check(&fx.repo, &check::CheckOptions::default(), |_| {}).unwrap();
+        let deep_id = entries[0].id;
+        assert!(
+            report.errors.iter().any(|p| p.object.ends_with(&deep_id.to_hex()) && p.message.contains("4096")),
+            "{:?}",
+            report.errors
+        );
+        let options = prune::PruneOptions { lock_timeout: std::time::Duration::ZERO, ..Default::default() };
+        let e = prune::prune(&fx.repo, &options, |_| {}).unwrap_err();
+        assert!(matches!(&e, prune::PruneError::Repo(e) if too_deep(e)), "{e}");
     }
 }

@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::format::plan::PlanRecord;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::layout;
-use crate::repo::{BlobLocation, RepoError, Repository, SnapshotEntry};
+use crate::repo::walk::{self, Visitor};
+use crate::repo::{BlobLocation, Repository, SnapshotEntry};
 
 use super::PruneError;
 
@@ -70,70 +71,71 @@ pub(super) fn referenced_blobs(
     snapshots: &[SnapshotEntry],
     extra: &HashMap<DomainBlob, BlobLocation>,
 ) -> Result<HashSet<DomainBlob>, PruneError> {
-    let locatable = |blob: &DomainBlob| -> Result<bool, PruneError> {
-        Ok(extra.contains_key(blob) || !repo.blob_packs(&blob.0, &blob.1)?.is_empty())
-    };
-    let mut seen: HashSet<DomainBlob> = HashSet::new();
-    // A root tree's domain is the one whose copy of it verifies; its children share it.
-    let mut pending: Vec<(Id, Option<Id>, Id)> = snapshots.iter().map(|e| (e.snapshot.tree, None, e.id)).collect();
-    while let Some((tree_id, domain, snapshot)) = pending.pop() {
-        if domain.is_some_and(|d| seen.contains(&(d, tree_id))) {
-            continue;
-        }
-        let missing = || PruneError::Unreachable(format!("tree {tree_id} of snapshot {}", snapshot.short()));
-        let (domain, tree) = load_tree_in(repo, &tree_id, domain, extra)?.ok_or_else(missing)?;
-        if !seen.insert((domain, tree_id)) {
-            continue;
-        }
-        for node in tree.nodes {
-            match node.kind {
-                NodeKind::Dir { subtree } => pending.push((subtree, Some(domain), snapshot)),
-                NodeKind::File { content, .. } => {
-                    for blob in content {
-                        if seen.insert((domain, blob)) && !locatable(&(domain, blob))? {
-                            return Err(PruneError::Unreachable(format!(
-                                "data blob {blob} of snapshot {}",
-                                snapshot.short()
-                            )));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+    let mut live = Live { repo, extra, seen: HashSet::new(), domain: None, snapshot: Id([0; 32]) };
+    // Walked last first, as the stack this walk replaced took them.
+    for entry in snapshots.iter().rev() {
+        // A root tree's domain is the one whose copy of it verifies; its children share it.
+        live.domain = None;
+        live.snapshot = entry.id;
+        walk::walk(repo, &format!("snapshot {}", entry.id.short()), &entry.snapshot.tree, b"/", (), &mut live)?;
     }
-    Ok(seen)
+    Ok(live.seen)
 }
 
-/// A tree and the domain it verifies in (`domain`, when known): from the local cache, else the
-/// first stored copy that verifies. `None` when no index lists it.
-fn load_tree_in(
-    repo: &Repository,
-    id: &Id,
+/// The walk of one snapshot after another, gathering what they reference.
+struct Live<'a> {
+    repo: &'a Repository,
+    extra: &'a HashMap<DomainBlob, BlobLocation>,
+    /// Trees and data blobs found so far: each tree is walked once per domain.
+    seen: HashSet<DomainBlob>,
+    /// The domain of the snapshot being walked, once its root tree is loaded.
     domain: Option<Id>,
-    extra: &HashMap<DomainBlob, BlobLocation>,
-) -> Result<Option<(Id, Tree)>, PruneError> {
-    let decode = |bytes: &[u8]| Tree::decode(bytes).map_err(RepoError::format(format!("tree {id}")));
-    if let Some(bytes) = repo.cached_tree(id)? {
-        if let Some(found) = repo.domain_naming(&bytes, id).filter(|d| domain.is_none_or(|want| want == *d)) {
-            return Ok(Some((found, decode(&bytes)?)));
-        }
+    snapshot: Id,
+}
+
+impl Live<'_> {
+    fn unreachable(&self, what: String) -> PruneError {
+        PruneError::Unreachable(format!("{what} of snapshot {}", self.snapshot.short()))
     }
-    let mut copies = repo.blob_locations(id)?;
-    copies.extend(extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location));
-    copies.retain(|c| domain.is_none_or(|want| want == c.domain));
-    let mut failure = None;
-    for copy in &copies {
-        match repo.read_blob_exactly(copy) {
-            Ok(bytes) => return Ok(Some((copy.domain, decode(&bytes)?))),
-            Err(e) => {
-                failure.get_or_insert(e);
+}
+
+impl Visitor for Live<'_> {
+    type Error = PruneError;
+    type Dir = ();
+
+    /// The tree in the snapshot's domain (the first copy that verifies, for the root); `None`
+    /// for one walked before in that domain.
+    fn tree(&mut self, repo: &Repository, _: &mut (), id: &Id, _: &[u8]) -> Result<Option<Tree>, PruneError> {
+        if self.domain.is_some_and(|d| self.seen.contains(&(d, *id))) {
+            return Ok(None);
+        }
+        let extra: Vec<BlobLocation> =
+            self.extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location).collect();
+        let Some((domain, tree)) = repo.load_tree_in(id, self.domain, &extra)? else {
+            return Err(self.unreachable(format!("tree {id}")));
+        };
+        self.domain = Some(domain);
+        Ok(self.seen.insert((domain, *id)).then_some(tree))
+    }
+
+    fn entry(&mut self, _: &mut (), _: &[u8], node: &Node) -> Result<Option<()>, PruneError> {
+        let Some(domain) = self.domain else { return Ok(None) };
+        match &node.kind {
+            NodeKind::Dir { .. } => return Ok(Some(())),
+            NodeKind::File { content, .. } => {
+                for blob in content {
+                    let found = (domain, *blob);
+                    if self.seen.insert(found)
+                        && !self.extra.contains_key(&found)
+                        && self.repo.blob_packs(&domain, blob)?.is_empty()
+                    {
+                        return Err(self.unreachable(format!("data blob {blob}")));
+                    }
+                }
             }
+            _ => {}
         }
-    }
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(None),
+        Ok(None)
     }
 }
 

@@ -275,32 +275,20 @@ impl RestoreWalk<'_, '_> {
         if components.is_empty() {
             return self.restore_tree(root, Path::new("/"), target, false);
         }
-        let mut tree = self.shared.repo.load_tree(root)?;
-        let mut snapshot_path = PathBuf::from("/");
-        for (i, component) in components.iter().enumerate() {
-            let node = tree
-                .find(component)
-                .cloned()
-                .ok_or_else(|| RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into()))?;
-            snapshot_path.push(OsStr::from_bytes(component));
-            if i + 1 == components.len() {
-                return match node.kind {
-                    // The folder's contents go straight into the target, as restic does.
-                    NodeKind::Dir { subtree } => {
-                        self.dirs.push((target.to_path_buf(), node.meta.clone()));
-                        self.restore_tree(&subtree, &snapshot_path, target, false)
-                    }
-                    _ => self
-                        .restore_node(&node, &snapshot_path, &target.join(OsStr::from_bytes(&node.name)), false)
-                        .map(|_| ()),
-                };
+        let node = walk::descend(self.shared.repo, root, &components)?
+            .ok_or_else(|| RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into()))?;
+        let snapshot_path: PathBuf =
+            std::iter::once(Path::new("/")).chain(components.iter().map(|c| Path::new(OsStr::from_bytes(c)))).collect();
+        match node.kind {
+            // The folder's contents go straight into the target, as restic does.
+            NodeKind::Dir { subtree } => {
+                self.dirs.push((target.to_path_buf(), node.meta.clone()));
+                self.restore_tree(&subtree, &snapshot_path, target, false)
             }
-            match node.kind {
-                NodeKind::Dir { subtree } => tree = self.shared.repo.load_tree(&subtree)?,
-                _ => return Err(RestoreError::NoSuchPath(String::from_utf8_lossy(subpath.unwrap_or(b"/")).into())),
+            _ => {
+                self.restore_node(&node, &snapshot_path, &target.join(OsStr::from_bytes(&node.name)), false).map(|_| ())
             }
         }
-        Ok(())
     }
 
     fn selected(&self, snapshot_path: &Path, parent_included: bool) -> (bool, bool) {
