@@ -7,9 +7,8 @@ mod blobs;
 mod door;
 pub mod locks;
 mod open;
-pub mod packer;
+mod packer;
 mod ranges;
-mod sink;
 mod snapshots;
 #[cfg(test)]
 pub(crate) mod test_kit;
@@ -24,8 +23,8 @@ pub use blobs::PackReconciliation;
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};
 pub use crate::store::{Location, Store, StoreError};
 pub use open::{default_data_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
+pub use packer::{BlobSink, Packer, SinkTotals};
 pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
-pub use sink::{BlobSink, SinkTotals};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

@@ -7,7 +7,7 @@ use crate::crashpoint;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::repo::packer::Packer;
+use crate::repo::Packer;
 use crate::repo::{now_unix, BlobLocation, Repository};
 
 use super::delete::delete_phase;
@@ -96,15 +96,15 @@ pub(super) fn condemn_phase(
             let writer = match writers.entry(*domain) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Packer::new(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
+                    v.insert(Packer::in_domain(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
                 }
             };
-            writer.add(entry.kind, entry.id, &plain)?;
+            writer.add(entry.kind, entry.id, plain)?;
         }
     }
     let mut indexes: HashMap<Id, IndexFile> = HashMap::new();
     for (domain, writer) in writers {
-        let new_packs = writer.finish()?;
+        let new_packs = writer.finish_unindexed()?;
         report.packs_written += new_packs.len() as u64;
         report.bytes_freed -= new_packs.iter().map(|p| p.size as i64).sum::<i64>();
         indexes.entry(domain).or_default().packs.extend(new_packs);
