@@ -543,7 +543,8 @@ fn check_trees(
                 continue;
             }
             report.bytes_read += u64::from(location.entry.length);
-            let read = prefetched.remove(&tree_id).unwrap_or_else(|| repo.read_blob_at(&location));
+            let read =
+                prefetched.remove(&tree_id).unwrap_or_else(|| repo.read_blob(&location, crate::repo::Copies::Listed));
             let tree = match read
                 .and_then(|bytes| Tree::decode(&bytes).map_err(RepoError::format(format!("tree {tree_id}"))))
             {

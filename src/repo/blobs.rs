@@ -25,6 +25,22 @@ pub struct PackReconciliation {
     pub adopted: usize,
 }
 
+/// Which copies of a blob a read may use (the index can list several, in different packs
+/// and domains). Which copy to try *first* is [`Repository::locate`]'s choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copies {
+    /// The copy named, and no other: for callers that must know whether *that* copy is good
+    /// (prune choosing which copy to keep).
+    Exactly,
+    /// The copy named, else another copy the index lists (`check`, which synced the index
+    /// just before and reports what it lists).
+    Listed,
+    /// As `Listed`; and when the pack is gone (a prune repacked it since the index was read),
+    /// the index re-read once and the blob read where it is now. What every reader of
+    /// backed-up data uses: restore, the mount, copy, dump, tree loads.
+    Current,
+}
+
 /// Index files read at once when syncing: a remote read is a round trip (two before the stat
 /// went out with it), and a machine with an empty local database reads every index file.
 const INDEX_READS_IN_FLIGHT: usize = 8;
@@ -312,30 +328,52 @@ impl Repository {
         Ok(key)
     }
 
-    /// Reads and verifies one blob. When that copy cannot be read (its pack is missing or
-    /// damaged) and the index knows another copy, that one is tried: a blob uploaded again
-    /// after its pack was lost is found however the index orders the two.
-    pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+    /// Reads and verifies the blob at `location`, falling back to other copies as `copies`
+    /// allows: the one place that decides which copy of a blob a read may use.
+    pub fn read_blob(&self, location: &BlobLocation, copies: Copies) -> Result<Vec<u8>, RepoError> {
         let mut out = Vec::new();
-        self.read_blob_at_into(location, &mut Vec::new(), &mut out)?;
+        self.read_blob_into(location, copies, &mut Vec::new(), &mut out)?;
         Ok(out)
     }
 
-    /// [`read_blob_at`](Self::read_blob_at) into `out`, with `sealed` as the buffer for the
+    /// [`read_blob`](Self::read_blob) into `out`, with `sealed` as the buffer for the
     /// encrypted blob: a reader of many blobs reuses both.
-    pub fn read_blob_at_into(
+    pub fn read_blob_into(
+        &self,
+        location: &BlobLocation,
+        copies: Copies,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        match copies {
+            Copies::Exactly => self.read_one_copy(location, sealed, out),
+            Copies::Listed => self.read_listed_copies(location, sealed, out),
+            Copies::Current => match self.read_listed_copies(location, sealed, out) {
+                Err(RepoError::Store(e)) if e.is_not_found() => {
+                    self.sync_index()?;
+                    self.read_listed_copies(&self.locate(&location.entry.id)?, sealed, out)
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// The copy at `location`; when it cannot be read (its pack is missing or damaged) and the
+    /// index knows another copy, that one: a blob uploaded again after its pack was lost is
+    /// found however the index orders the two.
+    fn read_listed_copies(
         &self,
         location: &BlobLocation,
         sealed: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<(), RepoError> {
-        let first = match self.read_blob_copy(location, sealed, out) {
+        let first = match self.read_one_copy(location, sealed, out) {
             Err(RepoError::WriteOnly { what }) => return Err(RepoError::WriteOnly { what }),
             Err(e) => e,
             ok => return ok,
         };
         for other in self.db().blob_locations(&location.entry.id)? {
-            if other.pack != location.pack && self.read_blob_copy(&other, sealed, out).is_ok() {
+            if other.pack != location.pack && self.read_one_copy(&other, sealed, out).is_ok() {
                 log::warn!("blob {} read from its copy in {}: {first}", location.entry.id, layout::pack(&other.pack));
                 return Ok(());
             }
@@ -343,20 +381,7 @@ impl Repository {
         Err(first)
     }
 
-    /// Reads and verifies the copy of a blob at `location` only, with no fallback: for callers
-    /// that must know whether that copy is good (prune chooses which copy to keep).
-    pub fn read_blob_exactly(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        let mut out = Vec::new();
-        self.read_blob_copy(location, &mut Vec::new(), &mut out)?;
-        Ok(out)
-    }
-
-    fn read_blob_copy(
-        &self,
-        location: &BlobLocation,
-        sealed: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
+    fn read_one_copy(&self, location: &BlobLocation, sealed: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), RepoError> {
         let key = self.pack_key(&location.pack)?;
         let path = layout::pack(&location.pack);
         let entry = &location.entry;
@@ -394,33 +419,9 @@ impl Repository {
         self.db().blob_location_preferring(id, &self.keys.domain)?.ok_or(RepoError::MissingBlob(*id))
     }
 
+    /// A blob by id: [`locate`](Self::locate)d and read with [`Copies::Current`].
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
-        self.read_blob_relocating(&self.locate(id)?)
-    }
-
-    /// Reads a blob; if its pack is gone (a prune repacked it since the index was read),
-    /// re-reads the index once and reads the blob where it is now.
-    pub fn read_blob_relocating(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        let mut out = Vec::new();
-        self.read_blob_relocating_into(location, &mut Vec::new(), &mut out)?;
-        Ok(out)
-    }
-
-    /// [`read_blob_relocating`](Self::read_blob_relocating) with reused buffers, as
-    /// [`read_blob_at_into`](Self::read_blob_at_into).
-    pub fn read_blob_relocating_into(
-        &self,
-        location: &BlobLocation,
-        sealed: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
-        match self.read_blob_at_into(location, sealed, out) {
-            Err(RepoError::Store(e)) if e.is_not_found() => {
-                self.sync_index()?;
-                self.read_blob_at_into(&self.locate(&location.entry.id)?, sealed, out)
-            }
-            other => other,
-        }
+        self.read_blob(&self.locate(id)?, Copies::Current)
     }
 
     /// The domain this client holds in which `plaintext` is the blob `id`, if any (cached
@@ -443,7 +444,7 @@ impl Repository {
         }
         // Over a network, a folder's neighbours in the pack are fetched (and cached) with it.
         let bytes = if self.store.is_local() {
-            self.read_blob_relocating(&location)?
+            self.read_blob(&location, Copies::Current)?
         } else {
             self.fetch_tree_region(&location)?
         };

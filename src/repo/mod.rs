@@ -17,7 +17,7 @@ pub mod walk;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub use blobs::PackReconciliation;
+pub use blobs::{Copies, PackReconciliation};
 // The storage and database types that cross the door: what its operations return or take.
 // Callers name them through `repo`, never `store::` or `db::` (see `door.rs`).
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};

@@ -92,7 +92,10 @@ pub(super) fn condemn_phase(
     for key @ (pack, domain) in groups {
         let (_, entries) = &contents[key];
         for entry in entries.iter().filter(|e| is_used(pack, domain, &e.id)) {
-            let plain = repo.read_blob_exactly(&BlobLocation { pack: *pack, entry: *entry, domain: *domain })?;
+            let plain = repo.read_blob(
+                &BlobLocation { pack: *pack, entry: *entry, domain: *domain },
+                crate::repo::Copies::Exactly,
+            )?;
             let writer = match writers.entry(*domain) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {

@@ -124,7 +124,7 @@ fn load_tree_in(
     copies.retain(|c| domain.is_none_or(|want| want == c.domain));
     let mut failure = None;
     for copy in &copies {
-        match repo.read_blob_exactly(copy) {
+        match repo.read_blob(copy, crate::repo::Copies::Exactly) {
             Ok(bytes) => return Ok(Some((copy.domain, decode(&bytes)?))),
             Err(e) => {
                 failure.get_or_insert(e);
@@ -185,7 +185,7 @@ pub(super) fn choose_copies(
             let packs = if locations.len() == 1 {
                 vec![locations[0].pack]
             } else {
-                match locations.iter().find(|l| repo.read_blob_exactly(l).is_ok()) {
+                match locations.iter().find(|l| repo.read_blob(l, crate::repo::Copies::Exactly).is_ok()) {
                     Some(good) => vec![good.pack],
                     None => {
                         log::warn!("no copy of blob {} verifies; prune keeps every copy", blob.1);
