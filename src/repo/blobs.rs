@@ -1,6 +1,23 @@
 //! Index files and blobs: keeping the local index cache in step with the repository's
 //! `index/` folder, writing new index files, and reading single blobs (and trees) by id with
 //! one ranged read each, verified against their id.
+//!
+//! The index can list a blob several times (in different packs, and in different domains:
+//! issue 15). Which copy a read tries first is [`Repository::locate`]'s choice (this client's
+//! own domain first); which other copies it may fall back to is the [`Copies`] the caller
+//! names. Every read of backed-up data goes through one of these names:
+//!
+//! | name | what | used by |
+//! |---|---|---|
+//! | [`Repository::locate`] | the copy to read first | restore, the mount, `load_blob`, `load_tree` |
+//! | [`Repository::read_blob`] / [`read_blob_into`](Repository::read_blob_into) | one blob at a location, with the fallbacks [`Copies`] allows (`_into`: reused buffers) | prune (`Exactly`), check (`Listed`), restore and region fallbacks (`Current`) |
+//! | [`Repository::load_blob`] | a blob by id (`locate`, then `Current`) | copy, dump, the mount |
+//! | [`Repository::load_tree`] | a tree by id: the local cache, verified against its id, else storage (with its neighbours, on a remote store) | every tree walk |
+//! | [`Repository::read_region`] (`ranges.rs`) | many blobs of one pack in one request, each blob that fails there read again with `Current` | restore, the mount, check |
+//!
+//! Under them, `read_one_copy` is the single ranged read, [`Repository::open_sealed_blob`]
+//! the single place a blob's bytes are decrypted and checked against its id, and
+//! `fetch_tree_region` (`ranges.rs`) `load_tree`'s remote step, not an entry point.
 
 use std::collections::{HashMap, HashSet};
 

@@ -20,27 +20,29 @@
 //!   and `backup-before-index-write` / `backup-after-index-write` around the index files it
 //!   writes as it goes.
 //!
+//! This file decides what goes into which pack and when a pack closes; `spool.rs` moves the
+//! bytes (spool files, publish and wait, the index files written as it goes, the data workers).
 //! The archiver sees this type only through the `SaveBlobs` trait it declares.
 
+mod spool;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
-use tempfile::TempPath;
 
 use super::{RepoError, Repository};
 use crate::format::config::Config;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{BlobKind, PackWriter};
+use crate::format::pack::BlobKind;
 use crate::id::Id;
 use crate::keys::DomainKeys;
-use crate::layout;
 use crate::store::Publishing;
+use spool::{pack_worker, SpooledPack};
 
 /// The size at which a pack of `kind` is closed. Tree packs close at a quarter: trees are read
 /// on every listing, so smaller packs keep a cold `ls` from fetching megabytes of neighbours.
@@ -174,131 +176,6 @@ pub struct Packer<'a> {
 pub type BlobSink = Packer<'static>;
 
 type TreeBytes = (Id, Vec<u8>);
-
-/// A pack being written to its spool file; the file is removed if the pack is dropped unfinished.
-struct SpooledPack {
-    writer: PackWriter<BufWriter<File>>,
-    path: TempPath,
-}
-
-trait KeepPath {
-    fn keep_path(self) -> PathBuf;
-}
-
-impl KeepPath for TempPath {
-    /// Hands the file over to the store, which moves or removes it.
-    fn keep_path(self) -> PathBuf {
-        let path = self.to_path_buf();
-        // `keep` only fails on Windows-specific conditions; either way the store owns it now.
-        let _ = self.keep();
-        path
-    }
-}
-
-impl Shared<'_> {
-    fn recycle(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() >= SPARE_MIN_CAPACITY {
-            // A spare sized for the rare largest chunk would keep that much resident; the
-            // pages kept are already faulted in.
-            buffer.truncate(SPARE_MAX_CAPACITY);
-            buffer.shrink_to(SPARE_MAX_CAPACITY);
-            let _ = self.spare.0.try_send(buffer);
-        }
-    }
-
-    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, Uploads> {
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn fail(&self, error: RepoError) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert(error);
-    }
-
-    /// Starts a pack in a spool file: packs never sit whole in memory.
-    fn open_pack(&self, kind: BlobKind) -> Result<SpooledPack, RepoError> {
-        let dir = self.repo.spool_dir();
-        let local = |what: String| move |source| RepoError::Local { what, source };
-        std::fs::create_dir_all(&dir).map_err(local(format!("creating spool folder {}", dir.display())))?;
-        let (file, path) = tempfile::Builder::new()
-            .prefix("pack-")
-            .tempfile_in(&dir)
-            .map_err(local(format!("creating a pack in {}", dir.display())))?
-            .into_parts();
-        let public = &self.repo.keys().public;
-        let writer =
-            PackWriter::new(public, &self.domain.index_key, kind, BufWriter::with_capacity(PACK_WRITE_BUFFER, file))
-                .map_err(local(format!("writing a pack in {}", dir.display())))?;
-        Ok(SpooledPack { writer, path })
-    }
-
-    /// Compresses, seals and adds a blob to `pack`, counting the bytes it takes there.
-    fn add_to(&self, pack: &mut SpooledPack, id: Id, plaintext: &[u8]) -> Result<(), RepoError> {
-        let stored = pack.writer.add_blob(id, plaintext, self.repo.config().compression_level).map_err(|source| {
-            RepoError::Local { what: format!("writing a pack in {}", pack.path.display()), source }
-        })?;
-        self.stats.bytes_added.fetch_add(stored.into(), Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Closes a pack and starts storing it; waits for the oldest while too many are in flight.
-    fn upload(&self, pack: SpooledPack) {
-        let SpooledPack { writer, path } = pack;
-        let local = |source| RepoError::Local { what: format!("finishing pack {}", path.display()), source };
-        let finished = match writer.finish().map_err(local) {
-            Ok(finished) => finished,
-            Err(e) => return self.fail(e),
-        };
-        let file = match finished.out.into_inner().map_err(|e| local(e.into_error())) {
-            Ok(file) => file,
-            Err(e) => return self.fail(e),
-        };
-        if self.dry_run {
-            self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
-            // Dropping the TempPath removes the spool file.
-            drop((file, path));
-            return;
-        }
-        let entry = IndexPack { id: finished.id, size: finished.size, blobs: finished.entries };
-        let handle = self.repo.store.spawn_publish(file, path.keep_path(), layout::pack(&finished.id));
-        self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
-        let mut uploads = self.lock_uploads();
-        uploads.in_flight.push_back((entry, handle));
-        while uploads.in_flight.len() > UPLOADS_IN_FLIGHT {
-            self.complete_oldest(&mut uploads);
-        }
-        let due = uploads.done.len() >= PACKS_PER_INDEX
-            || (!uploads.done.is_empty() && uploads.last_index.elapsed() >= INDEX_INTERVAL);
-        if due && self.indexing == Indexing::AsItGoes {
-            self.write_index(&mut uploads);
-        }
-    }
-
-    fn complete_oldest(&self, uploads: &mut Uploads) {
-        if let Some((entry, handle)) = uploads.in_flight.pop_front() {
-            match self.repo.store.wait(handle) {
-                Ok(()) => {
-                    crate::crashpoint::hit(self.after_pack);
-                    uploads.done.push(entry);
-                }
-                Err(e) => self.fail(e.into()),
-            }
-        }
-    }
-
-    fn write_index(&self, uploads: &mut Uploads) {
-        if uploads.done.is_empty() {
-            return;
-        }
-        uploads.last_index = std::time::Instant::now();
-        let file = IndexFile { packs: std::mem::take(&mut uploads.done) };
-        crate::crashpoint::hit("backup-before-index-write");
-        if let Err(e) = self.repo.save_index_in(&self.domain, &file) {
-            self.fail(e);
-        }
-        crate::crashpoint::hit("backup-after-index-write");
-    }
-}
 
 impl BlobSink {
     /// A backup's or a copy's packer: `workers` threads pack data, blobs the index holds are
@@ -508,7 +385,7 @@ impl<'a> Packer<'a> {
     }
 
     /// Stores the packs still open and returns every pack written that no index file names
-    /// yet, for the caller to index ([`Indexing::ByCaller`]: prune indexes them together with
+    /// yet, for the caller to index (`Indexing::ByCaller`: prune indexes them together with
     /// the packs it keeps).
     pub fn finish_unindexed(self) -> Result<Vec<IndexPack>, RepoError> {
         Ok(self.close()?.1)
@@ -611,190 +488,4 @@ fn known_blobs(repo: &Repository, domain: &Id, condemned: &HashSet<Id>) -> Resul
         }
     }
     Ok(known)
-}
-
-fn pack_worker(shared: &Shared<'_>, rx: crossbeam_channel::Receiver<(Id, Vec<u8>)>) {
-    let repo = &shared.repo;
-    let target = pack_target(repo.config(), BlobKind::Data);
-    let mut pack: Option<SpooledPack> = None;
-    for (id, data) in rx {
-        if pack.is_none() {
-            match shared.open_pack(BlobKind::Data) {
-                Ok(opened) => pack = Some(opened),
-                // Dropping the receiver makes senders fail; they then report this error.
-                Err(e) => return shared.fail(e),
-            }
-        }
-        let current = pack.as_mut().expect("just filled");
-        if let Err(e) = shared.add_to(current, id, &data) {
-            return shared.fail(e);
-        }
-        shared.recycle(data);
-        if current.writer.len() >= target {
-            if let Some(full) = pack.take() {
-                shared.upload(full);
-            }
-        }
-    }
-    if let Some(last) = pack.take() {
-        if !last.writer.is_empty() {
-            shared.upload(last);
-        }
-    }
-}
-
-/// The packer on a repository in memory: deduplication, the pack sizes, the index cadence,
-/// both with worker threads (a backup) and on the calling thread (prune, repair).
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::tree::Tree;
-    use crate::layout;
-    use crate::repo::test_kit::{memory_repo, memory_repo_with, noise, small_packs};
-
-    fn packs_added(sink: &Packer<'_>) -> u64 {
-        sink.shared.stats.packs_added.load(Ordering::Relaxed)
-    }
-
-    #[test]
-    fn a_blob_is_saved_once_and_known_to_the_next_sink() {
-        let (repo, _cache) = memory_repo();
-        let sink = BlobSink::new(Arc::clone(&repo), 2, &HashSet::new()).unwrap();
-        let data = noise(10_000, 1);
-        let id = repo.keys().id_key.blob_id(&data);
-        assert!(!sink.contains_all(&[id]));
-        sink.add_data(id, data.clone()).unwrap();
-        sink.add_data(id, data.clone()).unwrap();
-        assert!(sink.contains_all(&[id]), "known as soon as it is queued");
-        let tree = Tree { nodes: Vec::new() }.encode();
-        let tree_id = sink.add_tree(tree.clone()).unwrap();
-        assert_eq!(sink.add_tree(tree.clone()).unwrap(), tree_id);
-        let totals = sink.finish().unwrap();
-        assert_eq!(totals.raw_added, (data.len() + tree.len()) as u64, "each counted once");
-        assert_eq!(totals.packs_added, 2, "a data pack and a tree pack");
-        assert_eq!(repo.load_blob(&id).unwrap(), data);
-        assert_eq!(repo.cached_tree(&tree_id).unwrap(), Some(tree), "trees go to the local cache too");
-
-        let again = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
-        assert!(again.contains_all(&[id, tree_id]), "a new sink knows what the index holds");
-        assert_eq!(again.finish().unwrap().packs_added, 0);
-        // A prune plan condemns every pack: their blobs count as absent, to be saved again.
-        let condemned: HashSet<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(p, _)| p).collect();
-        let doubting = BlobSink::new(Arc::clone(&repo), 1, &condemned).unwrap();
-        assert!(!doubting.contains_all(&[id]));
-        doubting.finish().unwrap();
-    }
-
-    #[test]
-    fn tree_packs_close_at_a_quarter_of_the_target() {
-        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-        let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
-        // Trees of 6 KiB: the tree pack (16 KiB) is full at the third.
-        sink.add_tree(noise(6 << 10, 1)).unwrap();
-        sink.add_tree(noise(6 << 10, 2)).unwrap();
-        assert_eq!(packs_added(&sink), 0);
-        sink.add_tree(noise(6 << 10, 3)).unwrap();
-        assert_eq!(packs_added(&sink), 1);
-        sink.add_tree(noise(6 << 10, 4)).unwrap();
-        assert_eq!(sink.finish().unwrap().packs_added, 2, "the open tree pack is stored at the end");
-    }
-
-    #[test]
-    fn an_index_file_is_written_every_so_many_packs() {
-        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-        let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
-        // Each incompressible 64 KiB blob fills a pack of its own.
-        let count = PACKS_PER_INDEX + 6;
-        for seed in 0..count {
-            let data = noise(64 << 10, seed as u64);
-            sink.add_data(repo.keys().id_key.blob_id(&data), data).unwrap();
-        }
-        assert_eq!(sink.finish().unwrap().packs_added, count as u64);
-        let index = repo.list_object_ids(layout::INDEX).unwrap();
-        // Two, unless the run was so slow that the time rule wrote more.
-        assert!(index.len() >= 2, "an index file at {PACKS_PER_INDEX} packs and one at the end: {}", index.len());
-        let mut named: Vec<Id> =
-            index.iter().flat_map(|(id, _)| repo.read_index_file(id).unwrap().1.packs).map(|p| p.id).collect();
-        named.sort();
-        let mut listed: Vec<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(id, _)| id).collect();
-        listed.sort();
-        assert_eq!(named, listed, "every pack stored is named by exactly one index file");
-    }
-
-    #[test]
-    fn a_dry_run_stores_nothing() {
-        let (repo, _cache) = memory_repo();
-        let sink = BlobSink::with_dry_run(Arc::clone(&repo), 1, &HashSet::new(), true).unwrap();
-        let data = noise(10_000, 9);
-        sink.add_data(repo.keys().id_key.blob_id(&data), data).unwrap();
-        let tree_id = sink.add_tree(Tree { nodes: Vec::new() }.encode()).unwrap();
-        assert_eq!(sink.finish().unwrap().packs_added, 2, "packs are built and counted");
-        assert!(repo.list_object_ids(layout::DATA).unwrap().is_empty());
-        assert!(repo.list_object_ids(layout::INDEX).unwrap().is_empty());
-        assert_eq!(repo.cached_tree(&tree_id).unwrap(), None);
-    }
-
-    fn stored_packs(repo: &Repository) -> usize {
-        repo.list_object_ids(layout::DATA).unwrap().len()
-    }
-
-    fn add(packer: &Packer<'_>, repo: &Repository, kind: BlobKind, seed: u64) -> (Id, Vec<u8>) {
-        let plain = noise(6 << 10, seed);
-        let id = repo.keys.id_key.blob_id(&plain);
-        packer.add(kind, id, plain.clone()).unwrap();
-        (id, plain)
-    }
-
-    #[test]
-    fn on_the_calling_thread_tree_packs_close_at_a_quarter_and_data_packs_at_the_target() {
-        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-        let packer = Packer::in_domain(&repo, repo.keys.write_domain(), "packer-test");
-        let mut added = Vec::new();
-        // Blobs of 6 KiB: a tree pack (16 KiB) is full at the third, a data pack (64 KiB) at
-        // the eleventh.
-        for seed in 0..2 {
-            added.push(add(&packer, &repo, BlobKind::Tree, seed));
-            added.push(add(&packer, &repo, BlobKind::Data, 100 + seed));
-        }
-        assert_eq!(packs_added(&packer), 0, "no pack is stored while it has room");
-        added.push(add(&packer, &repo, BlobKind::Tree, 2));
-        assert_eq!(packs_added(&packer), 1, "the tree pack closes at a quarter");
-        for seed in 2..10 {
-            added.push(add(&packer, &repo, BlobKind::Data, 100 + seed));
-        }
-        assert_eq!(packs_added(&packer), 1, "ten data blobs still fit");
-        added.push(add(&packer, &repo, BlobKind::Data, 110));
-        assert_eq!(packs_added(&packer), 2, "the data pack closes at the target");
-        added.push(add(&packer, &repo, BlobKind::Tree, 3));
-        assert!(repo.list_object_ids(layout::INDEX).unwrap().is_empty(), "no index before finishing");
-
-        packer.finish_and_index().unwrap();
-        assert_eq!(stored_packs(&repo), 3, "the open tree pack is stored at the end");
-        let index = repo.list_object_ids(layout::INDEX).unwrap();
-        assert_eq!(index.len(), 1, "one index file for the packs written");
-        let (_, file) = repo.read_index_file(&index[0].0).unwrap();
-        let mut named: Vec<Id> = file.packs.iter().map(|p| p.id).collect();
-        let mut listed: Vec<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(id, _)| id).collect();
-        named.sort();
-        listed.sort();
-        assert_eq!(named, listed, "the index names exactly the packs stored");
-        for (id, plain) in &added {
-            assert_eq!(&repo.load_blob(id).unwrap(), plain, "every blob reads back through the index");
-        }
-    }
-
-    #[test]
-    fn nothing_added_in_a_domain_writes_nothing() {
-        let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-        Packer::in_domain(&repo, repo.keys.write_domain(), "packer-test").finish_and_index().unwrap();
-        assert_eq!(stored_packs(&repo), 0);
-        assert!(repo.list_object_ids(layout::INDEX).unwrap().is_empty());
-    }
-
-    #[test]
-    fn pack_targets_follow_the_config() {
-        let (repo, _cache) = memory_repo_with(small_packs(1 << 20));
-        assert_eq!(pack_target(repo.config(), BlobKind::Data), 1 << 20);
-        assert_eq!(pack_target(repo.config(), BlobKind::Tree), 1 << 18);
-    }
 }
