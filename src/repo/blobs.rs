@@ -470,3 +470,50 @@ impl Repository {
         Ok(tree)
     }
 }
+
+/// Which copies a read may use, on a repository in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_kit::{memory_repo, noise};
+    use crate::repo::Packer;
+
+    #[test]
+    fn copies_decides_which_other_copies_a_read_may_use() {
+        let (repo, _cache) = memory_repo();
+        let plain = noise(10_000, 7);
+        let id = repo.keys.id_key.blob_id(&plain);
+        // The same blob in two packs, each named by its own index file (as a re-upload after a
+        // lost pack leaves it).
+        let mut index_files = Vec::new();
+        for _ in 0..2 {
+            let before = repo.local_index_files().unwrap();
+            let packer = Packer::in_domain(&repo, repo.keys.write_domain(), "test");
+            packer.add(BlobKind::Data, id, plain.clone()).unwrap();
+            packer.finish_and_index().unwrap();
+            let after = repo.local_index_files().unwrap();
+            index_files.push(*after.difference(&before).next().expect("a new index file"));
+        }
+        let copies = repo.blob_locations(&id).unwrap();
+        assert_eq!(copies.len(), 2);
+        let first = copies[0];
+        let second = copies.iter().find(|c| c.pack != first.pack).copied().expect("two packs");
+        let second_file = index_files
+            .iter()
+            .find(|f| repo.read_index_file(f).unwrap().1.packs.iter().any(|p| p.id == second.pack))
+            .copied()
+            .expect("the index file of the second copy");
+
+        repo.delete_pack(&first.pack).unwrap();
+        assert!(repo.read_blob(&first, Copies::Exactly).is_err(), "that copy only");
+        assert_eq!(repo.read_blob(&second, Copies::Exactly).unwrap(), plain);
+        assert_eq!(repo.read_blob(&first, Copies::Listed).unwrap(), plain, "another copy the index lists");
+
+        // The local index forgets the second copy (as if a prune wrote it since it was read):
+        // only `Current`, which re-reads the index when the pack is gone, finds it.
+        repo.forget_local_index_files(&[second_file]).unwrap();
+        assert!(repo.read_blob(&first, Copies::Listed).is_err(), "no other copy listed locally");
+        assert_eq!(repo.read_blob(&first, Copies::Current).unwrap(), plain, "found after the index is re-read");
+        assert_eq!(repo.load_blob(&id).unwrap(), plain);
+    }
+}
