@@ -21,7 +21,6 @@ use coffer_mount::{
 
 use crate::format::tree::{Metadata, Node, NodeKind};
 use crate::id::Id;
-use crate::layout;
 use crate::repo::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
 use crate::safetext::mount_name;
@@ -127,10 +126,12 @@ impl RepoSource {
         if listing.refreshed.is_some_and(|t| t.elapsed() < REFRESH) {
             return Ok(listing.named.clone());
         }
-        let ids: HashSet<Id> = self.repo.list_object_ids(layout::SNAPSHOTS)?.into_iter().map(|(id, _)| id).collect();
+        // One listing of `snapshots/`: compared with the last, and handed on when it changed.
+        let listed = self.repo.list_snapshot_ids()?;
+        let ids: HashSet<Id> = listed.iter().map(|(id, _)| *id).collect();
         if ids != listing.ids || listing.refreshed.is_none() {
             self.repo.sync_index()?;
-            let (snapshots, _rejected) = self.repo.load_snapshots()?;
+            let (snapshots, _rejected) = self.repo.load_snapshots_listed(listed)?;
             listing.named = name_snapshots(snapshots);
             listing.ids = ids;
         }

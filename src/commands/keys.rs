@@ -55,13 +55,12 @@ fn full_key(repo: &Repository, what: &'static str) -> Result<crate::keys::FullKe
 /// Every passphrase key and write-only key, passphrases first, each oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
     let mut out = Vec::new();
-    for (id, _) in repo.list_object_ids(layout::KEYS)? {
-        let path = layout::in_dir(layout::KEYS, &id);
-        let file = match KeyFile::decode(&repo.read_object(&path)?) {
+    for id in repo.key_file_ids()? {
+        let file = match KeyFile::decode(&repo.read_key_file(&id)?) {
             Ok(file) if file.repo_id == repo.id() => file,
             Ok(_) => continue,
             Err(e) => {
-                log::warn!("skipping unreadable key file {path}: {e}");
+                log::warn!("skipping unreadable key file {}: {e}", layout::in_dir(layout::KEYS, &id));
                 continue;
             }
         };
@@ -95,9 +94,7 @@ fn write_key_file(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Resul
     let bytes = KeyFile::seal(repo.id(), &full.encode(), passphrase, kdf, now_unix(), hostname(), username())
         .map_err(|e| RepoError::Format { object: "new key file".into(), source: e })?
         .encode();
-    let id = Id::of_bytes(&bytes);
-    repo.write_object(&layout::in_dir(layout::KEYS, &id), bytes)?;
-    Ok(id)
+    Ok(repo.write_key_file(bytes)?)
 }
 
 /// Adds a passphrase that opens the repository; returns its key file's id.
@@ -110,7 +107,7 @@ pub fn add_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> R
 pub fn change_passphrase(repo: &Repository, passphrase: &[u8], kdf: KdfParams) -> Result<Id, RepoError> {
     let old = repo.key_file().ok_or(RepoError::WriteOnly { what: "changing a passphrase" })?;
     let new = write_key_file(repo, passphrase, kdf)?;
-    repo.delete_object(&layout::in_dir(layout::KEYS, &old))?;
+    repo.delete_key_file(&old)?;
     Ok(new)
 }
 
@@ -138,7 +135,7 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<Removed, RepoError> {
             if keys.iter().filter(|k| k.kind == KeyKind::Passphrase).count() < 2 {
                 return Err(RepoError::KeyInUse { detail: "it is the last passphrase".into() });
             }
-            repo.delete_object(&layout::in_dir(layout::KEYS, &key.id))?;
+            repo.delete_key_file(&key.id)?;
             Ok(Removed::Passphrase(key.id))
         }
         KeyKind::WriteOnly if key.revoked => Err(RepoError::NoKey(format!("{prefix} (already removed)"))),

@@ -26,8 +26,8 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::layout;
-use crate::repo::packer::Packer;
 use crate::repo::walk::{self, Visitor};
+use crate::repo::Packer;
 use crate::repo::{RepoError, Repository};
 
 /// Packs listed per index file written by `repair index`.
@@ -359,9 +359,9 @@ impl Rewriter<'_> {
                 .domain(&domain)
                 .cloned()
                 .ok_or_else(|| RepoError::ForeignDomain { object: format!("trees of domain {}", domain.short()) })?;
-            let mut packer = Packer::new(repo, keys, "repair-after-tree-pack");
+            let packer = Packer::in_domain(repo, keys, "repair-after-tree-pack");
             for (id, bytes) in trees {
-                packer.add(BlobKind::Tree, id, &bytes)?;
+                packer.add(BlobKind::Tree, id, bytes)?;
             }
             packer.finish_and_index()?;
         }

@@ -1,6 +1,23 @@
 //! Index files and blobs: keeping the local index cache in step with the repository's
 //! `index/` folder, writing new index files, and reading single blobs (and trees) by id with
 //! one ranged read each, verified against their id.
+//!
+//! The index can list a blob several times (in different packs, and in different domains:
+//! issue 15). Which copy a read tries first is [`Repository::locate`]'s choice (this client's
+//! own domain first); which other copies it may fall back to is the [`Copies`] the caller
+//! names. Every read of backed-up data goes through one of these names:
+//!
+//! | name | what | used by |
+//! |---|---|---|
+//! | [`Repository::locate`] | the copy to read first | restore, the mount, `load_blob`, `load_tree` |
+//! | [`Repository::read_blob`] / [`read_blob_into`](Repository::read_blob_into) | one blob at a location, with the fallbacks [`Copies`] allows (`_into`: reused buffers) | prune (`Exactly`), check (`Listed`), restore and region fallbacks (`Current`) |
+//! | [`Repository::load_blob`] | a blob by id (`locate`, then `Current`) | copy, dump, the mount |
+//! | [`Repository::load_tree`] | a tree by id: the local cache, verified against its id, else storage (with its neighbours, on a remote store) | every tree walk |
+//! | [`Repository::read_region`] (`ranges.rs`) | many blobs of one pack in one request, each blob that fails there read again with `Current` | restore, the mount, check |
+//!
+//! Under them, `read_one_copy` is the single ranged read, [`Repository::open_sealed_blob`]
+//! the single place a blob's bytes are decrypted and checked against its id, and
+//! `fetch_tree_region` (`ranges.rs`) `load_tree`'s remote step, not an entry point.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,6 +40,22 @@ pub struct PackReconciliation {
     pub blobs_dropped: u64,
     /// Orphan packs indexed.
     pub adopted: usize,
+}
+
+/// Which copies of a blob a read may use (the index can list several, in different packs
+/// and domains). Which copy to try *first* is [`Repository::locate`]'s choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copies {
+    /// The copy named, and no other: for callers that must know whether *that* copy is good
+    /// (prune choosing which copy to keep).
+    Exactly,
+    /// The copy named, else another copy the index lists (`check`, which synced the index
+    /// just before and reports what it lists).
+    Listed,
+    /// As `Listed`; and when the pack is gone (a prune repacked it since the index was read),
+    /// the index re-read once and the blob read where it is now. What every reader of
+    /// backed-up data uses: restore, the mount, copy, dump, tree loads.
+    Current,
 }
 
 /// Index files read at once when syncing: a remote read is a round trip (two before the stat
@@ -312,30 +345,52 @@ impl Repository {
         Ok(key)
     }
 
-    /// Reads and verifies one blob. When that copy cannot be read (its pack is missing or
-    /// damaged) and the index knows another copy, that one is tried: a blob uploaded again
-    /// after its pack was lost is found however the index orders the two.
-    pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
+    /// Reads and verifies the blob at `location`, falling back to other copies as `copies`
+    /// allows: the one place that decides which copy of a blob a read may use.
+    pub fn read_blob(&self, location: &BlobLocation, copies: Copies) -> Result<Vec<u8>, RepoError> {
         let mut out = Vec::new();
-        self.read_blob_at_into(location, &mut Vec::new(), &mut out)?;
+        self.read_blob_into(location, copies, &mut Vec::new(), &mut out)?;
         Ok(out)
     }
 
-    /// [`read_blob_at`](Self::read_blob_at) into `out`, with `sealed` as the buffer for the
+    /// [`read_blob`](Self::read_blob) into `out`, with `sealed` as the buffer for the
     /// encrypted blob: a reader of many blobs reuses both.
-    pub fn read_blob_at_into(
+    pub fn read_blob_into(
+        &self,
+        location: &BlobLocation,
+        copies: Copies,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        match copies {
+            Copies::Exactly => self.read_one_copy(location, sealed, out),
+            Copies::Listed => self.read_listed_copies(location, sealed, out),
+            Copies::Current => match self.read_listed_copies(location, sealed, out) {
+                Err(RepoError::Store(e)) if e.is_not_found() => {
+                    self.sync_index()?;
+                    self.read_listed_copies(&self.locate(&location.entry.id)?, sealed, out)
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// The copy at `location`; when it cannot be read (its pack is missing or damaged) and the
+    /// index knows another copy, that one: a blob uploaded again after its pack was lost is
+    /// found however the index orders the two.
+    fn read_listed_copies(
         &self,
         location: &BlobLocation,
         sealed: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<(), RepoError> {
-        let first = match self.read_blob_copy(location, sealed, out) {
+        let first = match self.read_one_copy(location, sealed, out) {
             Err(RepoError::WriteOnly { what }) => return Err(RepoError::WriteOnly { what }),
             Err(e) => e,
             ok => return ok,
         };
         for other in self.db().blob_locations(&location.entry.id)? {
-            if other.pack != location.pack && self.read_blob_copy(&other, sealed, out).is_ok() {
+            if other.pack != location.pack && self.read_one_copy(&other, sealed, out).is_ok() {
                 log::warn!("blob {} read from its copy in {}: {first}", location.entry.id, layout::pack(&other.pack));
                 return Ok(());
             }
@@ -343,20 +398,7 @@ impl Repository {
         Err(first)
     }
 
-    /// Reads and verifies the copy of a blob at `location` only, with no fallback: for callers
-    /// that must know whether that copy is good (prune chooses which copy to keep).
-    pub fn read_blob_exactly(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        let mut out = Vec::new();
-        self.read_blob_copy(location, &mut Vec::new(), &mut out)?;
-        Ok(out)
-    }
-
-    fn read_blob_copy(
-        &self,
-        location: &BlobLocation,
-        sealed: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
+    fn read_one_copy(&self, location: &BlobLocation, sealed: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), RepoError> {
         let key = self.pack_key(&location.pack)?;
         let path = layout::pack(&location.pack);
         let entry = &location.entry;
@@ -394,33 +436,9 @@ impl Repository {
         self.db().blob_location_preferring(id, &self.keys.domain)?.ok_or(RepoError::MissingBlob(*id))
     }
 
+    /// A blob by id: [`locate`](Self::locate)d and read with [`Copies::Current`].
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
-        self.read_blob_relocating(&self.locate(id)?)
-    }
-
-    /// Reads a blob; if its pack is gone (a prune repacked it since the index was read),
-    /// re-reads the index once and reads the blob where it is now.
-    pub fn read_blob_relocating(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
-        let mut out = Vec::new();
-        self.read_blob_relocating_into(location, &mut Vec::new(), &mut out)?;
-        Ok(out)
-    }
-
-    /// [`read_blob_relocating`](Self::read_blob_relocating) with reused buffers, as
-    /// [`read_blob_at_into`](Self::read_blob_at_into).
-    pub fn read_blob_relocating_into(
-        &self,
-        location: &BlobLocation,
-        sealed: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
-        match self.read_blob_at_into(location, sealed, out) {
-            Err(RepoError::Store(e)) if e.is_not_found() => {
-                self.sync_index()?;
-                self.read_blob_at_into(&self.locate(&location.entry.id)?, sealed, out)
-            }
-            other => other,
-        }
+        self.read_blob(&self.locate(id)?, Copies::Current)
     }
 
     /// The domain this client holds in which `plaintext` is the blob `id`, if any (cached
@@ -441,12 +459,59 @@ impl Repository {
         }
         // Over a network, a folder's neighbours in the pack are fetched (and cached) with it.
         let bytes = if self.store.is_local() {
-            self.read_blob_relocating(&location)?
+            self.read_blob(&location, Copies::Current)?
         } else {
             self.fetch_tree_region(&location)?
         };
         let tree = Tree::decode(&bytes).map_err(RepoError::format(object()))?;
         self.db().store_tree(id, &bytes)?;
         Ok(tree)
+    }
+}
+
+/// Which copies a read may use, on a repository in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_kit::{memory_repo, noise};
+    use crate::repo::Packer;
+
+    #[test]
+    fn copies_decides_which_other_copies_a_read_may_use() {
+        let (repo, _cache) = memory_repo();
+        let plain = noise(10_000, 7);
+        let id = repo.keys.id_key.blob_id(&plain);
+        // The same blob in two packs, each named by its own index file (as a re-upload after a
+        // lost pack leaves it).
+        let mut index_files = Vec::new();
+        for _ in 0..2 {
+            let before = repo.local_index_files().unwrap();
+            let packer = Packer::in_domain(&repo, repo.keys.write_domain(), "test");
+            packer.add(BlobKind::Data, id, plain.clone()).unwrap();
+            packer.finish_and_index().unwrap();
+            let after = repo.local_index_files().unwrap();
+            index_files.push(*after.difference(&before).next().expect("a new index file"));
+        }
+        let copies = repo.blob_locations(&id).unwrap();
+        assert_eq!(copies.len(), 2);
+        let first = copies[0];
+        let second = copies.iter().find(|c| c.pack != first.pack).copied().expect("two packs");
+        let second_file = index_files
+            .iter()
+            .find(|f| repo.read_index_file(f).unwrap().1.packs.iter().any(|p| p.id == second.pack))
+            .copied()
+            .expect("the index file of the second copy");
+
+        repo.delete_pack(&first.pack).unwrap();
+        assert!(repo.read_blob(&first, Copies::Exactly).is_err(), "that copy only");
+        assert_eq!(repo.read_blob(&second, Copies::Exactly).unwrap(), plain);
+        assert_eq!(repo.read_blob(&first, Copies::Listed).unwrap(), plain, "another copy the index lists");
+
+        // The local index forgets the second copy (as if a prune wrote it since it was read):
+        // only `Current`, which re-reads the index when the pack is gone, finds it.
+        repo.forget_local_index_files(&[second_file]).unwrap();
+        assert!(repo.read_blob(&first, Copies::Listed).is_err(), "no other copy listed locally");
+        assert_eq!(repo.read_blob(&first, Copies::Current).unwrap(), plain, "found after the index is re-read");
+        assert_eq!(repo.load_blob(&id).unwrap(), plain);
     }
 }

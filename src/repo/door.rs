@@ -9,7 +9,8 @@
 //! Three groups, each a thin, named forward:
 //! - **the repository's settings and keys**: `config`, `keys`, `key_file`, where it lives;
 //! - **objects by layout name** ([`crate::layout`]): read, write, delete, size, list — what
-//!   maintenance commands (keys, check, prune, repair, forget, tag) do to whole objects;
+//!   maintenance commands (check, prune, repair, forget, tag) do to whole objects — and typed
+//!   forms where a command handles one kind: deletes by kind, the snapshot listing, key files;
 //! - **local database queries**: the cache of index, trees, snapshots seen, files, and notes,
 //!   each under a name that says what it answers. Each takes the database lock for one query.
 //!
@@ -120,6 +121,34 @@ impl Repository {
 
     pub fn delete_plan_record(&self, id: &Id) -> Result<(), StoreError> {
         self.store.delete(&layout::in_dir(layout::PLANS, id))
+    }
+
+    /// The snapshot objects in storage (id, size): one listing of `snapshots/`.
+    pub fn list_snapshot_ids(&self) -> Result<Vec<(Id, u64)>, StoreError> {
+        self.store.list_ids(layout::SNAPSHOTS)
+    }
+
+    // --- Key files (`keys/`: one per passphrase, each wrapping the full key) ---
+
+    /// The key files in storage.
+    pub fn key_file_ids(&self) -> Result<Vec<Id>, StoreError> {
+        Ok(self.store.list_ids(layout::KEYS)?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// A key file's bytes (the caller decodes them and says which it skips).
+    pub fn read_key_file(&self, id: &Id) -> Result<Vec<u8>, StoreError> {
+        self.store.read(&layout::in_dir(layout::KEYS, id))
+    }
+
+    /// Stores a new key file under the id of its bytes, and returns that id.
+    pub fn write_key_file(&self, bytes: Vec<u8>) -> Result<Id, StoreError> {
+        let id = Id::of_bytes(&bytes);
+        self.store.write(&layout::in_dir(layout::KEYS, &id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn delete_key_file(&self, id: &Id) -> Result<(), StoreError> {
+        self.store.delete(&layout::in_dir(layout::KEYS, id))
     }
 
     /// Reads the index files `files` (id, size) several at a time (a round trip each on a

@@ -7,9 +7,8 @@ mod blobs;
 mod door;
 pub mod locks;
 mod open;
-pub mod packer;
+mod packer;
 mod ranges;
-mod sink;
 mod snapshots;
 #[cfg(test)]
 pub(crate) mod test_kit;
@@ -19,14 +18,14 @@ pub mod walk;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub use blobs::PackReconciliation;
+pub use blobs::{Copies, PackReconciliation};
 // The storage and database types that cross the door: what its operations return or take.
 // Callers name them through `repo`, never `store::` or `db::` (see `door.rs`).
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};
 pub use crate::store::{Location, Store, StoreError};
 pub use open::{default_data_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
+pub use packer::{BlobSink, Packer, SinkTotals};
 pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
-pub use sink::{BlobSink, SinkTotals};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
 use crate::crypto::SymKey;

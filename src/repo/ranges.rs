@@ -2,10 +2,10 @@
 //! round trip, so restore, the mount and the tree walk read a pack *region* (neighbouring
 //! blobs, small gaps bridged) once and open each blob in it, instead of one request per blob.
 //! Verification stays where it is ([`Repository::open_sealed_blob`]); a blob that fails here is
-//! read again on its own through [`Repository::read_blob_relocating_into`], which also tries
-//! other copies and a re-synced index.
+//! read again on its own through [`Repository::read_blob_into`] with [`Copies::Current`], which
+//! also tries other copies and a re-synced index.
 
-use super::{RepoError, Repository};
+use super::{Copies, RepoError, Repository};
 use crate::crypto::SymKey;
 use crate::db::BlobLocation;
 use crate::format::pack::{self, BlobKind, HEADER_LEN};
@@ -68,7 +68,7 @@ impl Repository {
                      sealed: &mut Vec<u8>,
                      out: &mut Vec<u8>,
                      each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)| {
-            let result = self.read_blob_relocating_into(location, sealed, out);
+            let result = self.read_blob_into(location, Copies::Current, sealed, out);
             each(i, result.map(|()| &out[..]));
         };
         let Some(first) = locations.first() else { return };
@@ -144,7 +144,7 @@ impl Repository {
     pub(super) fn fetch_tree_region(&self, location: &BlobLocation) -> Result<Vec<u8>, RepoError> {
         let region = match self.region_around(location) {
             Ok(region) if region.len() > 1 && location.entry.kind == BlobKind::Tree => region,
-            _ => return self.read_blob_relocating(location),
+            _ => return self.read_blob(location, Copies::Current),
         };
         let mut wanted = None;
         let mut others = Vec::new();
@@ -162,7 +162,7 @@ impl Repository {
         match (wanted, first_error) {
             (Some(bytes), _) => Ok(bytes),
             (None, Some(e)) => Err(e),
-            (None, None) => self.read_blob_relocating(location),
+            (None, None) => self.read_blob(location, Copies::Current),
         }
     }
 

@@ -346,24 +346,37 @@ impl Repository {
     /// Snapshots verified before come from the local cache (if their signer is still
     /// trusted), so this costs one listing plus the new snapshots, however many there are.
     pub fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
-        self.read_snapshots(true)
+        self.read_snapshots(true, None)
+    }
+
+    /// [`load_snapshots`](Self::load_snapshots) with `snapshots/` already listed (by a caller
+    /// that compares the listing with what it saw last before loading: the mount).
+    pub fn load_snapshots_listed(&self, listed: Vec<(Id, u64)>) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
+        self.read_snapshots(true, Some(listed))
     }
 
     /// Like [`Repository::load_snapshots`], but reads and verifies every snapshot in the
     /// store, for `check`: the cache cannot tell that a stored snapshot was damaged since.
     pub fn load_snapshots_from_store(&self) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
-        self.read_snapshots(false)
+        self.read_snapshots(false, None)
     }
 
-    fn read_snapshots(&self, trust_cache: bool) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
+    fn read_snapshots(
+        &self,
+        trust_cache: bool,
+        listed: Option<Vec<(Id, u64)>>,
+    ) -> Result<(Vec<SnapshotEntry>, Rejected), RepoError> {
         let secret = self.require_full_key("listing snapshots")?;
         // `snapshots/` is listed while `signers/` is read: a round trip each on a remote store.
-        let (signers, listed) = std::thread::scope(|scope| {
-            let listed = scope.spawn(|| self.store.list_ids(layout::SNAPSHOTS));
-            let signers = self.signers();
-            let listed = listed.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SNAPSHOTS)));
-            (signers, listed)
-        });
+        let (signers, listed) = match listed {
+            Some(listed) => (self.signers(), Ok(listed)),
+            None => std::thread::scope(|scope| {
+                let listed = scope.spawn(|| self.store.list_ids(layout::SNAPSHOTS));
+                let signers = self.signers();
+                let listed = listed.join().unwrap_or_else(|_| Err(StoreError::thread_panicked(layout::SNAPSHOTS)));
+                (signers, listed)
+            }),
+        };
         let signers = signers?;
         let listed = listed?;
         let cached = if trust_cache { self.db().cached_snapshots()? } else { Default::default() };

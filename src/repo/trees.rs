@@ -42,7 +42,7 @@ impl Repository {
         copies.retain(|c| domain.is_none_or(|want| want == c.domain));
         let mut failure = None;
         for copy in &copies {
-            match self.read_blob_exactly(copy) {
+            match self.read_blob(copy, super::Copies::Exactly) {
                 Ok(bytes) => return Ok(Some((copy.domain, decode(&bytes)?))),
                 Err(e) => {
                     failure.get_or_insert(e);

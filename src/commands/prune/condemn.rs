@@ -8,7 +8,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::PackEntry;
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
-use crate::repo::packer::Packer;
+use crate::repo::Packer;
 use crate::repo::{now_unix, BlobLocation, Repository};
 
 use super::delete::delete_phase;
@@ -56,19 +56,22 @@ pub(super) fn condemn_phase(
     for key @ (pack, domain) in groups {
         let (_, entries) = &contents[key];
         for entry in entries.iter().filter(|e| is_used(pack, domain, &e.id)) {
-            let plain = repo.read_blob_exactly(&BlobLocation { pack: *pack, entry: *entry, domain: *domain })?;
+            let plain = repo.read_blob(
+                &BlobLocation { pack: *pack, entry: *entry, domain: *domain },
+                crate::repo::Copies::Exactly,
+            )?;
             let writer = match writers.entry(*domain) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Packer::new(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
+                    v.insert(Packer::in_domain(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
                 }
             };
-            writer.add(entry.kind, entry.id, &plain)?;
+            writer.add(entry.kind, entry.id, plain)?;
         }
     }
     let mut indexes: HashMap<Id, IndexFile> = HashMap::new();
     for (domain, writer) in writers {
-        let new_packs = writer.finish()?;
+        let new_packs = writer.finish_unindexed()?;
         report.packs_written += new_packs.len() as u64;
         report.bytes_freed -= new_packs.iter().map(|p| p.size as i64).sum::<i64>();
         indexes.entry(domain).or_default().packs.extend(new_packs);

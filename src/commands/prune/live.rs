@@ -187,7 +187,7 @@ pub(super) fn choose_copies(
             let packs = if locations.len() == 1 {
                 vec![locations[0].pack]
             } else {
-                match locations.iter().find(|l| repo.read_blob_exactly(l).is_ok()) {
+                match locations.iter().find(|l| repo.read_blob(l, crate::repo::Copies::Exactly).is_ok()) {
                     Some(good) => vec![good.pack],
                     None => {
                         log::warn!("no copy of blob {} verifies; prune keeps every copy", blob.1);

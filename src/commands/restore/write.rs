@@ -83,7 +83,11 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u
     }
     let (sealed, data) = buffers;
     let result = match &job.location {
-        Ok(l) => shared.repo.read_blob_relocating_into(l, sealed, data).map(|()| &data[..]).map_err(|e| e.to_string()),
+        Ok(l) => shared
+            .repo
+            .read_blob_into(l, crate::repo::Copies::Current, sealed, data)
+            .map(|()| &data[..])
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     deliver(shared, &job, result);
