@@ -19,7 +19,7 @@ use coffer_mount::{
     Attributes, BlockData, BlockKey, BlockRef, Entry, NodeKind as MountKind, Source, SourceError, Timestamp, Volatility,
 };
 
-use crate::format::tree::{Metadata, Node, NodeKind};
+use crate::format::tree::{Metadata, Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::BlobLocation;
 use crate::repo::{plan_regions, RepoError, Repository, SnapshotEntry, AROUND_MAX, REGION_GAP};
@@ -59,8 +59,66 @@ struct Listing {
     refreshed: Option<Instant>,
 }
 
-pub struct RepoSource {
-    repo: Arc<Repository>,
+/// What the mount needs from a repository, and nothing more: the snapshot list, trees, and
+/// blocks by id (alone, or with the blocks stored around them). [`Repository`] is the one real
+/// implementation; the unit tests below give a `HashMap` one, so the namespace, the refresh
+/// rule and the companion choice are tested without storage.
+pub trait MountedRepo: Send + Sync + 'static {
+    /// The ids (and sizes) of the snapshot objects in storage: one listing.
+    fn snapshot_ids(&self) -> Result<Vec<(Id, u64)>, RepoError>;
+    /// The snapshots `listed` names, verified, oldest first; the index is brought up to date
+    /// first so that their trees and blocks can be found.
+    fn snapshots(&self, listed: Vec<(Id, u64)>) -> Result<Vec<SnapshotEntry>, RepoError>;
+    fn tree(&self, id: &Id) -> Result<Tree, RepoError>;
+    fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError>;
+    /// A block's plaintext, verified.
+    fn block(&self, id: &Id) -> Result<Vec<u8>, RepoError>;
+    /// The blocks stored around `location` (itself included) that are worth reading with it,
+    /// or `None` where a request costs no round trip (a local folder).
+    fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError>;
+    /// Reads `run` (neighbours in one pack) with one request; `each` gets every block's
+    /// plaintext or failure by its index in `run`.
+    fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>));
+}
+
+impl MountedRepo for Repository {
+    fn snapshot_ids(&self) -> Result<Vec<(Id, u64)>, RepoError> {
+        Ok(self.list_snapshot_ids()?)
+    }
+
+    fn snapshots(&self, listed: Vec<(Id, u64)>) -> Result<Vec<SnapshotEntry>, RepoError> {
+        self.sync_index()?;
+        // Snapshots that do not verify are left out of the mount, as out of `snapshots`.
+        let (snapshots, _rejected) = self.load_snapshots_listed(listed)?;
+        Ok(snapshots)
+    }
+
+    fn tree(&self, id: &Id) -> Result<Tree, RepoError> {
+        self.load_tree(id)
+    }
+
+    fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError> {
+        Repository::locate(self, id)
+    }
+
+    fn block(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
+        self.load_blob(id)
+    }
+
+    fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError> {
+        if self.is_local() {
+            return Ok(None);
+        }
+        self.region_around(location).map(Some)
+    }
+
+    fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)) {
+        self.read_region(run, &mut Vec::new(), &mut Vec::new(), each);
+    }
+}
+
+pub struct RepoSource<R: MountedRepo = Repository> {
+    repo: Arc<R>,
     listing: Mutex<Listing>,
 }
 
@@ -111,13 +169,16 @@ fn dir_entry(name: impl Into<Vec<u8>>, node: VfsNode) -> Entry<VfsNode> {
     Entry { name: name.into(), node, attr: virtual_dir(), link_target: Vec::new(), xattrs: Vec::new() }
 }
 
-impl RepoSource {
+impl RepoSource<Repository> {
     pub fn new(repo: Arc<Repository>) -> Result<RepoSource, RepoError> {
         repo.require_full_key("mount")?;
-        Ok(RepoSource {
-            repo,
-            listing: Mutex::new(Listing { named: Vec::new(), ids: HashSet::new(), refreshed: None }),
-        })
+        Ok(RepoSource::over(repo))
+    }
+}
+
+impl<R: MountedRepo> RepoSource<R> {
+    fn over(repo: Arc<R>) -> RepoSource<R> {
+        RepoSource { repo, listing: Mutex::new(Listing { named: Vec::new(), ids: HashSet::new(), refreshed: None }) }
     }
 
     /// The named snapshots, re-read when stale and the set of snapshot files changed.
@@ -127,12 +188,10 @@ impl RepoSource {
             return Ok(listing.named.clone());
         }
         // One listing of `snapshots/`: compared with the last, and handed on when it changed.
-        let listed = self.repo.list_snapshot_ids()?;
+        let listed = self.repo.snapshot_ids()?;
         let ids: HashSet<Id> = listed.iter().map(|(id, _)| *id).collect();
         if ids != listing.ids || listing.refreshed.is_none() {
-            self.repo.sync_index()?;
-            let (snapshots, _rejected) = self.repo.load_snapshots_listed(listed)?;
-            listing.named = name_snapshots(snapshots);
+            listing.named = name_snapshots(self.repo.snapshots(listed)?);
             listing.ids = ids;
         }
         listing.refreshed = Some(Instant::now());
@@ -150,7 +209,7 @@ impl RepoSource {
     }
 
     fn list_tree(&self, snapshot: &Id, tree: &Id) -> Result<Vec<Entry<VfsNode>>, RepoError> {
-        let tree = self.repo.load_tree(tree)?;
+        let tree = self.repo.tree(tree)?;
         Ok(tree.nodes.into_iter().map(|node| tree_entry(snapshot, node)).collect())
     }
 }
@@ -193,7 +252,7 @@ fn tree_entry(snapshot: &Id, node: Node) -> Entry<VfsNode> {
     Entry { name: node.name.into_vec(), node: vfs, attr, link_target: target, xattrs }
 }
 
-impl Source for RepoSource {
+impl<R: MountedRepo> Source for RepoSource<R> {
     type Node = VfsNode;
 
     fn root(&self) -> Result<(VfsNode, Attributes), SourceError> {
@@ -281,7 +340,7 @@ impl Source for RepoSource {
     }
 
     fn read_block(&self, key: &BlockKey) -> Result<BlockData, SourceError> {
-        self.repo.load_blob(&Id(*key)).map(Arc::new).map_err(to_source_error)
+        self.repo.block(&Id(*key)).map(Arc::new).map_err(to_source_error)
     }
 
     /// Over a network a miss reads the run of the pack around the block: the files next to a
@@ -295,18 +354,17 @@ impl Source for RepoSource {
         budget: u64,
         known: &dyn Fn(&BlockKey) -> bool,
     ) -> Result<(BlockData, Vec<(BlockKey, BlockData)>), SourceError> {
-        if self.repo.is_local() {
-            return Ok((self.read_block(key)?, Vec::new()));
-        }
         let location = self.repo.locate(&Id(*key)).map_err(to_source_error)?;
-        let around = self.repo.region_around(&location).map_err(to_source_error)?;
+        let Some(around) = self.repo.around(&location).map_err(to_source_error)? else {
+            return Ok((self.read_block(key)?, Vec::new()));
+        };
         let run = companion_run(&location, around, budget, |l| known(&l.entry.id.0));
         if run.len() <= 1 {
             return Ok((self.read_block(key)?, Vec::new()));
         }
         let mut wanted = None;
         let mut companions = Vec::new();
-        self.repo.read_region(&run, &mut Vec::new(), &mut Vec::new(), |i, result| match result {
+        self.repo.read_run(&run, &mut |i, result| match result {
             Ok(bytes) if run[i] == location => wanted = Some(Ok(Arc::new(bytes.to_vec()))),
             Err(e) if run[i] == location => wanted = Some(Err(to_source_error(e))),
             Ok(bytes) => companions.push((run[i].entry.id.0, Arc::new(bytes.to_vec()))),
@@ -351,6 +409,191 @@ fn companion_run(
 mod tests {
     use super::*;
     use crate::format::pack::{BlobKind, PackEntry};
+    use crate::format::snapshot::Snapshot;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A repository in memory: what the mount sees, and counters for what it asked.
+    #[derive(Default)]
+    struct FakeRepo {
+        snapshots: Mutex<Vec<SnapshotEntry>>,
+        trees: HashMap<Id, Tree>,
+        /// Blocks by id, each at a location in one pack (offsets in insertion order).
+        blocks: HashMap<Id, (BlobLocation, Vec<u8>)>,
+        /// Whether storage is a round trip away (companions are read) or local.
+        remote: bool,
+        loads: AtomicUsize,
+        runs: Mutex<Vec<usize>>,
+    }
+
+    impl MountedRepo for FakeRepo {
+        fn snapshot_ids(&self) -> Result<Vec<(Id, u64)>, RepoError> {
+            Ok(self.snapshots.lock().unwrap().iter().map(|e| (e.id, 1)).collect())
+        }
+        fn snapshots(&self, listed: Vec<(Id, u64)>) -> Result<Vec<SnapshotEntry>, RepoError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            let all = self.snapshots.lock().unwrap();
+            Ok(all.iter().filter(|e| listed.iter().any(|(id, _)| id == &e.id)).cloned().collect())
+        }
+        fn tree(&self, id: &Id) -> Result<Tree, RepoError> {
+            self.trees.get(id).cloned().ok_or(RepoError::MissingBlob(*id))
+        }
+        fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError> {
+            self.blocks.get(id).map(|(l, _)| *l).ok_or(RepoError::MissingBlob(*id))
+        }
+        fn block(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
+            self.blocks.get(id).map(|(_, b)| b.clone()).ok_or(RepoError::MissingBlob(*id))
+        }
+        fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError> {
+            Ok(self.remote.then(|| self.blocks.values().map(|(l, _)| *l).filter(|l| l.pack == location.pack).collect()))
+        }
+        fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)) {
+            self.runs.lock().unwrap().push(run.len());
+            for (i, l) in run.iter().enumerate() {
+                each(
+                    i,
+                    self.blocks.get(&l.entry.id).map(|(_, b)| b.as_slice()).ok_or(RepoError::MissingBlob(l.entry.id)),
+                );
+            }
+        }
+    }
+
+    fn entry(n: u8, time_unix: i64, host: &str, tags: &[&str], tree: Id) -> SnapshotEntry {
+        SnapshotEntry {
+            id: Id([n; 32]),
+            snapshot: Snapshot {
+                time_unix,
+                hostname: host.into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                tree,
+                ..Snapshot::default()
+            },
+            signer: Id([200; 32]),
+            signed_by: "laptop/backup key".into(),
+        }
+    }
+
+    /// A snapshot tree: `file` (two blocks), `link` -> `file`, and a hard-linked pair.
+    fn repo(remote: bool) -> FakeRepo {
+        let mut fake = FakeRepo { remote, ..FakeRepo::default() };
+        let mut offset = 100;
+        for n in 1..=6u8 {
+            let location = blob(n, offset, 1000);
+            offset += 1000;
+            fake.blocks.insert(Id([n; 32]), (location, vec![n; 1000]));
+        }
+        let meta = |mode, nlink, inode| Metadata { mode, nlink, inode, dev: 9, mtime: 7, ..Metadata::default() };
+        let file = |name: &str, content: Vec<Id>, nlink, inode| Node {
+            name: name.as_bytes().to_vec().into(),
+            kind: NodeKind::File { size: content.len() as u64 * 1000, content },
+            meta: meta(0o644, nlink, inode),
+        };
+        let root = Tree {
+            nodes: vec![
+                file("file", vec![Id([1; 32]), Id([2; 32])], 1, 1),
+                Node {
+                    name: b"link".to_vec().into(),
+                    kind: NodeKind::Symlink { target: b"file".to_vec().into() },
+                    meta: meta(0o777, 1, 2),
+                },
+                file("one", vec![Id([3; 32])], 2, 3),
+                file("two", vec![Id([3; 32])], 2, 3),
+            ],
+        };
+        fake.trees.insert(Id([100; 32]), root);
+        *fake.snapshots.lock().unwrap() = vec![
+            entry(1, 1_700_000_000, "laptop", &["daily"], Id([100; 32])),
+            entry(2, 1_700_000_000, "laptop", &[], Id([100; 32])),
+            entry(3, 1_700_000_100, "server", &["daily", "db"], Id([100; 32])),
+        ];
+        fake
+    }
+
+    fn names(entries: &[Entry<VfsNode>]) -> Vec<String> {
+        entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect()
+    }
+
+    #[test]
+    fn the_namespace_groups_snapshots_by_time_host_tag_signer_and_id() {
+        let source = RepoSource::over(Arc::new(repo(false)));
+        let root = source.list(&VfsNode::Root).unwrap();
+        assert_eq!(names(&root), ["snapshots", "hosts", "tags", "signers", "ids", "latest"]);
+        let snapshots = names(&source.list(&VfsNode::Snapshots).unwrap());
+        // Two snapshots in one second get `.1`; `latest` points at the newest.
+        assert_eq!(snapshots.len(), 3);
+        assert_eq!(snapshots[1], format!("{}.1", snapshots[0]));
+        assert_eq!(root[5].link_target, format!("snapshots/{}", snapshots[2]).into_bytes());
+        assert_eq!(names(&source.list(&VfsNode::Hosts).unwrap()), ["laptop", "server"]);
+        assert_eq!(names(&source.list(&VfsNode::Tags).unwrap()), ["daily", "db"]);
+        assert_eq!(source.list(&VfsNode::Tag("daily".into())).unwrap().len(), 2);
+        assert_eq!(source.list(&VfsNode::Host("server".into())).unwrap().len(), 1);
+        // A signer's label may hold `/`; its folder name cannot.
+        assert_eq!(names(&source.list(&VfsNode::Signers).unwrap()), ["laptop∕backup key"]);
+        assert_eq!(source.list(&VfsNode::Signer(Id([200; 32]))).unwrap().len(), 3);
+        assert_eq!(names(&source.list(&VfsNode::Ids).unwrap())[0], Id([1; 32]).short());
+    }
+
+    #[test]
+    fn the_snapshot_list_is_loaded_again_only_when_storage_lists_a_change() {
+        let fake = Arc::new(repo(false));
+        let source = RepoSource::over(Arc::clone(&fake));
+        source.list(&VfsNode::Snapshots).unwrap();
+        source.list(&VfsNode::Hosts).unwrap();
+        assert_eq!(fake.loads.load(Ordering::SeqCst), 1, "within REFRESH: no listing, no load");
+        source.listing.lock().unwrap().refreshed = Some(Instant::now() - REFRESH * 2);
+        source.list(&VfsNode::Snapshots).unwrap();
+        assert_eq!(fake.loads.load(Ordering::SeqCst), 1, "stale but unchanged: listed, not loaded");
+        fake.snapshots.lock().unwrap().push(entry(4, 1_700_000_200, "laptop", &[], Id([100; 32])));
+        source.listing.lock().unwrap().refreshed = Some(Instant::now() - REFRESH * 2);
+        assert_eq!(source.list(&VfsNode::Snapshots).unwrap().len(), 4);
+        assert_eq!(fake.loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_snapshot_tree_shows_files_links_and_hardlinks_with_their_blocks() {
+        let source = RepoSource::over(Arc::new(repo(false)));
+        let entries = source.list(&VfsNode::Tree { snapshot: Id([1; 32]), tree: Id([100; 32]) }).unwrap();
+        assert_eq!(names(&entries), ["file", "link", "one", "two"]);
+        let (file, link, one, two) = (&entries[0], &entries[1], &entries[2], &entries[3]);
+        assert_eq!((file.attr.kind, file.attr.size, file.attr.mode), (MountKind::File, 2000, 0o644));
+        assert_eq!(file.attr.hardlink_key, None);
+        assert_eq!(
+            (link.attr.kind, link.attr.size, link.link_target.as_slice()),
+            (MountKind::Symlink, 4, &b"file"[..])
+        );
+        assert!(one.attr.hardlink_key.is_some());
+        assert_eq!(one.attr.hardlink_key, two.attr.hardlink_key, "one inode, one key");
+        let blocks = source.blocks(&file.node).unwrap();
+        assert_eq!(blocks.iter().map(|b| (b.key[0], b.len)).collect::<Vec<_>>(), [(1, 1000), (2, 1000)]);
+        assert_eq!(*source.read_block(&blocks[1].key).unwrap(), vec![2u8; 1000]);
+        assert!(source.list(&file.node).is_err(), "a file is not a folder");
+        assert!(source.blocks(&VfsNode::Root).is_err(), "a folder has no blocks");
+    }
+
+    #[test]
+    fn a_miss_brings_its_unknown_neighbours_only_when_storage_is_remote() {
+        let local = RepoSource::over(Arc::new(repo(false)));
+        let (data, companions) = local.read_block_with_companions(&[3; 32], u64::MAX, &|_| false).unwrap();
+        assert_eq!(*data, vec![3u8; 1000]);
+        assert!(companions.is_empty(), "a local folder reads the block alone");
+
+        let fake = Arc::new(repo(true));
+        let remote = RepoSource::over(Arc::clone(&fake));
+        let (data, companions) = remote.read_block_with_companions(&[3; 32], 2500, &|k| k[0] == 4).unwrap();
+        assert_eq!(*data, vec![3u8; 1000]);
+        let mut got: Vec<u8> = companions
+            .iter()
+            .map(|(k, d)| {
+                assert_eq!(**d, vec![k[0]; 1000]);
+                k[0]
+            })
+            .collect();
+        got.sort();
+        // 4 is known (it is skipped, its gap bridged); the budget (2,500 bytes) is spent after
+        // the block first, where a reader goes: 5 and 6, then nothing before fits. One read.
+        assert_eq!(got, [5, 6]);
+        assert_eq!(*fake.runs.lock().unwrap(), [3]);
+    }
 
     fn blob(n: u8, offset: u32, len: u32) -> BlobLocation {
         BlobLocation {
