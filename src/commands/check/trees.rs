@@ -120,7 +120,8 @@ impl Visitor for TreeChecker<'_> {
             return Ok(None);
         }
         report.bytes_read += u64::from(location.entry.length);
-        let read = self.prefetched.remove(tree_id).unwrap_or_else(|| repo.read_blob(&location, crate::repo::Copies::Listed));
+        let read =
+            self.prefetched.remove(tree_id).unwrap_or_else(|| repo.read_blob(&location, crate::repo::Copies::Listed));
         match read.and_then(|bytes| Tree::decode(&bytes).map_err(RepoError::format(format!("tree {tree_id}")))) {
             Ok(tree) => {
                 report.blobs_checked += 1;
