@@ -36,7 +36,7 @@ pub use stdin::backup_stdin;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repo::{BlobSink, FilesCacheReader, RepoError, Repository};
+use crate::repo::{FilesCacheReader, Packer, RepoError, Repository};
 
 /// Readers chunking a large file at once. One keeps both cores compressing (chunking and
 /// hashing run at several times zstd's speed), and each more holds a window of the largest
@@ -249,7 +249,7 @@ fn archive(
         repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     phase("packs checked");
-    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
+    let sink = Packer::with_dry_run(Arc::clone(repo), cores, condemned, dry_run)?;
     phase("known blobs loaded");
     let (walk, build) = run_stages(ctx, &sink, &phase);
     let (stopped, walk_errors, files_unmodified, files_changed, other_nodes) = walk;
@@ -305,7 +305,7 @@ type Walked = (bool, Vec<(PathBuf, String)>, u64, u64, u64);
 /// walk on this thread) until the walk is done and the builder has built every tree.
 fn run_stages(
     ctx: Context<'_>,
-    sink: &BlobSink,
+    sink: &Packer<'static>,
     phase: &dyn Fn(&str),
 ) -> (Walked, Result<builder::BuildReport, RepoError>) {
     let Context { repo, options, interrupted, sources, excludes, scanner, cores } = ctx;

@@ -4,12 +4,12 @@
 //! against a `HashMap` (see `tests` below) with no repository, store or database behind them.
 //!
 //! Both are implemented here, for the repository's own types: [`SaveBlobs`] by its streaming
-//! pack writer ([`BlobSink`]: deduplication against the index, packs, uploads, index files),
+//! pack writer ([`Packer`]: deduplication against the index, packs, uploads, index files),
 //! [`FilesCache`] by [`Repository`]. (Here rather than in `repo/`, so that `repo/` does not
 //! import the archiver.)
 
 use crate::id::Id;
-use crate::repo::{BlobSink, CachedFile, RepoError, Repository, SinkTotals};
+use crate::repo::{CachedFile, Packer, RepoError, Repository, SinkTotals};
 
 /// Where new blobs go: is this blob known, save this blob, flush.
 pub trait SaveBlobs: Sync {
@@ -52,29 +52,29 @@ pub trait FilesCache: Sync {
     fn cache_files(&self, records: &[(Vec<u8>, CachedFile)]) -> Result<(), RepoError>;
 }
 
-impl SaveBlobs for BlobSink {
+impl SaveBlobs for Packer<'static> {
     fn contains_all(&self, ids: &[Id]) -> bool {
-        BlobSink::contains_all(self, ids)
+        Packer::contains_all(self, ids)
     }
 
     fn add_data(&self, id: Id, data: Vec<u8>) -> Result<(), RepoError> {
-        BlobSink::add_data(self, id, data)
+        Packer::add_data(self, id, data)
     }
 
     fn add_tree(&self, bytes: Vec<u8>) -> Result<Id, RepoError> {
-        BlobSink::add_tree(self, bytes)
+        Packer::add_tree(self, bytes)
     }
 
     fn chunk_buffer(&self, file_size: u64) -> Vec<u8> {
-        BlobSink::chunk_buffer(self, file_size)
+        Packer::chunk_buffer(self, file_size)
     }
 
     fn recycle(&self, buffer: Vec<u8>) {
-        BlobSink::recycle(self, buffer);
+        Packer::recycle(self, buffer);
     }
 
     fn finish(self) -> Result<SinkTotals, RepoError> {
-        BlobSink::finish(self)
+        Packer::finish(self)
     }
 }
 

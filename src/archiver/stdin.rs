@@ -13,7 +13,7 @@ use super::{conclude, meta, store_prefix_trees, BackupError, BackupOptions, Back
 use crate::chunker::Chunker;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Metadata, Node, NodeKind};
-use crate::repo::{BlobSink, Repository};
+use crate::repo::{Packer, Repository};
 
 /// The mode the file gets: a dump often holds what only its owner should read.
 const STDIN_MODE: u32 = 0o600;
@@ -41,8 +41,8 @@ pub fn backup_stdin(
         repo.set_local_note(RUNNING_NOTE, Some(&start.to_rfc3339()))?;
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = BlobSink::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
-    let stop = |sink: BlobSink, error: BackupError| -> Result<BackupOutcome, BackupError> {
+    let sink = Packer::with_dry_run(Arc::clone(repo), cores, &condemned, dry_run)?;
+    let stop = |sink: Packer<'static>, error: BackupError| -> Result<BackupOutcome, BackupError> {
         // What was uploaded is indexed, so the next run reuses it.
         sink.finish()?;
         if !dry_run {

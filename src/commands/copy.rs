@@ -20,7 +20,7 @@ use serde_bytes::ByteBuf;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::walk::{self, Visitor};
-use crate::repo::{BlobSink, RepoError, Repository, SnapshotEntry};
+use crate::repo::{Packer, RepoError, Repository, SnapshotEntry};
 
 /// The `extensions` key a copied snapshot carries: the source snapshot's id (32 bytes).
 pub const COPIED_FROM: &str = "copied-from";
@@ -60,7 +60,7 @@ pub fn copied_sources(snapshots: &[SnapshotEntry]) -> HashSet<Id> {
 struct Copier<'a> {
     source: &'a Repository,
     dest: &'a Repository,
-    sink: &'a BlobSink,
+    sink: &'a Packer<'static>,
     /// Source blob id → destination blob id, for data and trees seen in this run.
     mapped: HashMap<Id, Id>,
     blobs_read: u64,
@@ -182,7 +182,7 @@ pub fn copy(
     dest.sync_index()?;
     let condemned = dest.condemned_packs()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sink = BlobSink::new(Arc::clone(dest), workers, &condemned)?;
+    let sink = Packer::new(Arc::clone(dest), workers, &condemned)?;
     let mut copier = Copier { source, dest, sink: &sink, mapped: HashMap::new(), blobs_read: 0, interrupted };
     let mut roots = Vec::new();
     for entry in &todo {

@@ -24,7 +24,7 @@ pub use blobs::{Copies, PackReconciliation};
 pub use crate::db::{BlobLocation, CachedFile, DbError, FilesCacheReader};
 pub use crate::store::{Location, Store, StoreError};
 pub use open::{default_data_dir, hostname, machine_identity, now_unix, username, Located, OpenOptions};
-pub use packer::{BlobSink, Packer, SinkTotals};
+pub use packer::{Packer, SinkTotals};
 pub use ranges::{plan_regions, AROUND_MAX, REGION_GAP, REGION_MAX};
 pub use snapshots::{resolve, Rejected, Rejection, Signers, SnapshotEntry, SnapshotFilter};
 
@@ -97,8 +97,7 @@ impl RepoError {
 /// An open repository. Its fields are private: what code outside `repo/` needs is a named
 /// operation (`door.rs` and the sibling files).
 pub struct Repository {
-    /// `pub(crate)` only while `vfs.rs` and `commands/restore.rs` still read it (issue 16 is
-    /// changing them; `tests/door.rs` lists them as pending): private after that merge.
+    /// Private: what callers need of storage is a named operation (`door.rs`).
     store: Store,
     config: Config,
     keys: RepoKeys,

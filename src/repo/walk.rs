@@ -185,7 +185,7 @@ mod tests {
     use crate::commands::{check, copy, diff, ls, prune, repair, restore, stats};
     use crate::format::snapshot::Snapshot;
     use crate::format::tree::Metadata;
-    use crate::repo::BlobSink;
+    use crate::repo::Packer;
     use crate::test_kit::{backup, fixture, Fixture};
 
     /// A snapshot whose root holds a chain of `depth` folders named `d`, with one file at the
@@ -197,7 +197,7 @@ mod tests {
     /// Like [`deep_snapshot`], the file at the bottom made of `content`.
     fn deep_snapshot_holding(fx: &Fixture, depth: usize, content: Vec<Id>) -> (Snapshot, Snapshot) {
         let base = backup(fx).snapshot;
-        let sink = BlobSink::new(Arc::clone(&fx.repo), 1, &HashSet::new()).unwrap();
+        let sink = Packer::new(Arc::clone(&fx.repo), 1, &HashSet::new()).unwrap();
         let meta = Metadata { mode: 0o755, ..Metadata::default() };
         let file = Node {
             name: ByteBuf::from(b"f".to_vec()),

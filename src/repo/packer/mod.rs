@@ -172,17 +172,15 @@ pub struct Packer<'a> {
     trees_to_cache: Mutex<(Vec<TreeBytes>, usize)>,
 }
 
-/// The packer of a backup or a copy: it owns its repository handle, so it can pack on threads.
-pub type BlobSink = Packer<'static>;
-
 type TreeBytes = (Id, Vec<u8>);
 
-impl BlobSink {
+/// A packer that owns its repository handle can pack on worker threads: backup and copy.
+impl Packer<'static> {
     /// A backup's or a copy's packer: `workers` threads pack data, blobs the index holds are
     /// skipped (`condemned`: packs a prune plan will delete; blobs found only there count as
     /// absent), index files are written as it goes, new trees are cached.
-    pub fn new(repo: Arc<Repository>, workers: usize, condemned: &HashSet<Id>) -> Result<BlobSink, RepoError> {
-        BlobSink::with_dry_run(repo, workers, condemned, false)
+    pub fn new(repo: Arc<Repository>, workers: usize, condemned: &HashSet<Id>) -> Result<Self, RepoError> {
+        Packer::with_dry_run(repo, workers, condemned, false)
     }
 
     /// Like [`new`](Self::new); with `dry_run`, blobs are packed and counted but never stored.
@@ -191,7 +189,7 @@ impl BlobSink {
         workers: usize,
         condemned: &HashSet<Id>,
         dry_run: bool,
-    ) -> Result<BlobSink, RepoError> {
+    ) -> Result<Self, RepoError> {
         let domain = repo.keys().write_domain();
         let options = PackerOptions {
             dedup: Dedup::AgainstIndex { condemned },

@@ -13,7 +13,7 @@ fn packs_added(sink: &Packer<'_>) -> u64 {
 #[test]
 fn a_blob_is_saved_once_and_known_to_the_next_sink() {
     let (repo, _cache) = memory_repo();
-    let sink = BlobSink::new(Arc::clone(&repo), 2, &HashSet::new()).unwrap();
+    let sink = Packer::new(Arc::clone(&repo), 2, &HashSet::new()).unwrap();
     let data = noise(10_000, 1);
     let id = repo.keys().id_key.blob_id(&data);
     assert!(!sink.contains_all(&[id]));
@@ -29,12 +29,12 @@ fn a_blob_is_saved_once_and_known_to_the_next_sink() {
     assert_eq!(repo.load_blob(&id).unwrap(), data);
     assert_eq!(repo.cached_tree(&tree_id).unwrap(), Some(tree), "trees go to the local cache too");
 
-    let again = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+    let again = Packer::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
     assert!(again.contains_all(&[id, tree_id]), "a new sink knows what the index holds");
     assert_eq!(again.finish().unwrap().packs_added, 0);
     // A prune plan condemns every pack: their blobs count as absent, to be saved again.
     let condemned: HashSet<Id> = repo.list_object_ids(layout::DATA).unwrap().into_iter().map(|(p, _)| p).collect();
-    let doubting = BlobSink::new(Arc::clone(&repo), 1, &condemned).unwrap();
+    let doubting = Packer::new(Arc::clone(&repo), 1, &condemned).unwrap();
     assert!(!doubting.contains_all(&[id]));
     doubting.finish().unwrap();
 }
@@ -42,7 +42,7 @@ fn a_blob_is_saved_once_and_known_to_the_next_sink() {
 #[test]
 fn tree_packs_close_at_a_quarter_of_the_target() {
     let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-    let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+    let sink = Packer::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
     // Trees of 6 KiB: the tree pack (16 KiB) is full at the third.
     sink.add_tree(noise(6 << 10, 1)).unwrap();
     sink.add_tree(noise(6 << 10, 2)).unwrap();
@@ -56,7 +56,7 @@ fn tree_packs_close_at_a_quarter_of_the_target() {
 #[test]
 fn an_index_file_is_written_every_so_many_packs() {
     let (repo, _cache) = memory_repo_with(small_packs(1 << 16));
-    let sink = BlobSink::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
+    let sink = Packer::new(Arc::clone(&repo), 1, &HashSet::new()).unwrap();
     // Each incompressible 64 KiB blob fills a pack of its own.
     let count = PACKS_PER_INDEX + 6;
     for seed in 0..count {
@@ -78,7 +78,7 @@ fn an_index_file_is_written_every_so_many_packs() {
 #[test]
 fn a_dry_run_stores_nothing() {
     let (repo, _cache) = memory_repo();
-    let sink = BlobSink::with_dry_run(Arc::clone(&repo), 1, &HashSet::new(), true).unwrap();
+    let sink = Packer::with_dry_run(Arc::clone(&repo), 1, &HashSet::new(), true).unwrap();
     let data = noise(10_000, 9);
     sink.add_data(repo.keys().id_key.blob_id(&data), data).unwrap();
     let tree_id = sink.add_tree(Tree { nodes: Vec::new() }.encode()).unwrap();
