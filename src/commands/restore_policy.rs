@@ -8,7 +8,6 @@ use std::path::Path;
 
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
-use crate::repo::Repository;
 
 /// restic's `--overwrite`; the default is restic's too, `always`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub fn should_write(policy: Overwrite, dest: &Path, node: &Node) -> bool {
 
 /// Reads `path` back and checks it holds exactly the chunks `content` names, in order.
 /// Returns what differs, for the report.
-pub fn verify_file(repo: &Repository, path: &Path, content: &[Id]) -> Result<(), String> {
+pub fn verify_file(repo: &dyn super::restore::RestoreSource, path: &Path, content: &[Id]) -> Result<(), String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("verify: cannot read it back: {e}"))?;
     let mut buffer = Vec::new();
     let mut offset = 0u64;
@@ -81,7 +80,7 @@ pub fn verify_file(repo: &Repository, path: &Path, content: &[Id]) -> Result<(),
             }
             _ => format!("verify: reading at byte {offset}: {e}"),
         })?;
-        if repo.domain_naming(&buffer, id).is_none() {
+        if !repo.is_chunk(&buffer, id) {
             return Err(format!(
                 "verify: content differs from the snapshot's at bytes {offset}..{}",
                 offset + length as u64

@@ -31,7 +31,19 @@ use crate::id::Id;
 /// comes near it.
 pub const MAX_DEPTH: usize = 4096;
 
-pub trait Visitor {
+/// Where a walk gets trees by id: [`Repository::load_tree`] for every command; a consumer with
+/// a narrow trait of its own (restore's `RestoreSource`) passes that, and its unit tests a map.
+pub trait Trees {
+    fn load_tree(&self, id: &Id) -> Result<Tree, RepoError>;
+}
+
+impl Trees for Repository {
+    fn load_tree(&self, id: &Id) -> Result<Tree, RepoError> {
+        Repository::load_tree(self, id)
+    }
+}
+
+pub trait Visitor<R: Trees + ?Sized = Repository> {
     type Error: From<RepoError>;
     /// What the visitor keeps for a folder while its entries are walked.
     type Dir;
@@ -43,13 +55,7 @@ pub trait Visitor {
     /// The tree `id` of the folder at `path` about to be walked with state `dir` (the walk's
     /// root too). `Ok(None)` skips the folder: it is not walked and not left. The default reads
     /// it through [`Repository::load_tree`]; an error ends the walk.
-    fn tree(
-        &mut self,
-        repo: &Repository,
-        _dir: &mut Self::Dir,
-        id: &Id,
-        _path: &[u8],
-    ) -> Result<Option<Tree>, Self::Error> {
+    fn tree(&mut self, repo: &R, _dir: &mut Self::Dir, id: &Id, _path: &[u8]) -> Result<Option<Tree>, Self::Error> {
         Ok(Some(repo.load_tree(id)?))
     }
 
@@ -79,8 +85,8 @@ struct Frame<D> {
 /// Walks the tree `root` (a snapshot's root or a folder in it, at absolute path `base`),
 /// calling `visitor` for every entry. `label` names what is walked in the depth error (e.g.
 /// "snapshot 1a2b3c4d").
-pub fn walk<V: Visitor>(
-    repo: &Repository,
+pub fn walk<R: Trees + ?Sized, V: Visitor<R>>(
+    repo: &R,
     label: &str,
     root: &Id,
     base: &[u8],
@@ -91,8 +97,8 @@ pub fn walk<V: Visitor>(
 }
 
 /// [`walk`] for a root that itself sits deep in a snapshot: at most `max_depth` levels below it.
-pub fn walk_bounded<V: Visitor>(
-    repo: &Repository,
+pub fn walk_bounded<R: Trees + ?Sized, V: Visitor<R>>(
+    repo: &R,
     label: &str,
     root: &Id,
     base: &[u8],
@@ -150,7 +156,7 @@ pub fn enter(repo: &Repository, label: &str, depth: usize, path: &[u8], id: &Id)
 /// last one any kind of entry). `Ok(None)` when a name is missing or one before the last is
 /// not a folder. With no names, a folder node with an empty name, default metadata and `root`
 /// as its subtree stands for the root itself, which has no entry of its own.
-pub fn descend(repo: &Repository, root: &Id, names: &[&[u8]]) -> Result<Option<Node>, RepoError> {
+pub fn descend<R: Trees + ?Sized>(repo: &R, root: &Id, names: &[&[u8]]) -> Result<Option<Node>, RepoError> {
     let mut current = Node { name: ByteBuf::new(), kind: NodeKind::Dir { subtree: *root }, meta: Metadata::default() };
     for name in names {
         let NodeKind::Dir { subtree } = current.kind else {
@@ -300,7 +306,7 @@ mod tests {
     fn the_tree_hook_serves_trees_and_skips_what_it_declines() {
         let fx = fixture();
         let mut visitor = FromMap { trees: shared_trees(), ..Default::default() };
-        walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap();
+        walk(&*fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap();
         assert_eq!(visitor.entries, ["/a", "/a/x", "/b", "/b/y", "/f"]);
         // `/b/y` was asked for and declined (seen before): neither walked nor left.
         assert_eq!(visitor.left, ["/a", "/b", "/"]);
@@ -310,7 +316,7 @@ mod tests {
 
         // A root the hook declines is not walked at all.
         let mut again = FromMap { trees: shared_trees(), seen: HashSet::from([Id([1; 32])]), ..Default::default() };
-        walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut again).unwrap();
+        walk(&*fx.repo, "test", &Id([1; 32]), b"/", None, &mut again).unwrap();
         assert!(again.entries.is_empty() && again.left.is_empty());
     }
 
@@ -320,12 +326,12 @@ mod tests {
         let mut trees = shared_trees();
         trees.remove(&Id([3; 32]));
         let mut visitor = FromMap { trees, ..Default::default() };
-        let e = walk(&fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap_err();
+        let e = walk(&*fx.repo, "test", &Id([1; 32]), b"/", None, &mut visitor).unwrap_err();
         assert!(matches!(e, RepoError::MissingBlob(id) if id == Id([3; 32])), "{e}");
 
         // Two levels allowed below the root: `/b/y` is one too many, refused before the hook.
         let mut visitor = FromMap { trees: shared_trees(), ..Default::default() };
-        let e = walk_bounded(&fx.repo, "test", &Id([1; 32]), b"/", 2, None, &mut visitor).unwrap_err();
+        let e = walk_bounded(&*fx.repo, "test", &Id([1; 32]), b"/", 2, None, &mut visitor).unwrap_err();
         assert!(too_deep(&e) && e.to_string().contains("/b/y"), "{e}");
         let asked: Vec<&str> = visitor.asked.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(asked, ["/", "/a", "/b"]);
@@ -345,7 +351,7 @@ mod tests {
             }
         }
         let mut count = Count(0);
-        walk(&fx.repo, "test", &snapshot.tree, b"/", (), &mut count).unwrap();
+        walk(&*fx.repo, "test", &snapshot.tree, b"/", (), &mut count).unwrap();
         let mut listed = 0;
         ls::list(&fx.repo, &snapshot, None, true, |_| listed += 1).unwrap();
         assert_eq!(count.0, listed);
@@ -355,7 +361,7 @@ mod tests {
     fn descend_follows_names_to_an_entry() {
         let fx = fixture();
         let root = backup(&fx).snapshot.tree;
-        let top = descend(&fx.repo, &root, &[]).unwrap().expect("the root");
+        let top = descend(&*fx.repo, &root, &[]).unwrap().expect("the root");
         assert!(top.name.is_empty() && top.kind == NodeKind::Dir { subtree: root });
         let names: Vec<Vec<u8>> = fx
             .src_path()
@@ -367,16 +373,16 @@ mod tests {
             .collect();
         let mut path: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         path.push(b"a.txt");
-        let found = descend(&fx.repo, &root, &path).unwrap().expect("a.txt");
+        let found = descend(&*fx.repo, &root, &path).unwrap().expect("a.txt");
         assert_eq!(&found.name[..], b"a.txt");
         assert!(matches!(found.kind, NodeKind::File { .. }));
         // Through a file, or to a name that is not there: nothing.
         path.push(b"below");
-        assert!(descend(&fx.repo, &root, &path).unwrap().is_none());
+        assert!(descend(&*fx.repo, &root, &path).unwrap().is_none());
         path.pop();
         path.pop();
         path.push(b"absent");
-        assert!(descend(&fx.repo, &root, &path).unwrap().is_none());
+        assert!(descend(&*fx.repo, &root, &path).unwrap().is_none());
     }
 
     fn too_deep(e: &RepoError) -> bool {

@@ -9,12 +9,13 @@
 //!
 //! The files: `options` (what is asked and answered), this one (the entry point and the walk
 //! that decides what to restore), `plan` (reads gathered by pack region, remote stores),
-//! `write` (the workers that create and write files) and `metadata` (modes, owners, times,
-//! xattrs; what `confine_special` leaves out).
+//! `write` (the workers that create and write files), `metadata` (modes, owners, times,
+//! xattrs; what `confine_special` leaves out) and `source` (what it needs of a repository).
 
 mod metadata;
 mod options;
 mod plan;
+mod source;
 mod write;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::repo::{RepoError, Repository};
 use metadata::{apply_metadata, confine, Confined};
 pub use options::{RestoreOptions, RestoreReport};
 use plan::{open_file_limit, Batch};
+pub use source::RestoreSource;
 use write::{finish_file, on_local_disk, ChunkJob, PendingFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,7 @@ pub enum RestoreError {
 }
 
 struct Shared<'a> {
-    repo: &'a Repository,
+    repo: &'a dyn RestoreSource,
     errors: Mutex<Vec<(String, String)>>,
     disk_full: Mutex<Option<PathBuf>>,
     bytes: AtomicU64,
@@ -83,6 +85,17 @@ pub fn restore(
     interrupted: &AtomicBool,
 ) -> Result<RestoreReport, RestoreError> {
     repo.require_full_key("restore")?;
+    restore_from(repo, root_tree, subpath, options, interrupted)
+}
+
+/// [`restore`] from any [`RestoreSource`] (the unit tests' is a map).
+pub fn restore_from(
+    repo: &dyn RestoreSource,
+    root_tree: &Id,
+    subpath: Option<&[u8]>,
+    options: &RestoreOptions,
+    interrupted: &AtomicBool,
+) -> Result<RestoreReport, RestoreError> {
     let mut excludes = Patterns::new(&options.excludes)?;
     excludes.add(&options.iexcludes, true)?;
     let includes = if options.includes.is_empty() && options.iincludes.is_empty() {
@@ -183,7 +196,7 @@ pub fn restore(
 /// `--verify`: reads back each file of the selection (restored or kept) that did not already
 /// fail, and records those that differ from the snapshot as errors.
 fn verify(
-    repo: &Repository,
+    repo: &dyn RestoreSource,
     files: Vec<(PathBuf, Vec<Id>)>,
     report: &mut RestoreReport,
     interrupted: &AtomicBool,
@@ -236,7 +249,7 @@ struct RestoreDir {
     included: bool,
 }
 
-impl Visitor for RestoreWalk<'_, '_> {
+impl Visitor<dyn RestoreSource + '_> for RestoreWalk<'_, '_> {
     type Error = RestoreError;
     type Dir = RestoreDir;
 

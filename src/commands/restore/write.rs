@@ -83,11 +83,7 @@ fn write_chunk(shared: &Shared<'_>, job: ChunkJob, buffers: &mut (Vec<u8>, Vec<u
     }
     let (sealed, data) = buffers;
     let result = match &job.location {
-        Ok(l) => shared
-            .repo
-            .read_blob_into(l, crate::repo::Copies::Current, sealed, data)
-            .map(|()| &data[..])
-            .map_err(|e| e.to_string()),
+        Ok(l) => shared.repo.read_chunk(l, sealed, data).map(|()| &data[..]).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     deliver(shared, &job, result);
@@ -112,7 +108,7 @@ fn write_region(shared: &Shared<'_>, jobs: Vec<ChunkJob>, buffers: &mut (Vec<u8>
         })
         .unzip();
     let (sealed, data) = buffers;
-    shared.repo.read_region(&locations, sealed, data, |i, result| {
+    shared.repo.read_region(&locations, sealed, data, &mut |i, result| {
         deliver(shared, &live[i], result.map_err(|e| e.to_string()));
     });
 }
