@@ -124,18 +124,7 @@ impl Location {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let mut options = BTreeMap::new();
-        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| LocationError::BadOption(pair.to_string()))?;
-            options.insert(percent_decode(key), percent_decode(value));
-        }
-        for pair in extra {
-            let (key, value) = pair.split_once('=').ok_or_else(|| LocationError::BadOption(pair.to_string()))?;
-            if key.is_empty() {
-                return Err(LocationError::BadOption(pair.to_string()));
-            }
-            options.insert(key.to_string(), value.to_string());
-        }
+        let mut options = merged_options(query, extra)?;
         let (userinfo, host) = match authority.rsplit_once('@') {
             Some((user, host)) => (Some(user), host),
             None => (None, authority),
@@ -212,18 +201,43 @@ impl Location {
                 other
             }
         };
-        let mut secrets = BTreeMap::new();
-        for (key, value) in std::mem::take(&mut options) {
-            if is_secret_key(&key) {
-                let reference = SecretRef::parse(&value).ok_or(LocationError::LiteralSecret { key: key.clone() })?;
-                secrets.insert(key, reference);
-            } else {
-                options.insert(key, value);
-            }
-        }
+        let secrets = take_secrets(&mut options)?;
         let display = display(scheme, authority, path, &options, &secrets);
         Ok(Location::Remote(Remote { service: service.to_string(), uri, options, secrets, display }))
     }
+}
+
+/// The options of a location: its URL's query (percent-decoded), then `extra` (`--option
+/// key=value`, taken as written) over them.
+fn merged_options(query: Option<&str>, extra: &[String]) -> Result<BTreeMap<String, String>, LocationError> {
+    let mut options = BTreeMap::new();
+    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| LocationError::BadOption(pair.to_string()))?;
+        options.insert(percent_decode(key), percent_decode(value));
+    }
+    for pair in extra {
+        let (key, value) = pair.split_once('=').ok_or_else(|| LocationError::BadOption(pair.to_string()))?;
+        if key.is_empty() {
+            return Err(LocationError::BadOption(pair.to_string()));
+        }
+        options.insert(key.to_string(), value.to_string());
+    }
+    Ok(options)
+}
+
+/// Moves the secret options out of `options`: each must be a reference to where the secret
+/// lives (keychain, environment, file), never the secret itself.
+fn take_secrets(options: &mut BTreeMap<String, String>) -> Result<BTreeMap<String, SecretRef>, LocationError> {
+    let mut secrets = BTreeMap::new();
+    for (key, value) in std::mem::take(options) {
+        if is_secret_key(&key) {
+            let reference = SecretRef::parse(&value).ok_or(LocationError::LiteralSecret { key: key.clone() })?;
+            secrets.insert(key, reference);
+        } else {
+            options.insert(key, value);
+        }
+    }
+    Ok(secrets)
 }
 
 impl std::fmt::Display for Location {
