@@ -109,8 +109,12 @@ impl Visitor for Live<'_> {
         if self.domain.is_some_and(|d| self.seen.contains(&(d, *id))) {
             return Ok(None);
         }
-        let extra: Vec<BlobLocation> =
-            self.extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location).collect();
+        // Once the domain is known a condemned copy is one lookup; only a root tree, whose
+        // domain its copies decide, looks through all of them.
+        let extra: Vec<BlobLocation> = match self.domain {
+            Some(domain) => self.extra.get(&(domain, *id)).copied().into_iter().collect(),
+            None => self.extra.iter().filter(|((_, blob), _)| blob == id).map(|(_, location)| *location).collect(),
+        };
         let Some((domain, tree)) = repo.load_tree_in(id, self.domain, &extra)? else {
             return Err(self.unreachable(format!("tree {id}")));
         };
