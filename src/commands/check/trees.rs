@@ -109,14 +109,14 @@ impl Visitor for TreeChecker<'_> {
         }
         let (report, object) = (&mut *self.report, &self.object);
         report.trees_checked += 1;
-        let shown = String::from_utf8_lossy(dir).into_owned();
+        let shown = || String::from_utf8_lossy(dir).into_owned();
         let Some(location) = self.index.locate(tree_id) else {
-            report.error(object, format!("{shown}: folder's tree {tree_id} is not in the index"));
+            report.error(object, format!("{}: folder's tree {tree_id} is not in the index", shown()));
             return Ok(None);
         };
         let pack_path = layout::pack(&location.pack);
         if location.entry.kind != BlobKind::Tree {
-            report.error(pack_path, format!("{shown}: tree {tree_id} is indexed as a data blob"));
+            report.error(pack_path, format!("{}: tree {tree_id} is indexed as a data blob", shown()));
             return Ok(None);
         }
         report.bytes_read += u64::from(location.entry.length);
@@ -128,7 +128,8 @@ impl Visitor for TreeChecker<'_> {
                 Ok(Some(tree))
             }
             Err(e) => {
-                report.error(pack_path, format!("tree {tree_id} ({shown} in {object}) is damaged: {}", describe(&e)));
+                let message = format!("tree {tree_id} ({} in {object}) is damaged: {}", shown(), describe(&e));
+                report.error(pack_path, message);
                 Ok(None)
             }
         }
