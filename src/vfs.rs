@@ -73,9 +73,10 @@ pub trait MountedRepo: Send + Sync + 'static {
     fn locate(&self, id: &Id) -> Result<BlobLocation, RepoError>;
     /// A block's plaintext, verified.
     fn block(&self, id: &Id) -> Result<Vec<u8>, RepoError>;
-    /// The blocks stored around `location` (itself included) that are worth reading with it,
-    /// or `None` where a request costs no round trip (a local folder).
-    fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError>;
+    /// Where the block `id` is stored and the blocks around it (itself included) worth
+    /// reading with it, or `None` where a request costs no round trip (a local folder, which
+    /// reads the block alone and need not locate it twice).
+    fn around(&self, id: &Id) -> Result<Option<(BlobLocation, Vec<BlobLocation>)>, RepoError>;
     /// Reads `run` (neighbours in one pack) with one request; `each` gets every block's
     /// plaintext or failure by its index in `run`.
     fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>));
@@ -105,11 +106,12 @@ impl MountedRepo for Repository {
         self.load_blob(id)
     }
 
-    fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError> {
+    fn around(&self, id: &Id) -> Result<Option<(BlobLocation, Vec<BlobLocation>)>, RepoError> {
         if self.is_local() {
             return Ok(None);
         }
-        self.region_around(location).map(Some)
+        let location = Repository::locate(self, id)?;
+        Ok(Some((location, self.region_around(&location)?)))
     }
 
     fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)) {
@@ -354,8 +356,7 @@ impl<R: MountedRepo> Source for RepoSource<R> {
         budget: u64,
         known: &dyn Fn(&BlockKey) -> bool,
     ) -> Result<(BlockData, Vec<(BlockKey, BlockData)>), SourceError> {
-        let location = self.repo.locate(&Id(*key)).map_err(to_source_error)?;
-        let Some(around) = self.repo.around(&location).map_err(to_source_error)? else {
+        let Some((location, around)) = self.repo.around(&Id(*key)).map_err(to_source_error)? else {
             return Ok((self.read_block(key)?, Vec::new()));
         };
         let run = companion_run(&location, around, budget, |l| known(&l.entry.id.0));
@@ -444,8 +445,12 @@ mod tests {
         fn block(&self, id: &Id) -> Result<Vec<u8>, RepoError> {
             self.blocks.get(id).map(|(_, b)| b.clone()).ok_or(RepoError::MissingBlob(*id))
         }
-        fn around(&self, location: &BlobLocation) -> Result<Option<Vec<BlobLocation>>, RepoError> {
-            Ok(self.remote.then(|| self.blocks.values().map(|(l, _)| *l).filter(|l| l.pack == location.pack).collect()))
+        fn around(&self, id: &Id) -> Result<Option<(BlobLocation, Vec<BlobLocation>)>, RepoError> {
+            if !self.remote {
+                return Ok(None);
+            }
+            let location = self.locate(id)?;
+            Ok(Some((location, self.blocks.values().map(|(l, _)| *l).filter(|l| l.pack == location.pack).collect())))
         }
         fn read_run(&self, run: &[BlobLocation], each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)) {
             self.runs.lock().unwrap().push(run.len());
