@@ -61,6 +61,19 @@ impl Repository {
         locations: &[BlobLocation],
         sealed: &mut Vec<u8>,
         out: &mut Vec<u8>,
+        each: impl FnMut(usize, Result<&[u8], RepoError>),
+    ) {
+        self.read_region_of(locations, Copies::Current, sealed, out, each)
+    }
+
+    /// [`read_region`](Self::read_region) for a caller that decides which other copies a blob
+    /// that fails may be read from (prune's repack: [`Copies::Exactly`], that copy or an error).
+    pub fn read_region_of(
+        &self,
+        locations: &[BlobLocation],
+        copies: Copies,
+        sealed: &mut Vec<u8>,
+        out: &mut Vec<u8>,
         mut each: impl FnMut(usize, Result<&[u8], RepoError>),
     ) {
         let alone = |i: usize,
@@ -68,7 +81,7 @@ impl Repository {
                      sealed: &mut Vec<u8>,
                      out: &mut Vec<u8>,
                      each: &mut dyn FnMut(usize, Result<&[u8], RepoError>)| {
-            let result = self.read_blob_into(location, Copies::Current, sealed, out);
+            let result = self.read_blob_into(location, copies, sealed, out);
             each(i, result.map(|()| &out[..]));
         };
         let Some(first) = locations.first() else { return };

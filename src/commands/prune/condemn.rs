@@ -9,7 +9,7 @@ use crate::format::pack::PackEntry;
 use crate::format::plan::PlanRecord;
 use crate::id::Id;
 use crate::repo::Packer;
-use crate::repo::{now_unix, BlobLocation, Repository};
+use crate::repo::{now_unix, plan_regions, BlobLocation, Copies, Repository, REGION_GAP, REGION_MAX};
 
 use super::delete::delete_phase;
 use super::live::{all_snapshots, choose_copies, listed_packs, referenced_blobs};
@@ -53,20 +53,38 @@ pub(super) fn condemn_phase(
     let mut writers: HashMap<Id, Packer> = HashMap::new();
     let mut groups: Vec<&(Id, Id)> = contents.keys().filter(|(pack, _)| repack_set.contains(pack)).collect();
     groups.sort();
+    let (mut sealed, mut plain) = (Vec::new(), Vec::new());
     for key @ (pack, domain) in groups {
         let (_, entries) = &contents[key];
-        for entry in entries.iter().filter(|e| is_used(pack, domain, &e.id)) {
-            let plain = repo.read_blob(
-                &BlobLocation { pack: *pack, entry: *entry, domain: *domain },
-                crate::repo::Copies::Exactly,
-            )?;
-            let writer = match writers.entry(*domain) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Packer::in_domain(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
+        let live: Vec<(BlobLocation, ())> = entries
+            .iter()
+            .filter(|e| is_used(pack, domain, &e.id))
+            .map(|entry| (BlobLocation { pack: *pack, entry: *entry, domain: *domain }, ()))
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let writer = match writers.entry(*domain) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Packer::in_domain(repo, domain_keys(repo, domain)?, "prune-after-new-pack"))
+            }
+        };
+        // Neighbouring live blobs with one ranged read: a read per blob cost ~2,800 round trips
+        // (106 s at 15 ms each way) to repack the packs of half of /usr/share/doc. Each copy is
+        // read exactly: a blob that does not verify there stops prune, as it did.
+        for region in plan_regions(live, REGION_GAP, REGION_MAX) {
+            let locations: Vec<BlobLocation> = region.into_iter().map(|(location, ())| location).collect();
+            let mut failed = None;
+            repo.read_region_of(&locations, Copies::Exactly, &mut sealed, &mut plain, |i, read| {
+                let entry = &locations[i].entry;
+                if failed.is_none() {
+                    failed = read.and_then(|bytes| writer.add(entry.kind, entry.id, bytes.to_vec())).err();
                 }
-            };
-            writer.add(entry.kind, entry.id, plain)?;
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
         }
     }
     let mut indexes: HashMap<Id, IndexFile> = HashMap::new();
